@@ -1,0 +1,105 @@
+"""Configuration from the environment (12-factor). Every variable has a documented default.
+
+| variable                    | default                          | meaning                                   |
+|-----------------------------|----------------------------------|-------------------------------------------|
+| DATABASE_URL                | (unset: embedded PostgreSQL)     | PostgreSQL DSN shared by all services     |
+| STATISTICS_DATABASE_URL     | DATABASE_URL                     | read replica / read-only role for reads   |
+| GHOSTLY_DATA_DIR            | <project>/var                    | root of local state (store, cache)        |
+| GHOSTLY_STORE_DIR           | $GHOSTLY_DATA_DIR/c3d-store      | content store root for C3D files          |
+| GHOSTLY_CACHE_DIR           | $GHOSTLY_DATA_DIR/signal-cache   | JIT signal cache payloads                 |
+| GHOSTLY_CACHE_MAX_BYTES     | 1073741824 (1 GiB)               | size limit of the signal cache directory  |
+| GHOSTLY_PGDATA              | see libs.db.embedded             | embedded cluster's data directory         |
+| GHOSTLY_PG_PORT             | 55432                            | embedded cluster's TCP port (127.0.0.1)   |
+| GHOSTLY_HOST                | 127.0.0.1                        | address the gRPC servers bind             |
+| GHOSTLY_INGEST_PORT         | 50051                            | IngestService port                        |
+| GHOSTLY_STATISTICS_PORT     | 50052                            | StatisticsService port                    |
+| GHOSTLY_JIT_SIGNAL_PORT     | 50053                            | JitSignalService port                     |
+| GHOSTLY_EXPORT_PORT         | 50054                            | ExportService port                        |
+| GHOSTLY_MAX_MESSAGE_BYTES   | 4194304 (4 MiB)                  | gRPC max receive/send message size        |
+| GHOSTLY_MAX_UPLOAD_BYTES    | 268435456 (256 MiB)              | largest C3D accepted by Upload            |
+| GHOSTLY_EVENT_SECRET        | (unset: events not signed)       | HMAC-SHA256 secret of storage events      |
+| GHOSTLY_AUTO_CREATE_PATIENTS| false                            | create unknown patient codes on ingest    |
+| GHOSTLY_DB_POOL_MIN / MAX   | 1 / 10                           | asyncpg pool size per service             |
+| GHOSTLY_HEALTH_INTERVAL_S   | 2.0                              | database health probe period              |
+| GHOSTLY_SHUTDOWN_GRACE_S    | 10.0                             | drain time on SIGTERM                     |
+| GHOSTLY_LOG_LEVEL           | INFO                             | logging level                             |
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
+
+# Service name -> (environment variable of its port, default port).
+SERVICE_PORTS: dict[str, tuple[str, int]] = {
+    "ingest": ("GHOSTLY_INGEST_PORT", 50051),
+    "statistics": ("GHOSTLY_STATISTICS_PORT", 50052),
+    "jit_signal": ("GHOSTLY_JIT_SIGNAL_PORT", 50053),
+    "export": ("GHOSTLY_EXPORT_PORT", 50054),
+}
+
+
+def _bool(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Config:
+    database_url: str | None
+    statistics_database_url: str | None
+    data_dir: Path
+    store_dir: Path
+    cache_dir: Path
+    cache_max_bytes: int
+    host: str
+    ports: dict[str, int] = field(default_factory=dict)
+    max_message_bytes: int = 4 * 1024 * 1024
+    max_upload_bytes: int = 256 * 1024 * 1024
+    event_secret: str | None = None
+    auto_create_patients: bool = False
+    db_pool_min: int = 1
+    db_pool_max: int = 10
+    health_interval_s: float = 2.0
+    shutdown_grace_s: float = 10.0
+    log_level: str = "INFO"
+
+    def port(self, service: str) -> int:
+        return self.ports[service]
+
+    def address(self, service: str) -> str:
+        return f"{self.host}:{self.ports[service]}"
+
+    def with_database(self, url: str) -> "Config":
+        """Same config pointed at another database (used by the embedded default)."""
+        return replace(self, database_url=url,
+                       statistics_database_url=self.statistics_database_url or url)
+
+
+def load(env: dict[str, str] | None = None) -> Config:
+    env = dict(os.environ if env is None else env)
+    data_dir = Path(env.get("GHOSTLY_DATA_DIR") or PROJECT_ROOT / "var")
+    db = env.get("DATABASE_URL") or None
+    return Config(
+        database_url=db,
+        statistics_database_url=env.get("STATISTICS_DATABASE_URL") or db,
+        data_dir=data_dir,
+        store_dir=Path(env.get("GHOSTLY_STORE_DIR") or data_dir / "c3d-store"),
+        cache_dir=Path(env.get("GHOSTLY_CACHE_DIR") or data_dir / "signal-cache"),
+        cache_max_bytes=int(env.get("GHOSTLY_CACHE_MAX_BYTES") or 1 << 30),
+        host=env.get("GHOSTLY_HOST") or "127.0.0.1",
+        ports={name: int(env.get(var) or default) for name, (var, default) in SERVICE_PORTS.items()},
+        max_message_bytes=int(env.get("GHOSTLY_MAX_MESSAGE_BYTES") or 4 * 1024 * 1024),
+        max_upload_bytes=int(env.get("GHOSTLY_MAX_UPLOAD_BYTES") or 256 * 1024 * 1024),
+        event_secret=env.get("GHOSTLY_EVENT_SECRET") or None,
+        auto_create_patients=_bool(env.get("GHOSTLY_AUTO_CREATE_PATIENTS"), False),
+        db_pool_min=int(env.get("GHOSTLY_DB_POOL_MIN") or 1),
+        db_pool_max=int(env.get("GHOSTLY_DB_POOL_MAX") or 10),
+        health_interval_s=float(env.get("GHOSTLY_HEALTH_INTERVAL_S") or 2.0),
+        shutdown_grace_s=float(env.get("GHOSTLY_SHUTDOWN_GRACE_S") or 10.0),
+        log_level=(env.get("GHOSTLY_LOG_LEVEL") or "INFO").upper(),
+    )

@@ -1,0 +1,1 @@
+"""Database access shared by every service: pool, migrations, embedded PostgreSQL."""

@@ -1,0 +1,28 @@
+"""asyncpg connection pools with the codecs every service expects."""
+from __future__ import annotations
+
+import json
+import logging
+
+import asyncpg
+
+log = logging.getLogger("ghostly.db")
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # JSON/JSONB columns come back as Python objects and accept them on the way in.
+    for typ in ("json", "jsonb"):
+        await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10,
+                      application_name: str = "ghostly") -> asyncpg.Pool:
+    """Create a pool. If the database is unreachable now, fall back to a lazy pool (min 0) so
+    the service can still start and report NOT_SERVING until the database comes back."""
+    kwargs = dict(max_size=max_size, init=_init_connection, command_timeout=60,
+                  server_settings={"application_name": application_name})
+    try:
+        return await asyncpg.create_pool(dsn, min_size=min_size, **kwargs)
+    except (OSError, asyncpg.CannotConnectNowError, asyncpg.PostgresConnectionError) as exc:
+        log.warning("database unreachable at start-up (%s); starting with a lazy pool", exc)
+        return await asyncpg.create_pool(dsn, min_size=0, **kwargs)

@@ -1,0 +1,154 @@
+"""Server interceptor: maps domain errors to gRPC status codes and logs one line per RPC.
+
+Every RPC gets a request id (the caller's `x-request-id` metadata, or a new one), echoed in
+the trailing metadata and present in every log line written while it runs.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+
+import asyncpg
+import grpc
+
+from libs import errors
+from libs.emg.errors import EmgError
+from libs.logs import REQUEST_ID
+
+log = logging.getLogger("ghostly.rpc")
+
+STATUS_OF: list[tuple[type[BaseException], grpc.StatusCode]] = [
+    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.DataLoss, grpc.StatusCode.DATA_LOSS),
+    (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
+    # A malformed C3D or bad analysis settings is the caller's input.
+    (EmgError, grpc.StatusCode.INVALID_ARGUMENT),
+    # The database went away mid-request: retryable.
+    (OSError, grpc.StatusCode.UNAVAILABLE),
+    (asyncpg.PostgresConnectionError, grpc.StatusCode.UNAVAILABLE),
+    (asyncpg.CannotConnectNowError, grpc.StatusCode.UNAVAILABLE),
+    (asyncpg.TooManyConnectionsError, grpc.StatusCode.UNAVAILABLE),
+    (asyncpg.InterfaceError, grpc.StatusCode.UNAVAILABLE),
+    (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
+    # The generated servicer base raises this for RPCs a service does not implement.
+    (NotImplementedError, grpc.StatusCode.UNIMPLEMENTED),
+]
+
+
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    for cls, code in STATUS_OF:
+        if isinstance(exc, cls):
+            if code is grpc.StatusCode.UNAVAILABLE and not isinstance(exc, errors.DomainError):
+                return code, f"database unavailable: {exc.__class__.__name__}: {exc}"
+            return code, str(exc) or exc.__class__.__name__
+    return grpc.StatusCode.INTERNAL, ""
+
+
+def _request_id(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id" and value:
+            return str(value)[:128]
+    return uuid.uuid4().hex
+
+
+class _Call:
+    """Book-keeping of one RPC: request id, timing, final status, and the log line."""
+
+    def __init__(self, service: str, method: str, context: grpc.aio.ServicerContext):
+        self.service, self.method, self.context = service, method, context
+        self.request_id = _request_id(context)
+        self.token = REQUEST_ID.set(self.request_id)
+        self.started = time.perf_counter()
+        self.code = grpc.StatusCode.OK
+        self.error = ""
+        try:
+            context.set_trailing_metadata((("x-request-id", self.request_id),))
+        except Exception:  # pragma: no cover - trailing metadata is best effort
+            pass
+
+    async def fail(self, exc: BaseException) -> None:
+        """Turn an exception into the RPC's status (re-raises the abort)."""
+        if isinstance(exc, asyncio.CancelledError):
+            self.code = grpc.StatusCode.CANCELLED
+            raise exc
+        if isinstance(exc, grpc.aio.AbortError):
+            code = self.context.code() if hasattr(self.context, "code") else None
+            self.code = code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+            self.error = self.context.details() if hasattr(self.context, "details") else ""
+            raise exc
+        code, message = status_for(exc)
+        if code is grpc.StatusCode.INTERNAL:
+            log.error("unhandled error in %s", self.method, exc_info=exc)
+            message = f"internal error (request id {self.request_id})"
+        self.code, self.error = code, message
+        await self.context.abort(code, message)
+
+    def finish(self) -> None:
+        fields = {
+            "service": self.service, "method": self.method, "status": self.code.name,
+            "duration_ms": round((time.perf_counter() - self.started) * 1000, 3),
+            "peer": self.context.peer(),
+        }
+        if self.error:
+            fields["error"] = self.error
+        level = logging.ERROR if self.code is grpc.StatusCode.INTERNAL else logging.INFO
+        log.log(level, "rpc", extra={"fields": fields})
+        REQUEST_ID.reset(self.token)
+
+
+class ErrorAndLoggingInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, service: str):
+        self.service = service
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        if method.startswith("/grpc."):
+            # Health and reflection: infrastructure, polled constantly; not wrapped or logged.
+            return handler
+        service = self.service
+
+        def unary_response(behavior):
+            async def wrapper(request, context):
+                call = _Call(service, method, context)
+                try:
+                    return await behavior(request, context)
+                except BaseException as exc:  # noqa: BLE001 - mapped, logged, re-raised
+                    await call.fail(exc)
+                finally:
+                    call.finish()
+            return wrapper
+
+        def stream_response(behavior):
+            async def wrapper(request, context):
+                call = _Call(service, method, context)
+                try:
+                    async for item in behavior(request, context):
+                        yield item
+                except BaseException as exc:  # noqa: BLE001 - CancelledError is re-raised
+                    await call.fail(exc)
+                finally:
+                    call.finish()
+            return wrapper
+
+        kw = dict(request_deserializer=handler.request_deserializer,
+                  response_serializer=handler.response_serializer)
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(unary_response(handler.unary_unary), **kw)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(unary_response(handler.stream_unary), **kw)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(stream_response(handler.unary_stream), **kw)
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(stream_response(handler.stream_stream), **kw)
+        return handler

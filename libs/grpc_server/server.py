@@ -1,0 +1,153 @@
+"""Start a service: gRPC aio server + database pool + health + reflection + graceful stop.
+
+A service module only describes itself with a ServiceSpec (its name, the proto services it
+implements, and a `register` callback adding servicers); everything operational lives here.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+import asyncpg
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from libs.config import Config
+from libs.db.pool import create_pool
+from libs.grpc_server.interceptor import ErrorAndLoggingInterceptor
+
+log = logging.getLogger("ghostly.server")
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass
+class ServiceContext:
+    """What a servicer gets: configuration, the database pool, and clean-up hooks."""
+    config: Config
+    pool: asyncpg.Pool | None
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str                               # "ingest", "statistics", "jit_signal", "export"
+    full_names: tuple[str, ...]             # proto service names, e.g. ghostly.ingest.v1.IngestService
+    register: Callable[[grpc.aio.Server, ServiceContext], Awaitable[None]]
+    # Which DSN the pool uses: "database_url" or "statistics_database_url" (read replica/role).
+    dsn_setting: str = "database_url"
+
+
+def server_options(config: Config) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+class RunningService:
+    def __init__(self, spec: ServiceSpec, server: grpc.aio.Server, port: int,
+                 health_servicer: health.aio.HealthServicer, context: ServiceContext,
+                 owns_pool: bool):
+        self.spec, self.server, self.port = spec, server, port
+        self.health, self.context, self._owns_pool = health_servicer, context, owns_pool
+        self._monitor: asyncio.Task | None = None
+        self.serving: bool | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.context.config.host}:{self.port}"
+
+    async def set_serving(self, ok: bool) -> None:
+        if ok == self.serving:
+            return
+        self.serving = ok
+        status = SERVING if ok else NOT_SERVING
+        for name in ("", *self.spec.full_names):
+            await self.health.set(name, status)
+        log.log(logging.INFO if ok else logging.WARNING, "health changed",
+                extra={"fields": {"service": self.spec.name, "serving": ok}})
+
+    async def probe_database(self) -> bool:
+        pool = self.context.pool
+        if pool is None:
+            return True
+        try:
+            async with asyncio.timeout(max(1.0, self.context.config.health_interval_s)):
+                async with pool.acquire() as conn:
+                    await conn.fetchval("SELECT 1")
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "not serving"
+            return False
+
+    async def _monitor_loop(self) -> None:
+        while True:
+            await self.set_serving(await self.probe_database())
+            await asyncio.sleep(self.context.config.health_interval_s)
+
+    def start_monitor(self) -> None:
+        self._monitor = asyncio.create_task(self._monitor_loop(), name=f"{self.spec.name}-health")
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: report NOT_SERVING (load balancers stop routing), let in-flight RPCs finish
+        within the grace period, then cancel the rest and release resources."""
+        if self._monitor:
+            self._monitor.cancel()
+            try:
+                await self._monitor
+            except asyncio.CancelledError:
+                pass
+        await self.health.enter_graceful_shutdown()
+        grace = self.context.config.shutdown_grace_s if grace is None else grace
+        await self.server.stop(grace)
+        for hook in reversed(self.context.on_stop):
+            await hook()
+        if self._owns_pool and self.context.pool is not None:
+            await self.context.pool.close()
+
+
+async def start_service(spec: ServiceSpec, config: Config, *, port: int | None = None,
+                        pool: asyncpg.Pool | None = None) -> RunningService:
+    """Start `spec` on config.host:port (port 0 = any free port). Uses `pool` if given."""
+    owns_pool = pool is None
+    dsn = getattr(config, spec.dsn_setting) or config.database_url
+    if pool is None and dsn:
+        pool = await create_pool(dsn, min_size=config.db_pool_min, max_size=config.db_pool_max,
+                                 application_name=f"ghostly-{spec.name}")
+    context = ServiceContext(config=config, pool=pool)
+    server = grpc.aio.server(interceptors=[ErrorAndLoggingInterceptor(spec.name)],
+                             options=server_options(config))
+    await spec.register(server, context)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*spec.full_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    bound = server.add_insecure_port(f"{config.host}:{config.port(spec.name) if port is None else port}")
+    if bound == 0:
+        raise RuntimeError(f"{spec.name}: cannot bind {config.host}:{port}")
+    await server.start()
+    running = RunningService(spec, server, bound, health_servicer, context, owns_pool)
+    await running.set_serving(await running.probe_database())
+    running.start_monitor()
+    log.info("service started", extra={"fields": {"service": spec.name, "address": running.address}})
+    return running
+
+
+async def serve(spec: ServiceSpec, config: Config) -> None:
+    """Run until SIGTERM/SIGINT, then drain gracefully."""
+    running = await start_service(spec, config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down", extra={"fields": {"service": spec.name}})
+    await running.stop()

@@ -1,0 +1,18 @@
+"""IngestService server wiring (ghostly.ingest.v1)."""
+from __future__ import annotations
+
+import grpc
+
+from ghostly.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+from libs.grpc_server import ServiceContext, ServiceSpec
+
+FULL_NAME = ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name
+
+
+async def register(server: grpc.aio.Server, context: ServiceContext) -> None:
+    # The RPCs are implemented by a later issue; until then the generated base answers
+    # UNIMPLEMENTED, while health and reflection already work.
+    ingest_pb2_grpc.add_IngestServiceServicer_to_server(ingest_pb2_grpc.IngestServiceServicer(), server)
+
+
+SPEC = ServiceSpec(name="ingest", full_names=(FULL_NAME,), register=register)

@@ -1,0 +1,18 @@
+"""JitSignalService server wiring (ghostly.jit_signal.v1)."""
+from __future__ import annotations
+
+import grpc
+
+from ghostly.jit_signal.v1 import jit_signal_pb2, jit_signal_pb2_grpc
+from libs.grpc_server import ServiceContext, ServiceSpec
+
+FULL_NAME = jit_signal_pb2.DESCRIPTOR.services_by_name["JitSignalService"].full_name
+
+
+async def register(server: grpc.aio.Server, context: ServiceContext) -> None:
+    # The RPCs are implemented by a later issue; until then the generated base answers
+    # UNIMPLEMENTED, while health and reflection already work.
+    jit_signal_pb2_grpc.add_JitSignalServiceServicer_to_server(jit_signal_pb2_grpc.JitSignalServiceServicer(), server)
+
+
+SPEC = ServiceSpec(name="jit_signal", full_names=(FULL_NAME,), register=register)

@@ -1,0 +1,6 @@
+"""Run StatisticsService alone: python -m services.statistics"""
+from libs.service_main import main
+from services.statistics.server import SPEC
+
+if __name__ == "__main__":
+    main(SPEC)

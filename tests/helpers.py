@@ -1,0 +1,52 @@
+"""Small helpers shared by the integration tests."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from libs import config as config_mod
+
+ROOT = Path(__file__).resolve().parent.parent
+GRPCURL = Path(sys.executable).parent / "grpcurl"
+
+
+def make_config(database_url: str | None, tmp_path: Path | None = None, **overrides) -> config_mod.Config:
+    env = {"DATABASE_URL": database_url or "", "GHOSTLY_HEALTH_INTERVAL_S": "0.2",
+           "GHOSTLY_SHUTDOWN_GRACE_S": "2"}
+    if tmp_path is not None:
+        env["GHOSTLY_DATA_DIR"] = str(tmp_path)
+    cfg = config_mod.load(env)
+    return dataclasses.replace(cfg, **overrides) if overrides else cfg
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def grpcurl(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
+    return subprocess.run([str(GRPCURL), *args], capture_output=True, text=True, timeout=timeout)
+
+
+async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(interval)
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(extra)
+    return env

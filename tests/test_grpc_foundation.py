@@ -1,0 +1,174 @@
+"""gRPC bootstrap shared by every service: reflection and health seen by a real grpcurl,
+NOT_SERVING without a database, error mapping, request ids, graceful SIGTERM, `ghostly up`."""
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ghostly.statistics.v1 import statistics_pb2, statistics_pb2_grpc
+from libs import errors
+from libs.grpc_server import ServiceSpec, start_service
+from services.export.server import SPEC as EXPORT
+from services.ingest.server import SPEC as INGEST
+from services.jit_signal.server import SPEC as JIT
+from services.statistics.server import SPEC as STATISTICS
+from tests.helpers import ROOT, free_port, grpcurl, subprocess_env, make_config, wait_for
+
+ALL = [INGEST, STATISTICS, JIT, EXPORT]
+
+
+@pytest.fixture
+async def running_all(database_url, tmp_path):
+    cfg = make_config(database_url, tmp_path)
+    servers = [await start_service(spec, cfg, port=0) for spec in ALL]
+    yield {s.spec.name: s for s in servers}
+    for s in servers:
+        await s.stop(0)
+
+
+async def _check(address: str, service: str = "") -> str:
+    async with grpc.aio.insecure_channel(address) as ch:
+        reply = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
+async def test_grpcurl_lists_describes_and_checks_health(running_all):
+    for name, server in running_all.items():
+        listed = await asyncio.to_thread(grpcurl, "-plaintext", server.address, "list")
+        assert listed.returncode == 0, listed.stderr
+        services = set(listed.stdout.split())
+        assert set(server.spec.full_names) <= services
+        assert {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= services
+
+    stats = running_all["statistics"]
+    described = await asyncio.to_thread(grpcurl, "-plaintext", stats.address, "describe",
+                                        "ghostly.statistics.v1.StatisticsService")
+    assert described.returncode == 0, described.stderr
+    assert "rpc GetPatientProgress ( .ghostly.statistics.v1.GetPatientProgressRequest )" in described.stdout
+    message = await asyncio.to_thread(grpcurl, "-plaintext", stats.address, "describe",
+                                      "ghostly.statistics.v1.PerformanceScore")
+    assert "overall_performance_score" in message.stdout
+
+    for server in running_all.values():
+        for svc in ("", server.spec.full_names[0]):
+            checked = await asyncio.to_thread(grpcurl, "-plaintext", "-d", json.dumps({"service": svc}),
+                                              server.address, "grpc.health.v1.Health/Check")
+            assert checked.returncode == 0, checked.stderr
+            assert json.loads(checked.stdout) == {"status": "SERVING"}
+
+
+async def test_not_serving_when_database_unreachable(tmp_path):
+    dead = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
+    cfg = make_config(dead, tmp_path)
+    server = await start_service(STATISTICS, cfg, port=0)
+    try:
+        assert await _check(server.address) == "NOT_SERVING"
+        assert await _check(server.address, STATISTICS.full_names[0]) == "NOT_SERVING"
+    finally:
+        await server.stop(0)
+
+
+class _Failing(statistics_pb2_grpc.StatisticsServiceServicer):
+    """GetSession raises whatever the session id names, to exercise the error mapping."""
+
+    async def GetSession(self, request, context):
+        kind = request.session_id
+        if kind == "missing":
+            raise errors.NotFound("session 'missing' does not exist")
+        if kind == "bad":
+            raise errors.InvalidArgument("session_id must be a UUID")
+        if kind == "crash":
+            raise RuntimeError("secret internal detail")
+        return statistics_pb2.Session(id=kind)
+
+
+async def test_interceptor_maps_errors_and_echoes_request_id(database_url, tmp_path):
+    async def register(server, ctx):
+        statistics_pb2_grpc.add_StatisticsServiceServicer_to_server(_Failing(), server)
+
+    spec = ServiceSpec(name="statistics", full_names=STATISTICS.full_names, register=register)
+    server = await start_service(spec, make_config(database_url, tmp_path), port=0)
+    try:
+        async with grpc.aio.insecure_channel(server.address) as ch:
+            stub = statistics_pb2_grpc.StatisticsServiceStub(ch)
+            cases = {"missing": (grpc.StatusCode.NOT_FOUND, "session 'missing' does not exist"),
+                     "bad": (grpc.StatusCode.INVALID_ARGUMENT, "session_id must be a UUID")}
+            for sid, (code, msg) in cases.items():
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await stub.GetSession(statistics_pb2.GetSessionRequest(session_id=sid))
+                assert info.value.code() == code and info.value.details() == msg
+            call = stub.GetSession(statistics_pb2.GetSessionRequest(session_id="crash"),
+                                   metadata=(("x-request-id", "req-42"),))
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call
+            assert info.value.code() == grpc.StatusCode.INTERNAL
+            assert "secret" not in info.value.details() and "req-42" in info.value.details()
+            assert ("x-request-id", "req-42") in tuple(await call.trailing_metadata())
+            ok = await stub.GetSession(statistics_pb2.GetSessionRequest(session_id="fine"))
+            assert ok.id == "fine"
+    finally:
+        await server.stop(0)
+
+
+async def test_unimplemented_rpc_reports_unimplemented(running_all):
+    async with grpc.aio.insecure_channel(running_all["export"].address) as ch:
+        from ghostly.export.v1 import export_pb2, export_pb2_grpc
+        stub = export_pb2_grpc.ExportServiceStub(ch)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.ListExportHistory(export_pb2.ListExportHistoryRequest())
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_service_runs_alone_and_drains_on_sigterm(database_url, tmp_path):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "services.statistics"], cwd=ROOT,
+                            env=subprocess_env(DATABASE_URL=database_url, GHOSTLY_STATISTICS_PORT=str(port),
+                                               GHOSTLY_DATA_DIR=str(tmp_path), GHOSTLY_SHUTDOWN_GRACE_S="2"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        async def serving():
+            try:
+                return await _check(f"127.0.0.1:{port}") == "SERVING"
+            except grpc.aio.AioRpcError:
+                return False
+        await wait_for(serving, timeout=20)
+        proc.send_signal(signal.SIGTERM)
+        rc = await asyncio.to_thread(proc.wait, 15)
+        assert rc == 0
+        _, err = proc.communicate()
+        lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+        assert any(line["msg"] == "shutting down" for line in lines), err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+async def test_ghostly_up_status_and_ctrl_c(database_url, tmp_path):
+    ports = {f"GHOSTLY_{n.upper()}_PORT": str(free_port()) for n in ("ingest", "statistics", "jit_signal", "export")}
+    env = subprocess_env(DATABASE_URL=database_url, GHOSTLY_DATA_DIR=str(tmp_path),
+                         GHOSTLY_SHUTDOWN_GRACE_S="2", **ports)
+    ghostly = [sys.executable, "-m", "libs.cli"]
+    up = subprocess.Popen([*ghostly, "up"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, text=True)
+    try:
+        async def all_serving():
+            st = await asyncio.to_thread(subprocess.run, [*ghostly, "status"], cwd=ROOT, env=env,
+                                         capture_output=True, text=True)
+            return st if st.returncode == 0 else None
+        status = await wait_for(all_serving, timeout=40, interval=0.5)
+        assert status.stdout.count("SERVING") == 4, status.stdout
+        up.send_signal(signal.SIGINT)
+        assert await asyncio.to_thread(up.wait, 30) == 0
+        down = await asyncio.to_thread(subprocess.run, [*ghostly, "status"], cwd=ROOT, env=env,
+                                       capture_output=True, text=True)
+        assert down.returncode == 1 and down.stdout.count("UNREACHABLE") == 4
+    finally:
+        if up.poll() is None:
+            up.kill()
