@@ -1,0 +1,96 @@
+"""The content-store interface and its path rules (shared by every implementation)."""
+from __future__ import annotations
+
+import abc
+import contextlib
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import AsyncIterator, Iterator
+
+from libs.errors import InvalidArgument
+
+MAX_PATH_LENGTH = 512
+_SEGMENT = re.compile(r"^[A-Za-z0-9._\- ()+]+$")
+
+
+def validate_relative_path(path: str) -> str:
+    """Normalise a store-relative path or raise InvalidArgument.
+
+    Refused: empty, absolute, '..' or '.' segments, backslashes, control characters, hidden
+    segments (leading '.'), characters outside a conservative set, over-long paths."""
+    if not path or not path.strip():
+        raise InvalidArgument("file_path is empty")
+    if len(path) > MAX_PATH_LENGTH:
+        raise InvalidArgument(f"file_path is longer than {MAX_PATH_LENGTH} characters")
+    if "\\" in path or any(ord(c) < 32 for c in path):
+        raise InvalidArgument("file_path contains backslashes or control characters")
+    p = PurePosixPath(path)
+    if p.is_absolute():
+        raise InvalidArgument(f"file_path must be relative to the store root, got absolute path {path!r}")
+    parts = [s for s in path.split("/") if s != ""]
+    for seg in parts:
+        if seg in (".", ".."):
+            raise InvalidArgument(f"file_path must not contain '.' or '..' segments: {path!r}")
+        if seg.startswith("."):
+            raise InvalidArgument(f"file_path must not contain hidden segments: {path!r}")
+        if not _SEGMENT.match(seg):
+            raise InvalidArgument(f"file_path segment {seg!r} has characters outside [A-Za-z0-9._-() +]")
+    return "/".join(parts)
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    path: str           # store-relative
+    size_bytes: int
+    sha256: str         # lowercase hex
+
+
+class ContentStore(abc.ABC):
+    """Immutable objects addressed by store-relative paths."""
+
+    @abc.abstractmethod
+    async def exists(self, path: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def stat(self, path: str) -> StoredObject:
+        """Size and SHA-256 of a stored object. NotFound if absent."""
+
+    @abc.abstractmethod
+    def local_path(self, path: str) -> contextlib.AbstractContextManager[Path]:
+        """A local file with the object's bytes for readers that need a path (ezc3d).
+        A remote store downloads to a temporary file for the duration of the context."""
+
+    @abc.abstractmethod
+    def staging(self) -> contextlib.AbstractAsyncContextManager["Staging"]:
+        """A temporary object being written (upload); committed with Staging.commit."""
+
+    @abc.abstractmethod
+    async def delete(self, path: str) -> None: ...
+
+
+class Staging(abc.ABC):
+    """An upload in progress: bytes are hashed while written; nothing is visible until commit."""
+
+    size_bytes: int
+    sha256: str
+    local: Path
+
+    @abc.abstractmethod
+    async def write(self, chunk: bytes) -> None: ...
+
+    @abc.abstractmethod
+    async def commit(self, path: str) -> StoredObject:
+        """Publish under `path` (atomic). If `path` already holds the same bytes, keep it; if it
+        holds different bytes, raise FileExistsError."""
+
+
+def iter_chunks(data: bytes, size: int = 1 << 20) -> Iterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i:i + size]
+
+
+async def aiter_file(path: Path, size: int = 1 << 20) -> AsyncIterator[bytes]:
+    with open(path, "rb") as f:
+        while chunk := f.read(size):
+            yield chunk
