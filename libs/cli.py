@@ -153,11 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", action="store_true", help="list migrations and whether applied")
     p.set_defaults(func=cmd_migrate)
     sub.add_parser("status", help="health of each service").set_defaults(func=cmd_status)
-    try:
-        from libs.emg import cli as emg_cli
-        emg_cli.register(sub)
-    except ImportError:  # pragma: no cover - EMG core not importable (broken install)
-        pass
+    from libs.emg import cli as emg_cli
+    emg_cli.register(sub)
     return parser
 
 

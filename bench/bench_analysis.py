@@ -1,0 +1,66 @@
+"""Benchmark: full analysis of the largest GHOSTLY sample (target <= 30 ms median, warm).
+
+Run: .venv/bin/python bench/bench_analysis.py [FILE.c3d]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from libs.emg import analyze_file  # noqa: E402
+
+TARGET_MS = 30.0
+REPEATS = 50
+
+
+def _default_file() -> Path:
+    root = Path(os.environ.get("GHOSTLY_SAMPLES") or Path(__file__).resolve().parents[2] / "shared" / "samples")
+    return root / "Ghostly_Emg_20230321_17-50-17-0881.c3d"
+
+
+def main() -> int:
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else _default_file()
+    if not path.exists():
+        print(f"sample not found: {path} (set GHOSTLY_SAMPLES)", file=sys.stderr)
+        return 2
+    import ezc3d
+
+    for _ in range(5):  # warm-up: imports, filter-design cache, page cache
+        analyze_file(path)
+    totals, stages = [], {"read": [], "filter_chain": [], "channels": [], "scoring": []}
+    for _ in range(REPEATS):
+        t = time.perf_counter()
+        res = analyze_file(path)
+        totals.append((time.perf_counter() - t) * 1e3)
+        for k in stages:
+            stages[k].append(res.timings_ms[k])
+    ez = []
+    for _ in range(10):
+        t = time.perf_counter()
+        ezc3d.c3d(str(path))
+        ez.append((time.perf_counter() - t) * 1e3)
+    med, p90, ez_med = np.median(totals), np.percentile(totals, 90), np.median(ez)
+    print(f"file: {path.name} ({path.stat().st_size / 1e6:.1f} MB, {res.recording['duration_s']:.0f} s, "
+          f"{len(res.channels)} channels, reader={res.recording['reader']})")
+    print(f"full analysis: median {med:.1f} ms, p90 {p90:.1f} ms over {REPEATS} runs (target <= {TARGET_MS:g} ms)")
+    print(f"ezc3d read alone: median {ez_med:.1f} ms -> full analysis / ezc3d read = {med / ez_med:.2f}")
+    print("per stage (median ms):")
+    for k, v in stages.items():
+        print(f"  {k:<13}{np.median(v):7.2f}")
+    ch = res.timings_ms.get("channel_stages", {})
+    for k, v in ch.items():
+        print(f"    {k:<11}{v:7.2f}")
+    ok = med <= TARGET_MS
+    print("PASS" if ok else "FAIL: above target")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,324 @@
+"""Session analysis: C3D recording + settings -> emg_statistics rows + performance_scores row.
+
+Steps per muscle channel: artefact spans on the raw signal -> filter chain (both channels
+in one vectorised call) -> contraction detection (baseline threshold, artefacts masked) ->
+MVC (user per muscle > session > backend estimate) -> intensity/duration classification ->
+rates and compliance -> quality -> descriptors. Then the session performance score.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import contractions as cx
+from . import descriptors as dx
+from . import quality as qx
+from . import scoring
+from .c3d_reader import MuscleChannel, Recording, Source, muscle_channels, read_c3d
+from .contractions import Contraction
+from .descriptors import Descriptors
+from .errors import C3DContentError
+from .pipeline import chain_1d, pipeline_description
+from .quality import QualityDetail
+from .scoring import PerformanceResult
+from .settings import AnalysisSettings
+from .version import PROCESSING_VERSION
+
+_UNIT_SCALE = {"V": 1.0, "MV": 1e3, "UV": 1e6, "\u00b5V".upper(): 1e6}
+
+
+@dataclass
+class ChannelAnalysis:
+    """One muscle; attribute names match the emg_statistics columns."""
+
+    channel_name: str
+    side: str | None
+    raw_label: str
+    unit: str
+    mvc_peak_value: float  # largest contraction peak observed (envelope, V); 0.0 without contractions
+    mvc_rms_value: float  # the MVC reference (envelope V RMS) used for the intensity criterion
+    mvc_confidence_score: float
+    mvc_calculation_method: str  # 'backend_95percentile' | 'user_defined'
+    mvc_source: str  # 'user_muscle' | 'session' | 'backend' | 'backend_fallback_no_contractions'
+    total_contractions: int
+    good_contractions_intensity: int
+    good_contractions_duration: int
+    good_contractions_both: int
+    completion_rate: float
+    intensity_rate: float
+    duration_rate: float
+    muscle_compliance_score: float
+    signal_quality_score: float
+    noise_level_db: float | None
+    artifacts_detected: int
+    processing_confidence: float
+    processing_pipeline: str
+    processing_version: str
+    processing_time_ms: int
+    mvc_threshold_percentage: float
+    duration_threshold_seconds: float
+    detection_threshold_v: float
+    contractions: list[Contraction]
+    descriptors: Descriptors
+    quality: QualityDetail
+    detection: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)  # per stage, this channel
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if k not in ("contractions", "descriptors", "quality")}
+        d["contractions"] = [c.to_dict() for c in self.contractions]
+        d["descriptors"] = self.descriptors.to_dict()
+        d["quality"] = self.quality.to_dict()
+        return d
+
+
+@dataclass
+class SessionAnalysis:
+    channels: list[ChannelAnalysis]
+    performance: PerformanceResult
+    recording: dict[str, Any]
+    metadata: dict[str, Any]
+    parameters: dict[str, Any]
+    processing_version: str
+    processing_time_ms: float
+    timings_ms: dict[str, float]
+    warnings: list[str]
+
+    def channel(self, name: str) -> ChannelAnalysis:
+        for c in self.channels:
+            if c.channel_name == name:
+                return c
+        raise KeyError(name)
+
+    def to_dict(self) -> dict:
+        return _jsonable({
+            "processing_version": self.processing_version,
+            "processing_time_ms": self.processing_time_ms,
+            "timings_ms": self.timings_ms,
+            "recording": self.recording,
+            "metadata": self.metadata,
+            "parameters": self.parameters,
+            "channels": [c.to_dict() for c in self.channels],
+            "performance": self.performance.to_dict(),
+            "warnings": self.warnings,
+        })
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if hasattr(obj, "isoformat"):
+        return obj.isoformat()
+    return obj
+
+
+def _mvc(settings: AnalysisSettings, mc: MuscleChannel, env: np.ndarray, det: cx.Detection,
+         q: QualityDetail, warnings: list[str]) -> tuple[float, str, str, float]:
+    """(mvc value, column method, source, confidence) following the priority rule."""
+    user = settings.per_muscle(settings.mvc_user, mc.name, mc.side)
+    chosen = (user, "user_muscle") if user is not None else (settings.mvc_session, "session")
+    peaks = [c.peak_v for c in det.contractions]
+    if chosen[0] is not None:
+        mvc = float(chosen[0])
+        # A therapist-entered MVC is authoritative (confidence 1) unless the recording
+        # contradicts it: peaks far above it, or all far below it (wrong unit/electrode?).
+        conf = 1.0
+        if peaks and (max(peaks) > 1.5 * mvc or max(peaks) < 0.2 * mvc):
+            conf = 0.5
+            warnings.append(f"{mc.name}: user MVC {mvc:.3g} is inconsistent with observed peaks "
+                            f"(max {max(peaks):.3g}); confidence lowered to 0.5.")
+        return mvc, "user_defined", chosen[1], conf
+    est = cx.backend_mvc(env, det.contractions, settings.processing.mvc_percentile)
+    if est is not None:
+        conf = cx.mvc_confidence(len(det.contractions), q.snr_factor, q.artifact_factor)
+        return est, "backend_95percentile", "backend", conf
+    # No contraction: the column is NOT NULL, so report the percentile of the artefact-free
+    # envelope with confidence 0 and say so; intensity is 0/0 -> 0 anyway.
+    warnings.append(f"{mc.name}: no contraction detected; MVC is the {settings.processing.mvc_percentile:g}th "
+                    "percentile of the whole envelope, confidence 0.")
+    valid = env[env > 0]
+    fallback = float(np.percentile(valid, settings.processing.mvc_percentile)) if valid.size else 0.0
+    return fallback, "backend_95percentile", "backend_fallback_no_contractions", 0.0
+
+
+def _device_agreement(activated: np.ndarray | None, contractions: list[Contraction]) -> dict[str, Any]:
+    """How the device's undocumented 'activated' channel relates to our detections (info only)."""
+    if activated is None:
+        return {"device_activated_channel": False}
+    on = activated > 0
+    z = np.concatenate(([False], on, [False]))
+    n_runs = int(np.count_nonzero(z[1:] & ~z[:-1]))
+    overlap = sum(1 for c in contractions if on[c.start_index:c.end_index].any())
+    return {
+        "device_activated_channel": True,
+        "device_active_fraction": float(on.mean()),
+        "device_activation_runs": n_runs,
+        "contractions_confirmed_by_device": overlap,
+    }
+
+
+def _analyze_channel(rec: Recording, mc: MuscleChannel, filtered: np.ndarray, env: np.ndarray,
+                     settings: AnalysisSettings, shared_ms: float) -> ChannelAnalysis:
+    t0 = time.perf_counter()
+    p = settings.processing
+    rate = rec.rate
+    raw = rec.analogs[mc.raw_index]
+    warnings: list[str] = []
+    unit = rec.units[mc.raw_index]
+    unit_scale = _UNIT_SCALE.get(unit.upper())
+    if unit_scale is None:
+        warnings.append(f"{mc.name}: unknown unit {unit!r}; absolute thresholds assume volts.")
+        unit_scale = 1.0
+    spans, flag = qx.find_artifacts(raw, rate, p)
+    mask = qx.artifact_mask(flag, rate, p)
+    t_art = time.perf_counter()
+    det = cx.detect(env, mask, rate, p, unit_scale)
+    q = qx.assess(filtered, env, mask, spans, det.threshold_v, det.baseline_v, det.high_level_v)
+    mvc, method, source, conf = _mvc(settings, mc, env, det, q, warnings)
+    dur_thr = settings.per_muscle(settings.duration_threshold, mc.name, mc.side) or settings.duration_threshold_s
+    cx.classify(det.contractions, mvc, settings.mvc_threshold_percentage, dur_thr)
+    total = len(det.contractions)
+    g_int = sum(c.meets_intensity for c in det.contractions)
+    g_dur = sum(c.meets_duration for c in det.contractions)
+    g_both = sum(c.good for c in det.contractions)
+    completion, intensity, duration = scoring.rates(total, g_int, g_dur, settings.target_contractions)
+    compliance = scoring.muscle_compliance(completion, intensity, duration, settings.compliance_weights)
+    quality_score = q.artifact_factor * q.snr_factor
+    if total:
+        ratio = float(np.median([c.peak_v for c in det.contractions])) / det.threshold_v
+        separation = float(np.clip(np.log(max(ratio, 1.0)) / np.log(4.0), 0.0, 1.0))
+    else:
+        separation = 0.5  # nothing crossed the threshold: no margin to judge
+    processing_conf = float(np.clip((1.0 - q.masked_fraction) * separation, 0.0, 1.0))
+    t_det = time.perf_counter()
+    desc = dx.compute(filtered, mask, det.contractions, rate, p)
+    t_desc = time.perf_counter()
+    if det.rejected_artifact:
+        warnings.append(f"{mc.name}: {det.rejected_artifact} burst(s) touching artefacts were not counted as contractions.")
+    activated = rec.analogs[mc.activated_index] if mc.activated_index is not None else None
+    detection = {
+        "threshold_v": det.threshold_v,
+        "baseline_v": det.baseline_v,
+        "threshold_rule": "max(threshold_baseline_factor x baseline, min_threshold_v)",
+        "rejected_artifact": det.rejected_artifact,
+        "rejected_short": det.rejected_short,
+        "merged_gaps": det.merged_gaps,
+        "duration_threshold_s": dur_thr,
+        "separation_factor": separation,
+        **_device_agreement(activated, det.contractions),
+    }
+    t_end = time.perf_counter()
+    stage_ms = {"artifacts": (t_art - t0) * 1e3, "detection": (t_det - t_art) * 1e3,
+                "descriptors": (t_desc - t_det) * 1e3, "other": (t_end - t_desc) * 1e3}
+    own_ms = (t_end - t0) * 1e3
+    return ChannelAnalysis(
+        channel_name=mc.name, side=mc.side, raw_label=mc.raw_label, unit=unit,
+        mvc_peak_value=max((c.peak_v for c in det.contractions), default=0.0), mvc_rms_value=mvc,
+        mvc_confidence_score=conf, mvc_calculation_method=method, mvc_source=source,
+        total_contractions=total, good_contractions_intensity=int(g_int), good_contractions_duration=int(g_dur),
+        good_contractions_both=int(g_both), completion_rate=completion, intensity_rate=intensity,
+        duration_rate=duration, muscle_compliance_score=compliance,
+        signal_quality_score=float(np.clip(quality_score, 0.0, 1.0)), noise_level_db=q.noise_level_db,
+        artifacts_detected=len(spans), processing_confidence=processing_conf,
+        processing_pipeline=pipeline_description(p), processing_version=PROCESSING_VERSION,
+        processing_time_ms=int(round(shared_ms + own_ms)), mvc_threshold_percentage=settings.mvc_threshold_percentage,
+        duration_threshold_seconds=dur_thr, detection_threshold_v=det.threshold_v, contractions=det.contractions,
+        descriptors=desc, quality=q, detection=detection, warnings=warnings, timings_ms=stage_ms,
+    )
+
+
+def analyze(recording: Recording, settings: AnalysisSettings | None = None,
+            _read_ms: float | None = None) -> SessionAnalysis:
+    """Analyse every muscle channel of ``recording`` and score the session."""
+    t0 = time.perf_counter()
+    settings = settings or AnalysisSettings()
+    settings.validate()
+    muscles = muscle_channels(recording, settings.channel_map)
+    if not muscles:
+        raise C3DContentError("No EMG channel found among the analog labels: " + ", ".join(recording.labels))
+    raw = [recording.analogs[m.raw_index] for m in muscles]
+    t1 = time.perf_counter()
+    filtered, env = [], []
+    for row in raw:
+        f_, e_ = chain_1d(row, recording.rate, settings.processing)
+        filtered.append(f_)
+        env.append(e_)
+    t2 = time.perf_counter()
+    shared_ms = (t2 - t0) * 1e3 / len(muscles)
+    channels = [_analyze_channel(recording, m, filtered[i], env[i], settings, shared_ms)
+                for i, m in enumerate(muscles)]
+    t3 = time.perf_counter()
+
+    warnings = list(recording.warnings)
+    for c in channels:
+        warnings += c.warnings
+    by_side: dict[str, ChannelAnalysis] = {}
+    for c in channels:
+        if c.side is not None:
+            if c.side in by_side:
+                warnings.append(f"Several muscles map to the {c.side} side; {by_side[c.side].channel_name} is used for scoring.")
+            else:
+                by_side[c.side] = c
+
+    def side_rates(c: ChannelAnalysis | None) -> dict | None:
+        if c is None:
+            return None
+        return {k: getattr(c, k) for k in ("completion_rate", "intensity_rate", "duration_rate", "muscle_compliance_score")}
+
+    if settings.game_points is None and recording.metadata.game_score is not None:
+        warnings.append(f"Game points not provided; the file's SUBJECTS:GAME_SCORE ({recording.metadata.game_score:g}) "
+                        "is not used because its scale relative to game_points_max is unknown.")
+    perf = scoring.performance(
+        side_rates(by_side.get("left")), side_rates(by_side.get("right")),
+        rpe=settings.rpe, bfr_pressure_aop=settings.bfr_pressure_aop, game_points=settings.game_points,
+        game_points_max=settings.game_points_max, weights=settings.performance_weights,
+        bfr_range=settings.bfr_gate_range, session_duration_minutes=recording.duration_s / 60.0,
+    )
+    t4 = time.perf_counter()
+    total_ms = (t4 - t0) * 1e3 + (_read_ms or 0.0)
+    timings = {"read": _read_ms, "filter_chain": (t2 - t1) * 1e3, "channels": (t3 - t2) * 1e3,
+               "scoring": (t4 - t3) * 1e3, "total": total_ms,
+               "channel_stages": {k: sum(c.timings_ms[k] for c in channels) for k in channels[0].timings_ms}}
+    return SessionAnalysis(
+        channels=channels,
+        performance=perf,
+        recording={
+            "rate_hz": recording.rate, "duration_s": recording.duration_s, "n_samples": recording.n_samples,
+            "labels": recording.labels, "units": recording.units, "channel_names": [m.name for m in muscles],
+            "reader": recording.reader, "file_name": recording.file_name,
+        },
+        metadata=asdict(recording.metadata),
+        parameters={"settings": settings.to_dict(), "pipeline": pipeline_description(settings.processing),
+                    "filters": {"type": "butterworth", "implementation": "scipy.signal.sosfiltfilt (zero-phase)",
+                                "effective_order": 2 * settings.processing.filter_order,
+                                "rate_hz": recording.rate},
+                    "noise_level_reference": "dB re 1 uV RMS of the filtered signal at rest"},
+        processing_version=PROCESSING_VERSION,
+        processing_time_ms=total_ms,
+        timings_ms=timings,
+        warnings=warnings,
+    )
+
+
+def analyze_file(source: Source | Path, settings: AnalysisSettings | None = None, *,
+                 file_name: str | None = None) -> SessionAnalysis:
+    """Read a C3D (path or bytes) and analyse it."""
+    t0 = time.perf_counter()
+    rec = read_c3d(source, file_name=file_name)
+    return analyze(rec, settings, _read_ms=(time.perf_counter() - t0) * 1e3)

@@ -1,0 +1,144 @@
+"""Artefact detection and signal-quality figures for one raw EMG channel.
+
+Artefacts found in GHOSTLY recordings, all of which a previous tool counted as contractions:
+- dropout fills: runs of the exact same value (e.g. 270 samples at -5.50008 mV, just past the
+  rail). Real EMG is never constant for >= 10 ms at 16-bit resolution, so any such run is an
+  artefact ('dropout' when at the signal extreme, 'flatline' otherwise);
+- clipping: several samples exactly at the channel's extreme value (the ADC rail);
+- noise-only channels: no artefact span, but a low envelope dynamic range (see ``snr_db``).
+The band-pass filters ring around these steps, so the analysis masks a margin around every
+span; ``artifact_mask`` returns that mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .settings import ProcessingParams
+
+
+@dataclass
+class ArtifactSpan:
+    kind: str  # 'dropout' | 'flatline' | 'clipping'
+    start_s: float
+    end_s: float
+    n_samples: int
+    value: float | None  # the constant/rail value (V) where meaningful
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class QualityDetail:
+    """How the quality figures were obtained (reported with the statistics)."""
+
+    artifacts: list[ArtifactSpan]
+    masked_fraction: float  # share of the recording excluded from analysis (spans + margins)
+    clipped_samples: int
+    baseline_envelope_v: float  # resting envelope level (percentile of unmasked envelope)
+    noise_rms_v: float  # RMS of the filtered signal at rest
+    noise_level_db: float | None  # 20*log10(noise_rms / 1 uV): dB re 1 uV RMS (dBuV)
+    snr_db: float | None  # 20*log10(p99.5 envelope / resting envelope), unmasked samples
+    snr_factor: float  # snr_db mapped to [0, 1]: 6 dB -> 0, 26 dB -> 1
+    artifact_factor: float  # 1 - masked_fraction / 0.2, clipped to [0, 1]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["artifacts"] = [a.to_dict() for a in self.artifacts]
+        return d
+
+
+def _runs(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of True runs; ends exclusive."""
+    z = np.concatenate(([False], flags, [False]))
+    edges = np.flatnonzero(z[1:] != z[:-1])
+    return edges[::2], edges[1::2]
+
+
+def find_artifacts(raw: np.ndarray, rate: float, params: ProcessingParams) -> tuple[list[ArtifactSpan], np.ndarray]:
+    """Artefact spans and a boolean per-sample artefact flag (without margins)."""
+    n = raw.size
+    flag = np.zeros(n, dtype=bool)
+    spans: list[ArtifactSpan] = []
+    min_run = max(3, int(round(params.artifact_min_run_ms * rate / 1000.0)))
+    same = raw[1:] == raw[:-1]  # pair i means samples i and i+1 are equal
+    starts, ends = _runs(same)
+    long = (ends - starts + 1) >= min_run
+    lo, hi = float(raw.min()), float(raw.max())
+    extreme = max(abs(lo), abs(hi))
+    for s, e in zip(starts[long], ends[long] + 1):  # e exclusive in samples
+        v = float(raw[s])
+        kind = "dropout" if extreme > 0 and abs(v) >= 0.98 * extreme else "flatline"
+        flag[s:e] = True
+        spans.append(ArtifactSpan(kind, s / rate, e / rate, int(e - s), v))
+
+    # Clipping: samples exactly at the extreme values of what is left. A clean signal reaches
+    # its maximum once; a saturated one sits on the rail repeatedly.
+    rest = raw[~flag] if flag.any() else raw
+    clipped = np.zeros(n, dtype=bool)
+    if rest.size:
+        for rail in (float(rest.min()), float(rest.max())):
+            at = (raw == rail) & ~flag
+            if rail != 0.0 and at.sum() >= params.clip_min_samples:
+                clipped |= at
+    n_clipped = int(clipped.sum())
+    if n_clipped:
+        gap = int(round(params.clip_merge_ms * rate / 1000.0))
+        idx = np.flatnonzero(clipped)
+        breaks = np.flatnonzero(np.diff(idx) > gap)
+        for s, e in zip(np.r_[idx[0], idx[breaks + 1]], np.r_[idx[breaks], idx[-1]] + 1):
+            flag[s:e] = True
+            spans.append(ArtifactSpan("clipping", s / rate, e / rate, int(clipped[s:e].sum()), float(raw[s])))
+    spans.sort(key=lambda a: a.start_s)
+    return spans, flag
+
+
+def artifact_mask(flag: np.ndarray, rate: float, params: ProcessingParams) -> np.ndarray:
+    """Artefact flag widened by the ringing margin on both sides."""
+    if not flag.any():
+        return flag
+    m = int(round(params.artifact_margin_ms * rate / 1000.0))
+    starts, ends = _runs(flag)
+    delta = np.zeros(flag.size + 1, dtype=np.int32)
+    np.add.at(delta, np.maximum(starts - m, 0), 1)
+    np.add.at(delta, np.minimum(ends + m, flag.size), -1)
+    return np.cumsum(delta[:-1]) > 0
+
+
+def snr_factor(snr_db: float | None) -> float:
+    if snr_db is None:
+        return 0.0
+    return float(np.clip((snr_db - 6.0) / 20.0, 0.0, 1.0))
+
+
+def assess(filtered: np.ndarray, env: np.ndarray, mask: np.ndarray, spans: list[ArtifactSpan],
+           threshold: float, baseline: float, high: float) -> QualityDetail:
+    """Noise level, SNR and the artefact factor on the unmasked part of the channel.
+
+    ``high`` is the 99.5th percentile of the artefact-free envelope (computed with the
+    baseline during detection, to partition the envelope only once).
+    """
+    rest = env < threshold
+    if mask.any():
+        rest &= ~mask
+    r = filtered[rest]
+    noise_rms = float(np.sqrt(np.dot(r, r) / r.size)) if r.size else float("nan")
+    noise_db = 20.0 * np.log10(noise_rms / 1e-6) if np.isfinite(noise_rms) and noise_rms > 0 else None
+    snr_db = None
+    if baseline > 0 and high > 0:
+        snr_db = float(20.0 * np.log10(high / baseline))
+    masked_fraction = float(mask.mean())
+    return QualityDetail(
+        artifacts=spans,
+        masked_fraction=masked_fraction,
+        clipped_samples=int(sum(a.n_samples for a in spans if a.kind == "clipping")),
+        baseline_envelope_v=baseline,
+        noise_rms_v=noise_rms if np.isfinite(noise_rms) else 0.0,
+        noise_level_db=float(noise_db) if noise_db is not None else None,
+        snr_db=snr_db,
+        snr_factor=snr_factor(snr_db),
+        artifact_factor=float(np.clip(1.0 - masked_fraction / 0.2, 0.0, 1.0)),
+    )

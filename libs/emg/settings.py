@@ -1,0 +1,153 @@
+"""Analysis settings with documented defaults, validated on construction.
+
+Per-muscle dictionaries (``mvc_user``, ``duration_threshold``) accept either the muscle name
+(e.g. 'CH1') or the side ('left'/'right'); the muscle name wins when both are present. The
+session_settings table stores per-side values (mvc_user_left_quad, ...), the C3D has muscle
+names, so both keys are needed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from .errors import SettingsError
+
+_WEIGHT_TOLERANCE = 1e-6
+
+
+def _check_weights(name: str, weights: dict[str, float], keys: tuple[str, ...]) -> None:
+    if set(weights) != set(keys):
+        raise SettingsError(f"{name} must have exactly the keys {', '.join(keys)}; got {', '.join(sorted(weights))}.")
+    for k, w in weights.items():
+        if not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+            raise SettingsError(f"{name}[{k!r}] must be a finite number >= 0, got {w!r}.")
+    total = sum(weights.values())
+    if abs(total - 1.0) > _WEIGHT_TOLERANCE:
+        raise SettingsError(f"{name} must sum to 1 (tolerance 1e-6); they sum to {total:.6g}.")
+
+
+def _positive(name: str, value: float | None, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+        raise SettingsError(f"{name} must be a positive number, got {value!r}.")
+
+
+@dataclass(frozen=True)
+class ProcessingParams:
+    """Signal-processing parameters (ISEK: every value is reported with the result).
+
+    Frozen and hashable so filter designs can be cached per (rate, params).
+    """
+
+    highpass_hz: float = 20.0  # removes motion artefact and DC (ISEK: 10-20 Hz for surface EMG)
+    lowpass_hz: float = 10.0  # linear-envelope cutoff after rectification
+    filter_order: int = 4  # Butterworth order of each filter, applied forward and backward
+    rms_window_ms: float = 50.0  # centred moving-RMS window on the low-passed envelope
+    baseline_percentile: float = 10.0  # envelope percentile taken as the resting level
+    threshold_baseline_factor: float = 5.0  # onset threshold = factor x resting level ...
+    min_threshold_v: float = 20e-6  # ... but never below this absolute floor (V envelope)
+    min_contraction_ms: float = 100.0  # shorter activity bursts are not contractions
+    merge_gap_ms: float = 200.0  # bursts separated by a shorter gap are one contraction
+    mvc_percentile: float = 95.0  # backend MVC: this percentile of envelope inside contractions
+    artifact_min_run_ms: float = 10.0  # constant raw runs at least this long are dropouts/flatlines
+    artifact_margin_ms: float = 300.0  # masked around artefacts: the filters ring there
+    clip_min_samples: int = 5  # samples exactly at the rail before a channel counts as clipped
+    clip_merge_ms: float = 50.0  # clipped samples closer than this form one artefact span
+    welch_window_ms: float = 250.0  # Welch segment length for MNF/MDF (rounded to a power of 2)
+
+    def validate(self) -> None:
+        for name in ("highpass_hz", "lowpass_hz", "rms_window_ms", "threshold_baseline_factor",
+                     "min_contraction_ms", "welch_window_ms", "artifact_min_run_ms", "mvc_percentile"):
+            _positive(name, getattr(self, name))
+        for name in ("min_threshold_v", "merge_gap_ms", "artifact_margin_ms", "clip_merge_ms"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise SettingsError(f"{name} must be a number >= 0, got {v!r}.")
+        if not isinstance(self.filter_order, int) or not 1 <= self.filter_order <= 8:
+            raise SettingsError(f"filter_order must be an integer in 1..8, got {self.filter_order!r}.")
+        if not 0 < self.baseline_percentile < 50:
+            raise SettingsError("baseline_percentile must be in (0, 50): the resting level is a low percentile.")
+        if not 50 <= self.mvc_percentile <= 100:
+            raise SettingsError("mvc_percentile must be in [50, 100].")
+        if self.clip_min_samples < 2:
+            raise SettingsError("clip_min_samples must be >= 2 (one sample at the maximum is not clipping).")
+
+
+def _default_performance_weights() -> dict[str, float]:
+    return {"compliance": 0.40, "symmetry": 0.25, "effort": 0.20, "game": 0.15}
+
+
+def _default_compliance_weights() -> dict[str, float]:
+    return {"completion": 1 / 3, "intensity": 1 / 3, "duration": 1 / 3}
+
+
+@dataclass
+class AnalysisSettings:
+    """Everything a session's analysis depends on besides the C3D file itself."""
+
+    mvc_threshold_percentage: float = 0.75  # good intensity: peak >= this x MVC
+    mvc_user: dict[str, float] = field(default_factory=dict)  # per muscle/side, highest priority
+    mvc_session: float | None = None  # one MVC for every muscle (session calibration)
+    duration_threshold_s: float = 2.0  # good duration: contraction >= this
+    duration_threshold: dict[str, float] = field(default_factory=dict)  # per muscle/side override
+    target_contractions: int = 12  # per muscle, for the completion rate
+    compliance_weights: dict[str, float] = field(default_factory=_default_compliance_weights)
+    performance_weights: dict[str, float] = field(default_factory=_default_performance_weights)
+    rpe: int | None = None  # post-session Borg CR10 RPE, 0..10
+    bfr_pressure_aop: float | None = None  # measured BFR pressure, % of arterial occlusion pressure
+    bfr_gate_range: tuple[float, float] = (45.0, 55.0)  # inclusive safe range (% AOP)
+    game_points: int | None = None  # points achieved in the game
+    game_points_max: int = 1000  # max points at the played difficulty
+    channel_map: dict[str, str] | None = None  # {muscle: 'left'|'right'}; None = CH1 left, CH2 right
+    processing: ProcessingParams = field(default_factory=ProcessingParams)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        p = self.mvc_threshold_percentage
+        if not isinstance(p, (int, float)) or not 0 < p <= 1:
+            raise SettingsError(f"mvc_threshold_percentage must be in (0, 1], got {p!r}.")
+        for key, v in self.mvc_user.items():
+            _positive(f"mvc_user[{key!r}]", v)
+        _positive("mvc_session", self.mvc_session, allow_none=True)
+        _positive("duration_threshold_s", self.duration_threshold_s)
+        for key, v in self.duration_threshold.items():
+            _positive(f"duration_threshold[{key!r}]", v)
+        if not isinstance(self.target_contractions, int) or isinstance(self.target_contractions, bool) \
+                or self.target_contractions <= 0:
+            raise SettingsError(f"target_contractions must be a positive integer, got {self.target_contractions!r}.")
+        _check_weights("compliance_weights", self.compliance_weights, ("completion", "intensity", "duration"))
+        _check_weights("performance_weights", self.performance_weights, ("compliance", "symmetry", "effort", "game"))
+        if self.rpe is not None and (not isinstance(self.rpe, int) or isinstance(self.rpe, bool) or not 0 <= self.rpe <= 10):
+            raise SettingsError(f"rpe must be an integer 0..10 (Borg CR10), got {self.rpe!r}.")
+        if self.bfr_pressure_aop is not None:
+            if not isinstance(self.bfr_pressure_aop, (int, float)) or not 0 <= self.bfr_pressure_aop <= 100:
+                raise SettingsError(f"bfr_pressure_aop must be a percentage 0..100, got {self.bfr_pressure_aop!r}.")
+        lo, hi = self.bfr_gate_range
+        if not 0 <= lo <= hi <= 100:
+            raise SettingsError(f"bfr_gate_range must satisfy 0 <= low <= high <= 100, got {self.bfr_gate_range!r}.")
+        if self.game_points is not None and (not isinstance(self.game_points, int) or self.game_points < 0):
+            raise SettingsError(f"game_points must be an integer >= 0, got {self.game_points!r}.")
+        if not isinstance(self.game_points_max, int) or self.game_points_max <= 0:
+            raise SettingsError(f"game_points_max must be a positive integer, got {self.game_points_max!r}.")
+        if self.channel_map is not None:
+            for k, side in self.channel_map.items():
+                if side not in ("left", "right"):
+                    raise SettingsError(f"channel_map[{k!r}] must be 'left' or 'right', got {side!r}.")
+        self.processing.validate()
+
+    def per_muscle(self, table: dict[str, float], muscle: str, side: str | None) -> float | None:
+        """Value for a muscle from a per-muscle dict: muscle name first, then side."""
+        if muscle in table:
+            return table[muscle]
+        if side is not None and side in table:
+            return table[side]
+        return None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["bfr_gate_range"] = list(self.bfr_gate_range)
+        return d
