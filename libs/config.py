@@ -18,7 +18,8 @@
 | GHOSTLY_MAX_MESSAGE_BYTES   | 4194304 (4 MiB)                  | gRPC max receive/send message size        |
 | GHOSTLY_MAX_UPLOAD_BYTES    | 268435456 (256 MiB)              | largest C3D accepted by Upload            |
 | GHOSTLY_EVENT_SECRET        | (unset: events not signed)       | HMAC-SHA256 secret of storage events      |
-| GHOSTLY_AUTO_CREATE_PATIENTS| false                            | create unknown patient codes on ingest    |
+| GHOSTLY_DEVICE_TIMEZONE     | UTC                              | time zone of the tablets' C3D clock times |
+| GHOSTLY_INGEST_WORKERS      | number of CPUs                   | analysis worker processes of ingest       |
 | GHOSTLY_DB_POOL_MIN / MAX   | 1 / 10                           | asyncpg pool size per service             |
 | GHOSTLY_HEALTH_INTERVAL_S   | 2.0                              | database health probe period              |
 | GHOSTLY_SHUTDOWN_GRACE_S    | 10.0                             | drain time on SIGTERM                     |
@@ -42,12 +43,6 @@ SERVICE_PORTS: dict[str, tuple[str, int]] = {
 }
 
 
-def _bool(value: str | None, default: bool) -> bool:
-    if value is None or value == "":
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
-
-
 @dataclass(frozen=True)
 class Config:
     database_url: str | None
@@ -61,7 +56,8 @@ class Config:
     max_message_bytes: int = 4 * 1024 * 1024
     max_upload_bytes: int = 256 * 1024 * 1024
     event_secret: str | None = None
-    auto_create_patients: bool = False
+    device_timezone: str = "UTC"
+    ingest_workers: int = 0
     db_pool_min: int = 1
     db_pool_max: int = 10
     health_interval_s: float = 2.0
@@ -96,7 +92,8 @@ def load(env: dict[str, str] | None = None) -> Config:
         max_message_bytes=int(env.get("GHOSTLY_MAX_MESSAGE_BYTES") or 4 * 1024 * 1024),
         max_upload_bytes=int(env.get("GHOSTLY_MAX_UPLOAD_BYTES") or 256 * 1024 * 1024),
         event_secret=env.get("GHOSTLY_EVENT_SECRET") or None,
-        auto_create_patients=_bool(env.get("GHOSTLY_AUTO_CREATE_PATIENTS"), False),
+        device_timezone=env.get("GHOSTLY_DEVICE_TIMEZONE") or "UTC",
+        ingest_workers=int(env.get("GHOSTLY_INGEST_WORKERS") or 0),
         db_pool_min=int(env.get("GHOSTLY_DB_POOL_MIN") or 1),
         db_pool_max=int(env.get("GHOSTLY_DB_POOL_MAX") or 10),
         health_interval_s=float(env.get("GHOSTLY_HEALTH_INTERVAL_S") or 2.0),

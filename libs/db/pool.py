@@ -9,7 +9,7 @@ import asyncpg
 log = logging.getLogger("ghostly.db")
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def init_connection(conn: asyncpg.Connection) -> None:
     # JSON/JSONB columns come back as Python objects and accept them on the way in.
     for typ in ("json", "jsonb"):
         await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
@@ -19,7 +19,7 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10,
                       application_name: str = "ghostly") -> asyncpg.Pool:
     """Create a pool. If the database is unreachable now, fall back to a lazy pool (min 0) so
     the service can still start and report NOT_SERVING until the database comes back."""
-    kwargs = dict(max_size=max_size, init=_init_connection, command_timeout=60,
+    kwargs = dict(max_size=max_size, init=init_connection, command_timeout=60,
                   server_settings={"application_name": application_name})
     try:
         return await asyncpg.create_pool(dsn, min_size=min_size, **kwargs)

@@ -10,9 +10,8 @@ FULL_NAME = ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name
 
 
 async def register(server: grpc.aio.Server, context: ServiceContext) -> None:
-    # The RPCs are implemented by a later issue; until then the generated base answers
-    # UNIMPLEMENTED, while health and reflection already work.
-    ingest_pb2_grpc.add_IngestServiceServicer_to_server(ingest_pb2_grpc.IngestServiceServicer(), server)
+    from services.ingest.servicer import build
+    ingest_pb2_grpc.add_IngestServiceServicer_to_server(await build(context), server)
 
 
 SPEC = ServiceSpec(name="ingest", full_names=(FULL_NAME,), register=register)

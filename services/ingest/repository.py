@@ -1,0 +1,265 @@
+"""Database writes of the ingest service. Statistics are always written (or replaced) in ONE
+transaction together with the session's status, so readers never see half a session."""
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from libs.emg import PROCESSING_PIPELINE, AnalysisSettings, SessionAnalysis
+
+SESSION_TYPES = {1: "baseline", 2: "training", 3: "assessment"}
+
+
+@dataclass(frozen=True)
+class SessionHeader:
+    """What is known about a session before its analysis (from the request and the file)."""
+    file_path: str
+    file_hash: str
+    file_size_bytes: int
+    patient_id: str | None
+    therapist_id: uuid.UUID | None
+    session_label: str | None
+    session_date: datetime | None
+    session_type: str | None
+    protocol_day: int | None
+    processing_version: str
+
+
+@dataclass(frozen=True)
+class ExistingSession:
+    id: uuid.UUID
+    status: str
+    error_message: str | None
+    file_path: str
+    processing_version: str
+    processing_time_ms: int | None
+
+
+async def find_by_hash(conn: asyncpg.Connection, file_hash: str) -> ExistingSession | None:
+    row = await conn.fetchrow(
+        "SELECT id, processing_status, error_message, file_path, processing_version, processing_time_ms "
+        "FROM therapy_sessions WHERE file_hash = $1", file_hash)
+    return ExistingSession(*row) if row else None
+
+
+async def find_by_path(conn: asyncpg.Connection, file_path: str) -> tuple[uuid.UUID, str] | None:
+    row = await conn.fetchrow("SELECT id, file_hash FROM therapy_sessions WHERE file_path = $1", file_path)
+    return (row["id"], row["file_hash"]) if row else None
+
+
+async def claim(conn: asyncpg.Connection, h: SessionHeader) -> uuid.UUID | None:
+    """Register the session as 'processing'. Returns None when the same content is already
+    registered (a concurrent duplicate lost the race): the UNIQUE file_hash decides."""
+    # Technical columns are NOT NULL in the plan; they hold 0/[] until the analysis fills them
+    # (and stay so for a file that is not a readable C3D — status 'failed' tells).
+    return await conn.fetchval(
+        """
+        INSERT INTO therapy_sessions (file_path, file_hash, file_size_bytes, patient_id, therapist_id,
+            session_id, session_date, session_type, protocol_day, original_sampling_rate,
+            original_duration_seconds, original_sample_count, channel_names, channel_count,
+            processing_version, processing_status)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, 0, '[]'::jsonb, 0, $10, 'processing')
+        ON CONFLICT (file_hash) DO NOTHING
+        RETURNING id
+        """,
+        h.file_path, h.file_hash, h.file_size_bytes, h.patient_id, h.therapist_id, h.session_label,
+        h.session_date, h.session_type, h.protocol_day, h.processing_version)
+
+
+async def mark_failed(conn: asyncpg.Connection, session_id: uuid.UUID, message: str,
+                      processing_version: str, processing_time_ms: int) -> None:
+    """Failed = the reason and no statistics (removes any from an earlier run)."""
+    async with conn.transaction():
+        await _delete_statistics(conn, session_id)
+        await conn.execute(
+            "UPDATE therapy_sessions SET processing_status = 'failed', error_message = $2, "
+            "processing_version = $3, processing_time_ms = $4, processed_at = now() WHERE id = $1",
+            session_id, message, processing_version, processing_time_ms)
+        await invalidate_cache(conn, session_id, "session_reprocessed")
+
+
+async def _delete_statistics(conn: asyncpg.Connection, session_id: uuid.UUID) -> None:
+    await conn.execute("DELETE FROM emg_statistics WHERE session_id = $1", session_id)  # cascades contractions
+    await conn.execute("DELETE FROM performance_scores WHERE session_id = $1", session_id)
+
+
+async def invalidate_cache(conn: asyncpg.Connection, session_id: uuid.UUID, reason: str) -> int:
+    result = await conn.execute(
+        "UPDATE signal_processing_cache SET cache_valid = false, invalidated_reason = $2, invalidated_at = now() "
+        "WHERE session_id = $1 AND cache_valid", session_id, reason)
+    return int(result.split()[-1])
+
+
+def _weights_json(analysis: SessionAnalysis, settings: AnalysisSettings) -> dict[str, Any]:
+    perf = analysis.performance
+    out: dict[str, Any] = {k: float(perf.effective_weights.get(k, 0.0)) for k in settings.performance_weights}
+    out["requested"] = dict(settings.performance_weights)
+    out["excluded"] = dict(perf.components_excluded)
+    return out
+
+
+def _analysis_details(ch, analysis: SessionAnalysis) -> dict[str, Any]:
+    return {
+        "mvc_source": ch.mvc_source,
+        "detection_threshold_v": ch.detection_threshold_v,
+        "detection": ch.detection,
+        "quality": ch.quality.to_dict() if hasattr(ch.quality, "to_dict") else ch.quality,
+        "descriptors": ch.descriptors.to_dict(),
+        "warnings": ch.warnings,
+        "raw_label": ch.raw_label,
+        "unit": ch.unit,
+        "parameters": analysis.parameters,
+    }
+
+
+async def write_results(conn: asyncpg.Connection, session_id: uuid.UUID, analysis: SessionAnalysis,
+                        settings: AnalysisSettings, *, bfr: dict[str, Any] | None,
+                        game_difficulty_level: int | None, processing_time_ms: int,
+                        game_metadata: dict[str, Any]) -> None:
+    """Replace every derived row of the session and mark it completed, atomically."""
+    rec = analysis.recording
+    async with conn.transaction():
+        await _delete_statistics(conn, session_id)
+        await conn.execute(
+            """
+            UPDATE therapy_sessions SET original_sampling_rate = $2, original_duration_seconds = $3,
+                original_sample_count = $4, channel_names = $5, channel_count = $6,
+                processing_version = $7, processing_status = 'completed', processing_time_ms = $8,
+                processed_at = now(), error_message = NULL, game_metadata = $9,
+                session_date = COALESCE(session_date, $10)
+            WHERE id = $1
+            """,
+            session_id, float(rec["rate_hz"]), float(rec["duration_s"]), int(rec["n_samples"]),
+            list(rec["labels"]), len(rec["labels"]), analysis.processing_version, processing_time_ms,
+            game_metadata, analysis.metadata.get("session_datetime"))
+
+        stat_rows = []
+        for ch in analysis.channels:
+            d = ch.descriptors
+            stat_rows.append((
+                uuid.uuid4(), session_id, ch.channel_name, ch.mvc_peak_value, ch.mvc_rms_value,
+                ch.mvc_confidence_score, ch.mvc_calculation_method, ch.total_contractions,
+                ch.good_contractions_intensity, ch.good_contractions_duration, ch.good_contractions_both,
+                ch.completion_rate, ch.intensity_rate, ch.duration_rate, ch.muscle_compliance_score,
+                ch.signal_quality_score, ch.noise_level_db, ch.artifacts_detected, ch.processing_confidence,
+                PROCESSING_PIPELINE, ch.processing_version, int(round(ch.timings_ms.get("total", 0) or 0)),
+                ch.mvc_threshold_percentage, ch.duration_threshold_seconds, ch.side,
+                d.rms_v, d.mav_v, d.mean_frequency_hz, d.median_frequency_hz, d.fatigue_index_hz_per_min,
+                _analysis_details(ch, analysis)))
+        await conn.executemany(
+            """
+            INSERT INTO emg_statistics (id, session_id, channel_name, mvc_peak_value, mvc_rms_value,
+                mvc_confidence_score, mvc_calculation_method, total_contractions,
+                good_contractions_intensity, good_contractions_duration, good_contractions_both,
+                completion_rate, intensity_rate, duration_rate, muscle_compliance_score,
+                signal_quality_score, noise_level_db, artifacts_detected, processing_confidence,
+                processing_pipeline, processing_version, processing_time_ms, mvc_threshold_percentage,
+                duration_threshold_seconds, side, rms_value, mav_value, mean_frequency_hz,
+                median_frequency_hz, fatigue_index, analysis_details)
+            VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,
+                    $23,$24,$25,$26,$27,$28,$29,$30,$31)
+            """, stat_rows)
+
+        contraction_rows = [
+            (row[0], session_id, ch.channel_name, i, c.start_s, c.end_s, c.duration_s, c.peak_v, c.mean_v,
+             c.meets_intensity, c.meets_duration, c.good)
+            for row, ch in zip(stat_rows, analysis.channels) for i, c in enumerate(ch.contractions)]
+        if contraction_rows:
+            await conn.copy_records_to_table(
+                "emg_contractions", records=contraction_rows,
+                columns=["statistics_id", "session_id", "channel_name", "contraction_index", "start_time_s",
+                         "end_time_s", "duration_s", "peak_amplitude", "mean_amplitude", "meets_intensity",
+                         "meets_duration", "is_good"])
+
+        p = analysis.performance
+        await conn.execute(
+            """
+            INSERT INTO performance_scores (session_id, overall_performance_score, compliance_score,
+                symmetry_score, effort_score, game_score, performance_weights, bfr_pressure_aop,
+                bfr_compliance_gate, rpe_post_session, game_points_achieved, game_points_maximum,
+                session_duration_minutes, left_muscle_completion_rate, left_muscle_intensity_rate,
+                left_muscle_duration_rate, right_muscle_completion_rate, right_muscle_intensity_rate,
+                right_muscle_duration_rate)
+            VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)
+            """,
+            session_id, p.overall_performance_score, p.compliance_score or 0.0, p.symmetry_score or 0.0,
+            p.effort_score or 0.0, p.game_score or 0.0, _weights_json(analysis, settings),
+            p.bfr_pressure_aop,
+            # Not evaluated (no BFR pressure) is stored as 1.0 with bfr_pressure_aop NULL.
+            1.0 if p.bfr_compliance_gate is None else p.bfr_compliance_gate,
+            p.rpe_post_session, p.game_points_achieved or 0, p.game_points_maximum,
+            p.session_duration_minutes, p.left_muscle_completion_rate, p.left_muscle_intensity_rate,
+            p.left_muscle_duration_rate, p.right_muscle_completion_rate, p.right_muscle_intensity_rate,
+            p.right_muscle_duration_rate)
+
+        await upsert_settings(conn, session_id, settings, game_difficulty_level=game_difficulty_level,
+                              bfr_target=(bfr or {}).get("target_pressure_aop"))
+        if bfr is not None:
+            await upsert_bfr(conn, session_id, bfr)
+        await invalidate_cache(conn, session_id, "session_reprocessed")
+
+
+async def upsert_settings(conn: asyncpg.Connection, session_id: uuid.UUID, s: AnalysisSettings, *,
+                          game_difficulty_level: int | None, bfr_target: float | None) -> None:
+    per = lambda table, side: table.get(side)  # noqa: E731 - sides are how the table stores muscles
+    await conn.execute(
+        """
+        INSERT INTO session_settings (session_id, mvc_calculation_method, mvc_threshold_percentage,
+            mvc_user_left_quad, mvc_user_right_quad, performance_weights, duration_threshold_seconds,
+            duration_threshold_left_quad, duration_threshold_right_quad, target_contractions_per_muscle,
+            bfr_enabled, bfr_target_pressure_aop, game_difficulty_level)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, COALESCE($12, 50.0), COALESCE($13, 1))
+        ON CONFLICT (session_id) DO UPDATE SET
+            mvc_calculation_method = EXCLUDED.mvc_calculation_method,
+            mvc_threshold_percentage = EXCLUDED.mvc_threshold_percentage,
+            mvc_user_left_quad = EXCLUDED.mvc_user_left_quad,
+            mvc_user_right_quad = EXCLUDED.mvc_user_right_quad,
+            performance_weights = EXCLUDED.performance_weights,
+            duration_threshold_seconds = EXCLUDED.duration_threshold_seconds,
+            duration_threshold_left_quad = EXCLUDED.duration_threshold_left_quad,
+            duration_threshold_right_quad = EXCLUDED.duration_threshold_right_quad,
+            target_contractions_per_muscle = EXCLUDED.target_contractions_per_muscle,
+            bfr_enabled = EXCLUDED.bfr_enabled,
+            bfr_target_pressure_aop = COALESCE($12, session_settings.bfr_target_pressure_aop),
+            game_difficulty_level = COALESCE($13, session_settings.game_difficulty_level),
+            updated_at = now()
+        """,
+        session_id, "user_defined" if s.mvc_user or s.mvc_session else "backend_calculated",
+        s.mvc_threshold_percentage, per(s.mvc_user, "left"), per(s.mvc_user, "right"),
+        dict(s.performance_weights), s.duration_threshold_s, per(s.duration_threshold, "left"),
+        per(s.duration_threshold, "right"), s.target_contractions, s.bfr_pressure_aop is not None,
+        bfr_target, game_difficulty_level)
+
+
+async def upsert_bfr(conn: asyncpg.Connection, session_id: uuid.UUID, b: dict[str, Any]) -> None:
+    cols = ["target_pressure_aop", "actual_pressure_aop", "pressure_stability_coefficient",
+            "safety_gate_status", "safety_violations_count", "safety_violations_duration_seconds",
+            "max_pressure_deviation_aop", "patient_aop_baseline_mmhg", "patient_limb_circumference_cm",
+            "cuff_size", "cuff_position", "monitoring_device", "device_calibration_date",
+            "device_serial_number", "bfr_session_duration_minutes", "monitoring_frequency_hz"]
+    values = [b.get(c) for c in cols]
+    placeholders = ", ".join(f"${i + 2}" for i in range(len(cols)))
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols)
+    await conn.execute(
+        f"INSERT INTO bfr_monitoring (session_id, {', '.join(cols)}) VALUES ($1, {placeholders}) "
+        f"ON CONFLICT (session_id) DO UPDATE SET {updates}", session_id, *values)
+
+
+async def load_inputs(conn: asyncpg.Connection, session_id: uuid.UUID):
+    """(session row, settings row, score row, bfr row) for re-processing."""
+    session = await conn.fetchrow(
+        "SELECT id, file_path, file_hash, processing_version, processing_status FROM therapy_sessions WHERE id = $1",
+        session_id)
+    settings = await conn.fetchrow("SELECT * FROM session_settings WHERE session_id = $1", session_id)
+    score = await conn.fetchrow("SELECT * FROM performance_scores WHERE session_id = $1", session_id)
+    bfr = await conn.fetchrow("SELECT * FROM bfr_monitoring WHERE session_id = $1", session_id)
+    return session, settings, score, bfr
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, default=str)

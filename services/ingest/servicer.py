@@ -1,0 +1,348 @@
+"""IngestService: upload / storage event -> content store -> analysis -> statistics tables."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import PurePosixPath
+from typing import Any, AsyncIterator
+from zoneinfo import ZoneInfo
+
+
+from ghostly.common.v1 import common_pb2
+from ghostly.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+from libs.emg import PROCESSING_VERSION, AnalysisSettings
+from libs.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from libs.grpc_server import ServiceContext
+from libs.storage import ContentStore, StoredObject, validate_relative_path
+from services.ingest import events, repository as repo
+from services.ingest.options import options_overrides, settings_from_request, settings_from_rows
+from services.ingest.worker import AnalysisPool
+
+log = logging.getLogger("ghostly.ingest")
+
+STATUS = {
+    "pending": common_pb2.PROCESSING_STATUS_PENDING,
+    "processing": common_pb2.PROCESSING_STATUS_PROCESSING,
+    "completed": common_pb2.PROCESSING_STATUS_COMPLETED,
+    "failed": common_pb2.PROCESSING_STATUS_FAILED,
+}
+SESSION_TYPES = {common_pb2.SESSION_TYPE_BASELINE: "baseline", common_pb2.SESSION_TYPE_TRAINING: "training",
+                 common_pb2.SESSION_TYPE_ASSESSMENT: "assessment"}
+BFR_FIELDS = {  # BfrInput field -> bfr_monitoring column
+    "target_pressure_aop": "target_pressure_aop", "actual_pressure_aop": "actual_pressure_aop",
+    "pressure_stability_coefficient": "pressure_stability_coefficient",
+    "safety_violations_count": "safety_violations_count",
+    "safety_violations_duration_s": "safety_violations_duration_seconds",
+    "max_pressure_deviation_aop": "max_pressure_deviation_aop",
+    "patient_aop_baseline_mmhg": "patient_aop_baseline_mmhg",
+    "patient_limb_circumference_cm": "patient_limb_circumference_cm",
+    "bfr_session_duration_minutes": "bfr_session_duration_minutes",
+    "monitoring_frequency_hz": "monitoring_frequency_hz",
+    "cuff_size": "cuff_size", "cuff_position": "cuff_position", "monitoring_device": "monitoring_device",
+    "device_serial_number": "device_serial_number",
+}
+
+
+def _uuid(value: str, field: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except (ValueError, AttributeError, TypeError):
+        raise InvalidArgument(f"{field} must be a UUID, got {value!r}") from None
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    return obj
+
+
+def bfr_row(meta: ingest_pb2.SessionMetadata) -> dict[str, Any] | None:
+    """bfr_monitoring values from the request (None when the session had no BFR)."""
+    if not meta.HasField("bfr"):
+        return None
+    b = meta.bfr
+    out: dict[str, Any] = {}
+    for field, col in BFR_FIELDS.items():
+        desc = b.DESCRIPTOR.fields_by_name[field]
+        if desc.has_presence:
+            out[col] = getattr(b, field) if b.HasField(field) else None
+        else:
+            out[col] = getattr(b, field) or None
+    if out["target_pressure_aop"] is None:
+        out["target_pressure_aop"] = 50.0
+    for col in ("target_pressure_aop", "actual_pressure_aop"):
+        if not 0 <= out[col] <= 100:
+            raise InvalidArgument(f"bfr.{col} must be a percentage of AOP in [0, 100], got {out[col]}")
+    lo, hi = 45.0, 55.0
+    out["safety_gate_status"] = lo <= out["actual_pressure_aop"] <= hi
+    out["safety_violations_count"] = out["safety_violations_count"] or 0
+    if b.device_calibration_date:
+        try:
+            out["device_calibration_date"] = datetime.strptime(b.device_calibration_date, "%Y-%m-%d").date()
+        except ValueError:
+            raise InvalidArgument("bfr.device_calibration_date must be YYYY-MM-DD") from None
+    else:
+        out["device_calibration_date"] = None
+    return out
+
+
+class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
+    def __init__(self, ctx: ServiceContext, store: ContentStore, analysis_pool: AnalysisPool):
+        self.ctx, self.db, self.store, self.analysis = ctx, ctx.pool, store, analysis_pool
+        self.device_tz = ZoneInfo(ctx.config.device_timezone)
+
+    # -- RPCs ------------------------------------------------------------------------------
+    async def Upload(self, request_iterator, context) -> ingest_pb2.IngestReply:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or not first.HasField("metadata"):
+            raise InvalidArgument("the first Upload message must carry metadata (file name, patient code)")
+        meta = first.metadata
+        file_name = meta.file_name
+        if "/" in file_name or "\\" in file_name:
+            raise InvalidArgument(f"file_name must be a plain file name without folders, got {file_name!r}")
+        validate_relative_path(file_name)
+        if not file_name.lower().endswith(".c3d"):
+            raise InvalidArgument(f"file_name must end with .c3d, got {meta.file_name!r}")
+        patient_code = meta.session.patient_code.strip()
+        if not patient_code:
+            raise InvalidArgument("session.patient_code is required for an upload")
+        validate_relative_path(patient_code)
+        settings = settings_from_request(meta.session)   # bad settings: nothing is stored
+        bfr = bfr_row(meta.session)
+        limit = self.ctx.config.max_upload_bytes
+        async with self.store.staging() as staging:
+            async for msg in request_iterator:
+                if msg.HasField("metadata"):
+                    raise InvalidArgument("metadata may only be sent in the first Upload message")
+                if staging.size_bytes + len(msg.chunk) > limit:
+                    raise ResourceExhausted(f"upload exceeds the maximum C3D size of {limit} bytes")
+                await staging.write(msg.chunk)
+            if staging.size_bytes == 0:
+                raise InvalidArgument("the uploaded file is empty")
+            if meta.HasField("expected_size_bytes") and meta.expected_size_bytes != staging.size_bytes:
+                raise InvalidArgument(f"received {staging.size_bytes} bytes, expected {meta.expected_size_bytes}")
+            if meta.expected_sha256 and meta.expected_sha256.lower() != staging.sha256:
+                raise InvalidArgument("SHA-256 of the received bytes does not match expected_sha256")
+            existing = await self._existing(staging.sha256)
+            if existing:
+                return existing
+            patient, therapist = await self._people(patient_code, meta.session.therapist_id)
+            obj = await self._commit(staging, f"{patient}/{file_name}")
+        return await self._register_and_process(obj, meta.session, settings, bfr, patient, therapist)
+
+    async def IngestStoredFile(self, request, context) -> ingest_pb2.IngestReply:
+        path = validate_relative_path(request.file_path)
+        events.verify(self.ctx.config.event_secret, request.event_id, request.file_path, request.signature)
+        settings = settings_from_request(request.session)
+        bfr = bfr_row(request.session)
+        obj = await self.store.stat(path)   # NOT_FOUND; refuses paths leaving the store
+        existing = await self._existing(obj.sha256)
+        if existing:
+            return existing
+        async with self.db.acquire() as conn:
+            registered = await repo.find_by_path(conn, path)
+        if registered:
+            raise FailedPrecondition(f"{path} is already registered (session {registered[0]}) with different "
+                                     "content: stored C3D files are immutable")
+        code = request.session.patient_code.strip() or (path.split("/")[0] if "/" in path else "")
+        if not code:
+            raise InvalidArgument("no patient code: give session.patient_code or store the file under <patient>/")
+        patient, therapist = await self._people(code, request.session.therapist_id)
+        return await self._register_and_process(obj, request.session, settings, bfr, patient, therapist)
+
+    async def GetProcessingStatus(self, request, context) -> ingest_pb2.ProcessingStatusReply:
+        key = request.WhichOneof("key")
+        if key is None:
+            raise InvalidArgument("give one of session_id, file_hash, file_path")
+        value: Any = getattr(request, key)
+        column = {"session_id": "id", "file_hash": "file_hash", "file_path": "file_path"}[key]
+        if key == "session_id":
+            value = _uuid(value, "session_id")
+        row = await self.db.fetchrow(
+            f"SELECT id, processing_status, error_message, processing_version, processing_time_ms, created_at, "
+            f"processed_at, file_path, file_hash FROM therapy_sessions WHERE {column} = $1", value)
+        if row is None:
+            raise NotFound(f"no session with {key} {getattr(request, key)!r}")
+        reply = ingest_pb2.ProcessingStatusReply(
+            session_id=str(row["id"]), status=STATUS[row["processing_status"]],
+            error_message=row["error_message"] or "", processing_version=row["processing_version"],
+            processing_time_ms=row["processing_time_ms"] or 0, file_path=row["file_path"], file_hash=row["file_hash"])
+        if row["created_at"]:
+            reply.created_at.FromDatetime(row["created_at"])
+        if row["processed_at"]:
+            reply.processed_at.FromDatetime(row["processed_at"])
+        return reply
+
+    async def Reprocess(self, request, context) -> AsyncIterator[ingest_pb2.ReprocessProgress]:
+        scope = request.WhichOneof("scope")
+        if scope is None or (scope == "all" and not request.all):
+            raise InvalidArgument("give the scope: session_id, patient_code or all=true")
+        overrides = options_overrides(request.options) if request.HasField("options") else {}
+        AnalysisSettings(**overrides)   # invalid options fail the whole call before any work
+        where, args = {"session_id": ("id = $1", [_uuid(request.session_id, "session_id")] if scope == "session_id" else []),
+                       "patient_code": ("patient_id = $1", [request.patient_code]),
+                       "all": ("true", [])}[scope]
+        if request.only_outdated:
+            where += f" AND processing_version <> ${len(args) + 1}"
+            args.append(PROCESSING_VERSION)
+        ids = [r["id"] for r in await self.db.fetch(
+            f"SELECT id FROM therapy_sessions WHERE {where} ORDER BY session_date NULLS LAST, id", *args)]
+        if scope == "session_id" and not ids and not request.only_outdated:
+            raise NotFound(f"session {request.session_id} does not exist")
+        gate = asyncio.Semaphore(self.analysis.workers)
+
+        async def one(sid: uuid.UUID):
+            async with gate:
+                return sid, await self._reprocess_one(sid, overrides)
+
+        tasks = [asyncio.create_task(one(sid)) for sid in ids]
+        done = failed = 0
+        try:
+            for next_done in asyncio.as_completed(tasks):
+                sid, error = await next_done
+                done += 1
+                failed += error is not None
+                yield ingest_pb2.ReprocessProgress(
+                    session_id=str(sid), status=STATUS["failed" if error else "completed"],
+                    error_message=error or "", done_count=done, total_count=len(ids), failed_count=failed,
+                    processing_version=PROCESSING_VERSION)
+            yield ingest_pb2.ReprocessProgress(done=True, done_count=done, total_count=len(ids),
+                                               failed_count=failed, processing_version=PROCESSING_VERSION)
+        finally:
+            # Client gone or deadline: stop what has not started; each started session still
+            # finishes its own transaction (nothing half-written).
+            for t in tasks:
+                t.cancel()
+
+    # -- internals -------------------------------------------------------------------------
+    async def _existing(self, file_hash: str) -> ingest_pb2.IngestReply | None:
+        async with self.db.acquire() as conn:
+            found = await repo.find_by_hash(conn, file_hash)
+        if found is None:
+            return None
+        if found.status == "failed":
+            raise InvalidArgument(f"this file was already ingested as session {found.id} and failed: "
+                                  f"{found.error_message}")
+        return ingest_pb2.IngestReply(
+            session_id=str(found.id), created=False, status=STATUS[found.status], file_hash=file_hash,
+            file_path=found.file_path, processing_version=found.processing_version)
+
+    async def _people(self, patient_code: str, therapist_id: str) -> tuple[str, uuid.UUID | None]:
+        """Documented rule: patient codes must be registered (patients need a name, birth date
+        and therapist that a C3D does not carry), so an unknown code is FAILED_PRECONDITION."""
+        row = await self.db.fetchrow("SELECT patient_code, therapist_id FROM patients WHERE patient_code = $1",
+                                     patient_code)
+        if row is None:
+            raise FailedPrecondition(f"patient {patient_code!r} is not registered; register the patient first")
+        if not therapist_id:
+            return row["patient_code"], row["therapist_id"]
+        tid = _uuid(therapist_id, "session.therapist_id")
+        if not await self.db.fetchval("SELECT true FROM therapists WHERE id = $1", tid):
+            raise FailedPrecondition(f"therapist {therapist_id} is not registered")
+        return row["patient_code"], tid
+
+    async def _commit(self, staging, path: str) -> StoredObject:
+        try:
+            return await staging.commit(path)
+        except FileExistsError:
+            # Same name, other content (e.g. two tablets): keep both, the new one content-named.
+            p = PurePosixPath(path)
+            return await staging.commit(str(p.with_name(f"{p.stem}__{staging.sha256[:12]}{p.suffix}")))
+
+    def _session_date(self, meta: ingest_pb2.SessionMetadata) -> datetime | None:
+        return meta.session_date.ToDatetime(tzinfo=timezone.utc) if meta.HasField("session_date") else None
+
+    async def _register_and_process(self, obj: StoredObject, meta: ingest_pb2.SessionMetadata,
+                                    settings: AnalysisSettings, bfr: dict | None, patient: str,
+                                    therapist: uuid.UUID | None) -> ingest_pb2.IngestReply:
+        header = repo.SessionHeader(
+            file_path=obj.path, file_hash=obj.sha256, file_size_bytes=obj.size_bytes, patient_id=patient,
+            therapist_id=therapist, session_label=PurePosixPath(obj.path).stem,
+            session_date=self._session_date(meta), session_type=SESSION_TYPES.get(meta.session_type),
+            protocol_day=meta.protocol_day if meta.HasField("protocol_day") else None,
+            processing_version=PROCESSING_VERSION)
+        async with self.db.acquire() as conn:
+            sid = await repo.claim(conn, header)
+        if sid is None:   # a concurrent upload of the same bytes won
+            existing = await self._existing(obj.sha256)
+            if existing.file_path != obj.path:
+                await self.store.delete(obj.path)
+            return existing
+        level = meta.options.game_difficulty_level if meta.options.HasField("game_difficulty_level") else None
+        # Once claimed, finish even if the caller goes away: no session is left 'processing'.
+        return await asyncio.shield(self._process(sid, obj, settings, bfr, level, created=True))
+
+    async def _process(self, sid: uuid.UUID, obj: StoredObject, settings: AnalysisSettings, bfr: dict | None,
+                       game_difficulty_level: int | None, *, created: bool) -> ingest_pb2.IngestReply:
+        t0 = time.perf_counter()
+        try:
+            with self.store.local_path(obj.path) as local:
+                outcome = await self.analysis.analyze(str(local), settings, PurePosixPath(obj.path).name)
+            elapsed = int((time.perf_counter() - t0) * 1000)
+            if outcome.error is not None:
+                async with self.db.acquire() as conn:
+                    await repo.mark_failed(conn, sid, outcome.error, PROCESSING_VERSION, elapsed)
+                raise InvalidArgument(f"{PurePosixPath(obj.path).name} cannot be analysed: {outcome.error} "
+                                      f"(session {sid} recorded as failed)")
+            analysis = outcome.analysis
+            metadata = _jsonable(analysis.metadata)
+            session_dt = analysis.metadata.get("session_datetime")
+            if isinstance(session_dt, datetime) and session_dt.tzinfo is None:
+                analysis.metadata["session_datetime"] = session_dt.replace(tzinfo=self.device_tz)
+            async with self.db.acquire() as conn:
+                await repo.write_results(conn, sid, analysis, settings, bfr=bfr,
+                                         game_difficulty_level=game_difficulty_level,
+                                         processing_time_ms=elapsed, game_metadata=metadata)
+        except InvalidArgument:
+            raise
+        except BaseException as exc:
+            # Unexpected failure after the claim: record it rather than leave 'processing'.
+            if not isinstance(exc, asyncio.CancelledError):
+                log.exception("processing of session %s failed", sid)
+                try:
+                    async with self.db.acquire() as conn:
+                        await repo.mark_failed(conn, sid, f"internal error: {exc.__class__.__name__}",
+                                               PROCESSING_VERSION, int((time.perf_counter() - t0) * 1000))
+                except Exception:  # noqa: BLE001 - database gone too; GetProcessingStatus shows 'processing'
+                    log.exception("could not record the failure of session %s", sid)
+            raise
+        return ingest_pb2.IngestReply(
+            session_id=str(sid), created=created, status=common_pb2.PROCESSING_STATUS_COMPLETED,
+            file_hash=obj.sha256, file_path=obj.path, file_size_bytes=obj.size_bytes,
+            processing_version=analysis.processing_version, processing_time_ms=elapsed,
+            overall_performance_score=analysis.performance.overall_performance_score,
+            warnings=analysis.warnings)
+
+    async def _reprocess_one(self, sid: uuid.UUID, overrides: dict[str, Any]) -> str | None:
+        """Recompute one session from its stored C3D. Returns an error message or None."""
+        async with self.db.acquire() as conn:
+            session, settings_row, score_row, bfr_row_ = await repo.load_inputs(conn, sid)
+        if session is None:
+            return "session disappeared"
+        try:
+            obj = await self.store.stat(session["file_path"])
+        except NotFound:
+            return f"source file {session['file_path']} is missing from the content store"
+        if obj.sha256 != session["file_hash"]:
+            return f"source file {session['file_path']} no longer matches its file_hash (data loss)"
+        settings = settings_from_rows(settings_row, score_row, bfr_row_, overrides)
+        try:
+            await self._process(sid, obj, settings, None, None, created=False)
+        except InvalidArgument as exc:
+            return str(exc)
+        return None
+
+
+async def build(ctx: ServiceContext) -> IngestServicer:
+    from libs.storage import open_store
+    pool = AnalysisPool(ctx.config.ingest_workers or None)
+    await pool.start()
+    ctx.on_stop.append(pool.close)
+    return IngestServicer(ctx, open_store(ctx.config.store_dir), pool)
