@@ -5,6 +5,7 @@
     ghostly migrate [--to N]   apply migrations (manual ones, e.g. 008, only with --to)
     ghostly status             health of each service
     ghostly analyze FILE.c3d   EMG analysis of one file (no database)
+    ghostly ingest PATH...     upload C3D files/folders through the ingest service
 """
 from __future__ import annotations
 
@@ -154,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_migrate)
     sub.add_parser("status", help="health of each service").set_defaults(func=cmd_status)
     from libs.emg import cli as emg_cli
+    from services.ingest import cli as ingest_cli
     emg_cli.register(sub)
+    ingest_cli.register(sub)
     return parser
 
 

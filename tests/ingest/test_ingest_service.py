@@ -296,3 +296,22 @@ async def test_reprocess_reports_changed_source_file(stub, db, patient, tmp_path
     assert progress[0].status == common_pb2.PROCESSING_STATUS_FAILED and "data loss" in progress[0].error_message
     # The recorded statistics are untouched.
     assert await db.fetchval("SELECT count(*) FROM emg_statistics WHERE session_id = $1::uuid", reply.session_id) == 2
+
+
+async def test_cli_ingest_folder_summary(ingest_server, patient, tmp_path):
+    import subprocess
+    import sys
+    from tests.helpers import ROOT, subprocess_env
+    folder = tmp_path / patient
+    folder.mkdir()
+    for seed in (41, 43):
+        data, name = synthetic_bytes(tmp_path, seed=seed)
+        (folder / name).write_bytes(data)
+    (folder / "Ghostly_Emg_broken.c3d").write_bytes(b"broken" * 100)
+    cmd = [sys.executable, "-m", "libs.cli", "ingest", str(folder), "--address", ingest_server.address]
+    first = await asyncio.to_thread(subprocess.run, cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True)
+    assert first.returncode == 1, first.stderr
+    assert "2 new, 0 duplicate, 1 failed" in first.stdout
+    assert "Ghostly_Emg_broken.c3d: INVALID_ARGUMENT" in first.stdout
+    again = await asyncio.to_thread(subprocess.run, cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True)
+    assert "0 new, 2 duplicate, 1 failed" in again.stdout

@@ -1,0 +1,144 @@
+"""Ingest throughput through gRPC: files ingested per second for the largest sample.
+
+Runs the ingest service as its own process (as in production) against a fresh database, then
+uploads N distinct variants of the 2.8 MB sample (one analog sample nudged by one ulp, so
+every file has its own hash) with C concurrent clients. Target: >= 20 files/s on 2 cores.
+
+    .venv/bin/python bench/bench_ingest.py [--files 60] [--concurrency 4]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from common import LARGEST, ROOT, database, median, pct
+
+import asyncpg
+import grpc
+
+from ghostly.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+from services.ingest.cli import requests
+
+
+def variants(src: Path, n: int, folder: Path) -> list[Path]:
+    data = bytearray(src.read_bytes())
+    (last,) = struct.unpack_from("<I", data, len(data) - 4)
+    out = []
+    for i in range(n):
+        struct.pack_into("<I", data, len(data) - 4, (last + i + 1) & 0xFFFFFFFF)
+        p = folder / f"Ghostly_Emg_20230321_17-50-{i % 60:02d}-{i:04d}.c3d"
+        p.write_bytes(data)
+        out.append(p)
+    return out
+
+
+async def wait_serving(address: str, timeout: float = 30.0) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    deadline = time.monotonic() + timeout
+    async with grpc.aio.insecure_channel(address) as ch:
+        while True:
+            try:
+                r = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if r.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("ingest service did not become healthy")
+            await asyncio.sleep(0.2)
+
+
+async def run(dsn: str, files: list[Path], concurrency: int, address: str) -> tuple[float, list[float]]:
+    conn = await asyncpg.connect(dsn)
+    therapist = await conn.fetchval("INSERT INTO therapists (user_id, first_name, last_name) "
+                                    "VALUES ($1, 'B', 'T') RETURNING id", uuid.uuid4())
+    await conn.execute("INSERT INTO patients (therapist_id, patient_code, first_name, last_name, date_of_birth) "
+                       "VALUES ($1, 'P900', 'B', 'P', '1940-01-01')", therapist)
+    await conn.close()
+    latencies: list[float] = []
+    gate = asyncio.Semaphore(concurrency)
+    async with grpc.aio.insecure_channel(address, options=[("grpc.max_send_message_length", 8 << 20)]) as ch:
+        stub = ingest_pb2_grpc.IngestServiceStub(ch)
+
+        async def one(path: Path):
+            async with gate:
+                t = time.perf_counter()
+                reply = await stub.Upload(requests(path, "P900"))
+                assert reply.created, reply
+                latencies.append((time.perf_counter() - t) * 1000)
+
+        await one(files[0])   # warm-up (worker processes, prepared statements)
+        latencies.clear()
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(f) for f in files[1:]))
+        elapsed = time.perf_counter() - t0
+    return (len(files) - 1) / elapsed, latencies
+
+
+def tree_cpu(root: int) -> dict[str, float]:
+    """CPU seconds (user+sys) of the server process and of its children (analysis workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    procs = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+                procs[int(d.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+            except (OSError, IndexError):
+                pass
+    out = {"server": procs.get(root, (0, 0))[1], "workers": 0.0}
+    todo = [root]
+    while todo:
+        parent = todo.pop()
+        for pid, (ppid, cpu) in procs.items():
+            if ppid == parent:
+                todo.append(pid)
+                out["workers"] += cpu
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--files", type=int, default=61)
+    ap.add_argument("--concurrency", type=int, default=4)
+    args = ap.parse_args()
+    if not LARGEST.exists():
+        sys.exit(f"sample not found: {LARGEST}")
+    with database() as dsn, tempfile.TemporaryDirectory() as tmp:
+        files = variants(LARGEST, args.files, Path(tmp))
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        env = dict(os.environ, DATABASE_URL=dsn, GHOSTLY_INGEST_PORT=str(port), GHOSTLY_LOG_LEVEL="WARNING",
+                   GHOSTLY_DATA_DIR=str(Path(tmp) / "data"))
+        server = subprocess.Popen([sys.executable, "-m", "services.ingest"], cwd=ROOT, env=env)
+        try:
+            address = f"127.0.0.1:{port}"
+            asyncio.run(wait_serving(address))
+            cpu0 = tree_cpu(server.pid)
+            rate, lat = asyncio.run(run(dsn, files, args.concurrency, address))
+            cpu = {k: (v - cpu0.get(k, 0)) / (len(files) - 1) * 1000 for k, v in tree_cpu(server.pid).items()}
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(30)
+    size_mb = LARGEST.stat().st_size / 1e6
+    print(f"ingest of {len(files) - 1} distinct {size_mb:.1f} MB files through gRPC, "
+          f"{args.concurrency} concurrent uploads, {os.cpu_count()} cores")
+    print(f"  throughput     {rate:6.1f} files/s   (target >= 20; reference implementation ~1.25 files/s)")
+    print(f"  latency median {median(lat):6.1f} ms   p90 {pct(lat, 90):.1f} ms   p99 {pct(lat, 99):.1f} ms")
+    print(f"  CPU per file   server process {cpu['server']:.1f} ms, analysis workers {cpu['workers']:.1f} ms")
+    print(f"  ratio to target {rate / 20:.2f}x; to the reference ~0.8 s/file: {rate * 0.8:.0f}x")
+
+
+if __name__ == "__main__":
+    main()
