@@ -1,10 +1,8 @@
 """Schema tests for migrations 001-006 (legacy schema + statistics-first schema).
 
-Fixtures (provided by tests/conftest.py):
-  * ``database_url`` - session-scoped DSN of a fresh database with every
-    migration in migrations/ applied;
-  * ``conn`` - function-scoped asyncpg connection inside a transaction that is
-    rolled back after the test.
+Fixtures: ``conn`` (overridden below) is a connection to a database migrated
+exactly up to 006, inside a transaction rolled back after the test, so these
+tests check what 006 creates; later migrations have their own tests.
 
 Each negative case runs in its own savepoint (``async with conn.transaction()``)
 so one expected error does not abort the test's outer transaction.
@@ -26,6 +24,26 @@ import asyncpg
 import pytest
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+
+@pytest.fixture(scope="session")
+async def database_006_url(db_factory) -> str:
+    from libs.db.migrate import migrate
+    dsn = await db_factory.create("m006")
+    await migrate(dsn, to=6)
+    return dsn
+
+
+@pytest.fixture
+async def conn(database_006_url):
+    connection = await asyncpg.connect(database_006_url)
+    tx = connection.transaction()
+    await tx.start()
+    try:
+        yield connection
+    finally:
+        await tx.rollback()
+        await connection.close()
 
 UUID_DEFAULT = "gen_random_uuid()"
 NOW = "now()"
