@@ -42,14 +42,14 @@ async def _health(address: str, timeout: float = 1.0) -> str:
 
 
 async def _all_health(cfg) -> list[str]:
-    return list(await asyncio.gather(*(_health(cfg.address(n)) for n in SERVICES)))
+    return list(await asyncio.gather(*(_health(cfg.target(n)) for n in SERVICES)))
 
 
 def cmd_status(args) -> int:
     cfg = config_mod.load()
     states = asyncio.run(_all_health(cfg))
     for name, state in zip(SERVICES, states):
-        print(f"{name:<12} {cfg.address(name):<22} {state}")
+        print(f"{name:<12} {cfg.target(name):<22} {state}")
     return 0 if all(s == "SERVING" for s in states) else 1
 
 
@@ -118,7 +118,7 @@ def cmd_up(args) -> int:
             time.sleep(0.2)
         print(f"database  {cfg.database_url}" + ("  (embedded)" if pg else ""))
         for name, state in zip(SERVICES, states):
-            print(f"{name:<12} grpc://{cfg.address(name):<22} {state}")
+            print(f"{name:<12} grpc://{cfg.target(name):<22} {state}")
         print("Ctrl-C to stop.", flush=True)
         while not stopping:
             for name, proc in children:

@@ -15,6 +15,7 @@
 | GHOSTLY_STATISTICS_PORT     | 50052                            | StatisticsService port                    |
 | GHOSTLY_JIT_SIGNAL_PORT     | 50053                            | JitSignalService port                     |
 | GHOSTLY_EXPORT_PORT         | 50054                            | ExportService port                        |
+| GHOSTLY_<NAME>_ADDRESS      | 127.0.0.1:<that service's port>  | where clients (export, CLI) reach NAME    |
 | GHOSTLY_MAX_MESSAGE_BYTES   | 4194304 (4 MiB)                  | gRPC max receive/send message size        |
 | GHOSTLY_MAX_UPLOAD_BYTES    | 268435456 (256 MiB)              | largest C3D accepted by Upload            |
 | GHOSTLY_EVENT_SECRET        | (unset: events not signed)       | HMAC-SHA256 secret of storage events      |
@@ -53,6 +54,7 @@ class Config:
     cache_max_bytes: int
     host: str
     ports: dict[str, int] = field(default_factory=dict)
+    targets: dict[str, str] = field(default_factory=dict)
     max_message_bytes: int = 4 * 1024 * 1024
     max_upload_bytes: int = 256 * 1024 * 1024
     event_secret: str | None = None
@@ -69,6 +71,10 @@ class Config:
 
     def address(self, service: str) -> str:
         return f"{self.host}:{self.ports[service]}"
+
+    def target(self, service: str) -> str:
+        """Address a client uses to reach `service` (another host in a deployment)."""
+        return self.targets.get(service) or f"127.0.0.1:{self.ports[service]}"
 
     def with_database(self, url: str) -> "Config":
         """Same config pointed at another database (used by the embedded default)."""
@@ -89,6 +95,8 @@ def load(env: dict[str, str] | None = None) -> Config:
         cache_max_bytes=int(env.get("GHOSTLY_CACHE_MAX_BYTES") or 1 << 30),
         host=env.get("GHOSTLY_HOST") or "127.0.0.1",
         ports={name: int(env.get(var) or default) for name, (var, default) in SERVICE_PORTS.items()},
+        targets={name: env[f"GHOSTLY_{name.upper()}_ADDRESS"] for name in SERVICE_PORTS
+                 if env.get(f"GHOSTLY_{name.upper()}_ADDRESS")},
         max_message_bytes=int(env.get("GHOSTLY_MAX_MESSAGE_BYTES") or 4 * 1024 * 1024),
         max_upload_bytes=int(env.get("GHOSTLY_MAX_UPLOAD_BYTES") or 256 * 1024 * 1024),
         event_secret=env.get("GHOSTLY_EVENT_SECRET") or None,

@@ -65,7 +65,7 @@ def run_ingest(args) -> int:
     except FileNotFoundError as exc:
         print(f"ghostly ingest: {exc}", file=sys.stderr)
         return 2
-    address = args.address or config_mod.load().address("ingest")
+    address = args.address or config_mod.load().target("ingest")
     with tqdm(total=len(files), unit="file", file=sys.stderr, disable=not files) as bar:
         summary = asyncio.run(ingest_files(address, files, args.patient, args.concurrency, bar))
     for path, message in summary["failed"]:

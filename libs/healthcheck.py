@@ -1,0 +1,36 @@
+"""Container health probe: exit 0 when a local gRPC server reports SERVING.
+
+    python -m libs.healthcheck ingest        # uses GHOSTLY_INGEST_PORT
+    python -m libs.healthcheck 127.0.0.1:50052
+"""
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from libs import config as config_mod
+
+
+async def check(address: str, timeout: float = 2.0) -> bool:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    async with grpc.aio.insecure_channel(address) as channel:
+        try:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+        except grpc.aio.AioRpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print(__doc__, file=sys.stderr)
+        return 2
+    target = argv[0]
+    if target in config_mod.SERVICE_PORTS:
+        target = config_mod.load().target(target)
+    return 0 if asyncio.run(check(target)) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
