@@ -1,0 +1,88 @@
+"""Benchmark: migrate N legacy sessions (default 100,000; target <= 60 s on 2 cores).
+
+    .venv/bin/python bench/bench_legacy_migration.py [--sessions 100000] [--batch-size 5000] [--workers 2]
+
+Starts its own throwaway PostgreSQL (libs.db.embedded, ephemeral) unless DATABASE_URL is set
+(then a fresh database is created on that server and dropped afterwards).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import asyncpg  # noqa: E402
+
+from libs.db.migrate import migrate  # noqa: E402
+from libs.legacy import fixtures  # noqa: E402
+from libs.legacy import migrate as lm  # noqa: E402
+
+
+async def bench(admin_dsn: str, args) -> int:
+    name = f"ghostly_bench_legacy_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(admin_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = urlunsplit(urlsplit(admin_dsn)._replace(path="/" + name))
+    try:
+        await migrate(dsn)
+        conn = await asyncpg.connect(dsn)
+        t = time.perf_counter()
+        gen = await fixtures.write(conn, args.sessions, seed=args.seed)
+        await conn.execute("ANALYZE")
+        await conn.close()
+        gen_s = time.perf_counter() - t
+        print(f"generation: {gen.c3d_rows} c3d_metadata rows ({gen.hashes} files), "
+              f"{gen.analysis_rows} analysis_results rows in {gen_s:.1f} s")
+        stats, _ = await lm.run(dsn, batch_size=args.batch_size, workers=args.workers,
+                                progress=not args.no_progress, validate_after=False)
+        print(f"migration:  {stats.sessions} sessions, {stats.statistics} emg_statistics, "
+              f"{stats.contractions} emg_contractions, {stats.performance_scores} performance_scores, "
+              f"{stats.session_settings} session_settings in {stats.seconds:.1f} s "
+              f"({stats.legacy_rows / stats.seconds:,.0f} legacy rows/s, "
+              f"{stats.sessions / stats.seconds:,.0f} sessions/s, "
+              f"{(stats.statistics + stats.contractions) / stats.seconds:,.0f} statistics+contraction rows/s)")
+        report = await lm.validate(dsn)
+        print(f"validation: {'OK' if report.ok else 'FAILED'} in {report.seconds:.1f} s")
+        if not report.ok:
+            print(report.text())
+        t = time.perf_counter()
+        stats2, _ = await lm.run(dsn, batch_size=args.batch_size, workers=args.workers, progress=False,
+                                 validate_after=False)
+        print(f"re-run:     {stats2.sessions} new sessions in {time.perf_counter() - t:.1f} s (idempotent)")
+        target = "MET" if stats.seconds <= 60 else "MISSED"
+        print(f"target <= 60 s for the migration: {target}")
+        return 0 if report.ok else 1
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sessions", type=int, default=100_000)
+    ap.add_argument("--batch-size", type=int, default=5000)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=8)
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args()
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return asyncio.run(bench(urlunsplit(urlsplit(url)._replace(path="/postgres")), args))
+    from libs.db.embedded import EmbeddedPostgres
+    pg = EmbeddedPostgres(ephemeral=True)
+    pg.start()
+    try:
+        return asyncio.run(bench(pg.admin_dsn(), args))
+    finally:
+        pg.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
