@@ -16,11 +16,12 @@ async def init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10,
-                      application_name: str = "ghostly") -> asyncpg.Pool:
-    """Create a pool. If the database is unreachable now, fall back to a lazy pool (min 0) so
-    the service can still start and report NOT_SERVING until the database comes back."""
+                      application_name: str = "ghostly", **options) -> asyncpg.Pool:
+    """Create a pool (extra asyncpg pool `options`, e.g. reset=..., pass through). If the
+    database is unreachable now, fall back to a lazy pool (min 0) so the service can still
+    start and report NOT_SERVING until the database comes back."""
     kwargs = dict(max_size=max_size, init=init_connection, command_timeout=60,
-                  server_settings={"application_name": application_name})
+                  server_settings={"application_name": application_name}, **options)
     try:
         return await asyncpg.create_pool(dsn, min_size=min_size, **kwargs)
     except (OSError, asyncpg.CannotConnectNowError, asyncpg.PostgresConnectionError) as exc:

@@ -67,6 +67,8 @@ class _Call:
         self.request_id = _request_id(context)
         self.token = REQUEST_ID.set(self.request_id)
         self.started = time.perf_counter()
+        # Read now: after a cancelled stream the call object is gone and peer() would crash.
+        self.peer = context.peer()
         self.code = grpc.StatusCode.OK
         self.error = ""
         try:
@@ -76,7 +78,8 @@ class _Call:
 
     async def fail(self, exc: BaseException) -> None:
         """Turn an exception into the RPC's status (re-raises the abort)."""
-        if isinstance(exc, asyncio.CancelledError):
+        if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+            # The client went away or its deadline passed: nothing to answer; re-raise.
             self.code = grpc.StatusCode.CANCELLED
             raise exc
         if isinstance(exc, grpc.aio.AbortError):
@@ -95,13 +98,16 @@ class _Call:
         fields = {
             "service": self.service, "method": self.method, "status": self.code.name,
             "duration_ms": round((time.perf_counter() - self.started) * 1000, 3),
-            "peer": self.context.peer(),
+            "peer": self.peer,
         }
         if self.error:
             fields["error"] = self.error
         level = logging.ERROR if self.code is grpc.StatusCode.INTERNAL else logging.INFO
         log.log(level, "rpc", extra={"fields": fields})
-        REQUEST_ID.reset(self.token)
+        try:
+            REQUEST_ID.reset(self.token)
+        except ValueError:
+            pass  # a closed stream generator may be finalised from another context
 
 
 class ErrorAndLoggingInterceptor(grpc.aio.ServerInterceptor):
@@ -135,6 +141,10 @@ class ErrorAndLoggingInterceptor(grpc.aio.ServerInterceptor):
                 try:
                     async for item in behavior(request, context):
                         yield item
+                except GeneratorExit:
+                    # Closed by grpc after a cancel: no await is allowed here.
+                    call.code = grpc.StatusCode.CANCELLED
+                    raise
                 except BaseException as exc:  # noqa: BLE001 - CancelledError is re-raised
                     await call.fail(exc)
                 finally:

@@ -9,7 +9,7 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 import asyncpg
 import grpc
@@ -39,8 +39,10 @@ class ServiceSpec:
     name: str                               # "ingest", "statistics", "jit_signal", "export"
     full_names: tuple[str, ...]             # proto service names, e.g. ghostly.ingest.v1.IngestService
     register: Callable[[grpc.aio.Server, ServiceContext], Awaitable[None]]
-    # Which DSN the pool uses: "database_url" or "statistics_database_url" (read replica/role).
-    dsn_setting: str = "database_url"
+    # The DSN the service's pool connects with (e.g. a read-only role or a read replica).
+    dsn: Callable[[Config], str | None] = lambda config: config.database_url
+    # Extra asyncpg pool options (e.g. a cheaper `reset` for a read-only service).
+    pool_options: dict[str, Any] = field(default_factory=dict)
 
 
 def server_options(config: Config) -> list[tuple[str, int]]:
@@ -118,10 +120,10 @@ async def start_service(spec: ServiceSpec, config: Config, *, port: int | None =
                         pool: asyncpg.Pool | None = None) -> RunningService:
     """Start `spec` on config.host:port (port 0 = any free port). Uses `pool` if given."""
     owns_pool = pool is None
-    dsn = getattr(config, spec.dsn_setting) or config.database_url
+    dsn = spec.dsn(config)
     if pool is None and dsn:
         pool = await create_pool(dsn, min_size=config.db_pool_min, max_size=config.db_pool_max,
-                                 application_name=f"ghostly-{spec.name}")
+                                 application_name=f"ghostly-{spec.name}", **spec.pool_options)
     context = ServiceContext(config=config, pool=pool)
     server = grpc.aio.server(interceptors=[ErrorAndLoggingInterceptor(spec.name)],
                              options=server_options(config))

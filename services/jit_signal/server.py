@@ -10,9 +10,8 @@ FULL_NAME = jit_signal_pb2.DESCRIPTOR.services_by_name["JitSignalService"].full_
 
 
 async def register(server: grpc.aio.Server, context: ServiceContext) -> None:
-    # The RPCs are implemented by a later issue; until then the generated base answers
-    # UNIMPLEMENTED, while health and reflection already work.
-    jit_signal_pb2_grpc.add_JitSignalServiceServicer_to_server(jit_signal_pb2_grpc.JitSignalServiceServicer(), server)
+    from services.jit_signal.servicer import build
+    jit_signal_pb2_grpc.add_JitSignalServiceServicer_to_server(await build(context), server)
 
 
 SPEC = ServiceSpec(name="jit_signal", full_names=(FULL_NAME,), register=register)

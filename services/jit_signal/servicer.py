@@ -1,0 +1,277 @@
+"""JitSignalService: processed EMG signals streamed from the source C3D (see README.md)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import Counter
+from pathlib import Path
+
+from ghostly.jit_signal.v1 import jit_signal_pb2 as pb, jit_signal_pb2_grpc
+from libs.emg import PROCESSING_VERSION
+from libs.errors import DataLoss, FailedPrecondition, NotFound
+from libs.grpc_server import ServiceContext
+from libs.storage import ContentStore
+from services.jit_signal import cache as c
+from services.jit_signal.signals import (Payload, Plan, build_payload, chunks, decode_payload, encode_payload,
+                                         file_identity, muscle_names, params_from_details, parse_uuid, plan_request,
+                                         process_bytes, read_verified, request_key, resolve_channels, resolve_window)
+
+log = logging.getLogger("ghostly.jit_signal")
+
+# In-process memory bounds (bytes); environment overrides for operators.
+PAYLOAD_MEMORY = int(os.environ.get("GHOSTLY_JIT_PAYLOAD_MEMORY_BYTES") or 64 << 20)
+SIGNAL_MEMORY = int(os.environ.get("GHOSTLY_JIT_SIGNAL_MEMORY_BYTES") or 256 << 20)
+HIT_FLUSH_DELAY_S = 0.2
+_THREAD_READ_BYTES = 1 << 20
+
+
+def _check_status(row) -> None:
+    status = row["processing_status"]
+    if status != "completed":
+        why = f": {row['error_message']}" if status == "failed" and row["error_message"] else ""
+        raise FailedPrecondition(f"session is {status}, not completed{why}; signals are served for processed "
+                                 "sessions only")
+
+
+class JitSignalServicer(jit_signal_pb2_grpc.JitSignalServiceServicer):
+    def __init__(self, ctx: ServiceContext, store: ContentStore):
+        self.ctx, self.db, self.store = ctx, ctx.pool, store
+        self.max_message_bytes = ctx.config.max_message_bytes
+        self.disk = c.DiskCache(ctx.config.cache_dir, ctx.config.cache_max_bytes)
+        self.payloads = c.MemoryLRU(PAYLOAD_MEMORY)      # decoded payloads, keyed (request key, generation)
+        self.signals = c.MemoryLRU(SIGNAL_MEMORY)        # processed recordings, keyed (file hash, params, chain)
+        self.verified: dict[str, tuple[tuple[int, ...], str]] = {}   # path -> (file identity, verified sha256)
+        self.payload_flight = c.SingleFlight()
+        self.signal_flight = c.SingleFlight()
+        self.pending: dict[tuple[str, str], Payload] = {}   # computed, cache row not written yet
+        self.inflight = 0                                # StreamSignals handlers running now
+        self.background: set[asyncio.Task] = set()       # cache writes, hit flushes
+        self.stats: Counter[str] = Counter()
+        self._hits: Counter = Counter()
+        self._hit_task: asyncio.Task | None = None
+
+    # -- RPCs ------------------------------------------------------------------------------
+    async def StreamSignals(self, request, context):
+        self.inflight += 1
+        try:
+            plan = plan_request(request, self.max_message_bytes)
+            payload, hit = await self._resolve(plan)
+            for msg in chunks(payload, plan.chunk_samples, hit):
+                yield msg       # awaits HTTP/2 flow control: a slow reader holds one chunk, not the file
+        except (asyncio.CancelledError, GeneratorExit):
+            # The client went away (cancel, deadline, disconnect). grpc.aio cancels the task that
+            # drives this generator; the generator itself is then closed (GeneratorExit) at its
+            # pending yield. Either way: nothing else to stop (no work is left behind except the
+            # detached cache write), clean up and re-raise.
+            self.stats["cancelled"] += 1
+            raise
+        finally:
+            self.inflight -= 1
+
+    async def ListChannels(self, request, context) -> pb.ListChannelsResponse:
+        sid = parse_uuid(request.session_id)
+        row = await self.db.fetchrow(c.LIST_SQL, sid)
+        if row is None:
+            raise NotFound(f"session {request.session_id} does not exist")
+        _check_status(row)
+        stats = row["stats"] or {}
+        rate, n = float(row["original_sampling_rate"]), int(row["original_sample_count"])
+        out = pb.ListChannelsResponse()
+        for name, raw_label, default_side in muscle_names(row["channel_names"] or []):
+            st = stats.get(name) or {}
+            out.channels.add(name=name, raw_label=raw_label, side=st.get("side") or default_side or "",
+                             sample_rate_hz=rate, sample_count=n, duration_s=n / rate if rate else 0.0,
+                             unit=st.get("unit") or "V")
+        return out
+
+    # -- resolution ------------------------------------------------------------------------
+    async def _resolve(self, plan: Plan) -> tuple[Payload, bool]:
+        row = await self.db.fetchrow(c.HOT_SQL, plan.session_id, plan.key_suffix())
+        if row is None:
+            raise NotFound(f"session {plan.session_id} does not exist")
+        _check_status(row)
+        channels = resolve_channels(plan, row["channel_names"] or [])
+        window = resolve_window(plan, float(row["original_sampling_rate"]), int(row["original_sample_count"]))
+        key = request_key(row["file_hash"], plan)
+        gen = row["processed_at"].isoformat() if row["processed_at"] else ""
+        try:
+            with self.store.local_path(row["file_path"]) as path:
+                data = await self._verify(path, row)
+                if row["cache_id"] is not None and row["cache_valid"]:
+                    if row["cache_expired"]:
+                        await self.db.execute(c.MARK_EXPIRED_SQL, row["cache_id"])
+                        self.stats["expired"] += 1
+                    elif row["cache_version"] == PROCESSING_VERSION:
+                        payload = await self._cached(key, gen)
+                        if payload is not None:
+                            self.stats["hits"] += 1
+                            self._record_hit(row["cache_id"])
+                            return payload, True
+                self.stats["misses"] += 1
+                if row["cache_id"] is None:
+                    # No row yet, but computed a moment ago in this process (its row is being
+                    # written, or was committed after our read): share it. Never for an invalid or
+                    # expired row.
+                    recent = self.pending.get((key, gen)) or self.payloads.get((key, gen))
+                    if recent is not None:
+                        return recent, False
+                payload = await self.payload_flight.do(
+                    (key, gen), lambda: self._compute(plan, row, channels, window, key, Path(path), data))
+                return payload, False
+        except NotFound:
+            raise DataLoss(f"the C3D file {row['file_path']!r} of session {plan.session_id} is missing from the "
+                           "content store") from None
+
+    async def _verify(self, path: Path, row) -> bytes | None:
+        """Cheap on the hot path: one stat() compared with the identity of the last verified
+        read. Otherwise read + SHA-256 (returned bytes are reused by the cold path)."""
+        try:
+            ident = file_identity(os.stat(path))
+        except FileNotFoundError:
+            raise NotFound("missing") from None
+        memo = self.verified.get(str(path))
+        if memo is not None and memo == (ident, row["file_hash"]):
+            return None
+        if ident[2] != row["file_size_bytes"]:
+            raise DataLoss(f"the stored C3D file has {ident[2]} bytes, the session recorded {row['file_size_bytes']}: "
+                           "the file was modified after ingest")
+        self.verified.pop(str(path), None)
+        self.stats["hashes"] += 1
+        data, ident = await asyncio.to_thread(read_verified, str(path), row["file_hash"], row["file_size_bytes"])
+        if len(self.verified) > 100_000:
+            self.verified.clear()
+        self.verified[str(path)] = (ident, row["file_hash"])
+        return data
+
+    async def _cached(self, key: str, gen: str) -> Payload | None:
+        payload = self.payloads.get((key, gen))
+        if payload is not None:
+            return payload
+        size = self.disk._index.get(key, 0)
+        blob = await asyncio.to_thread(self.disk.get, key) if size > _THREAD_READ_BYTES else self.disk.get(key)
+        if blob is None:
+            return None
+        try:
+            payload = (await asyncio.to_thread(decode_payload, blob) if len(blob) > _THREAD_READ_BYTES
+                       else decode_payload(blob))
+        except Exception:  # noqa: BLE001 - a damaged cache file is a miss, never an error
+            log.warning("unreadable cache file %s; recomputing", key)
+            self.disk.discard(key)
+            return None
+        if payload.generation != gen:
+            return None     # written for another ingest run of the session
+        self.payloads.put((key, gen), payload)
+        return payload
+
+    async def _compute(self, plan: Plan, row, channels: list[str], window: tuple[int, int], key: str,
+                       path: Path, data: bytes | None) -> Payload:
+        run = await self.db.fetch(c.RUN_SQL, plan.session_id, plan.include_contractions)
+        processed_at = run[0]["processed_at"] if run else row["processed_at"]
+        gen = processed_at.isoformat() if processed_at else ""
+        params = next((params_from_details(r["processing"]) for r in run if r["processing"] is not None), None)
+        if params is None:
+            params = params_from_details(None)
+        marks = {r["channel_name"]: r["contractions"] or [] for r in run if r["channel_name"]}
+        proc = await self._signals(row, params, plan.kind != "raw", path, data)
+        if plan.max_points is not None and len(channels) * (window[1] - window[0]) > 2_000_000:
+            payload = await asyncio.to_thread(build_payload, proc, plan, channels, window, gen, marks)
+        else:
+            payload = build_payload(proc, plan, channels, window, gen, marks)
+        self.stats["computations"] += 1
+        self.payloads.put((key, gen), payload)
+        self.pending[(key, gen)] = payload
+        self._spawn(self._persist(plan, key, payload, processed_at, (key, gen)))
+        return payload
+
+    async def _signals(self, row, params, with_chain: bool, path: Path, data: bytes | None):
+        file_hash = row["file_hash"]
+        for k in ((file_hash, params, True),) + (() if with_chain else ((file_hash, params, False),)):
+            found = self.signals.get(k)
+            if found is not None:
+                return found
+        skey = (file_hash, params, with_chain)
+
+        async def load():
+            def work():
+                blob = data
+                if blob is None:
+                    blob, ident = read_verified(str(path), file_hash, row["file_size_bytes"])
+                    self.verified[str(path)] = (ident, file_hash)
+                return process_bytes(blob, path.name, params, with_chain)
+            proc = await asyncio.to_thread(work)
+            self.stats["c3d_reads"] += 1
+            self.signals.put(skey, proc)
+            return proc
+
+        return await self.signal_flight.do(skey, load)
+
+    # -- background work -------------------------------------------------------------------
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
+
+    async def _persist(self, plan: Plan, key: str, payload: Payload, processed_at, pending_key) -> None:
+        """Write the payload file, then (re)validate the index row. Detached from the request:
+        the work is done already, and other clients will want it."""
+        try:
+            blob = await asyncio.to_thread(encode_payload, payload)
+            if not await asyncio.to_thread(self.disk.put, key, blob):
+                return      # larger than the whole cache: not cached
+            stored = await self.db.fetchval(c.UPSERT_SQL, plan.session_id, key, processed_at, PROCESSING_VERSION,
+                                            plan.cache_type)
+            self.stats["stored" if stored else "store_skipped"] += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the cache is an optimisation; the response was served
+            log.warning("could not store cache entry %s", key, exc_info=True)
+        finally:
+            self.pending.pop(pending_key, None)
+
+    def _record_hit(self, cache_id) -> None:
+        """Hit accounting off the hot path: counted here, written in one batched UPDATE shortly
+        after (20 concurrent hits on one row do not queue on its row lock)."""
+        self._hits[cache_id] += 1
+        if self._hit_task is None:
+            self._hit_task = self._spawn(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        try:
+            await asyncio.sleep(HIT_FLUSH_DELAY_S)
+        finally:
+            self._hit_task = None
+        await self.flush_hits()
+
+    async def flush_hits(self) -> None:
+        pending, self._hits = self._hits, Counter()
+        if not pending:
+            return
+        try:
+            await self.db.execute(c.HITS_SQL, list(pending), list(pending.values()))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001
+            log.warning("could not record %d cache hits", sum(pending.values()), exc_info=True)
+
+    async def drain(self) -> None:
+        """Wait for background cache writes and write pending hit counts (tests, shutdown)."""
+        while self.background:
+            await asyncio.gather(*list(self.background), return_exceptions=True)
+        await self.flush_hits()
+
+    async def close(self) -> None:
+        try:
+            await asyncio.wait_for(self.drain(), 5.0)
+        except (asyncio.TimeoutError, TimeoutError):
+            for t in list(self.background):
+                t.cancel()
+
+
+async def build(ctx: ServiceContext) -> JitSignalServicer:
+    from libs.storage import open_store
+    servicer = JitSignalServicer(ctx, open_store(ctx.config.store_dir))
+    ctx.on_stop.append(servicer.close)
+    ctx.jit_signal = servicer   # reachable from tests and embedding code through RunningService.context
+    return servicer

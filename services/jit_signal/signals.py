@@ -1,0 +1,402 @@
+"""Pure signal side of the JIT service: request validation, processing, windows, downsampling,
+payloads and chunking. No database, no gRPC server, no event loop (callers run the heavy
+functions in a thread)."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import struct
+import uuid
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, Iterator
+
+import numpy as np
+from tsdownsample import MinMaxLTTBDownsampler
+
+from ghostly.common.v1 import common_pb2
+from ghostly.jit_signal.v1 import jit_signal_pb2 as pb
+from libs.emg import PROCESSING_VERSION, ProcessingParams, chain_1d, muscle_channels, read_c3d
+from libs.errors import DataLoss, InvalidArgument, NotFound
+
+DEFAULT_POINTS = 1000
+MIN_POINTS, MAX_POINTS = 3, 1_000_000
+DEFAULT_CHUNK, MIN_CHUNK, MAX_CHUNK = 16384, 256, 262144
+KINDS = {pb.SIGNAL_KIND_UNSPECIFIED: "raw", pb.SIGNAL_KIND_RAW: "raw",
+         pb.SIGNAL_KIND_FILTERED: "filtered", pb.SIGNAL_KIND_ENVELOPE: "envelope"}
+KIND_ENUM = {"raw": pb.SIGNAL_KIND_RAW, "filtered": pb.SIGNAL_KIND_FILTERED, "envelope": pb.SIGNAL_KIND_ENVELOPE}
+F32 = np.dtype("<f4")
+U32 = np.dtype("<u4")
+# A sample boundary computed from seconds x rate may be off by rounding; this much is ignored.
+_EPS = 1e-9
+
+
+# --------------------------------------------------------------------------- requests
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated StreamSignals request."""
+    session_id: uuid.UUID
+    channels: tuple[str, ...]        # as requested; empty = all muscle channels
+    kind: str                        # raw | filtered | envelope
+    t_start: float
+    t_end: float | None              # None = end of recording
+    max_points: int | None           # None = full resolution
+    include_contractions: bool
+    chunk_samples: int
+
+    @property
+    def cache_type(self) -> str:
+        """signal_processing_cache.cache_type: full resolution -> export_full; a downsampled
+        envelope -> envelope_rms; any other downsampled plot -> visualization_1k."""
+        if self.max_points is None:
+            return "export_full"
+        return "envelope_rms" if self.kind == "envelope" else "visualization_1k"
+
+    def canonical(self) -> str:
+        """Everything the payload depends on besides the file hash (chunking is not)."""
+        return json.dumps({
+            "v": 1, "session": str(self.session_id), "channels": list(self.channels), "kind": self.kind,
+            "t_start": repr(self.t_start), "t_end": None if self.t_end is None else repr(self.t_end),
+            "points": self.max_points or "full", "contractions": self.include_contractions,
+            "processing_version": PROCESSING_VERSION,
+        }, sort_keys=True, separators=(",", ":"))
+
+    def key_suffix(self) -> str:
+        """Hashed after the file hash: key = sha256(file_hash || key_suffix) (also computed in SQL)."""
+        return "\n" + self.canonical()
+
+
+def request_key(file_hash: str, plan: Plan) -> str:
+    return hashlib.sha256((file_hash + plan.key_suffix()).encode()).hexdigest()
+
+
+def parse_uuid(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except (ValueError, AttributeError, TypeError):
+        raise InvalidArgument(f"session_id must be a UUID, got {value!r}") from None
+
+
+def plan_request(req: pb.StreamSignalsRequest, max_message_bytes: int) -> Plan:
+    sid = parse_uuid(req.session_id)
+    if req.kind not in KINDS:
+        raise InvalidArgument(f"kind {req.kind} is not a known SignalKind (raw, filtered, envelope)")
+    t_start = req.t_start_s if req.HasField("t_start_s") else 0.0
+    if not math.isfinite(t_start) or t_start < 0:
+        raise InvalidArgument(f"t_start_s must be a finite number >= 0, got {t_start!r}")
+    t_end = None
+    if req.HasField("t_end_s"):
+        t_end = req.t_end_s
+        if not math.isfinite(t_end) or t_end <= t_start:
+            raise InvalidArgument(f"t_end_s must be a finite number > t_start_s ({t_start:g}), got {t_end!r}")
+    points = None
+    if not req.full_resolution:
+        points = req.max_points or DEFAULT_POINTS
+        if not MIN_POINTS <= points <= MAX_POINTS:
+            raise InvalidArgument(f"max_points must be 0 (= {DEFAULT_POINTS}) or in {MIN_POINTS}..{MAX_POINTS}, "
+                                  f"got {points}")
+    chunk = req.chunk_samples or DEFAULT_CHUNK
+    if not MIN_CHUNK <= chunk <= MAX_CHUNK:
+        raise InvalidArgument(f"chunk_samples must be 0 (= {DEFAULT_CHUNK}) or in {MIN_CHUNK}..{MAX_CHUNK}, got {chunk}")
+    # A chunk carries at most 8 bytes per sample (float32 value + uint32 index): keep it under
+    # half the configured message limit whatever the caller asked.
+    chunk = max(MIN_CHUNK, min(chunk, max_message_bytes // 16))
+    names = tuple(req.channels)
+    if any(not n.strip() for n in names):
+        raise InvalidArgument("channel names must not be empty")
+    if len(set(names)) != len(names):
+        raise InvalidArgument(f"channels must not repeat a channel: {', '.join(names)}")
+    return Plan(sid, names, KINDS[req.kind], float(t_start), None if t_end is None else float(t_end), points,
+                bool(req.include_contractions), int(chunk))
+
+
+def muscle_names(labels: list[str]) -> list[tuple[str, str, str | None]]:
+    """(muscle, raw label, default side) from the C3D analog labels, exactly as ingest pairs them."""
+    return [(m.name, m.raw_label, m.side) for m in muscle_channels(SimpleNamespace(labels=list(labels)))]
+
+
+def resolve_channels(plan: Plan, labels: list[str]) -> list[str]:
+    available = [m[0] for m in muscle_names(labels)]
+    if not plan.channels:
+        if not available:
+            raise NotFound("the session has no muscle channel")
+        return available
+    for name in plan.channels:
+        if name not in available:
+            raise NotFound(f"channel {name!r} is not a muscle channel of this session "
+                           f"(available: {', '.join(available) or 'none'})")
+    return list(plan.channels)
+
+
+def resolve_window(plan: Plan, rate: float, n: int) -> tuple[int, int]:
+    """Half-open sample range [i0, i1): samples with t_start <= i/rate < t_end."""
+    duration = n / rate
+    i0 = max(0, math.ceil(plan.t_start * rate - _EPS))
+    if i0 >= n:
+        raise InvalidArgument(f"t_start_s {plan.t_start:g} is at or after the end of the recording ({duration:g} s)")
+    i1 = n if plan.t_end is None else min(n, math.ceil(plan.t_end * rate - _EPS))
+    if i1 <= i0:
+        raise InvalidArgument(f"the window [{plan.t_start:g}, {plan.t_end:g}) s contains no sample at {rate:g} Hz")
+    return i0, i1
+
+
+# --------------------------------------------------------------------------- processing
+
+@dataclass
+class Processed:
+    """Signals of one C3D (float32, all muscle channels, the whole recording). Read-only arrays
+    shared by every concurrent request; requests slice them, never copy them whole."""
+    rate: float
+    n: int
+    units: dict[str, str]
+    raw: dict[str, np.ndarray]
+    filtered: dict[str, np.ndarray] | None = None
+    envelope: dict[str, np.ndarray] | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for d in (self.raw, self.filtered or {}, self.envelope or {}) for a in d.values())
+
+    def signal(self, kind: str, channel: str) -> np.ndarray:
+        return {"raw": self.raw, "filtered": self.filtered, "envelope": self.envelope}[kind][channel]
+
+
+_CHANNEL_POOL = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="jit-chain")
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
+def process_bytes(data: bytes, file_name: str, params: ProcessingParams, with_chain: bool) -> Processed:
+    """Read the C3D and run THE pipeline (libs.emg.chain_1d on float64, as ingest) per muscle."""
+    rec = read_c3d(data, file_name=file_name)
+    muscles = muscle_channels(rec)
+    out = Processed(rate=float(rec.rate), n=rec.n_samples, units={m.name: rec.units[m.raw_index] for m in muscles},
+                    raw={m.name: _readonly(rec.analogs[m.raw_index].astype(F32)) for m in muscles})
+    if with_chain:
+        def one(m):
+            f, e = chain_1d(rec.analogs[m.raw_index], rec.rate, params)
+            return _readonly(f.astype(F32)), _readonly(e.astype(F32))
+        # One channel per core: scipy's filters release the GIL, so channels run in parallel.
+        results = list(_CHANNEL_POOL.map(one, muscles)) if len(muscles) > 1 else [one(m) for m in muscles]
+        out.filtered = {m.name: r[0] for m, r in zip(muscles, results)}
+        out.envelope = {m.name: r[1] for m, r in zip(muscles, results)}
+    return out
+
+
+def params_from_details(processing: Any) -> ProcessingParams:
+    """The ProcessingParams of the ingest run (emg_statistics.analysis_details ->
+    parameters.settings.processing); defaults when absent."""
+    if isinstance(processing, str):
+        processing = json.loads(processing)
+    if not isinstance(processing, dict):
+        return ProcessingParams()
+    known = {f.name for f in dataclasses.fields(ProcessingParams)}
+    return ProcessingParams(**{k: v for k, v in processing.items() if k in known})
+
+
+def file_identity(st: os.stat_result) -> tuple[int, ...]:
+    """What changes whenever the file's bytes can have changed. ctime cannot be set from user
+    space (utime sets it to now), so a rewrite that restores size and mtime still shows."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def read_verified(path: str, file_hash: str, file_size: int | None) -> tuple[bytes, tuple[int, ...]]:
+    """Read the whole file, check its SHA-256; returns (bytes, identity). DataLoss if different."""
+    try:
+        with open(path, "rb") as fh:
+            before = file_identity(os.fstat(fh.fileno()))
+            data = fh.read()
+    except FileNotFoundError:
+        raise DataLoss(f"the stored C3D file {path!r} is missing from the content store") from None
+    if file_size is not None and len(data) != file_size:
+        raise DataLoss(f"the stored C3D file has {len(data)} bytes, the session recorded {file_size}: "
+                       "the file was modified after ingest")
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != file_hash:
+        raise DataLoss(f"the stored C3D file no longer matches its file_hash (sha256 {digest[:12]}..., "
+                       f"recorded {file_hash[:12]}...): the file was modified after ingest")
+    if file_identity(os.stat(path)) != before:
+        raise DataLoss("the stored C3D file changed while it was being verified")
+    return data, before
+
+
+# --------------------------------------------------------------------------- downsampling
+
+_DOWNSAMPLER = MinMaxLTTBDownsampler()
+
+
+def downsample(values: np.ndarray, n_out: int) -> np.ndarray:
+    """MinMaxLTTB indices (int64, increasing) into ``values``, n_out of them, with the global
+    maximum and minimum guaranteed among them (n_out >= 4): LTTB keeps one point per bucket
+    and may prefer a neighbour of a peak; the extreme then replaces the nearest selected
+    non-endpoint so a plot never loses the highest or lowest value."""
+    n = values.size
+    if n_out >= n:
+        return np.arange(n, dtype=np.int64)
+    idx = np.asarray(_DOWNSAMPLER.downsample(values, n_out=n_out), dtype=np.int64)
+    protected = {0, n - 1}
+    for ext in (int(np.argmax(values)), int(np.argmin(values))):
+        pos = int(np.searchsorted(idx, ext))
+        if pos < idx.size and idx[pos] == ext:
+            protected.add(ext)
+            continue
+        candidates = [p for p in (pos - 1, pos) if 0 <= p < idx.size and int(idx[p]) not in protected]
+        if not candidates:
+            continue
+        best = min(candidates, key=lambda p: abs(int(idx[p]) - ext))
+        idx[best] = ext
+        idx.sort()
+        protected.add(ext)
+    return idx
+
+
+# --------------------------------------------------------------------------- payloads
+
+@dataclass
+class ChannelPayload:
+    name: str
+    unit: str
+    values: np.ndarray                  # float32 LE, read-only (may be a view of shared arrays)
+    indices: np.ndarray | None          # uint32 LE original sample indices; None = contiguous from i0
+    contractions: list[list] = field(default_factory=list)
+
+
+@dataclass
+class Payload:
+    kind: str
+    downsampling: str                   # "minmaxlttb" | "none"
+    rate: float
+    i0: int
+    i1: int
+    generation: str                     # therapy_sessions.processed_at of the ingest run
+    channels: list[ChannelPayload]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(c.values.nbytes + (c.indices.nbytes if c.indices is not None else 0) for c in self.channels) + 512
+
+
+def build_payload(proc: Processed, plan: Plan, channels: list[str], window: tuple[int, int], generation: str,
+                  contractions: dict[str, list[list]]) -> Payload:
+    i0, i1 = window
+    out = []
+    downsampled = False
+    for name in channels:
+        sig = proc.signal(plan.kind, name)[i0:i1]          # a view: no copy of the whole signal
+        if plan.max_points is not None and plan.max_points < sig.size:
+            idx = downsample(sig, plan.max_points)
+            values, indices = _readonly(sig[idx]), _readonly((idx + i0).astype(U32))
+            downsampled = True
+        else:
+            values, indices = sig, None
+        t0, t1 = i0 / proc.rate, i1 / proc.rate
+        marks = [c for c in contractions.get(name, []) if c[2] > t0 and c[1] < t1] if plan.include_contractions else []
+        out.append(ChannelPayload(name, proc.units.get(name, "V"), values, indices, marks))
+    return Payload(plan.kind, "minmaxlttb" if downsampled else "none", proc.rate, i0, i1, generation, out)
+
+
+_MAGIC = b"GJSC\x01"
+_PROBE = 1 << 16
+
+
+def _shuffle_compress(body: np.ndarray, level: int) -> list[tuple[bool, bytes]]:
+    """Byte planes of 4-byte words (exponents compress, mantissas barely do): each plane is
+    zlib-compressed when a probe of it shrinks below 90 %, else stored."""
+    planes = body.view(np.uint8).reshape(-1, 4).T
+    out = []
+    for plane in planes:
+        raw = np.ascontiguousarray(plane).tobytes()
+        probe = raw[:_PROBE]
+        if probe and len(zlib.compress(probe, 1)) < 0.9 * len(probe):
+            out.append((True, zlib.compress(raw, level)))
+        else:
+            out.append((False, raw))
+    return out
+
+
+def encode_payload(p: Payload) -> bytes:
+    """Cache file: magic, u32 header length, JSON header, then 4 byte planes of all channel
+    words (values float32 then indices uint32, per channel), each zlib'd or stored."""
+    parts = []
+    chans = []
+    for c in p.channels:
+        parts.append(np.ascontiguousarray(c.values, dtype=F32).view(U32))
+        if c.indices is not None:
+            parts.append(np.ascontiguousarray(c.indices, dtype=U32))
+        chans.append({"name": c.name, "unit": c.unit, "count": int(c.values.size),
+                      "indexed": c.indices is not None, "contractions": c.contractions})
+    body = np.concatenate(parts) if parts else np.zeros(0, U32)
+    planes = _shuffle_compress(body, 6 if body.nbytes <= (1 << 20) else 1)
+    header = json.dumps({"kind": p.kind, "downsampling": p.downsampling, "rate": p.rate, "i0": p.i0, "i1": p.i1,
+                         "generation": p.generation, "words": int(body.size), "channels": chans,
+                         "planes": [[z, len(b)] for z, b in planes]}).encode()
+    return b"".join([_MAGIC, struct.pack("<I", len(header)), header, *(b for _, b in planes)])
+
+
+def decode_payload(blob: bytes) -> Payload:
+    if not blob.startswith(_MAGIC):
+        raise ValueError("not a JIT cache payload")
+    (hlen,) = struct.unpack_from("<I", blob, len(_MAGIC))
+    pos = len(_MAGIC) + 4
+    h = json.loads(blob[pos:pos + hlen])
+    pos += hlen
+    words = h["words"]
+    shuffled = np.empty((4, words), np.uint8)
+    for i, (zipped, size) in enumerate(h["planes"]):
+        chunk = blob[pos:pos + size]
+        pos += size
+        shuffled[i] = np.frombuffer(zlib.decompress(chunk) if zipped else chunk, np.uint8, count=words)
+    body = np.ascontiguousarray(shuffled.T).view(U32).reshape(-1)
+    out, off = [], 0
+    for c in h["channels"]:
+        n = c["count"]
+        values = _readonly(body[off:off + n].view(F32))
+        off += n
+        indices = None
+        if c["indexed"]:
+            indices = _readonly(body[off:off + n])
+            off += n
+        out.append(ChannelPayload(c["name"], c["unit"], values, indices, c["contractions"]))
+    return Payload(h["kind"], h["downsampling"], h["rate"], h["i0"], h["i1"], h["generation"], out)
+
+
+# --------------------------------------------------------------------------- chunks
+
+def _contraction_pb(c: list) -> common_pb2.Contraction:
+    i, start, end, dur, peak, mean, mi, md, good = c
+    return common_pb2.Contraction(index=i, start_s=start, end_s=end, duration_s=dur, peak_amplitude=peak,
+                                  mean_amplitude=mean, meets_intensity=mi, meets_duration=md, good=good)
+
+
+def chunks(p: Payload, chunk_samples: int, cache_hit: bool) -> Iterator[pb.SignalChunk]:
+    """SignalChunks in request order; each holds a slice (copied into the message only)."""
+    kind = KIND_ENUM[p.kind]
+    index = 0
+    for c in p.channels:
+        n = c.values.size
+        for off in range(0, n, chunk_samples):
+            end = min(n, off + chunk_samples)
+            first_sample = int(c.indices[off]) if c.indices is not None else p.i0 + off
+            msg = pb.SignalChunk(
+                chunk_index=index, channel=c.name, kind=kind, unit=c.unit, sample_rate_hz=p.rate,
+                t0_s=first_sample / p.rate, dtype="float32le", samples=c.values[off:end].tobytes(),
+                sample_indices=c.indices[off:end].tobytes() if c.indices is not None else b"",
+                sample_count=end - off, last_for_channel=end == n)
+            if off == 0 and c.contractions:
+                msg.contractions.extend(_contraction_pb(x) for x in c.contractions)
+            if index == 0:
+                msg.info.CopyFrom(pb.StreamInfo(
+                    processing_version=PROCESSING_VERSION, cache_hit=cache_hit, downsampling=p.downsampling,
+                    points_per_channel={x.name: int(x.values.size) for x in p.channels},
+                    window_sample_count=p.i1 - p.i0, t_start_s=p.i0 / p.rate, t_end_s=p.i1 / p.rate))
+            index += 1
+            yield msg

@@ -1,0 +1,203 @@
+"""SQL of the statistics read path. Every query is a fixed text (or one of a few variants), so
+asyncpg prepares it once per connection and reuses the plan. See README.md for the indexes."""
+from __future__ import annotations
+
+SESSION_COLS = """id, file_path, file_hash, file_size_bytes, patient_id, therapist_id,
+    session_id, session_date, session_type, protocol_day, original_sampling_rate,
+    original_duration_seconds, original_sample_count, channel_names, channel_count,
+    processing_version, processing_status, processing_time_ms, created_at, processed_at,
+    error_message"""
+
+GET_SESSION = f"SELECT {SESSION_COLS} FROM therapy_sessions WHERE id = $1"
+
+_STAT_COLS = """e.id, e.session_id, e.channel_name, e.mvc_peak_value, e.mvc_rms_value,
+    e.mvc_confidence_score, e.mvc_calculation_method, e.total_contractions,
+    e.good_contractions_intensity, e.good_contractions_duration, e.good_contractions_both,
+    e.completion_rate, e.intensity_rate, e.duration_rate, e.muscle_compliance_score,
+    e.signal_quality_score, e.noise_level_db, e.artifacts_detected, e.processing_confidence,
+    e.processing_pipeline, e.processing_version, e.processing_time_ms,
+    e.mvc_threshold_percentage, e.duration_threshold_seconds, e.processed_at, e.side"""
+
+# One row per channel, or one all-NULL row when the session exists without statistics,
+# or no row when the session does not exist.
+EMG_STATISTICS = f"""
+SELECT s.id AS sid, {_STAT_COLS}
+FROM therapy_sessions s
+LEFT JOIN emg_statistics e ON e.session_id = s.id
+WHERE s.id = $1
+ORDER BY e.channel_name"""
+
+EMG_STATISTICS_CHANNELS = f"""
+SELECT s.id AS sid, {_STAT_COLS}
+FROM therapy_sessions s
+LEFT JOIN emg_statistics e ON e.session_id = s.id AND e.channel_name = ANY($2::text[])
+WHERE s.id = $1
+ORDER BY e.channel_name"""
+
+_CONTRACTION_COLS = """statistics_id, contraction_index, start_time_s, end_time_s, duration_s,
+    peak_amplitude, mean_amplitude, meets_intensity, meets_duration, is_good"""
+
+CONTRACTIONS = f"""
+SELECT {_CONTRACTION_COLS} FROM emg_contractions
+WHERE session_id = $1
+ORDER BY session_id, channel_name, contraction_index"""
+
+CONTRACTIONS_CHANNELS = f"""
+SELECT {_CONTRACTION_COLS} FROM emg_contractions
+WHERE session_id = $1 AND channel_name = ANY($2::text[])
+ORDER BY session_id, channel_name, contraction_index"""
+
+PERFORMANCE_SCORE = """
+SELECT s.id AS sid, s.processing_status AS status,
+    p.id, p.overall_performance_score, p.compliance_score, p.symmetry_score, p.effort_score,
+    p.game_score, p.performance_weights, p.bfr_pressure_aop, p.bfr_compliance_gate,
+    p.rpe_post_session, p.game_points_achieved, p.game_points_maximum,
+    p.session_duration_minutes, p.left_muscle_completion_rate, p.left_muscle_intensity_rate,
+    p.left_muscle_duration_rate, p.right_muscle_completion_rate, p.right_muscle_intensity_rate,
+    p.right_muscle_duration_rate, p.calculated_at
+FROM therapy_sessions s
+LEFT JOIN performance_scores p ON p.session_id = s.id
+WHERE s.id = $1"""
+
+BFR_MONITORING = """
+SELECT s.id AS sid, b.id, b.target_pressure_aop, b.actual_pressure_aop,
+    b.pressure_stability_coefficient, b.safety_gate_status, b.safety_violations_count,
+    b.safety_violations_duration_seconds, b.max_pressure_deviation_aop,
+    b.patient_aop_baseline_mmhg, b.patient_limb_circumference_cm, b.cuff_size, b.cuff_position,
+    b.monitoring_device, b.device_calibration_date, b.device_serial_number,
+    b.bfr_session_duration_minutes, b.monitoring_frequency_hz, b.created_at
+FROM therapy_sessions s
+LEFT JOIN bfr_monitoring b ON b.session_id = s.id
+WHERE s.id = $1"""
+
+SESSION_SETTINGS = """
+SELECT s.id AS sid, t.id, t.mvc_calculation_method, t.mvc_threshold_percentage,
+    t.mvc_user_left_quad, t.mvc_user_right_quad, t.performance_weights,
+    t.duration_threshold_seconds, t.duration_threshold_left_quad, t.duration_threshold_right_quad,
+    t.target_contractions_per_muscle, t.rest_period_between_contractions_seconds,
+    t.rest_period_between_sets_seconds, t.bfr_enabled, t.bfr_target_pressure_aop,
+    t.game_difficulty_level, t.visual_feedback_enabled, t.audio_feedback_enabled,
+    t.real_time_mvc_display, t.created_at, t.updated_at
+FROM therapy_sessions s
+LEFT JOIN session_settings t ON t.session_id = s.id
+WHERE s.id = $1"""
+
+
+def patient_progress(date_from: bool, date_to: bool) -> str:
+    """Series + aggregates of one patient in ONE statement.
+
+    `pts` walks idx_therapy_sessions_patient_date and joins performance_scores by its unique
+    session index; `agg` computes the aggregates in SQL (least squares via regr_slope); the
+    final select adds the per-channel rows (unique (session_id, channel_name) index). `agg` is
+    the driving row so that a patient without sessions still yields one row (and says whether
+    the patient exists)."""
+    window = ""
+    if date_from:
+        window += " AND s.session_date >= $2"
+    if date_to:
+        window += f" AND s.session_date < ${3 if date_from else 2}"
+    return f"""
+WITH pts AS MATERIALIZED (
+    SELECT s.id, s.session_date, s.protocol_day, s.session_type,
+        p.overall_performance_score AS overall, p.compliance_score, p.symmetry_score,
+        p.effort_score, p.game_score, p.performance_weights
+    FROM therapy_sessions s
+    JOIN performance_scores p ON p.session_id = s.id
+    WHERE s.patient_id = $1 AND s.processing_status = 'completed'{window}
+), agg AS (
+    SELECT count(*) AS n,
+        regr_slope(overall, extract(epoch FROM session_date) / 86400.0) AS slope,
+        (array_agg(overall ORDER BY session_date ASC NULLS LAST, id ASC))[1] AS first_score,
+        (array_agg(overall ORDER BY session_date DESC NULLS FIRST, id DESC))[1] AS last_score,
+        max(overall) AS best_score,
+        (array_agg(id ORDER BY overall DESC, session_date ASC NULLS LAST, id ASC))[1] AS best_id,
+        count(DISTINCT COALESCE('day ' || protocol_day::text,
+                                ((session_date AT TIME ZONE 'UTC')::date)::text)) AS days_done,
+        EXISTS (SELECT 1 FROM patients WHERE patient_code = $1) AS patient_exists
+    FROM pts
+)
+SELECT agg.*, pts.id AS sid, pts.session_date, pts.protocol_day, pts.session_type, pts.overall,
+    pts.compliance_score, pts.symmetry_score, pts.effort_score, pts.game_score,
+    pts.performance_weights, e.channel_name, e.side, e.completion_rate, e.intensity_rate,
+    e.duration_rate, e.muscle_compliance_score, e.mvc_peak_value, e.total_contractions,
+    e.good_contractions_both
+FROM agg
+LEFT JOIN pts ON true
+LEFT JOIN emg_statistics e ON e.session_id = pts.id
+ORDER BY pts.session_date ASC NULLS LAST, pts.id ASC, e.channel_name"""
+
+
+def cohort_summary(therapist: bool, date_from: bool, date_to: bool) -> str:
+    """Mean/stddev of the scores per protocol day plus the cohort totals, one statement.
+
+    Two-level aggregation so that everything hashes (no sort of the whole cohort, which
+    count(DISTINCT) would need): first per (protocol day, patient) with sums and sums of
+    squares (~10k groups for 70k sessions), then per day (patients = groups of that day) and
+    the total row (distinct patients over the small intermediate set). stddev is the sample
+    standard deviation from the sums. Sessions without a protocol day are day 0 (unknown)."""
+    conds = ["s.processing_status = 'completed'"]
+    n = 0
+    if therapist:
+        n += 1
+        conds.append(f"s.patient_id IN (SELECT patient_code FROM patients WHERE therapist_id = ${n})")
+    if date_from:
+        n += 1
+        conds.append(f"s.session_date >= ${n}")
+    if date_to:
+        n += 1
+        conds.append(f"s.session_date < ${n}")
+    return f"""
+WITH per AS MATERIALIZED (
+    SELECT COALESCE(s.protocol_day, 0) AS protocol_day, s.patient_id, count(*) AS n,
+        sum(p.overall_performance_score) AS so,
+        sum(p.overall_performance_score * p.overall_performance_score) AS sq,
+        sum(p.compliance_score) AS sc, sum(p.symmetry_score) AS ss
+    FROM therapy_sessions s
+    JOIN performance_scores p ON p.session_id = s.id
+    WHERE {' AND '.join(conds)}
+    GROUP BY 1, 2
+)
+SELECT false AS is_total, protocol_day, sum(n)::bigint AS session_count, count(*) AS patient_count,
+    sum(so) / sum(n) AS mean_overall,
+    CASE WHEN sum(n) > 1
+         THEN sqrt(greatest(sum(sq) - sum(so) * sum(so) / sum(n), 0) / (sum(n) - 1)) END AS stddev_overall,
+    sum(sc) / sum(n) AS mean_compliance, sum(ss) / sum(n) AS mean_symmetry
+FROM per GROUP BY protocol_day
+UNION ALL
+SELECT true, 0, COALESCE(sum(n), 0)::bigint, count(DISTINCT patient_id), sum(so) / sum(n), NULL, NULL, NULL
+FROM per
+ORDER BY is_total DESC, protocol_day"""
+
+
+THERAPIST_EXISTS = "SELECT EXISTS (SELECT 1 FROM therapists WHERE id = $1)"
+
+
+def list_sessions(conds: list[str], cursor_date_arg: int | None, cursor_id_arg: int | None,
+                  dated_only: bool, limit_arg: int) -> str:
+    """Keyset page ordered (session_date DESC NULLS LAST, id DESC).
+
+    The indexes are (..., session_date DESC, id DESC), i.e. DESC NULLS FIRST, which cannot
+    serve NULLS LAST directly. So the page is the union of two index-ordered branches, each
+    limited to the page size: dated rows (session_date IS NOT NULL, keyset on (date, id)) and
+    undated rows (session_date IS NULL, keyset on id); a sort of <= 2 x limit rows merges
+    them. The undated branch is skipped when a date filter is present, the dated one when the
+    cursor is already among undated rows."""
+    where = list(conds)
+    branches = []
+    cursor_null_date = cursor_id_arg is not None and cursor_date_arg is None
+    if not cursor_null_date:
+        dated = where + ["session_date IS NOT NULL"]
+        if cursor_date_arg is not None:
+            dated.append(f"(session_date, id) < (${cursor_date_arg}, ${cursor_id_arg})")
+        branches.append(f"(SELECT {SESSION_COLS} FROM therapy_sessions WHERE {' AND '.join(dated)} "
+                        f"ORDER BY session_date DESC, id DESC LIMIT ${limit_arg})")
+    if not dated_only:
+        undated = where + ["session_date IS NULL"]
+        if cursor_null_date:
+            undated.append(f"id < ${cursor_id_arg}")
+        branches.append(f"(SELECT {SESSION_COLS} FROM therapy_sessions WHERE {' AND '.join(undated)} "
+                        f"ORDER BY session_date DESC, id DESC LIMIT ${limit_arg})")
+    if len(branches) == 1:
+        return branches[0][1:-1]
+    return (f"SELECT * FROM ({' UNION ALL '.join(branches)}) page "
+            f"ORDER BY session_date DESC NULLS LAST, id DESC LIMIT ${limit_arg}")
