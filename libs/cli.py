@@ -6,6 +6,7 @@
     ghostly status             health of each service
     ghostly analyze FILE.c3d   EMG analysis of one file (no database)
     ghostly ingest PATH...     upload C3D files/folders through the ingest service
+    ghostly export ...         research/clinical export through the export service
     ghostly migrate-legacy     move legacy c3d_metadata/analysis_results into the new schema
 """
 from __future__ import annotations
@@ -157,9 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="health of each service").set_defaults(func=cmd_status)
     from libs.emg import cli as emg_cli
     from libs.legacy import cli as legacy_cli
+    from services.export import cli as export_cli
     from services.ingest import cli as ingest_cli
     emg_cli.register(sub)
     ingest_cli.register(sub)
+    export_cli.register(sub)
     legacy_cli.register(sub)
     return parser
 

@@ -84,6 +84,14 @@ async def database_url(db_factory) -> str:
     return dsn
 
 
+@pytest.fixture(scope="session")
+def shared_data_dir(tmp_path_factory) -> Path:
+    """GHOSTLY_DATA_DIR shared by every service started against `database_url`: one content
+    store for the whole run, as in a deployment (sessions are deduplicated by content across
+    the shared database, so their files must be in the same store)."""
+    return tmp_path_factory.mktemp("ghostly-data")
+
+
 @pytest.fixture
 async def empty_database_url(db_factory) -> str:
     """A brand-new empty database for this test."""

@@ -1,18 +1,29 @@
-"""ExportService server wiring (ghostly.export.v1)."""
+"""ExportService server wiring (ghostly.export.v1).
+
+Downstream addresses come from the service's Config: config.target('statistics') and
+config.target('jit_signal') (GHOSTLY_STATISTICS_ADDRESS / GHOSTLY_JIT_SIGNAL_ADDRESS, default
+127.0.0.1:<port>).
+Tests and embedders that start the services on ephemeral ports pass a Config whose `ports`
+hold the actual ports (dataclasses.replace(cfg, ports={...})).
+"""
 from __future__ import annotations
 
 import grpc
 
 from ghostly.export.v1 import export_pb2, export_pb2_grpc
 from libs.grpc_server import ServiceContext, ServiceSpec
+from services.export.downstream import Downstream
+from services.export.history import History
+from services.export.servicer import ExportServicer
 
 FULL_NAME = export_pb2.DESCRIPTOR.services_by_name["ExportService"].full_name
 
 
 async def register(server: grpc.aio.Server, context: ServiceContext) -> None:
-    # The RPCs are implemented by a later issue; until then the generated base answers
-    # UNIMPLEMENTED, while health and reflection already work.
-    export_pb2_grpc.add_ExportServiceServicer_to_server(export_pb2_grpc.ExportServiceServicer(), server)
+    cfg = context.config
+    downstream = Downstream(cfg.target("statistics"), cfg.target("jit_signal"), cfg.max_message_bytes)
+    context.on_stop.append(downstream.close)
+    export_pb2_grpc.add_ExportServiceServicer_to_server(ExportServicer(History(context.pool), downstream), server)
 
 
 SPEC = ServiceSpec(name="export", full_names=(FULL_NAME,), register=register)

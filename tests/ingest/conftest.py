@@ -17,8 +17,8 @@ from tests.helpers import make_config
 
 
 @pytest.fixture(scope="session")
-async def ingest_server(database_url, tmp_path_factory):
-    cfg = make_config(database_url, tmp_path_factory.mktemp("ingest"))
+async def ingest_server(database_url, shared_data_dir):
+    cfg = make_config(database_url, shared_data_dir)
     cfg = dataclasses.replace(cfg, max_upload_bytes=8 * 1024 * 1024, event_secret="s3cret")
     server = await start_service(SPEC, cfg, port=0)
     yield server

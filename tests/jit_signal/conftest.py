@@ -22,8 +22,8 @@ from tests.helpers import make_config
 
 
 @pytest.fixture(scope="session")
-async def data_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("jit")
+async def data_dir(shared_data_dir) -> Path:
+    return shared_data_dir
 
 
 @pytest.fixture(scope="session")

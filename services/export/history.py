@@ -1,0 +1,134 @@
+"""export_history: the audit trail. The only table the export service writes.
+
+A row is inserted when an export starts (status 'failed', error_message 'in progress', so an
+export interrupted by a crash stays on record as failed) and completed when it ends (status,
+size, hash, checks, time). Besides export_history the service reads only
+  * researcher_profiles: to validate exported_by (FK target), and
+  * therapy_sessions.id: the FK of export_history.session_id (set only when the session exists).
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from libs import errors
+
+IN_PROGRESS = "export in progress (not completed)"
+
+INSERT = """
+INSERT INTO export_history (id, session_id, export_type, channels_exported, data_format, export_options,
+                            processing_method, data_source, exported_by, export_status, error_message)
+VALUES ($1, (SELECT id FROM therapy_sessions WHERE id = $2), $3, $4, $5, $6, $7, $8,
+        (SELECT id FROM researcher_profiles WHERE id = $9), 'failed', $10)
+RETURNING exported_by, export_timestamp
+"""
+
+FINISH = """
+UPDATE export_history
+   SET export_status = $2, processing_time_ms = $3, file_size_bytes = $4, export_hash = $5,
+       validation_checks = $6, error_message = $7, export_options = $8
+ WHERE id = $1
+"""
+
+COLUMNS = ("id, session_id, export_type, channels_exported, data_format, export_options, processing_method, "
+           "processing_time_ms, data_source, exported_by, export_timestamp, file_size_bytes, export_hash, "
+           "export_status, validation_checks, error_message")
+
+
+@dataclass
+class Started:
+    exported_by: uuid.UUID | None
+    export_timestamp: dt.datetime
+
+
+class History:
+    def __init__(self, pool: asyncpg.Pool):
+        self.pool = pool
+
+    async def start(self, *, export_id: uuid.UUID, session_id: uuid.UUID | None, export_type: str,
+                    channels: list[str] | None, data_format: str, options: dict[str, Any],
+                    processing_method: str, data_source: str, exported_by: uuid.UUID | None) -> Started:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(INSERT, export_id, session_id, export_type, channels, data_format, options,
+                                      processing_method, data_source, exported_by, IN_PROGRESS)
+        return Started(row["exported_by"], row["export_timestamp"])
+
+    async def finish(self, export_id: uuid.UUID, *, status: str, processing_time_ms: int,
+                     size: int | None, sha256: str | None, checks: list[dict] | None,
+                     error_message: str | None, options: dict[str, Any]) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute(FINISH, export_id, status, processing_time_ms, size, sha256,
+                               checks or None, error_message, options)
+
+    async def list(self, *, session_id: uuid.UUID | None, exported_by: uuid.UUID | None,
+                   export_type: str | None, data_format: str | None, status: str | None,
+                   time_from: dt.datetime | None, time_to: dt.datetime | None,
+                   cursor: tuple[dt.datetime, uuid.UUID] | None, limit: int) -> list[asyncpg.Record]:
+        args: list[Any] = []
+        conds: list[str] = []
+
+        def arg(v) -> str:
+            args.append(v)
+            return f"${len(args)}"
+
+        if session_id is not None:
+            # Multi-session exports (session_id NULL) list their sessions in export_options.
+            p = arg(session_id)
+            conds.append(f"(session_id = {p} OR (session_id IS NULL AND "
+                         f"export_options -> 'session_ids' ? {p}::text))")
+        if exported_by is not None:
+            conds.append(f"exported_by = {arg(exported_by)}")
+        if export_type is not None:
+            conds.append(f"export_type = {arg(export_type)}")
+        if data_format is not None:
+            conds.append(f"data_format = {arg(data_format)}")
+        if status is not None:
+            conds.append(f"export_status = {arg(status)}")
+        if time_from is not None:
+            conds.append(f"export_timestamp >= {arg(time_from)}")
+        if time_to is not None:
+            conds.append(f"export_timestamp < {arg(time_to)}")
+        if cursor is not None:
+            conds.append(f"(export_timestamp, id) < ({arg(cursor[0])}, {arg(cursor[1])})")
+        where = ("WHERE " + " AND ".join(conds)) if conds else ""
+        sql = (f"SELECT {COLUMNS} FROM export_history {where} "
+               f"ORDER BY export_timestamp DESC, id DESC LIMIT {arg(limit)}")
+        async with self.pool.acquire() as conn:
+            return await conn.fetch(sql, *args)
+
+
+# --------------------------------------------------------------------------- page tokens
+
+def filter_hash(parts: list) -> str:
+    return hashlib.sha256(json.dumps(parts, separators=(",", ":"), default=str).encode()).hexdigest()[:16]
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def encode_token(ts: dt.datetime, export_id: uuid.UUID, filters: str) -> str:
+    us = (ts - _EPOCH) // dt.timedelta(microseconds=1)
+    raw = json.dumps({"v": 1, "t": us, "i": str(export_id), "f": filters}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_token(token: str, filters: str) -> tuple[dt.datetime, uuid.UUID]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if not isinstance(data, dict) or data.get("v") != 1 or not isinstance(data["t"], int):
+            raise ValueError("token")
+        ts, eid, f = _EPOCH + dt.timedelta(microseconds=data["t"]), uuid.UUID(data["i"]), data["f"]
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError, OverflowError):
+        raise errors.InvalidArgument("page_token is malformed (use next_page_token as returned)") from None
+    if f != filters:
+        raise errors.InvalidArgument("page_token was issued for different filters; repeat the filters of the "
+                                     "first page or start without a token")
+    return ts, eid
