@@ -15,8 +15,14 @@
 | GHOSTLY_STATISTICS_PORT     | 50052                            | StatisticsService port                    |
 | GHOSTLY_JIT_SIGNAL_PORT     | 50053                            | JitSignalService port                     |
 | GHOSTLY_EXPORT_PORT         | 50054                            | ExportService port                        |
+| GHOSTLY_INGEST_METRICS_PORT | 9101                             | Prometheus /metrics of ingest (0 = off)   |
+| GHOSTLY_STATISTICS_METRICS_PORT | 9102                         | Prometheus /metrics of statistics         |
+| GHOSTLY_JIT_SIGNAL_METRICS_PORT | 9103                         | Prometheus /metrics of jit_signal         |
+| GHOSTLY_EXPORT_METRICS_PORT | 9104                             | Prometheus /metrics of export             |
 | GHOSTLY_<NAME>_ADDRESS      | 127.0.0.1:<that service's port>  | where clients (export, CLI) reach NAME    |
-| GHOSTLY_MAX_MESSAGE_BYTES   | 4194304 (4 MiB)                  | gRPC max receive/send message size        |
+| GHOSTLY_MAX_MESSAGE_BYTES   | 4194304 (4 MiB)                  | gRPC max receive/send message size (one   |
+|                             |                                  | Upload chunk, one stream message); larger |
+|                             |                                  | is RESOURCE_EXHAUSTED, refused by gRPC    |
 | GHOSTLY_MAX_UPLOAD_BYTES    | 268435456 (256 MiB)              | largest C3D accepted by Upload            |
 | GHOSTLY_EVENT_SECRET        | (unset: events not signed)       | HMAC-SHA256 secret of storage events      |
 | GHOSTLY_DEVICE_TIMEZONE     | UTC                              | time zone of the tablets' C3D clock times |
@@ -42,6 +48,13 @@ SERVICE_PORTS: dict[str, tuple[str, int]] = {
     "jit_signal": ("GHOSTLY_JIT_SIGNAL_PORT", 50053),
     "export": ("GHOSTLY_EXPORT_PORT", 50054),
 }
+# Service name -> (environment variable of its Prometheus /metrics port, default; 0 = off).
+METRICS_PORTS: dict[str, tuple[str, int]] = {
+    "ingest": ("GHOSTLY_INGEST_METRICS_PORT", 9101),
+    "statistics": ("GHOSTLY_STATISTICS_METRICS_PORT", 9102),
+    "jit_signal": ("GHOSTLY_JIT_SIGNAL_METRICS_PORT", 9103),
+    "export": ("GHOSTLY_EXPORT_METRICS_PORT", 9104),
+}
 
 
 @dataclass(frozen=True)
@@ -55,6 +68,7 @@ class Config:
     host: str
     ports: dict[str, int] = field(default_factory=dict)
     targets: dict[str, str] = field(default_factory=dict)
+    metrics_ports: dict[str, int] = field(default_factory=dict)
     max_message_bytes: int = 4 * 1024 * 1024
     max_upload_bytes: int = 256 * 1024 * 1024
     event_secret: str | None = None
@@ -68,6 +82,10 @@ class Config:
 
     def port(self, service: str) -> int:
         return self.ports[service]
+
+    def metrics_port(self, service: str) -> int:
+        """Port of the service's /metrics endpoint (0 = no endpoint)."""
+        return self.metrics_ports.get(service, 0)
 
     def address(self, service: str) -> str:
         return f"{self.host}:{self.ports[service]}"
@@ -95,6 +113,8 @@ def load(env: dict[str, str] | None = None) -> Config:
         cache_max_bytes=int(env.get("GHOSTLY_CACHE_MAX_BYTES") or 1 << 30),
         host=env.get("GHOSTLY_HOST") or "127.0.0.1",
         ports={name: int(env.get(var) or default) for name, (var, default) in SERVICE_PORTS.items()},
+        metrics_ports={name: int(env[var]) if env.get(var, "").strip() else default
+                       for name, (var, default) in METRICS_PORTS.items()},
         targets={name: env[f"GHOSTLY_{name.upper()}_ADDRESS"] for name in SERVICE_PORTS
                  if env.get(f"GHOSTLY_{name.upper()}_ADDRESS")},
         max_message_bytes=int(env.get("GHOSTLY_MAX_MESSAGE_BYTES") or 4 * 1024 * 1024),

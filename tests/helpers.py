@@ -19,6 +19,8 @@ GRPCURL = Path(sys.executable).parent / "grpcurl"
 def make_config(database_url: str | None, tmp_path: Path | None = None, **overrides) -> config_mod.Config:
     env = {"DATABASE_URL": database_url or "", "GHOSTLY_HEALTH_INTERVAL_S": "0.2",
            "GHOSTLY_SHUTDOWN_GRACE_S": "2"}
+    # Many servers share the test process: no fixed /metrics ports (tests/ops scrapes its own).
+    env.update({var: "0" for var, _ in config_mod.METRICS_PORTS.values()})
     if tmp_path is not None:
         env["GHOSTLY_DATA_DIR"] = str(tmp_path)
     cfg = config_mod.load(env)

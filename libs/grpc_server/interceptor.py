@@ -1,4 +1,5 @@
-"""Server interceptor: maps domain errors to gRPC status codes and logs one line per RPC.
+"""Server interceptor: maps domain errors to gRPC status codes, logs one line per RPC and
+records its Prometheus metrics (libs/grpc_server/metrics.py).
 
 Every RPC gets a request id (the caller's `x-request-id` metadata, or a new one), echoed in
 the trailing metadata and present in every log line written while it runs.
@@ -9,12 +10,14 @@ import asyncio
 import logging
 import time
 import uuid
+from typing import Awaitable, Callable
 
 import asyncpg
 import grpc
 
 from libs import errors
 from libs.emg.errors import EmgError
+from libs.grpc_server import metrics
 from libs.logs import REQUEST_ID
 
 log = logging.getLogger("ghostly.rpc")
@@ -35,6 +38,8 @@ STATUS_OF: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (OSError, grpc.StatusCode.UNAVAILABLE),
     (asyncpg.PostgresConnectionError, grpc.StatusCode.UNAVAILABLE),
     (asyncpg.CannotConnectNowError, grpc.StatusCode.UNAVAILABLE),
+    # 57P01 admin shutdown / 57P02 crash shutdown: the server is restarting under the query.
+    (asyncpg.exceptions.OperatorInterventionError, grpc.StatusCode.UNAVAILABLE),
     (asyncpg.TooManyConnectionsError, grpc.StatusCode.UNAVAILABLE),
     (asyncpg.InterfaceError, grpc.StatusCode.UNAVAILABLE),
     (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
@@ -43,13 +48,26 @@ STATUS_OF: list[tuple[type[BaseException], grpc.StatusCode]] = [
 ]
 
 
+# A request string PostgreSQL cannot hold (a NUL character, 22021/22P05): the caller's input.
+_BAD_TEXT = (asyncpg.exceptions.CharacterNotInRepertoireError, asyncpg.exceptions.UntranslatableCharacterError)
+
+
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    if isinstance(exc, _BAD_TEXT):
+        return grpc.StatusCode.INVALID_ARGUMENT, f"a text field holds a character that cannot be stored: {exc}"
     for cls, code in STATUS_OF:
         if isinstance(exc, cls):
             if code is grpc.StatusCode.UNAVAILABLE and not isinstance(exc, errors.DomainError):
                 return code, f"database unavailable: {exc.__class__.__name__}: {exc}"
             return code, str(exc) or exc.__class__.__name__
     return grpc.StatusCode.INTERNAL, ""
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True for errors that mean the database connection itself is gone (not a bad query)."""
+    return (isinstance(exc, (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                             asyncpg.exceptions.OperatorInterventionError))
+            and not isinstance(exc, errors.DomainError))
 
 
 def _request_id(context: grpc.aio.ServicerContext) -> str:
@@ -62,11 +80,19 @@ def _request_id(context: grpc.aio.ServicerContext) -> str:
 class _Call:
     """Book-keeping of one RPC: request id, timing, final status, and the log line."""
 
-    def __init__(self, service: str, method: str, context: grpc.aio.ServicerContext):
+    def __init__(self, service: str, method: str, context: grpc.aio.ServicerContext,
+                 on_connection_error: Callable[[], Awaitable[None]] | None = None):
         self.service, self.method, self.context = service, method, context
+        self.short_method = method.rsplit("/", 1)[-1]
+        self.on_connection_error = on_connection_error
         self.request_id = _request_id(context)
         self.token = REQUEST_ID.set(self.request_id)
         self.started = time.perf_counter()
+        remaining = context.time_remaining()
+        # Absolute deadline, to tell a passed deadline from a client cancel afterwards.
+        self.deadline = None if remaining is None else self.started + remaining
+        self._finished = False
+        metrics.rpc_started(service, self.short_method)
         # Read now: after a cancelled stream the call object is gone and peer() would crash.
         self.peer = context.peer()
         self.code = grpc.StatusCode.OK
@@ -80,7 +106,7 @@ class _Call:
         """Turn an exception into the RPC's status (re-raises the abort)."""
         if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
             # The client went away or its deadline passed: nothing to answer; re-raise.
-            self.code = grpc.StatusCode.CANCELLED
+            self.cancelled()
             raise exc
         if isinstance(exc, grpc.aio.AbortError):
             code = self.context.code() if hasattr(self.context, "code") else None
@@ -88,16 +114,33 @@ class _Call:
             self.error = self.context.details() if hasattr(self.context, "details") else ""
             raise exc
         code, message = status_for(exc)
+        if self.on_connection_error is not None and is_connection_error(exc):
+            # Broken or refused connection: drop the pool's idle connections too (they are
+            # most likely broken the same way, e.g. after a database restart).
+            try:
+                await self.on_connection_error()
+            except Exception:  # noqa: BLE001 - best effort
+                log.warning("could not expire database connections", exc_info=True)
         if code is grpc.StatusCode.INTERNAL:
             log.error("unhandled error in %s", self.method, exc_info=exc)
             message = f"internal error (request id {self.request_id})"
         self.code, self.error = code, message
         await self.context.abort(code, message)
 
+    def cancelled(self) -> None:
+        now = time.perf_counter()
+        self.code = (grpc.StatusCode.DEADLINE_EXCEEDED if self.deadline is not None and now >= self.deadline - 0.001
+                     else grpc.StatusCode.CANCELLED)
+
     def finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        elapsed = time.perf_counter() - self.started
+        metrics.rpc_finished(self.service, self.short_method, self.code.name, elapsed)
         fields = {
             "service": self.service, "method": self.method, "status": self.code.name,
-            "duration_ms": round((time.perf_counter() - self.started) * 1000, 3),
+            "duration_ms": round(elapsed * 1000, 3),
             "peer": self.peer,
         }
         if self.error:
@@ -111,8 +154,12 @@ class _Call:
 
 
 class ErrorAndLoggingInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, service: str):
+    """`on_connection_error`: awaited when an RPC failed because the database connection is
+    gone (start_service passes the pool's expire_connections)."""
+
+    def __init__(self, service: str, on_connection_error: Callable[[], Awaitable[None]] | None = None):
         self.service = service
+        self.on_connection_error = on_connection_error
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
@@ -122,11 +169,11 @@ class ErrorAndLoggingInterceptor(grpc.aio.ServerInterceptor):
         if method.startswith("/grpc."):
             # Health and reflection: infrastructure, polled constantly; not wrapped or logged.
             return handler
-        service = self.service
+        service, hook = self.service, self.on_connection_error
 
         def unary_response(behavior):
             async def wrapper(request, context):
-                call = _Call(service, method, context)
+                call = _Call(service, method, context, hook)
                 try:
                     return await behavior(request, context)
                 except BaseException as exc:  # noqa: BLE001 - mapped, logged, re-raised
@@ -137,13 +184,13 @@ class ErrorAndLoggingInterceptor(grpc.aio.ServerInterceptor):
 
         def stream_response(behavior):
             async def wrapper(request, context):
-                call = _Call(service, method, context)
+                call = _Call(service, method, context, hook)
                 try:
                     async for item in behavior(request, context):
                         yield item
                 except GeneratorExit:
                     # Closed by grpc after a cancel: no await is allowed here.
-                    call.code = grpc.StatusCode.CANCELLED
+                    call.cancelled()
                     raise
                 except BaseException as exc:  # noqa: BLE001 - CancelledError is re-raised
                     await call.fail(exc)

@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from libs.config import Config
 from libs.db.pool import create_pool
+from libs.grpc_server import metrics
 from libs.grpc_server.interceptor import ErrorAndLoggingInterceptor
 
 log = logging.getLogger("ghostly.server")
@@ -63,6 +64,7 @@ class RunningService:
         self.health, self.context, self._owns_pool = health_servicer, context, owns_pool
         self._monitor: asyncio.Task | None = None
         self.serving: bool | None = None
+        self.metrics: metrics.MetricsEndpoint | None = None   # the /metrics endpoint, if any
 
     @property
     def address(self) -> str:
@@ -72,6 +74,7 @@ class RunningService:
         if ok == self.serving:
             return
         self.serving = ok
+        metrics.SERVING.labels(self.spec.name).set(1 if ok else 0)
         status = SERVING if ok else NOT_SERVING
         for name in ("", *self.spec.full_names):
             await self.health.set(name, status)
@@ -88,6 +91,10 @@ class RunningService:
                     await conn.fetchval("SELECT 1")
             return True
         except Exception:  # noqa: BLE001 - any failure means "not serving"
+            # The database restarted or went away: the pool's idle connections are broken
+            # too. Expire them all, so the first RPCs after recovery get fresh connections
+            # instead of failing one by one on dead sockets.
+            await pool.expire_connections()
             return False
 
     async def _monitor_loop(self) -> None:
@@ -114,18 +121,26 @@ class RunningService:
             await hook()
         if self._owns_pool and self.context.pool is not None:
             await self.context.pool.close()
+        if self.metrics is not None:
+            self.metrics.release()   # after the drain: the last scrape sees the final counts
+            self.metrics = None
 
 
 async def start_service(spec: ServiceSpec, config: Config, *, port: int | None = None,
-                        pool: asyncpg.Pool | None = None) -> RunningService:
-    """Start `spec` on config.host:port (port 0 = any free port). Uses `pool` if given."""
+                        pool: asyncpg.Pool | None = None,
+                        metrics_port: int | None = None) -> RunningService:
+    """Start `spec` on config.host:port (port 0 = any free port). Uses `pool` if given.
+
+    `metrics_port`: where /metrics is served (None = config, GHOSTLY_<NAME>_METRICS_PORT;
+    0 = no endpoint; metrics are recorded either way)."""
     owns_pool = pool is None
     dsn = spec.dsn(config)
     if pool is None and dsn:
         pool = await create_pool(dsn, min_size=config.db_pool_min, max_size=config.db_pool_max,
                                  application_name=f"ghostly-{spec.name}", **spec.pool_options)
     context = ServiceContext(config=config, pool=pool)
-    server = grpc.aio.server(interceptors=[ErrorAndLoggingInterceptor(spec.name)],
+    expire = pool.expire_connections if pool is not None else None
+    server = grpc.aio.server(interceptors=[ErrorAndLoggingInterceptor(spec.name, expire)],
                              options=server_options(config))
     await spec.register(server, context)
     health_servicer = health.aio.HealthServicer()
@@ -139,7 +154,11 @@ async def start_service(spec: ServiceSpec, config: Config, *, port: int | None =
     running = RunningService(spec, server, bound, health_servicer, context, owns_pool)
     await running.set_serving(await running.probe_database())
     running.start_monitor()
-    log.info("service started", extra={"fields": {"service": spec.name, "address": running.address}})
+    mport = config.metrics_port(spec.name) if metrics_port is None else metrics_port
+    running.metrics = metrics.open_endpoint(config.host, mport)
+    log.info("service started", extra={"fields": {
+        "service": spec.name, "address": running.address,
+        "metrics": running.metrics.url if running.metrics else None}})
     return running
 
 

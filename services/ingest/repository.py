@@ -71,9 +71,22 @@ async def claim(conn: asyncpg.Connection, h: SessionHeader) -> uuid.UUID | None:
         h.session_date, h.session_type, h.protocol_day, h.processing_version)
 
 
+def _no_nul(value: Any) -> Any:
+    """PostgreSQL text/jsonb cannot hold NUL: C3D strings (labels, metadata, and error messages
+    quoting a corrupt parameter name) may contain it. Replaced by U+FFFD, recursively."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {_no_nul(k): _no_nul(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_no_nul(v) for v in value)
+    return value
+
+
 async def mark_failed(conn: asyncpg.Connection, session_id: uuid.UUID, message: str,
                       processing_version: str, processing_time_ms: int) -> None:
     """Failed = the reason and no statistics (removes any from an earlier run)."""
+    message = _no_nul(message)
     async with conn.transaction():
         await _delete_statistics(conn, session_id)
         await conn.execute(
@@ -135,13 +148,13 @@ async def write_results(conn: asyncpg.Connection, session_id: uuid.UUID, analysi
             WHERE id = $1
             """,
             session_id, float(rec["rate_hz"]), float(rec["duration_s"]), int(rec["n_samples"]),
-            list(rec["labels"]), len(rec["labels"]), analysis.processing_version, processing_time_ms,
-            game_metadata, analysis.metadata.get("session_datetime"))
+            _no_nul(list(rec["labels"])), len(rec["labels"]), analysis.processing_version, processing_time_ms,
+            _no_nul(game_metadata), analysis.metadata.get("session_datetime"))
 
         stat_rows = []
         for ch in analysis.channels:
             d = ch.descriptors
-            stat_rows.append((
+            stat_rows.append(_no_nul((
                 uuid.uuid4(), session_id, ch.channel_name, ch.mvc_peak_value, ch.mvc_rms_value,
                 ch.mvc_confidence_score, ch.mvc_calculation_method, ch.total_contractions,
                 ch.good_contractions_intensity, ch.good_contractions_duration, ch.good_contractions_both,
@@ -150,7 +163,7 @@ async def write_results(conn: asyncpg.Connection, session_id: uuid.UUID, analysi
                 PROCESSING_PIPELINE, ch.processing_version, int(round(ch.timings_ms.get("total", 0) or 0)),
                 ch.mvc_threshold_percentage, ch.duration_threshold_seconds, ch.side,
                 d.rms_v, d.mav_v, d.mean_frequency_hz, d.median_frequency_hz, d.fatigue_index_hz_per_min,
-                _analysis_details(ch, analysis)))
+                _analysis_details(ch, analysis))))
         await conn.executemany(
             """
             INSERT INTO emg_statistics (id, session_id, channel_name, mvc_peak_value, mvc_rms_value,
@@ -166,7 +179,7 @@ async def write_results(conn: asyncpg.Connection, session_id: uuid.UUID, analysi
             """, stat_rows)
 
         contraction_rows = [
-            (row[0], session_id, ch.channel_name, i, c.start_s, c.end_s, c.duration_s, c.peak_v, c.mean_v,
+            (row[0], session_id, row[2], i, c.start_s, c.end_s, c.duration_s, c.peak_v, c.mean_v,
              c.meets_intensity, c.meets_duration, c.good)
             for row, ch in zip(stat_rows, analysis.channels) for i, c in enumerate(ch.contractions)]
         if contraction_rows:

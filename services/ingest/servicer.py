@@ -16,12 +16,16 @@ from ghostly.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from libs.emg import PROCESSING_VERSION, AnalysisSettings
 from libs.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from libs.grpc_server import ServiceContext
+from libs.grpc_server.interceptor import is_connection_error
 from libs.storage import ContentStore, StoredObject, validate_relative_path
 from services.ingest import events, repository as repo
 from services.ingest.options import options_overrides, settings_from_request, settings_from_rows
 from services.ingest.worker import AnalysisPool
 
 log = logging.getLogger("ghostly.ingest")
+
+# How long a claimed session's results wait for the database to come back (see _settle_later).
+SETTLE_TIMEOUT_S = 300.0
 
 STATUS = {
     "pending": common_pb2.PROCESSING_STATUS_PENDING,
@@ -75,8 +79,14 @@ def bfr_row(meta: ingest_pb2.SessionMetadata) -> dict[str, Any] | None:
             out[col] = getattr(b, field) if b.HasField(field) else None
         else:
             out[col] = getattr(b, field) or None
+        if isinstance(out[col], str) and "\x00" in out[col]:
+            raise InvalidArgument(f"bfr.{field} must not contain NUL characters")
     if out["target_pressure_aop"] is None:
         out["target_pressure_aop"] = 50.0
+    if out["actual_pressure_aop"] is None:
+        # Plain proto3 double: 0 cannot be told from unset; the column is NOT NULL, and 0 % AOP
+        # is a valid reading (the safety gate then fails), as options.py already treats it.
+        out["actual_pressure_aop"] = 0.0
     for col in ("target_pressure_aop", "actual_pressure_aop"):
         if not 0 <= out[col] <= 100:
             raise InvalidArgument(f"bfr.{col} must be a percentage of AOP in [0, 100], got {out[col]}")
@@ -97,6 +107,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     def __init__(self, ctx: ServiceContext, store: ContentStore, analysis_pool: AnalysisPool):
         self.ctx, self.db, self.store, self.analysis = ctx, ctx.pool, store, analysis_pool
         self.device_tz = ZoneInfo(ctx.config.device_timezone)
+        self.settling: set[asyncio.Task] = set()   # results/failures waiting for the database
 
     # -- RPCs ------------------------------------------------------------------------------
     async def Upload(self, request_iterator, context) -> ingest_pb2.IngestReply:
@@ -287,8 +298,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 outcome = await self.analysis.analyze(str(local), settings, PurePosixPath(obj.path).name)
             elapsed = int((time.perf_counter() - t0) * 1000)
             if outcome.error is not None:
-                async with self.db.acquire() as conn:
+                async def unreadable(conn):
                     await repo.mark_failed(conn, sid, outcome.error, PROCESSING_VERSION, elapsed)
+                await self._write_or_settle(sid, unreadable, created)
                 raise InvalidArgument(f"{PurePosixPath(obj.path).name} cannot be analysed: {outcome.error} "
                                       f"(session {sid} recorded as failed)")
             analysis = outcome.analysis
@@ -296,22 +308,31 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             session_dt = analysis.metadata.get("session_datetime")
             if isinstance(session_dt, datetime) and session_dt.tzinfo is None:
                 analysis.metadata["session_datetime"] = session_dt.replace(tzinfo=self.device_tz)
-            async with self.db.acquire() as conn:
+            async def write(conn):
                 await repo.write_results(conn, sid, analysis, settings, bfr=bfr,
                                          game_difficulty_level=game_difficulty_level,
                                          processing_time_ms=elapsed, game_metadata=metadata)
+            await self._write_or_settle(sid, write, created)
         except InvalidArgument:
             raise
         except BaseException as exc:
-            # Unexpected failure after the claim: record it rather than leave 'processing'.
-            if not isinstance(exc, asyncio.CancelledError):
+            # Unexpected failure after the claim: record it rather than leave 'processing'. A
+            # lost database connection is not the session's fault: its write is retried
+            # (_write_or_settle) and a reprocessed session keeps its previous results.
+            if not isinstance(exc, asyncio.CancelledError) and not is_connection_error(exc):
                 log.exception("processing of session %s failed", sid)
+                message = f"internal error: {exc.__class__.__name__}"
+
+                async def fail(conn):
+                    await repo.mark_failed(conn, sid, message, PROCESSING_VERSION,
+                                           int((time.perf_counter() - t0) * 1000))
                 try:
                     async with self.db.acquire() as conn:
-                        await repo.mark_failed(conn, sid, f"internal error: {exc.__class__.__name__}",
-                                               PROCESSING_VERSION, int((time.perf_counter() - t0) * 1000))
-                except Exception:  # noqa: BLE001 - database gone too; GetProcessingStatus shows 'processing'
-                    log.exception("could not record the failure of session %s", sid)
+                        await fail(conn)
+                except Exception as exc2:  # noqa: BLE001 - database gone too: retry in the background
+                    log.warning("could not record the failure of session %s yet", sid, exc_info=True)
+                    if created and is_connection_error(exc2):
+                        self._settle_later(sid, fail)
             raise
         return ingest_pb2.IngestReply(
             session_id=str(sid), created=created, status=common_pb2.PROCESSING_STATUS_COMPLETED,
@@ -319,6 +340,53 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             processing_version=analysis.processing_version, processing_time_ms=elapsed,
             overall_performance_score=analysis.performance.overall_performance_score,
             warnings=analysis.warnings)
+
+    async def _write_or_settle(self, sid: uuid.UUID, write, created: bool) -> None:
+        """`write(conn)` now; if the database connection is lost and the session was claimed
+        by this call, the caller gets UNAVAILABLE and the write is retried in the background
+        as soon as the database is back (the session never stays 'processing')."""
+        try:
+            async with self.db.acquire() as conn:
+                await write(conn)
+        except Exception as exc:
+            if created and is_connection_error(exc):
+                self._settle_later(sid, write)
+            raise
+
+    def _settle_later(self, sid: uuid.UUID, write) -> None:
+        """Retry the final write of a claimed session (`write(conn)`: results or failure) until
+        the database is back, for at most SETTLE_TIMEOUT_S; only while the session is still
+        'processing' (a Reprocess may have completed it meanwhile). A session whose retry runs
+        out, or whose process stops first, stays 'processing' until a Reprocess completes it."""
+        async def run():
+            delay, deadline = 0.2, time.monotonic() + SETTLE_TIMEOUT_S
+            while True:
+                await asyncio.sleep(delay)
+                try:
+                    async with self.db.acquire() as conn:
+                        async with conn.transaction():
+                            status = await conn.fetchval(
+                                "SELECT processing_status FROM therapy_sessions WHERE id = $1 FOR UPDATE", sid)
+                            if status == "processing":
+                                await write(conn)
+                    log.info("session %s settled after a database outage", sid)
+                    return
+                except Exception as exc:  # noqa: BLE001
+                    if not is_connection_error(exc) or time.monotonic() > deadline:
+                        log.error("session %s left 'processing'; Reprocess it", sid, exc_info=True)
+                        return
+                    delay = min(delay * 2, 5.0)
+
+        task = asyncio.get_running_loop().create_task(run(), name=f"settle-{sid}")
+        self.settling.add(task)
+        task.add_done_callback(self.settling.discard)
+
+    async def close(self) -> None:
+        """Service stop: give pending settles a moment, then cancel them."""
+        if self.settling:
+            await asyncio.wait(list(self.settling), timeout=2.0)
+            for t in list(self.settling):
+                t.cancel()
 
     async def _reprocess_one(self, sid: uuid.UUID, overrides: dict[str, Any]) -> str | None:
         """Recompute one session from its stored C3D. Returns an error message or None."""
@@ -345,4 +413,7 @@ async def build(ctx: ServiceContext) -> IngestServicer:
     pool = AnalysisPool(ctx.config.ingest_workers or None)
     await pool.start()
     ctx.on_stop.append(pool.close)
-    return IngestServicer(ctx, open_store(ctx.config.store_dir), pool)
+    servicer = IngestServicer(ctx, open_store(ctx.config.store_dir), pool)
+    ctx.on_stop.append(servicer.close)
+    ctx.ingest = servicer   # reachable from tests and embedding code through RunningService.context
+    return servicer

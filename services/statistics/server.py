@@ -75,10 +75,25 @@ def _uuid(value: str, field: str) -> uuid.UUID:
         raise errors.InvalidArgument(f"{field} must be a UUID, got {value[:80]!r}") from None
 
 
+# The Timestamp range of the protobuf spec (0001-01-01 .. 9999-12-31), which datetime covers.
+_MIN_S, _MAX_S = -62_135_596_800, 253_402_300_799
+_MIN_US, _MAX_US = _MIN_S * 1_000_000, _MAX_S * 1_000_000 + 999_999
+
+
+def _instant(request, field: str) -> dt.datetime | None:
+    if not request.HasField(field):
+        return None
+    ts = getattr(request, field)
+    if not (_MIN_S <= ts.seconds <= _MAX_S and 0 <= ts.nanos <= 999_999_999):
+        raise errors.InvalidArgument(f"{field} is not a valid timestamp (0001-01-01 .. 9999-12-31, "
+                                     f"nanos 0..999999999): seconds={ts.seconds}, nanos={ts.nanos}")
+    return _from_micros(_micros(ts))
+
+
 def _window(request, field_from: str = "date_from", field_to: str = "date_to"
             ) -> tuple[dt.datetime | None, dt.datetime | None]:
-    lo = _from_micros(_micros(getattr(request, field_from))) if request.HasField(field_from) else None
-    hi = _from_micros(_micros(getattr(request, field_to))) if request.HasField(field_to) else None
+    lo = _instant(request, field_from)
+    hi = _instant(request, field_to)
     if lo is not None and hi is not None and lo >= hi:
         raise errors.InvalidArgument(f"{field_from} must be before {field_to} "
                                      f"({lo.isoformat()} >= {hi.isoformat()})")
@@ -152,7 +167,7 @@ def decode_page_token(token: str, filters: str) -> tuple[int | None, uuid.UUID]:
         if not isinstance(data, dict) or data.get("v") != 1:
             raise ValueError("version")
         date_us, sid, f = data["d"], uuid.UUID(data["i"]), data["f"]
-        if date_us is not None and not isinstance(date_us, int):
+        if date_us is not None and not (isinstance(date_us, int) and _MIN_US <= date_us <= _MAX_US):
             raise ValueError("date")
     except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
         raise errors.InvalidArgument("page_token is malformed (use next_page_token as returned)") from None
