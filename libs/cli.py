@@ -4,6 +4,7 @@
     ghostly serve NAME         one service, as in production
     ghostly migrate [--to N]   apply migrations (manual ones, e.g. 008, only with --to)
     ghostly status             health of each service
+    ghostly token --role R --subject ID   mint a local bearer token (clients send $GHOSTLY_TOKEN)
     ghostly analyze FILE.c3d   EMG analysis of one file (no database)
     ghostly ingest PATH...     upload C3D files/folders through the ingest service
     ghostly export ...         research/clinical export through the export service
@@ -108,6 +109,8 @@ def cmd_up(args) -> int:
     try:
         asyncio.run(migrate(cfg.database_url))
         env = dict(os.environ, DATABASE_URL=cfg.database_url)
+        # Local use: calls without a token act as admin unless GHOSTLY_AUTH_MODE says otherwise.
+        env.setdefault("GHOSTLY_AUTH_MODE", "dev")
         if cfg.statistics_database_url:
             env["STATISTICS_DATABASE_URL"] = cfg.statistics_database_url
         for name in SERVICES:
@@ -119,6 +122,8 @@ def cmd_up(args) -> int:
                 break
             time.sleep(0.2)
         print(f"database  {cfg.database_url}" + ("  (embedded)" if pg else ""))
+        print(f"auth      {env['GHOSTLY_AUTH_MODE']}" + ("  (no token needed: local admin)"
+                                                      if env["GHOSTLY_AUTH_MODE"] == "dev" else ""))
         for name, state in zip(SERVICES, states):
             print(f"{name:<12} grpc://{cfg.target(name):<22} {state}")
         print("Ctrl-C to stop.", flush=True)
@@ -143,6 +148,19 @@ def cmd_up(args) -> int:
             pg.stop()
 
 
+def cmd_token(args) -> int:
+    """Mint a token with the configured HS256 secret (local tooling; production tokens come
+    from the identity provider)."""
+    from libs.auth import issue_token
+    cfg = config_mod.load()
+    if not cfg.auth.secret:
+        print("ghostly token: set GHOSTLY_JWT_SECRET (HS256) first", file=sys.stderr)
+        return 2
+    print(issue_token(secret=cfg.auth.secret, subject=args.subject, role=args.role, issuer=cfg.auth.issuer,
+                      audience=cfg.auth.audience, ttl_s=args.ttl))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ghostly", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -156,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", action="store_true", help="list migrations and whether applied")
     p.set_defaults(func=cmd_migrate)
     sub.add_parser("status", help="health of each service").set_defaults(func=cmd_status)
+    p = sub.add_parser("token", help="mint a bearer token (HS256, GHOSTLY_JWT_SECRET) for local use")
+    p.add_argument("--role", required=True, choices=("therapist", "researcher", "admin", "service"))
+    p.add_argument("--subject", required=True, help="auth user id (therapists.user_id / researcher_profiles.id)")
+    p.add_argument("--ttl", type=float, default=3600.0, help="seconds of validity (default 3600)")
+    p.set_defaults(func=cmd_token)
     from libs.emg import cli as emg_cli
     from libs.legacy import cli as legacy_cli
     from services.export import cli as export_cli

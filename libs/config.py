@@ -31,12 +31,21 @@
 | GHOSTLY_HEALTH_INTERVAL_S   | 2.0                              | database health probe period              |
 | GHOSTLY_SHUTDOWN_GRACE_S    | 10.0                             | drain time on SIGTERM                     |
 | GHOSTLY_LOG_LEVEL           | INFO                             | logging level                             |
+| GHOSTLY_AUTH_MODE           | jwt                              | `jwt`: bearer token required; `dev`: calls without a token act as a local admin (`ghostly up` default) |
+| GHOSTLY_JWT_ALGORITHM       | HS256                            | HS256 (shared secret) or RS256 (public key) |
+| GHOSTLY_JWT_SECRET          | (unset)                          | HS256 verification secret                 |
+| GHOSTLY_JWT_PUBLIC_KEY      | (unset)                          | RS256 public key PEM, or @/path/to/key.pem|
+| GHOSTLY_JWT_ISSUER          | ghostly                          | required `iss` claim                      |
+| GHOSTLY_JWT_AUDIENCE        | ghostly-backend                  | required `aud` claim                      |
+| GHOSTLY_TOKEN               | (unset)                          | bearer token the `ghostly` client commands send |
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from libs.auth import AuthSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
@@ -79,6 +88,7 @@ class Config:
     health_interval_s: float = 2.0
     shutdown_grace_s: float = 10.0
     log_level: str = "INFO"
+    auth: AuthSettings = field(default_factory=AuthSettings)
 
     def port(self, service: str) -> int:
         return self.ports[service]
@@ -127,4 +137,12 @@ def load(env: dict[str, str] | None = None) -> Config:
         health_interval_s=float(env.get("GHOSTLY_HEALTH_INTERVAL_S") or 2.0),
         shutdown_grace_s=float(env.get("GHOSTLY_SHUTDOWN_GRACE_S") or 10.0),
         log_level=(env.get("GHOSTLY_LOG_LEVEL") or "INFO").upper(),
+        auth=AuthSettings(
+            mode=(env.get("GHOSTLY_AUTH_MODE") or "jwt").lower(),
+            algorithm=(env.get("GHOSTLY_JWT_ALGORITHM") or "HS256").upper(),
+            secret=env.get("GHOSTLY_JWT_SECRET") or None,
+            public_key=env.get("GHOSTLY_JWT_PUBLIC_KEY") or None,
+            issuer=env.get("GHOSTLY_JWT_ISSUER") or "ghostly",
+            audience=env.get("GHOSTLY_JWT_AUDIENCE") or "ghostly-backend",
+        ),
     )

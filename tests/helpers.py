@@ -16,9 +16,25 @@ ROOT = Path(__file__).resolve().parent.parent
 GRPCURL = Path(sys.executable).parent / "grpcurl"
 
 
+TEST_JWT_SECRET = "test-secret-for-hs256-tokens-only-in-tests"
+
+
+def token(role: str, subject: str = "11111111-1111-1111-1111-111111111111", **kw) -> str:
+    from libs.auth import issue_token
+    return issue_token(secret=TEST_JWT_SECRET, subject=subject, role=role, **kw)
+
+
+def bearer(role: str, subject: str = "11111111-1111-1111-1111-111111111111", **kw) -> tuple[tuple[str, str], ...]:
+    """gRPC metadata carrying a test token for `role`."""
+    return (("authorization", f"Bearer {token(role, subject, **kw)}"),)
+
+
 def make_config(database_url: str | None, tmp_path: Path | None = None, **overrides) -> config_mod.Config:
     env = {"DATABASE_URL": database_url or "", "GHOSTLY_HEALTH_INTERVAL_S": "0.2",
-           "GHOSTLY_SHUTDOWN_GRACE_S": "2"}
+           "GHOSTLY_SHUTDOWN_GRACE_S": "2",
+           # Dev mode: calls without a token act as admin; tokens that are sent are verified
+           # (tests/auth uses them to act as each role).
+           "GHOSTLY_AUTH_MODE": "dev", "GHOSTLY_JWT_SECRET": TEST_JWT_SECRET}
     # Many servers share the test process: no fixed /metrics ports (tests/ops scrapes its own).
     env.update({var: "0" for var, _ in config_mod.METRICS_PORTS.values()})
     if tmp_path is not None:
@@ -50,5 +66,7 @@ async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
 
 def subprocess_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
+    env.setdefault("GHOSTLY_AUTH_MODE", "dev")
+    env.setdefault("GHOSTLY_JWT_SECRET", TEST_JWT_SECRET)
     env.update(extra)
     return env

@@ -20,6 +20,9 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10,
     """Create a pool (extra asyncpg pool `options`, e.g. reset=..., pass through). If the
     database is unreachable now, fall back to a lazy pool (min 0) so the service can still
     start and report NOT_SERVING until the database comes back."""
+    from libs.db.access import reset_connection
+    # The reset also forgets the caller identity set on the connection (libs/db/access.py).
+    options.setdefault("reset", reset_connection)
     kwargs = dict(max_size=max_size, init=init_connection, command_timeout=60,
                   server_settings={"application_name": application_name}, **options)
     try:

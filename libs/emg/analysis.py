@@ -1,15 +1,24 @@
 """Session analysis: C3D recording + settings -> emg_statistics rows + performance_scores row.
 
-Steps per muscle channel: artefact spans on the raw signal -> filter chain (both channels
-in one vectorised call) -> contraction detection (baseline threshold, artefacts masked) ->
-MVC (user per muscle > session > backend estimate) -> intensity/duration classification ->
+Steps per muscle channel: artefact spans on the raw signal -> filter chain -> contraction
+detection (baseline threshold, artefacts masked) -> MVC (user per muscle > session > backend estimate) -> intensity/duration classification ->
 rates and compliance -> quality -> descriptors. Then the session performance score.
+
+Channels are independent, so each one (chain + statistics) is a task. EMG_ANALYSIS_THREADS=2
+runs the tasks in a small thread pool (scipy's sosfilt kernel and ndimage release the GIL:
+1.7x on an isolated sosfilt). Off by default: on the 2-vCPU target the full analysis was not
+faster threaded (each task's CPU time doubled) and was slower under CPU contention, which is
+the normal state when the ingest pool runs one worker process per core. The raw rows,
+filtered signals and envelopes live in reusable workspace buffers: they never leave ``analyze``.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +33,7 @@ from .c3d_reader import MuscleChannel, Recording, Source, muscle_channels, read_
 from .contractions import Contraction
 from .descriptors import Descriptors
 from .errors import C3DContentError
-from .pipeline import chain_1d, pipeline_description
+from .pipeline import chain_into, pipeline_description, work_size, workspace
 from .quality import QualityDetail
 from .scoring import PerformanceResult
 from .settings import AnalysisSettings
@@ -157,11 +166,11 @@ def _mvc(settings: AnalysisSettings, mc: MuscleChannel, env: np.ndarray, det: cx
     return fallback, "backend_95percentile", "backend_fallback_no_contractions", 0.0
 
 
-def _device_agreement(activated: np.ndarray | None, contractions: list[Contraction]) -> dict[str, Any]:
-    """How the device's undocumented 'activated' channel relates to our detections (info only)."""
-    if activated is None:
+def _device_agreement(on: np.ndarray | None, contractions: list[Contraction]) -> dict[str, Any]:
+    """How the device's undocumented 'activated' channel (``on`` = activated > 0) relates to
+    our detections (info only)."""
+    if on is None:
         return {"device_activated_channel": False}
-    on = activated > 0
     z = np.concatenate(([False], on, [False]))
     n_runs = int(np.count_nonzero(z[1:] & ~z[:-1]))
     overlap = sum(1 for c in contractions if on[c.start_index:c.end_index].any())
@@ -173,23 +182,23 @@ def _device_agreement(activated: np.ndarray | None, contractions: list[Contracti
     }
 
 
-def _analyze_channel(rec: Recording, mc: MuscleChannel, filtered: np.ndarray, env: np.ndarray,
-                     settings: AnalysisSettings, shared_ms: float) -> ChannelAnalysis:
+def _analyze_channel(rec: Recording, mc: MuscleChannel, raw: np.ndarray, filtered: np.ndarray, env: np.ndarray,
+                     settings: AnalysisSettings, shared_ms: float,
+                     scratch: np.ndarray | None = None) -> ChannelAnalysis:
     t0 = time.perf_counter()
     p = settings.processing
     rate = rec.rate
-    raw = rec.analogs[mc.raw_index]
     warnings: list[str] = []
     unit = rec.units[mc.raw_index]
     unit_scale = _UNIT_SCALE.get(unit.upper())
     if unit_scale is None:
         warnings.append(f"{mc.name}: unknown unit {unit!r}; absolute thresholds assume volts.")
         unit_scale = 1.0
-    spans, flag = qx.find_artifacts(raw, rate, p)
+    spans, flag = qx.find_artifacts(raw, rate, p, scratch)
     mask = qx.artifact_mask(flag, rate, p)
     t_art = time.perf_counter()
-    det = cx.detect(env, mask, rate, p, unit_scale)
-    q = qx.assess(filtered, env, mask, spans, det.threshold_v, det.baseline_v, det.high_level_v)
+    det = cx.detect(env, mask, rate, p, unit_scale, scratch)
+    q = qx.assess(filtered, env, mask, spans, det.threshold_v, det.baseline_v, det.high_level_v, scratch)
     mvc, method, source, conf = _mvc(settings, mc, env, det, q, warnings)
     dur_thr = settings.per_muscle(settings.duration_threshold, mc.name, mc.side) or settings.duration_threshold_s
     cx.classify(det.contractions, mvc, settings.mvc_threshold_percentage, dur_thr)
@@ -207,11 +216,11 @@ def _analyze_channel(rec: Recording, mc: MuscleChannel, filtered: np.ndarray, en
         separation = 0.5  # nothing crossed the threshold: no margin to judge
     processing_conf = float(np.clip((1.0 - q.masked_fraction) * separation, 0.0, 1.0))
     t_det = time.perf_counter()
-    desc = dx.compute(filtered, mask, det.contractions, rate, p)
+    desc = dx.compute(filtered, mask, det.contractions, rate, p, scratch)
     t_desc = time.perf_counter()
     if det.rejected_artifact:
         warnings.append(f"{mc.name}: {det.rejected_artifact} burst(s) touching artefacts were not counted as contractions.")
-    activated = rec.analogs[mc.activated_index] if mc.activated_index is not None else None
+    activated = rec.channel_positive(mc.activated_index) if mc.activated_index is not None else None
     detection = {
         "threshold_v": det.threshold_v,
         "baseline_v": det.baseline_v,
@@ -243,6 +252,34 @@ def _analyze_channel(rec: Recording, mc: MuscleChannel, filtered: np.ndarray, en
     )
 
 
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor | None:
+    """The channel thread pool (EMG_ANALYSIS_THREADS >= 2; created on first use, re-created
+    after a fork), or None to run the channels inline (the default)."""
+    global _POOL
+    env = os.environ.get("EMG_ANALYSIS_THREADS", "").strip()
+    n = min(int(env), 8) if env.isdigit() else 1
+    if n <= 1:
+        return None
+    pid = os.getpid()
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[0] != pid or _POOL[1]._max_workers != n:
+            if _POOL is not None and _POOL[0] == pid:
+                _POOL[1].shutdown(wait=False)
+            _POOL = (pid, ThreadPoolExecutor(max_workers=n, thread_name_prefix="emg-channel"))
+        return _POOL[1]
+
+
+def _all_done(futures: list) -> list:
+    """Wait for every task (they share the workspace) before any result or error is used."""
+    for f in futures:
+        f.exception()
+    return futures
+
+
 def analyze(recording: Recording, settings: AnalysisSettings | None = None,
             _read_ms: float | None = None) -> SessionAnalysis:
     """Analyse every muscle channel of ``recording`` and score the session."""
@@ -252,17 +289,27 @@ def analyze(recording: Recording, settings: AnalysisSettings | None = None,
     muscles = muscle_channels(recording, settings.channel_map)
     if not muscles:
         raise C3DContentError("No EMG channel found among the analog labels: " + ", ".join(recording.labels))
-    raw = [recording.analogs[m.raw_index] for m in muscles]
     t1 = time.perf_counter()
-    filtered, env = [], []
-    for row in raw:
-        f_, e_ = chain_1d(row, recording.rate, settings.processing)
-        filtered.append(f_)
-        env.append(e_)
-    t2 = time.perf_counter()
-    shared_ms = (t2 - t0) * 1e3 / len(muscles)
-    channels = [_analyze_channel(recording, m, filtered[i], env[i], settings, shared_ms)
-                for i, m in enumerate(muscles)]
+    n = recording.n_samples
+    with workspace() as ws:
+        def task(i: int, m: MuscleChannel) -> tuple[ChannelAnalysis, float]:
+            tc = time.perf_counter()
+            raw = recording.row(m.raw_index, ws.buffer((i, "raw"), n))
+            filtered, env = ws.buffer((i, "filtered"), n), ws.buffer((i, "envelope"), n)
+            a = ws.buffer((i, "a"), work_size(n))
+            chain_into(raw, recording.rate, settings.processing, filtered, env, a, ws.buffer((i, "b"), work_size(n)))
+            chain_ms = (time.perf_counter() - tc) * 1e3
+            # ``a`` is free again: it is the scratch buffer of the statistics.
+            return _analyze_channel(recording, m, raw, filtered, env, settings, shared_ms + chain_ms, a), chain_ms
+
+        shared_ms = (t1 - t0) * 1e3 / len(muscles)
+        pool = _pool() if len(muscles) > 1 else None
+        if pool is None:
+            done = [task(i, m) for i, m in enumerate(muscles)]
+        else:
+            futures = [pool.submit(task, i, m) for i, m in enumerate(muscles)]
+            done = [f.result() for f in _all_done(futures)]
+    channels = [c for c, _ in done]
     t3 = time.perf_counter()
 
     warnings = list(recording.warnings)
@@ -292,8 +339,11 @@ def analyze(recording: Recording, settings: AnalysisSettings | None = None,
     )
     t4 = time.perf_counter()
     total_ms = (t4 - t0) * 1e3 + (_read_ms or 0.0)
-    timings = {"read": _read_ms, "filter_chain": (t2 - t1) * 1e3, "channels": (t3 - t2) * 1e3,
-               "scoring": (t4 - t3) * 1e3, "total": total_ms,
+    # filter_chain and channel_stages are summed over channels (CPU time of the tasks, which
+    # may overlap); "channels" is the wall time of all channel tasks.
+    timings = {"read": _read_ms, "setup": (t1 - t0) * 1e3, "filter_chain": sum(ms for _, ms in done),
+               "channels": (t3 - t1) * 1e3, "scoring": (t4 - t3) * 1e3, "total": total_ms,
+               "threads": 1 if pool is None else pool._max_workers,
                "channel_stages": {k: sum(c.timings_ms[k] for c in channels) for k in channels[0].timings_ms}}
     return SessionAnalysis(
         channels=channels,

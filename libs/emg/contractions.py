@@ -58,19 +58,34 @@ def _runs(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return edges[::2], edges[1::2]
 
 
-def envelope_levels(env: np.ndarray, mask: np.ndarray, params: ProcessingParams) -> tuple[float, float]:
-    """(resting level, 99.5th percentile) of the artefact-free envelope, one partition pass."""
-    valid = env[~mask] if mask.any() else env
+def envelope_levels(env: np.ndarray, mask: np.ndarray, params: ProcessingParams,
+                    scratch: np.ndarray | None = None) -> tuple[float, float]:
+    """(resting level, 99.5th percentile) of the artefact-free envelope, one partition pass.
+
+    ``scratch`` (>= env.size float64, clobbered) receives the samples to partition, instead of
+    a fresh copy; the percentiles are the same either way.
+    """
+    if mask.any():
+        keep = ~mask
+        valid = env[keep] if scratch is None else np.compress(keep, env, out=scratch[:np.count_nonzero(keep)])
+        private = True
+    elif scratch is not None:
+        valid = scratch[:env.size]
+        np.copyto(valid, env)
+        private = True
+    else:
+        valid, private = env, False
     if valid.size == 0:
         return 0.0, 0.0
-    lo, hi = np.percentile(valid, [params.baseline_percentile, 99.5])
+    lo, hi = np.percentile(valid, [params.baseline_percentile, 99.5], overwrite_input=private)
     return float(lo), float(hi)
 
 
 def detect(env: np.ndarray, mask: np.ndarray, rate: float, params: ProcessingParams,
-           unit_scale: float = 1.0) -> Detection:
-    """Contractions of one envelope. ``unit_scale`` converts volts to the channel unit."""
-    baseline, high = envelope_levels(env, mask, params)
+           unit_scale: float = 1.0, scratch: np.ndarray | None = None) -> Detection:
+    """Contractions of one envelope. ``unit_scale`` converts volts to the channel unit;
+    ``scratch`` is an optional work buffer (see ``envelope_levels``)."""
+    baseline, high = envelope_levels(env, mask, params, scratch)
     threshold = max(params.threshold_baseline_factor * baseline, params.min_threshold_v * unit_scale)
     starts, ends = _runs(env > threshold)
     merged = 0

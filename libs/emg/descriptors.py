@@ -73,16 +73,27 @@ def _windows_inside(valid: np.ndarray, n: int, step: int) -> np.ndarray:
     return starts[(c[starts + n] - c[starts]) == n]
 
 
+def _select(flags: np.ndarray, x: np.ndarray, scratch: np.ndarray | None) -> np.ndarray:
+    return x[flags] if scratch is None else np.compress(flags, x, out=scratch[:np.count_nonzero(flags)])
+
+
 def compute(filtered: np.ndarray, mask: np.ndarray, contractions: list[Contraction], rate: float,
-            params: ProcessingParams) -> Descriptors:
+            params: ProcessingParams, scratch: np.ndarray | None = None) -> Descriptors:
+    """Descriptors of one channel; ``scratch`` (>= filtered.size float64, clobbered) replaces
+    the signal-sized temporaries (same values, no fresh multi-MB arrays)."""
     valid = ~mask
-    x_ok = filtered[valid] if mask.any() else filtered  # avoid a multi-MB copy when clean
+    x_ok = _select(valid, filtered, scratch) if mask.any() else filtered  # no copy when clean
     rms = float(np.sqrt(np.dot(x_ok, x_ok) / x_ok.size)) if x_ok.size else None
-    mav = float(np.mean(np.abs(x_ok))) if x_ok.size else None
+    if not x_ok.size:
+        mav = None
+    elif scratch is None:
+        mav = float(np.mean(np.abs(x_ok)))
+    else:
+        mav = float(np.mean(np.abs(x_ok, out=scratch[:x_ok.size])))
     active = np.zeros(filtered.size, dtype=bool)
     for c in contractions:
         active[c.start_index:c.end_index] = True
-    xa = filtered[active]
+    xa = _select(active, filtered, scratch)
     c_rms = float(np.sqrt(np.dot(xa, xa) / xa.size)) if xa.size else None
 
     n = _nperseg(rate, params)

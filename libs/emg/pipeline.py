@@ -4,10 +4,18 @@ These functions are THE definition of the "filtered" signal and of the envelope:
 JIT streaming and export must call them (never re-implement them) so every service shows
 the same numbers. They accept 1-D (n_samples,) or 2-D (n_channels, n_samples) arrays;
 rows of a 2-D call are bit-identical to 1-D calls (tested).
+
+Zero-phase filtering is ``scipy.signal.sosfiltfilt`` with its defaults (odd extension,
+padlen = 3 x ntaps, initial conditions ``sosfilt_zi * edge value``) re-implemented on two
+reusable buffers: sosfiltfilt allocates ~3 signal-sized arrays per call, and on the target
+VMs every fresh multi-MB array costs ~0.7 ms of page faults, more than the filtering itself.
+The same scipy kernel runs on the same inputs in the same order, so the results are
+bit-identical to sosfiltfilt (tested against it).
 """
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 
 import numpy as np
@@ -16,6 +24,11 @@ from scipy.ndimage import uniform_filter1d
 
 from .errors import C3DContentError, SettingsError
 from .settings import ProcessingParams
+
+try:  # the in-place kernel behind scipy.signal.sosfilt (private: checked once before use)
+    from scipy.signal._sosfilt import _sosfilt as _sosfilt_kernel
+except ImportError:  # pragma: no cover - other scipy layouts use the public function
+    _sosfilt_kernel = None
 
 PROCESSING_PIPELINE = "20Hz->Rectify->10Hz->RMS"
 
@@ -74,28 +87,201 @@ def _rows(raw: np.ndarray) -> list[np.ndarray]:
     return [x] if x.ndim == 1 else list(x)
 
 
+@lru_cache(maxsize=64)
+def _filter_plan(rate: float, params: ProcessingParams) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """(hp sos, lp sos, hp zi, lp zi, RMS window): what sosfiltfilt would recompute per call."""
+    hp, lp = design_filters(rate, params)
+    win = max(1, int(round(params.rms_window_ms * rate / 1000.0)))
+    win += 1 - win % 2  # odd window: centred, no half-sample shift of onsets
+    return hp, lp, signal.sosfilt_zi(hp), signal.sosfilt_zi(lp), win
+
+
+_KERNEL_CHECKED: bool | None = None
+
+
+def _use_kernel() -> bool:
+    """True when scipy's private in-place kernel exists and matches the public sosfilt."""
+    global _KERNEL_CHECKED
+    if _KERNEL_CHECKED is None:
+        ok = False
+        if _sosfilt_kernel is not None:
+            try:
+                sos = signal.butter(2, 0.1, output="sos")
+                x = np.random.default_rng(0).normal(size=64)
+                zi = signal.sosfilt_zi(sos) * x[0]
+                ref = signal.sosfilt(sos, x, zi=zi)[0]
+                buf = x.copy().reshape(1, -1)
+                _sosfilt_kernel(sos, buf, np.ascontiguousarray(zi.reshape(1, *zi.shape)))
+                ok = bool(np.array_equal(buf[0], ref))
+            except Exception:  # noqa: BLE001 - any mismatch in the private API: use the public one
+                ok = False
+        _KERNEL_CHECKED = ok
+    return _KERNEL_CHECKED
+
+
+def _sosfilt_inplace(sos: np.ndarray, zi: np.ndarray, buf: np.ndarray) -> None:
+    """``buf[:] = sosfilt(sos, buf, zi=zi * buf[:1])[0]`` without allocating a signal-sized array."""
+    z = zi * buf[:1]  # exactly sosfiltfilt's ``zi * x_0``
+    if _use_kernel():
+        _sosfilt_kernel(sos, buf.reshape(1, -1), z.reshape(1, *z.shape))
+    else:
+        buf[:] = signal.sosfilt(sos, buf, zi=z)[0]
+
+
+def _odd_ext_edges(ext: np.ndarray, n: int, p: int) -> None:
+    """Fill the ``p`` padding samples on each side of ``ext[p:p + n]`` like scipy's odd_ext."""
+    if p == 0:
+        return
+    x = ext[p:p + n]
+    np.subtract(2 * x[:1], x[p:0:-1], out=ext[:p])
+    np.subtract(2 * x[-1:], x[-2:-(p + 2):-1], out=ext[p + n:])
+
+
+def _zero_phase(sos: np.ndarray, zi: np.ndarray, n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """sosfiltfilt (padtype='odd', default padlen) of the signal already stored in a[p:p + n].
+
+    ``a`` and ``b`` are work buffers of at least n + 2p samples; ``a`` is clobbered. Returns a
+    reversed view of ``b`` holding the result (consume it before reusing ``b``).
+    """
+    p = _padlen(sos, n)
+    m = n + 2 * p
+    if a.size < m or b.size < m:
+        raise ValueError(f"work buffers of {m} samples needed, got {a.size} and {b.size}")
+    fwd, bwd = a[:m], b[:m]
+    _odd_ext_edges(fwd, n, p)
+    _sosfilt_inplace(sos, zi, fwd)
+    np.copyto(bwd, fwd[::-1])
+    _sosfilt_inplace(sos, zi, bwd)
+    return bwd[p:p + n][::-1]
+
+
+def work_size(n: int) -> int:
+    """Length of the work buffers ``chain_into`` needs for an n-sample signal."""
+    return n + 2 * 3 * (2 * 8 + 1)  # padlen never exceeds 3 x ntaps of an order-16 cascade
+
+
+def chain_into(raw: np.ndarray, rate: float, params: ProcessingParams, filtered: np.ndarray, env: np.ndarray,
+               a: np.ndarray, b: np.ndarray) -> None:
+    """The chain of one channel written into ``filtered`` and ``env`` (n samples each), using
+    the work buffers ``a`` and ``b`` (>= ``work_size(n)`` samples, clobbered). All five arrays
+    must be distinct, C-contiguous float64."""
+    n = raw.size
+    if n == 0:
+        raise C3DContentError("Signal must be a non-empty 1-D or 2-D array (channels x samples).")
+    hp, lp, zi_hp, zi_lp, win = _filter_plan(float(rate), params)
+    guard = _GUARD_OFFSET if _needs_guard(raw) else 0.0
+    # High-pass of raw (+ guard): the signal goes straight into the padded buffer.
+    p = _padlen(hp, n)
+    if guard:
+        np.add(raw, guard, out=a[p:p + n])
+    else:
+        a[p:p + n] = raw
+    np.copyto(filtered, _zero_phase(hp, zi_hp, n, a, b))
+    # Rectify into the low-pass buffer, low-pass, square.
+    p = _padlen(lp, n)
+    mid = a[p:p + n]
+    np.abs(filtered, out=mid)
+    if guard:
+        mid += guard
+    low = _zero_phase(lp, zi_lp, n, a, b)
+    if guard:
+        low -= guard
+    sq = a[:n]
+    np.multiply(low, low, out=sq)
+    ms = uniform_filter1d(sq, size=win, mode="nearest", output=env)
+    np.maximum(ms, 0.0, out=ms)  # running sums can leave -1e-30 where the signal is ~0
+    np.sqrt(ms, out=ms)
+
+
 def chain_1d(raw: np.ndarray, rate: float, params: ProcessingParams) -> tuple[np.ndarray, np.ndarray]:
     """(filtered, envelope) of one channel: THE implementation behind every public function.
 
-    Works on 1-D rows on purpose: scipy's 2-D axis=-1 path is ~2x slower, and every fresh
-    multi-MB array costs ~1 ms of page faults on the target VMs, so nothing is stacked.
+    Works on 1-D rows on purpose: scipy's 2-D axis=-1 path is ~2x slower. The two work
+    buffers come from a per-thread workspace; the returned arrays are new.
     """
-    hp, lp = design_filters(float(rate), params)
-    guard = _GUARD_OFFSET if _needs_guard(raw) else 0.0
-    src = raw + guard if guard else raw
-    filtered = signal.sosfiltfilt(hp, src, padlen=_padlen(hp, raw.size))
-    rect = np.abs(filtered)
-    if guard:
-        rect += guard
-    low = signal.sosfiltfilt(lp, rect, padlen=_padlen(lp, raw.size))
-    if guard:
-        low -= guard
-    win = max(1, int(round(params.rms_window_ms * rate / 1000.0)))
-    win += 1 - win % 2  # odd window: centred, no half-sample shift of onsets
-    np.multiply(low, low, out=low)
-    ms = uniform_filter1d(low, size=win, mode="nearest", output=rect)
-    np.maximum(ms, 0.0, out=ms)  # running sums can leave -1e-30 where the signal is ~0
-    return filtered, np.sqrt(ms, out=ms)
+    raw = np.asarray(raw, dtype=np.float64)
+    n = raw.size
+    filtered, env = np.empty(n), np.empty(n)
+    with workspace() as ws:
+        chain_into(raw, rate, params, filtered, env, ws.buffer("a", work_size(n)), ws.buffer("b", work_size(n)))
+    return filtered, env
+
+
+# --------------------------------------------------------------------------- workspaces
+
+
+class Workspace:
+    """Reusable float64 buffers, keyed by name, within a byte budget.
+
+    Buffers over the budget are allocated fresh and not kept. A workspace is used by one
+    analysis at a time (``workspace()`` hands them out); distinct keys may be used from
+    several threads of that analysis.
+    """
+
+    def __init__(self, budget_bytes: int):
+        self.budget = budget_bytes
+        self._bufs: dict[object, np.ndarray] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def buffer(self, key: object, n: int) -> np.ndarray:
+        with self._lock:
+            cur = self._bufs.get(key)
+            if cur is not None and cur.size >= n:
+                return cur[:n]
+            new = np.empty(n)
+            total = self._bytes - (cur.nbytes if cur is not None else 0) + new.nbytes
+            if total <= self.budget:
+                self._bufs[key] = new
+                self._bytes = total
+            return new
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+
+WORKSPACE_BUDGET_BYTES = 64 * 1024 * 1024  # per workspace: a 3-min 2-channel session needs ~12 MB
+_MAX_IDLE_WORKSPACES = 2
+_idle: list[Workspace] = []
+_idle_lock = threading.Lock()
+
+
+_PRIME_BYTES = 4 * 1024 * 1024
+_primed = False
+
+
+def _prime_allocator() -> None:
+    """Allocate and free one 4 MiB block, once per process.
+
+    glibc serves allocations >= its mmap threshold (128 KiB at start) with a fresh mmap, so
+    each of the analysis' ~20 bool temporaries per channel (1 byte/sample: 173 KiB for a
+    3-minute file) costs page faults, ~2 us per 4 KiB page on the target VMs. Freeing a
+    larger mmapped block raises that threshold (glibc's documented dynamic threshold), after
+    which such temporaries are recycled from the heap. The previous code got this as a side
+    effect of freeing its multi-MB arrays; with buffers reused, nothing that big is freed
+    any more. Harmless no-op with other allocators or an explicit M_MMAP_THRESHOLD.
+    """
+    global _primed
+    if not _primed:
+        _primed = True
+        block = np.empty(_PRIME_BYTES, dtype=np.uint8)
+        del block
+
+
+class workspace:  # noqa: N801 - used as a context manager like open()
+    """``with workspace() as ws:`` borrows an idle Workspace (or a new one) and returns it."""
+
+    def __enter__(self) -> Workspace:
+        _prime_allocator()
+        with _idle_lock:
+            self._ws = _idle.pop() if _idle else Workspace(WORKSPACE_BUDGET_BYTES)
+        return self._ws
+
+    def __exit__(self, *exc: object) -> None:
+        with _idle_lock:
+            if len(_idle) < _MAX_IDLE_WORKSPACES:
+                _idle.append(self._ws)
 
 
 def filter_chain(raw: np.ndarray, rate: float, params: ProcessingParams) -> tuple[list[np.ndarray], list[np.ndarray]]:

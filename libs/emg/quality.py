@@ -58,8 +58,12 @@ def _runs(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return edges[::2], edges[1::2]
 
 
-def find_artifacts(raw: np.ndarray, rate: float, params: ProcessingParams) -> tuple[list[ArtifactSpan], np.ndarray]:
-    """Artefact spans and a boolean per-sample artefact flag (without margins)."""
+def find_artifacts(raw: np.ndarray, rate: float, params: ProcessingParams,
+                   scratch: np.ndarray | None = None) -> tuple[list[ArtifactSpan], np.ndarray]:
+    """Artefact spans and a boolean per-sample artefact flag (without margins).
+
+    ``scratch`` (>= raw.size float64, clobbered) avoids a signal-sized copy when spans exist.
+    """
     n = raw.size
     flag = np.zeros(n, dtype=bool)
     spans: list[ArtifactSpan] = []
@@ -77,7 +81,11 @@ def find_artifacts(raw: np.ndarray, rate: float, params: ProcessingParams) -> tu
 
     # Clipping: samples exactly at the extreme values of what is left. A clean signal reaches
     # its maximum once; a saturated one sits on the rail repeatedly.
-    rest = raw[~flag] if flag.any() else raw
+    if flag.any():
+        keep = ~flag
+        rest = raw[keep] if scratch is None else np.compress(keep, raw, out=scratch[:np.count_nonzero(keep)])
+    else:
+        rest = raw
     clipped = np.zeros(n, dtype=bool)
     if rest.size:
         for rail in (float(rest.min()), float(rest.max())):
@@ -105,7 +113,7 @@ def artifact_mask(flag: np.ndarray, rate: float, params: ProcessingParams) -> np
     delta = np.zeros(flag.size + 1, dtype=np.int32)
     np.add.at(delta, np.maximum(starts - m, 0), 1)
     np.add.at(delta, np.minimum(ends + m, flag.size), -1)
-    return np.cumsum(delta[:-1]) > 0
+    return np.cumsum(delta[:-1], dtype=np.int32) > 0
 
 
 def snr_factor(snr_db: float | None) -> float:
@@ -115,16 +123,17 @@ def snr_factor(snr_db: float | None) -> float:
 
 
 def assess(filtered: np.ndarray, env: np.ndarray, mask: np.ndarray, spans: list[ArtifactSpan],
-           threshold: float, baseline: float, high: float) -> QualityDetail:
+           threshold: float, baseline: float, high: float, scratch: np.ndarray | None = None) -> QualityDetail:
     """Noise level, SNR and the artefact factor on the unmasked part of the channel.
 
     ``high`` is the 99.5th percentile of the artefact-free envelope (computed with the
-    baseline during detection, to partition the envelope only once).
+    baseline during detection, to partition the envelope only once). ``scratch`` (>=
+    filtered.size float64, clobbered) receives the rest samples instead of a fresh copy.
     """
     rest = env < threshold
     if mask.any():
         rest &= ~mask
-    r = filtered[rest]
+    r = filtered[rest] if scratch is None else np.compress(rest, filtered, out=scratch[:np.count_nonzero(rest)])
     noise_rms = float(np.sqrt(np.dot(r, r) / r.size)) if r.size else float("nan")
     noise_db = 20.0 * np.log10(noise_rms / 1e-6) if np.isfinite(noise_rms) and noise_rms > 0 else None
     snr_db = None

@@ -7,6 +7,12 @@ on a white-noise baseline, so the envelope crosses the detection threshold at th
 start/end within a few tens of milliseconds. Files are written by ezc3d (float, Intel), with
 GHOSTLY labels ('CHn Raw', 'CHn activated'), INFO/SUBJECTS parameters, and optionally a
 3-D point so that both data layouts are exercised.
+
+Long files are written as ezc3d writes them: over 32,767 frames POINT:FRAMES wraps negative
+(the header's last_frame stays exact up to 65,535); over 65,535 frames ezc3d writes
+POINT:FRAMES = -1 and last_frame = 65,535 (no TRIAL:ACTUAL_*_FIELD) with the data complete,
+and its own reader then returns only 65,535 frames. read_c3d sizes such files from the data
+section (tests/emg/test_long_recordings.py).
 """
 
 from __future__ import annotations

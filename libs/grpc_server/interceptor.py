@@ -15,7 +15,7 @@ from typing import Awaitable, Callable
 import asyncpg
 import grpc
 
-from libs import errors
+from libs import auth, errors
 from libs.emg.errors import EmgError
 from libs.grpc_server import metrics
 from libs.logs import REQUEST_ID
@@ -97,10 +97,23 @@ class _Call:
         self.peer = context.peer()
         self.code = grpc.StatusCode.OK
         self.error = ""
+        self.role = ""
+        self._identity_token = None
         try:
             context.set_trailing_metadata((("x-request-id", self.request_id),))
         except Exception:  # pragma: no cover - trailing metadata is best effort
             pass
+
+    def authenticate(self, authenticator: auth.Authenticator | None,
+                     permissions: dict[str, frozenset[str]]) -> None:
+        """Who is calling, and may they call this method? (raises Unauthenticated /
+        PermissionDenied, mapped like any domain error). Sets libs.auth.current()."""
+        if authenticator is None:
+            return
+        identity = authenticator.authenticate(self.context.invocation_metadata())
+        self.role = identity.role
+        auth.authorize(identity, permissions.get(self.short_method, auth.ALL_ROLES), self.method)
+        self._identity_token = auth.set_current(identity)
 
     async def fail(self, exc: BaseException) -> None:
         """Turn an exception into the RPC's status (re-raises the abort)."""
@@ -143,6 +156,8 @@ class _Call:
             "duration_ms": round(elapsed * 1000, 3),
             "peer": self.peer,
         }
+        if self.role:
+            fields["role"] = self.role
         if self.error:
             fields["error"] = self.error
         level = logging.ERROR if self.code is grpc.StatusCode.INTERNAL else logging.INFO
@@ -151,15 +166,23 @@ class _Call:
             REQUEST_ID.reset(self.token)
         except ValueError:
             pass  # a closed stream generator may be finalised from another context
+        if self._identity_token is not None:
+            auth.reset_current(self._identity_token)
 
 
 class ErrorAndLoggingInterceptor(grpc.aio.ServerInterceptor):
     """`on_connection_error`: awaited when an RPC failed because the database connection is
-    gone (start_service passes the pool's expire_connections)."""
+    gone (start_service passes the pool's expire_connections). `authenticator` and
+    `permissions` (method name -> roles allowed; unlisted methods: every role) guard every RPC
+    except health and reflection."""
 
-    def __init__(self, service: str, on_connection_error: Callable[[], Awaitable[None]] | None = None):
+    def __init__(self, service: str, on_connection_error: Callable[[], Awaitable[None]] | None = None,
+                 authenticator: auth.Authenticator | None = None,
+                 permissions: dict[str, frozenset[str]] | None = None):
         self.service = service
         self.on_connection_error = on_connection_error
+        self.authenticator = authenticator
+        self.permissions = permissions or {}
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
@@ -170,11 +193,13 @@ class ErrorAndLoggingInterceptor(grpc.aio.ServerInterceptor):
             # Health and reflection: infrastructure, polled constantly; not wrapped or logged.
             return handler
         service, hook = self.service, self.on_connection_error
+        authenticator, permissions = self.authenticator, self.permissions
 
         def unary_response(behavior):
             async def wrapper(request, context):
                 call = _Call(service, method, context, hook)
                 try:
+                    call.authenticate(authenticator, permissions)
                     return await behavior(request, context)
                 except BaseException as exc:  # noqa: BLE001 - mapped, logged, re-raised
                     await call.fail(exc)
@@ -186,6 +211,7 @@ class ErrorAndLoggingInterceptor(grpc.aio.ServerInterceptor):
             async def wrapper(request, context):
                 call = _Call(service, method, context, hook)
                 try:
+                    call.authenticate(authenticator, permissions)
                     async for item in behavior(request, context):
                         yield item
                 except GeneratorExit:

@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from libs import auth
 from libs.config import Config
 from libs.db.pool import create_pool
 from libs.grpc_server import metrics
@@ -40,6 +41,8 @@ class ServiceSpec:
     name: str                               # "ingest", "statistics", "jit_signal", "export"
     full_names: tuple[str, ...]             # proto service names, e.g. ghostly.ingest.v1.IngestService
     register: Callable[[grpc.aio.Server, ServiceContext], Awaitable[None]]
+    # Method name -> roles allowed to call it (libs.auth.ROLES); unlisted: every role.
+    permissions: dict[str, frozenset[str]] = field(default_factory=dict)
     # The DSN the service's pool connects with (e.g. a read-only role or a read replica).
     dsn: Callable[[Config], str | None] = lambda config: config.database_url
     # Extra asyncpg pool options (e.g. a cheaper `reset` for a read-only service).
@@ -140,7 +143,8 @@ async def start_service(spec: ServiceSpec, config: Config, *, port: int | None =
                                  application_name=f"ghostly-{spec.name}", **spec.pool_options)
     context = ServiceContext(config=config, pool=pool)
     expire = pool.expire_connections if pool is not None else None
-    server = grpc.aio.server(interceptors=[ErrorAndLoggingInterceptor(spec.name, expire)],
+    interceptor = ErrorAndLoggingInterceptor(spec.name, expire, auth.Authenticator(config.auth), spec.permissions)
+    server = grpc.aio.server(interceptors=[interceptor],
                              options=server_options(config))
     await spec.register(server, context)
     health_servicer = health.aio.HealthServicer()

@@ -25,6 +25,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from ghostly.export.v1 import export_pb2 as pb
 from ghostly.export.v1 import export_pb2_grpc
+from libs import auth
 from libs import config as config_mod
 
 TYPES = {"statistics_only": pb.EXPORT_TYPE_STATISTICS_ONLY, "performance_report": pb.EXPORT_TYPE_PERFORMANCE_REPORT,
@@ -71,7 +72,7 @@ async def download(address: str, request: pb.CreateExportRequest, out: Path, *, 
         stub = export_pb2_grpc.ExportServiceStub(channel)
         try:
             with open(part, "wb") as f:
-                async for msg in stub.CreateExport(request, timeout=timeout):
+                async for msg in stub.CreateExport(request, timeout=timeout, metadata=auth.client_metadata()):
                     body = msg.WhichOneof("body")
                     if body == "started":
                         started = msg.started
@@ -108,7 +109,8 @@ async def _find_record(stub, export_id: str, request: pb.CreateExportRequest, ti
                                           session_id=request.session_ids[0] if len(request.session_ids) == 1 else "")
     try:
         for _ in range(5):          # newest first: the export just made is on the first page(s)
-            page = await stub.ListExportHistory(filters, timeout=timeout or 30)
+            page = await stub.ListExportHistory(filters, timeout=timeout or 30,
+                                                   metadata=auth.client_metadata())
             for r in page.records:
                 if r.id == export_id:
                     return r

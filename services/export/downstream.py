@@ -18,7 +18,7 @@ from ghostly.jit_signal.v1 import jit_signal_pb2 as jpb
 from ghostly.jit_signal.v1 import jit_signal_pb2_grpc
 from ghostly.statistics.v1 import statistics_pb2 as spb
 from ghostly.statistics.v1 import statistics_pb2_grpc
-from libs import errors
+from libs import auth, errors
 from libs.logs import REQUEST_ID
 
 DEFAULT_TIMEOUT_S = 300.0
@@ -59,7 +59,8 @@ class CallOptions:
         self.context = context
         self.default_timeout = default_timeout
         self.request_id = REQUEST_ID.get() or uuid.uuid4().hex
-        self.metadata = (("x-request-id", self.request_id),)
+        # The caller's identity travels with every downstream call (row-level access applies).
+        self.metadata = (("x-request-id", self.request_id),) + auth.current().metadata()
 
     def timeout(self, what: str) -> float:
         remaining = self.context.time_remaining() if self.context is not None else None

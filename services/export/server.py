@@ -26,4 +26,8 @@ async def register(server: grpc.aio.Server, context: ServiceContext) -> None:
     export_pb2_grpc.add_ExportServiceServicer_to_server(ExportServicer(History(context.pool), downstream), server)
 
 
-SPEC = ServiceSpec(name="export", full_names=(FULL_NAME,), register=register)
+SPEC = ServiceSpec(name="export", full_names=(FULL_NAME,), register=register, permissions={
+    # The audit trail is for researchers and operators; every role may export (a therapist
+    # only their own patients: the token is forwarded and checked downstream).
+    "ListExportHistory": frozenset({"researcher", "admin", "service"}),
+})

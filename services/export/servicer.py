@@ -42,7 +42,7 @@ from ghostly.export.v1 import export_pb2 as pb
 from ghostly.export.v1 import export_pb2_grpc
 from ghostly.jit_signal.v1 import jit_signal_pb2 as jpb
 from ghostly.statistics.v1 import statistics_pb2 as spb
-from libs import errors
+from libs import auth, errors
 from services.export import layouts, writers
 from services.export.downstream import CallOptions, Downstream
 from services.export.history import History, decode_token, encode_token, filter_hash
@@ -196,6 +196,30 @@ def parse_request(request: pb.CreateExportRequest, export_type: str, data_format
     return sel
 
 
+def _as_caller(request: pb.CreateExportRequest) -> pb.CreateExportRequest:
+    """exported_by follows the caller: a researcher exports as themselves (empty = their own
+    id; another id is PERMISSION_DENIED); a therapist's export has no researcher (the caller is
+    audited in export_options.requested_by); admins and services may export on a researcher's
+    behalf."""
+    caller = auth.current()
+    if caller.role == "researcher":
+        if request.exported_by and request.exported_by != caller.subject:
+            raise errors.PermissionDenied("a researcher exports as themselves: exported_by must be empty "
+                                          "or the caller's own id")
+        if not request.exported_by:
+            request = _copy(request)
+            request.exported_by = caller.subject
+    elif caller.role == "therapist" and request.exported_by:
+        raise errors.PermissionDenied("exported_by names a researcher; a therapist's export leaves it empty")
+    return request
+
+
+def _copy(request: pb.CreateExportRequest) -> pb.CreateExportRequest:
+    out = pb.CreateExportRequest()
+    out.CopyFrom(request)
+    return out
+
+
 class ExportServicer(export_pb2_grpc.ExportServiceServicer):
     def __init__(self, history: History, downstream: Downstream):
         self.history = history
@@ -203,6 +227,8 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         self._tasks: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------------ CreateExport
+    # (who may export what: _as_caller below; therapists see only their own patients because
+    # the caller's token is forwarded to StatisticsService / JitSignalService)
     async def CreateExport(self, request: pb.CreateExportRequest, context):
         started_at = time.perf_counter()
         export_type = TYPES.get(request.type)
@@ -212,10 +238,13 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         if data_format is None:
             raise errors.InvalidArgument("format is required: one of json, csv, excel, matlab")
 
+        request = _as_caller(request)
         export_id = uuid.uuid4()
         signal = export_type in SIGNAL_TYPES
         raw_ids = [s.strip() for s in request.session_ids if s.strip()]
-        options: dict[str, Any] = {"session_ids": list(dict.fromkeys(raw_ids))}
+        caller = auth.current()
+        options: dict[str, Any] = {"session_ids": list(dict.fromkeys(raw_ids)),
+                                   "requested_by": {"role": caller.role, "subject": caller.subject}}
         if request.exported_by and _maybe_uuid(request.exported_by) is None:
             options["requested_exported_by"] = request.exported_by[:80]
         researcher = _maybe_uuid(request.exported_by)
@@ -241,6 +270,7 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
                         f"register the researcher first")
             sel = parse_request(request, export_type, data_format)
             options = sel.options()
+            options["requested_by"] = {"role": caller.role, "subject": caller.subject}
             if request.exported_by and row.exported_by is None:
                 options["requested_exported_by"] = request.exported_by[:80]
             call = CallOptions(context)

@@ -9,6 +9,7 @@ from pathlib import Path
 import grpc
 
 from ghostly.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+from libs import auth
 from libs import config as config_mod
 
 CHUNK = 1 << 20
@@ -47,7 +48,7 @@ async def ingest_files(address: str, files: list[Path], patient: str | None, con
             code = patient or path.parent.name
             async with gate:
                 try:
-                    reply = await stub.Upload(requests(path, code), timeout=300)
+                    reply = await stub.Upload(requests(path, code), timeout=300, metadata=auth.client_metadata())
                     summary["new" if reply.created else "duplicate"].append((path, reply.session_id))
                 except grpc.aio.AioRpcError as exc:
                     summary["failed"].append((path, f"{exc.code().name}: {exc.details()}"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import grpc
 
 from ghostly.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+from libs import auth
 from libs.grpc_server import ServiceContext, ServiceSpec
 
 FULL_NAME = ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name
@@ -14,4 +15,8 @@ async def register(server: grpc.aio.Server, context: ServiceContext) -> None:
     ingest_pb2_grpc.add_IngestServiceServicer_to_server(await build(context), server)
 
 
-SPEC = ServiceSpec(name="ingest", full_names=(FULL_NAME,), register=register)
+SPEC = ServiceSpec(name="ingest", full_names=(FULL_NAME,), register=register, permissions={
+    # Only admins and services (the storage-event bridge) write; researchers may follow status.
+    "Upload": auth.WRITERS, "IngestStoredFile": auth.WRITERS, "Reprocess": auth.WRITERS,
+    "GetProcessingStatus": auth.WRITERS | {"researcher"},
+})

@@ -184,7 +184,7 @@ class SingleFlight:
 # here from the session's file_hash so the session and its cache row come back together.
 HOT_SQL = """
 SELECT s.file_path, s.file_hash, s.file_size_bytes, s.processing_status, s.error_message,
-       s.processed_at, s.original_sampling_rate, s.original_sample_count, s.channel_names,
+       s.patient_id, s.processed_at, s.original_sampling_rate, s.original_sample_count, s.channel_names,
        c.id AS cache_id, c.cache_valid, c.processing_version AS cache_version,
        (c.expires_at IS NOT NULL AND c.expires_at <= now()) AS cache_expired
 FROM therapy_sessions s
@@ -240,7 +240,7 @@ WHERE c.id = v.id
 """
 
 LIST_SQL = """
-SELECT s.processing_status, s.error_message, s.original_sampling_rate, s.original_sample_count,
+SELECT s.processing_status, s.error_message, s.patient_id, s.original_sampling_rate, s.original_sample_count,
        s.original_duration_seconds, s.channel_names,
        (SELECT jsonb_object_agg(st.channel_name, jsonb_build_object(
                    'side', st.side, 'unit', st.analysis_details ->> 'unit'))

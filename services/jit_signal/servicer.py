@@ -8,6 +8,8 @@ from collections import Counter
 from pathlib import Path
 
 from ghostly.jit_signal.v1 import jit_signal_pb2 as pb, jit_signal_pb2_grpc
+from libs import auth
+from libs.db import access
 from libs.emg import PROCESSING_VERSION
 from libs.errors import DataLoss, FailedPrecondition, NotFound
 from libs.grpc_server import ServiceContext
@@ -69,11 +71,18 @@ class JitSignalServicer(jit_signal_pb2_grpc.JitSignalServiceServicer):
         finally:
             self.inflight -= 1
 
+    async def _ensure_visible(self, row, session_id) -> None:
+        """A therapist sees only their own patients' sessions (NOT_FOUND otherwise)."""
+        if auth.current().is_therapist:
+            async with self.db.acquire() as conn:
+                await access.ensure_patient_visible(conn, row["patient_id"], f"session {session_id}")
+
     async def ListChannels(self, request, context) -> pb.ListChannelsResponse:
         sid = parse_uuid(request.session_id)
         row = await self.db.fetchrow(c.LIST_SQL, sid)
         if row is None:
             raise NotFound(f"session {request.session_id} does not exist")
+        await self._ensure_visible(row, sid)
         _check_status(row)
         stats = row["stats"] or {}
         rate, n = float(row["original_sampling_rate"]), int(row["original_sample_count"])
@@ -90,6 +99,7 @@ class JitSignalServicer(jit_signal_pb2_grpc.JitSignalServiceServicer):
         row = await self.db.fetchrow(c.HOT_SQL, plan.session_id, plan.key_suffix())
         if row is None:
             raise NotFound(f"session {plan.session_id} does not exist")
+        await self._ensure_visible(row, plan.session_id)
         _check_status(row)
         channels = resolve_channels(plan, row["channel_names"] or [])
         window = resolve_window(plan, float(row["original_sampling_rate"]), int(row["original_sample_count"]))

@@ -22,7 +22,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from ghostly.common.v1 import common_pb2
 from ghostly.statistics.v1 import statistics_pb2 as pb
 from ghostly.statistics.v1 import statistics_pb2_grpc
-from libs import errors
+from libs import auth, errors
+from libs.db import access
 from libs.grpc_server import ServiceContext, ServiceSpec
 from services.statistics import queries as q
 from services.statistics.db import keep_session, statistics_dsn
@@ -183,17 +184,17 @@ class StatisticsServicer(statistics_pb2_grpc.StatisticsServiceServicer):
     def __init__(self, pool: asyncpg.Pool):
         self.pool = pool
 
-    async def _row(self, sql: str, *args) -> asyncpg.Record | None:
-        async with self.pool.acquire() as conn:
-            return await conn.fetchrow(sql, *args)
-
+    # Every connection carries the caller's identity (RLS, migration 012) and therapists are
+    # also filtered by the queries themselves (libs/db/access.py): two walls.
     async def _rows(self, sql: str, *args) -> list[asyncpg.Record]:
-        async with self.pool.acquire() as conn:
+        async with access.acquire(self.pool) as conn:
             return await conn.fetch(sql, *args)
 
     async def _session_row(self, sql: str, session_id: str) -> asyncpg.Record:
         sid = _uuid(session_id, "session_id")
-        row = await self._row(sql, sid)
+        async with access.acquire(self.pool) as conn:
+            await access.ensure_session_visible(conn, sid)
+            row = await conn.fetchrow(sql, sid)
         if row is None:
             raise errors.NotFound(f"session {sid} does not exist")
         return row
@@ -217,6 +218,9 @@ class StatisticsServicer(statistics_pb2_grpc.StatisticsServiceServicer):
 
         if request.patient_id:
             conds.append(f"patient_id = {arg(request.patient_id)}")
+        if auth.current().is_therapist:
+            async with access.acquire(self.pool) as conn:
+                conds.append(f"patient_id = ANY({arg(await access.caseload(conn))}::text[])")
         therapist = _uuid(request.therapist_id, "therapist_id") if request.therapist_id else None
         if therapist is not None:
             conds.append(f"therapist_id = {arg(therapist)}")
@@ -263,7 +267,8 @@ class StatisticsServicer(statistics_pb2_grpc.StatisticsServiceServicer):
     async def GetEmgStatistics(self, request, context):
         sid = _uuid(request.session_id, "session_id")
         channels = list(dict.fromkeys(request.channels))
-        async with self.pool.acquire() as conn:
+        async with access.acquire(self.pool) as conn:
+            await access.ensure_session_visible(conn, sid)
             if channels:
                 rows = await conn.fetch(q.EMG_STATISTICS_CHANNELS, sid, channels)
             else:
@@ -372,7 +377,9 @@ class StatisticsServicer(statistics_pb2_grpc.StatisticsServiceServicer):
             raise errors.InvalidArgument("patient_id is required (a patient code, e.g. P005)")
         lo, hi = _window(request)
         args = [patient] + [v for v in (lo, hi) if v is not None]
-        rows = await self._rows(q.patient_progress(lo is not None, hi is not None), *args)
+        async with access.acquire(self.pool) as conn:
+            await access.ensure_patient_visible(conn, patient, f"patient {patient!r}")
+            rows = await conn.fetch(q.patient_progress(lo is not None, hi is not None), *args)
         head = rows[0]
         if not head["patient_exists"]:
             raise errors.NotFound(f"patient {patient!r} does not exist")
@@ -419,14 +426,20 @@ class StatisticsServicer(statistics_pb2_grpc.StatisticsServiceServicer):
 
     async def GetCohortSummary(self, request, context):
         lo, hi = _window(request)
-        args: list = []
-        therapist = None
-        if request.therapist_id:
-            therapist = _uuid(request.therapist_id, "therapist_id")
-            args.append(therapist)
-        args += [v for v in (lo, hi) if v is not None]
-        sql = q.cohort_summary(therapist is not None, lo is not None, hi is not None)
-        async with self.pool.acquire() as conn:
+        therapist = _uuid(request.therapist_id, "therapist_id") if request.therapist_id else None
+        async with access.acquire(self.pool) as conn:
+            caller = auth.current()
+            if caller.is_therapist:
+                # A therapist's cohort is their own caseload.
+                own = await conn.fetchval("SELECT id FROM therapists WHERE user_id = $1", caller.subject_uuid())
+                if therapist is not None and therapist != own:
+                    raise errors.PermissionDenied("a therapist may only summarise their own patients")
+                if own is None:
+                    return pb.CohortSummary()   # not a registered therapist: an empty caseload
+                therapist = own
+            args: list = [therapist] if therapist is not None else []
+            args += [v for v in (lo, hi) if v is not None]
+            sql = q.cohort_summary(therapist is not None, lo is not None, hi is not None)
             if therapist is not None and not await conn.fetchval(q.THERAPIST_EXISTS, therapist):
                 raise errors.NotFound(f"therapist {therapist} does not exist")
             rows = await conn.fetch(sql, *args)

@@ -1,0 +1,87 @@
+"""Row-level access for the caller of the current RPC (libs.auth.current()).
+
+Two walls:
+1. the services' own queries: `caseload()` / `ensure_*_visible()` below restrict a therapist
+   to their own patients (researchers, admins and services are unrestricted);
+2. PostgreSQL row-level security (migration 012) on the per-service roles, fed by the
+   settings `ghostly.role` / `ghostly.user_id` that `apply_identity()` puts on the connection.
+Rows a therapist may not see are reported as NOT_FOUND, exactly as RLS would hide them.
+"""
+from __future__ import annotations
+
+import contextlib
+import uuid
+import weakref
+
+import asyncpg
+
+from libs import auth
+from libs.errors import NotFound
+
+# Connection -> identity its settings were last set for (cleared by the pool's reset).
+_applied: "weakref.WeakKeyDictionary[asyncpg.Connection, tuple[str, str]]" = weakref.WeakKeyDictionary()
+
+CASELOAD = ("SELECT p.patient_code FROM patients p JOIN therapists t ON t.id = p.therapist_id "
+            "WHERE t.user_id = $1")
+
+
+def _raw(conn) -> asyncpg.Connection:
+    return getattr(conn, "_con", conn)  # PoolConnectionProxy -> Connection
+
+
+async def apply_identity(conn, identity: auth.Identity | None = None) -> None:
+    """Put the caller's role and subject on the connection for the RLS policies (one round
+    trip, skipped when this connection already carries the same identity)."""
+    identity = identity or auth.current()
+    key = (identity.role, identity.subject)
+    raw = _raw(conn)
+    if _applied.get(raw) == key:
+        return
+    await conn.execute("SELECT set_config('ghostly.role', $1, false), set_config('ghostly.user_id', $2, false)",
+                       *key)
+    _applied[raw] = key
+
+
+async def reset_connection(conn: asyncpg.Connection) -> None:
+    """Pool reset hook: asyncpg's default reset (RESET ALL clears the settings), and forget
+    which identity the connection carried."""
+    _applied.pop(conn, None)
+    await conn.reset()
+
+
+def forget(conn) -> None:
+    _applied.pop(_raw(conn), None)
+
+
+@contextlib.asynccontextmanager
+async def acquire(pool: asyncpg.Pool):
+    """A pooled connection carrying the current caller's identity."""
+    async with pool.acquire() as conn:
+        await apply_identity(conn)
+        yield conn
+
+
+async def caseload(conn, identity: auth.Identity | None = None) -> list[str] | None:
+    """Patient codes the caller may see; None = unrestricted."""
+    identity = identity or auth.current()
+    if not identity.is_therapist:
+        return None
+    subject = identity.subject_uuid()
+    if subject is None:
+        return []
+    return [r[0] for r in await conn.fetch(CASELOAD, subject)]
+
+
+async def ensure_patient_visible(conn, patient_code: str | None, what: str,
+                                 identity: auth.Identity | None = None) -> None:
+    allowed = await caseload(conn, identity)
+    if allowed is not None and patient_code not in allowed:
+        raise NotFound(f"{what} does not exist")
+
+
+async def ensure_session_visible(conn, session_id: uuid.UUID, identity: auth.Identity | None = None) -> None:
+    identity = identity or auth.current()
+    if not identity.is_therapist:
+        return
+    patient = await conn.fetchval("SELECT patient_id FROM therapy_sessions WHERE id = $1", session_id)
+    await ensure_patient_visible(conn, patient, f"session {session_id}", identity)
