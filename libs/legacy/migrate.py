@@ -10,12 +10,23 @@ libs/legacy/mapping.py (the reference implementation, checked against this SQL b
 * --dry-run: every batch runs and is rolled back; the counts say what would be written.
 * Validation (after the run, or alone with --validate-only): expected per file_hash, recomputed
   from the legacy tables, against what is in the new tables; any difference -> ValidationFailed.
+
+Cost per batch (100k legacy sessions in ~30-45 s on 2 cores, was ~60-80 s; see
+bench/bench_legacy_migration.py): four statements. (1) staging of the batch's hashes with the
+chosen analysis; (2) therapy_sessions; (3) legacy_c3d_sources; (4) ONE statement that expands
+the analytics JSON once into an in-memory channel set and inserts emg_statistics,
+emg_contractions, performance_scores and session_settings from it. Every lookup is an index
+probe (no per-batch scan of a table that grows with the migration), and the ids of
+emg_statistics / emg_contractions are time-ordered (UUIDv7 layout) so their indexes are appended
+to rather than written at random. What remains is mostly fixed cost: the two foreign-key checks
+per contraction (~25 % of the CPU) and index maintenance. Transaction settings: _TX_SETTINGS.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 import uuid
@@ -101,24 +112,41 @@ _PRIMARY = """
         (SELECT d.id FROM c3d_metadata d WHERE d.file_hash = m.file_hash
          ORDER BY d.created_at NULLS LAST, d.id LIMIT 1))"""
 
+# Status / version / error message of the new session, computed once in the staging table (the
+# sessions INSERT writes them; legacy_c3d_sources records what changed without re-reading them).
+_STATUS = """(CASE WHEN ok THEN 'completed'
+      WHEN ar_id IS NOT NULL OR processing_status IS NULL OR processing_status IN ('completed', 'failed') THEN 'failed'
+      ELSE processing_status END)"""
+
+# Staging: one row per file_hash whose primary legacy row lies in this batch and which is not
+# migrated yet. The "already migrated?" test is an index probe (LIMIT 1 keeps it a nested-loop
+# anti join): a hash join would read the whole, growing, therapy_sessions table in every batch.
 _STAGE = f"""
 CREATE TEMP TABLE _lm_src ON COMMIT DROP AS
-SELECT m.*,
-       a.id AS ar_id, a.processing_version AS ar_version,
-       a.created_at AS ar_created_at, a.processing_time_ms AS ar_time_ms,
-       coalesce(a.usable, false) AS ok, coalesce(a.expired, false) AS ar_expired,
-       p.patient_code AS new_patient, t.id AS new_therapist
-FROM c3d_metadata m
-LEFT JOIN LATERAL ({_CHOOSE}) a ON true
-LEFT JOIN patients p ON p.patient_code = m.patient_id
-LEFT JOIN therapists t
-       ON t.id = CASE WHEN btrim(m.therapist_id) ~ '{_UUID_RE}' THEN btrim(m.therapist_id)::uuid END
-WHERE m.id > $2 AND m.id <= $3
-  AND m.id = {_PRIMARY}
-  AND NOT EXISTS (SELECT 1 FROM therapy_sessions s WHERE s.file_hash = m.file_hash)
+SELECT x.*,
+       coalesce(x.ar_version, x.processing_version, '{M.UNKNOWN_VERSION}') AS ts_version,
+       {_STATUS} AS ts_status,
+       coalesce(x.error_message, CASE WHEN NOT x.ok AND {_STATUS} = 'failed' THEN
+           CASE WHEN x.ar_id IS NULL THEN 'migrated from legacy: no analysis_results row'
+                ELSE 'migrated from legacy: analytics_data empty (processing failed)' END END) AS ts_error
+FROM (
+    SELECT m.*,
+           a.id AS ar_id, a.processing_version AS ar_version,
+           a.created_at AS ar_created_at, a.processing_time_ms AS ar_time_ms,
+           coalesce(a.usable, false) AS ok, coalesce(a.expired, false) AS ar_expired,
+           p.patient_code AS new_patient, t.id AS new_therapist
+    FROM c3d_metadata m
+    LEFT JOIN LATERAL ({_CHOOSE}) a ON true
+    LEFT JOIN patients p ON p.patient_code = m.patient_id
+    LEFT JOIN therapists t
+           ON t.id = CASE WHEN btrim(m.therapist_id) ~ '{_UUID_RE}' THEN btrim(m.therapist_id)::uuid END
+    WHERE m.id > $2 AND m.id <= $3
+      AND m.id = {_PRIMARY}
+      AND NOT EXISTS (SELECT 1 FROM therapy_sessions s WHERE s.file_hash = m.file_hash LIMIT 1)
+) x
 """
 
-_INSERT_SESSIONS = f"""
+_INSERT_SESSIONS = """
 WITH ins AS (
     INSERT INTO therapy_sessions (
         id, file_path, file_hash, file_size_bytes, patient_id, therapist_id, session_id,
@@ -130,20 +158,12 @@ WITH ins AS (
            session_date AT TIME ZONE 'UTC', session_type, NULL,
            coalesce(sampling_rate, 0), coalesce(duration_seconds, 0), coalesce(frame_count, 0),
            coalesce(channel_names, '[]'::jsonb), coalesce(channel_count, 0),
-           coalesce(ar_version, processing_version, '{M.UNKNOWN_VERSION}'),
-           {{status}},
-           ar_time_ms, created_at, processed_at,
-           coalesce(error_message, CASE WHEN NOT ok AND {{status}} = 'failed' THEN
-               CASE WHEN ar_id IS NULL THEN 'migrated from legacy: no analysis_results row'
-                    ELSE 'migrated from legacy: analytics_data empty (processing failed)' END END),
-           game_metadata
+           ts_version, ts_status, ar_time_ms, created_at, processed_at, ts_error, game_metadata
     FROM _lm_src
     ON CONFLICT DO NOTHING
     RETURNING id)
 DELETE FROM _lm_src s WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.id = s.id)
-""".replace("{status}", """(CASE WHEN ok THEN 'completed'
-      WHEN ar_id IS NOT NULL OR processing_status IS NULL OR processing_status IN ('completed', 'failed') THEN 'failed'
-      ELSE processing_status END)""")
+"""
 
 # legacy values with no column in the new schema (every legacy row keeps them)
 _NO_HOME = ("session_duration", "session_notes", "resolved_patient_id", "resolved_therapist_id",
@@ -158,9 +178,9 @@ _PRIMARY_LV = "jsonb_build_object(" + ", ".join(f"'{c}', s.{c}" for c in _NO_HOM
   || CASE WHEN s.frame_count IS NULL THEN '{"frame_count": null}'::jsonb ELSE '{}' END
   || CASE WHEN s.channel_names IS NULL THEN '{"channel_names": null}'::jsonb ELSE '{}' END
   || CASE WHEN s.channel_count IS NULL THEN '{"channel_count": null}'::jsonb ELSE '{}' END
-  || CASE WHEN ts.processing_version IS DISTINCT FROM s.processing_version THEN jsonb_build_object('processing_version', s.processing_version) ELSE '{}' END
-  || CASE WHEN ts.processing_status IS DISTINCT FROM s.processing_status THEN jsonb_build_object('processing_status', s.processing_status) ELSE '{}' END
-  || CASE WHEN ts.error_message IS DISTINCT FROM s.error_message THEN jsonb_build_object('error_message', s.error_message) ELSE '{}' END
+  || CASE WHEN s.ts_version IS DISTINCT FROM s.processing_version THEN jsonb_build_object('processing_version', s.processing_version) ELSE '{}' END
+  || CASE WHEN s.ts_status IS DISTINCT FROM s.processing_status THEN jsonb_build_object('processing_status', s.processing_status) ELSE '{}' END
+  || CASE WHEN s.ts_error IS DISTINCT FROM s.error_message THEN jsonb_build_object('error_message', s.error_message) ELSE '{}' END
   || CASE WHEN s.ar_id IS NOT NULL THEN jsonb_build_object('analysis_created_at', s.ar_created_at) ELSE '{}' END"""
 
 _PRIMARY_NOTES = """jsonb_strip_nulls(jsonb_build_object(
@@ -176,11 +196,13 @@ _PRIMARY_NOTES = """jsonb_strip_nulls(jsonb_build_object(
         CASE WHEN s.channel_count IS NULL THEN 'channel_count=0' END,
         CASE WHEN s.processing_version IS NULL AND s.ar_version IS NULL THEN 'processing_version=legacy-unknown' END],
         NULL))::jsonb, '[]'::jsonb),
-    'status', CASE WHEN ts.processing_status IS DISTINCT FROM s.processing_status
-                   THEN coalesce(s.processing_status, 'NULL') || ' -> ' || ts.processing_status END,
+    'status', CASE WHEN s.ts_status IS DISTINCT FROM s.processing_status
+                   THEN coalesce(s.processing_status, 'NULL') || ' -> ' || s.ts_status END,
     'analysis_expired', CASE WHEN s.ar_expired THEN true END,
     'second_paths', (SELECT nullif(count(*), 0) FROM c3d_metadata d WHERE d.file_hash = s.file_hash AND d.id <> s.id)))"""
 
+# Every legacy row of the staged hashes (index probes by file_hash: OFFSET 0 keeps the lateral
+# subquery a parameterised index scan instead of a hash join over all of c3d_metadata).
 _INSERT_SOURCES = f"""
 INSERT INTO legacy_c3d_sources (c3d_metadata_id, session_id, file_path, is_primary,
                                 analysis_result_id, legacy_values, notes)
@@ -192,13 +214,26 @@ SELECT d.id, s.id, d.file_path, d.id = s.id,
             ELSE jsonb_build_object('second_path_of', s.id, 'reason',
                  'same file_hash as the primary row: one session per content (therapy_sessions.file_hash is UNIQUE)') END
 FROM _lm_src s
-JOIN therapy_sessions ts ON ts.id = s.id
-JOIN c3d_metadata d ON d.file_hash = s.file_hash
+CROSS JOIN LATERAL (SELECT d0.* FROM c3d_metadata d0 WHERE d0.file_hash = s.file_hash OFFSET 0) d
 """
 
 _COUNT_KEYS_SQL = "ARRAY[" + ", ".join(f"'{k}'" for k in M.COUNT_KEYS) + "]"
 _ALWAYS_SQL = "ARRAY[" + ", ".join(f"'{k}'" for k in M.ALWAYS_CARRIED) + "]::text[]"
 _USER_METHODS = "(" + ", ".join(f"'{m}'" for m in M.USER_MVC_METHODS) + ")"
+
+# Time-ordered ids (UUID version 7 layout: 48-bit Unix ms, version, random, variant, random, then
+# a per-statement counter) for emg_statistics / emg_contractions. gen_random_uuid() scattered
+# ~2M insertions over the whole primary-key and (statistics_id, contraction_index) indexes
+# (random pages read, dirtied, evicted and read again); ordered ids append at the right edge.
+# {p}: 24 hex digits made per batch and table by _id_prefix(); {n}: the row counter.
+_ID = "({p} || lpad(to_hex({n}), 8, '0'))::uuid"
+
+
+def _id_prefix() -> str:
+    ms = time.time_ns() // 1_000_000
+    r = int.from_bytes(os.urandom(6), "big")           # 42 random bits: 12 + 2 + 28
+    return (f"{ms & (2**48 - 1):012x}7{(r >> 36) & 0xfff:03x}"
+            f"{0x8 | ((r >> 28) & 0x3):x}{r & 0xfffffff:07x}")
 
 
 def _cnt(key: str) -> str:
@@ -209,37 +244,48 @@ def _num(key: str) -> str:
     return f"(CASE WHEN jsonb_typeof(c.value->'{key}') = 'number' THEN (c.value->>'{key}')::float8 END)"
 
 
-# One row per channel, every needed value extracted once from the in-memory jsonb_each value
-# (reading keys from a stored, TOASTed jsonb would decompress it once per key).
-_STAGE_CHANNELS = f"""
-CREATE TEMP TABLE _lm_chan ON COMMIT DROP AS
-SELECT gen_random_uuid() AS stat_id, s.id AS session_id, c.key AS ch,
-       s.ar_id, s.ar_version, s.ar_time_ms, s.ar_created_at,
-       CASE WHEN jsonb_typeof(r.mvc_values -> c.key) = 'number' THEN (r.mvc_values ->> c.key)::float8 END AS mvc_v,
-       {_cnt('contraction_count')} AS n_total,
-       {_cnt('mvc_contraction_count')} AS n_mvc,
-       {_cnt('duration_contraction_count')} AS n_dur,
-       {_cnt('good_contraction_count')} AS n_good,
-       {_cnt('expected_contractions')} AS expected,
-       {_num('mvc_threshold_actual_value')} AS thr,
-       {_num('duration_threshold_actual_value')} AS dthr,
-       {_num('rms')} AS rms, {_num('mav')} AS mav, {_num('mpf')} AS mpf, {_num('mdf')} AS mdf,
-       {_num('fatigue_index_fi_nsm5')} AS fi,
-       c.value->>'mvc_estimation_method' AS method,
-       CASE WHEN jsonb_typeof(c.value->'signal_processing'->'processing_steps') = 'array'
-            THEN (SELECT string_agg(x, '->' ORDER BY o)
-                  FROM jsonb_array_elements_text(c.value->'signal_processing'->'processing_steps') WITH ORDINALITY e(x, o))
-       END AS steps,
-       c.value - {_ALWAYS_SQL}
-               - ARRAY(SELECT k FROM unnest({_COUNT_KEYS_SQL}) k WHERE jsonb_typeof(c.value->k) = 'number') AS legacy,
-       CASE WHEN jsonb_typeof(c.value->'contractions') = 'array' THEN c.value->'contractions' ELSE '[]'::jsonb END AS contr
-FROM _lm_src s
-JOIN analysis_results r ON r.id = s.ar_id
-CROSS JOIN LATERAL jsonb_each(r.analytics_data) c
-WHERE s.ok AND jsonb_typeof(c.value) = 'object'
+# One row per channel of the chosen analyses: every value is extracted once from the in-memory
+# jsonb_each value (one detoast of analytics_data per analysis), plus the derived rates, kept in
+# memory (MATERIALIZED CTE) for the four INSERTs of _INSERT_CHANNELS.
+_CHAN = f"""
+SELECT c.*,
+       least(coalesce(c.n_total, 0)::float8 / coalesce(nullif(greatest(c.expected, 0), 0), {M.DEFAULT_TARGET_CONTRACTIONS}), 1.0) AS comp,
+       CASE WHEN coalesce(c.n_total, 0) = 0 THEN 0 ELSE least(coalesce(c.n_mvc, 0)::float8 / c.n_total, 1.0) END AS inten,
+       CASE WHEN coalesce(c.n_total, 0) = 0 THEN 0 ELSE least(coalesce(c.n_dur, 0)::float8 / c.n_total, 1.0) END AS dur,
+       CASE WHEN lower(c.ch) = 'ch1' OR lower(c.ch) LIKE '%left%' THEN 'left'
+            WHEN lower(c.ch) = 'ch2' OR lower(c.ch) LIKE '%right%' THEN 'right' END AS side,
+       coalesce(c.mvc_v, c.thr / {M.DEFAULT_MVC_THRESHOLD_PERCENTAGE}, 0) AS mvc_peak,
+       CASE WHEN c.method IN {_USER_METHODS} THEN 'user_defined' ELSE 'backend_95percentile' END AS mvc_method
+FROM (
+    SELECT {_ID.format(p="$1", n="row_number() OVER ()")} AS stat_id, s.id AS session_id, c.key AS ch,
+           s.ar_id, s.ar_version, s.ar_time_ms, s.ar_created_at,
+           CASE WHEN jsonb_typeof(c.mvc_values -> c.key) = 'number' THEN (c.mvc_values ->> c.key)::float8 END AS mvc_v,
+           {_cnt('contraction_count')} AS n_total,
+           {_cnt('mvc_contraction_count')} AS n_mvc,
+           {_cnt('duration_contraction_count')} AS n_dur,
+           {_cnt('good_contraction_count')} AS n_good,
+           {_cnt('expected_contractions')} AS expected,
+           {_num('mvc_threshold_actual_value')} AS thr,
+           {_num('duration_threshold_actual_value')} AS dthr,
+           {_num('rms')} AS rms, {_num('mav')} AS mav, {_num('mpf')} AS mpf, {_num('mdf')} AS mdf,
+           {_num('fatigue_index_fi_nsm5')} AS fi,
+           c.value->>'mvc_estimation_method' AS method,
+           CASE WHEN jsonb_typeof(c.value->'signal_processing'->'processing_steps') = 'array'
+                THEN (SELECT string_agg(x, '->' ORDER BY o)
+                      FROM jsonb_array_elements_text(c.value->'signal_processing'->'processing_steps') WITH ORDINALITY e(x, o))
+           END AS steps,
+           c.value - {_ALWAYS_SQL}
+                   - ARRAY(SELECT k FROM unnest({_COUNT_KEYS_SQL}) k WHERE jsonb_typeof(c.value->k) = 'number') AS legacy,
+           CASE WHEN jsonb_typeof(c.value->'contractions') = 'array' THEN c.value->'contractions' ELSE '[]'::jsonb END AS contr
+    FROM _lm_src s
+    CROSS JOIN LATERAL (SELECT r0.mvc_values, c0.key, c0.value
+                        FROM analysis_results r0 CROSS JOIN LATERAL jsonb_each(r0.analytics_data) c0
+                        WHERE r0.id = s.ar_id AND jsonb_typeof(c0.value) = 'object' OFFSET 0) c
+    WHERE s.ok
+) c
 """
 
-_INSERT_STATS = f"""
+_INS_STATS = f"""
 INSERT INTO emg_statistics (
     id, session_id, channel_name, mvc_peak_value, mvc_rms_value, mvc_confidence_score,
     mvc_calculation_method, total_contractions, good_contractions_intensity,
@@ -249,19 +295,14 @@ INSERT INTO emg_statistics (
     processing_time_ms, mvc_threshold_percentage, duration_threshold_seconds, processed_at,
     side, rms_value, mav_value, mean_frequency_hz, median_frequency_hz, fatigue_index,
     analysis_details)
-SELECT stat_id, session_id, ch,
-       coalesce(mvc_v, thr / {M.DEFAULT_MVC_THRESHOLD_PERCENTAGE}, 0), 0, 0,
-       CASE WHEN method IN {_USER_METHODS} THEN 'user_defined' ELSE 'backend_95percentile' END,
+SELECT stat_id, session_id, ch, mvc_peak, 0, 0, mvc_method,
        coalesce(n_total, 0), coalesce(n_mvc, 0), coalesce(n_dur, 0), coalesce(n_good, 0),
        comp, inten, dur, (comp + inten + dur) / 3.0,
        0, NULL, NULL, 0,
        coalesce(nullif(steps, ''), '{M.DEFAULT_PIPELINE}'),
        ar_version, ar_time_ms,
        {M.DEFAULT_MVC_THRESHOLD_PERCENTAGE}, coalesce(dthr / 1000.0, {M.DEFAULT_DURATION_THRESHOLD_SECONDS}),
-       ar_created_at,
-       CASE WHEN lower(ch) = 'ch1' OR lower(ch) LIKE '%left%' THEN 'left'
-            WHEN lower(ch) = 'ch2' OR lower(ch) LIKE '%right%' THEN 'right' END,
-       rms, mav, mpf, mdf, fi,
+       ar_created_at, side, rms, mav, mpf, mdf, fi,
        jsonb_build_object(
            'legacy', legacy,
            'migrated_from_legacy', jsonb_build_object(
@@ -278,32 +319,58 @@ SELECT stat_id, session_id, ch,
                    CASE WHEN n_mvc IS NULL THEN 'good_contractions_intensity' END,
                    CASE WHEN n_dur IS NULL THEN 'good_contractions_duration' END,
                    CASE WHEN n_good IS NULL THEN 'good_contractions_both' END], NULL))))
-FROM (
-    SELECT c.*,
-           least(coalesce(c.n_total, 0)::float8 / coalesce(nullif(greatest(c.expected, 0), 0), {M.DEFAULT_TARGET_CONTRACTIONS}), 1.0) AS comp,
-           CASE WHEN coalesce(c.n_total, 0) = 0 THEN 0 ELSE least(coalesce(c.n_mvc, 0)::float8 / c.n_total, 1.0) END AS inten,
-           CASE WHEN coalesce(c.n_total, 0) = 0 THEN 0 ELSE least(coalesce(c.n_dur, 0)::float8 / c.n_total, 1.0) END AS dur
-    FROM _lm_chan c
-) q
-"""
+FROM chan
+RETURNING 1"""
 
-_INSERT_CONTRACTIONS = """
-INSERT INTO emg_contractions (statistics_id, session_id, channel_name, contraction_index,
+_INS_CONTRACTIONS = f"""
+INSERT INTO emg_contractions (id, statistics_id, session_id, channel_name, contraction_index,
     start_time_s, end_time_s, duration_s, peak_amplitude, mean_amplitude,
     meets_intensity, meets_duration, is_good)
-SELECT c.stat_id, c.session_id, c.ch, (e.o - 1)::int,
-       (e.x->>'start_time_ms')::float8 / 1000, (e.x->>'end_time_ms')::float8 / 1000,
-       (e.x->>'duration_ms')::float8 / 1000,
-       coalesce((e.x->>'max_amplitude')::float8, 0), coalesce((e.x->>'mean_amplitude')::float8, 0),
-       coalesce((e.x->>'meets_mvc')::boolean, false), coalesce((e.x->>'meets_duration')::boolean, false),
-       coalesce((e.x->>'is_good')::boolean, false)
-FROM _lm_chan c
-CROSS JOIN LATERAL jsonb_array_elements(c.contr) WITH ORDINALITY e(x, o)
-"""
+SELECT {_ID.format(p="$2", n="row_number() OVER ()")},
+       c.stat_id, c.session_id, c.ch, (e.o - 1)::int,
+       e.start_time_ms / 1000, e.end_time_ms / 1000, e.duration_ms / 1000,
+       coalesce(e.max_amplitude, 0), coalesce(e.mean_amplitude, 0),
+       coalesce(e.meets_mvc, false), coalesce(e.meets_duration, false), coalesce(e.is_good, false)
+FROM chan c
+CROSS JOIN LATERAL ROWS FROM (jsonb_to_recordset(c.contr) AS (
+    start_time_ms float8, end_time_ms float8, duration_ms float8, max_amplitude float8,
+    mean_amplitude float8, meets_mvc boolean, meets_duration boolean, is_good boolean)) WITH ORDINALITY
+    e(start_time_ms, end_time_ms, duration_ms, max_amplitude, mean_amplitude, meets_mvc,
+      meets_duration, is_good, o)
+RETURNING 1"""
 
 _REQ = json.dumps(M.REQUESTED_WEIGHTS)
 
-_INSERT_SCORES = f"""
+# Per session, from the channel rows (the values just written to emg_statistics: side,
+# muscle_compliance_score, rates, mvc_peak_value, mvc_calculation_method).
+_SESSION_AGG = """
+SELECT s.id, s.ar_id, s.ar_created_at, s.session_duration, s.game_metadata,
+       k.mcs_avg, k.has_l, k.has_r, k.l_mcs, k.r_mcs, k.l_c, k.l_i, k.l_d, k.r_c, k.r_i, k.r_d,
+       k.user_mvc, k.l_mvc, k.r_mvc, k.dthr, k.l_dthr, k.r_dthr, k.target
+FROM _lm_src s
+JOIN (SELECT session_id,
+             avg((comp + inten + dur) / 3.0) AS mcs_avg,
+             bool_or(side = 'left') AS has_l, bool_or(side = 'right') AS has_r,
+             min((comp + inten + dur) / 3.0) FILTER (WHERE side = 'left') AS l_mcs,
+             min((comp + inten + dur) / 3.0) FILTER (WHERE side = 'right') AS r_mcs,
+             min(comp) FILTER (WHERE side = 'left') AS l_c,
+             min(inten) FILTER (WHERE side = 'left') AS l_i,
+             min(dur) FILTER (WHERE side = 'left') AS l_d,
+             min(comp) FILTER (WHERE side = 'right') AS r_c,
+             min(inten) FILTER (WHERE side = 'right') AS r_i,
+             min(dur) FILTER (WHERE side = 'right') AS r_d,
+             bool_or(mvc_method = 'user_defined') AS user_mvc,
+             min(mvc_peak) FILTER (WHERE side = 'left') AS l_mvc,
+             min(mvc_peak) FILTER (WHERE side = 'right') AS r_mvc,
+             min(dthr) / 1000.0 AS dthr,
+             min(dthr) FILTER (WHERE side = 'left') / 1000.0 AS l_dthr,
+             min(dthr) FILTER (WHERE side = 'right') / 1000.0 AS r_dthr,
+             nullif(max(expected), 0) AS target
+      FROM chan GROUP BY session_id) k ON k.session_id = s.id
+WHERE s.ok
+"""
+
+_INS_SCORES = f"""
 INSERT INTO performance_scores (
     session_id, overall_performance_score, compliance_score, symmetry_score, effort_score,
     game_score, performance_weights, bfr_pressure_aop, bfr_compliance_gate, rpe_post_session,
@@ -333,30 +400,19 @@ SELECT q.id,
        q.l_c, q.l_i, q.l_d, q.r_c, q.r_i, q.r_d,
        q.ar_created_at
 FROM (
-    SELECT s.id, s.ar_id, s.ar_created_at, s.session_duration,
-           CASE WHEN s.game_metadata->>'score' ~ '^[0-9]{{1,9}}$' THEN (s.game_metadata->>'score')::int END AS points,
-           avg(e.muscle_compliance_score) * 100 AS comp,
-           bool_or(e.side = 'left') AND bool_or(e.side = 'right') AS has_sym,
-           CASE WHEN coalesce(min(e.muscle_compliance_score) FILTER (WHERE e.side = 'left'), 0)
-                   + coalesce(min(e.muscle_compliance_score) FILTER (WHERE e.side = 'right'), 0) > 0
-                THEN (1 - abs(min(e.muscle_compliance_score) FILTER (WHERE e.side = 'left')
-                              - min(e.muscle_compliance_score) FILTER (WHERE e.side = 'right'))
-                          / (min(e.muscle_compliance_score) FILTER (WHERE e.side = 'left')
-                             + min(e.muscle_compliance_score) FILTER (WHERE e.side = 'right'))) * 100
+    SELECT a.id, a.ar_id, a.ar_created_at, a.session_duration,
+           CASE WHEN a.game_metadata->>'score' ~ '^[0-9]{{1,9}}$' THEN (a.game_metadata->>'score')::int END AS points,
+           a.mcs_avg * 100 AS comp,
+           a.has_l AND a.has_r AS has_sym,
+           CASE WHEN coalesce(a.l_mcs, 0) + coalesce(a.r_mcs, 0) > 0
+                THEN (1 - abs(a.l_mcs - a.r_mcs) / (a.l_mcs + a.r_mcs)) * 100
                 ELSE 0 END AS sym,
-           min(e.completion_rate) FILTER (WHERE e.side = 'left') AS l_c,
-           min(e.intensity_rate) FILTER (WHERE e.side = 'left') AS l_i,
-           min(e.duration_rate) FILTER (WHERE e.side = 'left') AS l_d,
-           min(e.completion_rate) FILTER (WHERE e.side = 'right') AS r_c,
-           min(e.intensity_rate) FILTER (WHERE e.side = 'right') AS r_i,
-           min(e.duration_rate) FILTER (WHERE e.side = 'right') AS r_d
-    FROM _lm_src s JOIN emg_statistics e ON e.session_id = s.id
-    WHERE s.ok
-    GROUP BY s.id, s.ar_id, s.ar_created_at, s.session_duration, s.game_metadata
+           a.l_c, a.l_i, a.l_d, a.r_c, a.r_i, a.r_d
+    FROM agg a
 ) q
-"""
+RETURNING 1"""
 
-_INSERT_SETTINGS = f"""
+_INS_SETTINGS = f"""
 INSERT INTO session_settings (
     session_id, mvc_calculation_method, mvc_threshold_percentage, mvc_user_left_quad,
     mvc_user_right_quad, performance_weights, duration_threshold_seconds,
@@ -380,24 +436,43 @@ SELECT q.id,
        CASE WHEN q.level ~ '^[0-9]{{1,2}}$' AND q.level::int BETWEEN 1 AND 10 THEN q.level::int END,
        NULL, NULL, NULL,
        q.ar_created_at, q.ar_created_at
-FROM (
-    SELECT s.id, s.ar_id, s.ar_created_at, s.game_metadata->>'level' AS level,
-           bool_or(e.mvc_calculation_method = 'user_defined') AS user_mvc,
-           min(e.mvc_peak_value) FILTER (WHERE e.side = 'left') AS l_mvc,
-           min(e.mvc_peak_value) FILTER (WHERE e.side = 'right') AS r_mvc,
-           min(c.dthr) / 1000.0 AS dthr,
-           min(c.dthr) FILTER (WHERE e.side = 'left') / 1000.0 AS l_dthr,
-           min(c.dthr) FILTER (WHERE e.side = 'right') / 1000.0 AS r_dthr,
-           nullif(max(c.expected), 0) AS target
-    FROM _lm_src s JOIN _lm_chan c ON c.session_id = s.id JOIN emg_statistics e ON e.id = c.stat_id
-    WHERE s.ok
-    GROUP BY s.id, s.ar_id, s.ar_created_at, s.game_metadata
-) q
+FROM (SELECT a.*, a.game_metadata->>'level' AS level FROM agg a) q
+RETURNING 1"""
+
+# Statistics, contractions, scores and settings of the batch in ONE statement: the channel rows
+# are built once (one pass over the JSON) and shared in memory; the foreign-key checks run at
+# the end of the statement, when every row of every sub-statement is there.
+_INSERT_CHANNELS = f"""
+WITH chan AS MATERIALIZED ({_CHAN}),
+     agg AS MATERIALIZED ({_SESSION_AGG}),
+     st AS ({_INS_STATS}),
+     co AS ({_INS_CONTRACTIONS}),
+     sc AS ({_INS_SCORES}),
+     se AS ({_INS_SETTINGS})
+SELECT (SELECT count(*) FROM st) AS statistics, (SELECT count(*) FROM co) AS contractions,
+       (SELECT count(*) FROM sc) AS performance_scores, (SELECT count(*) FROM se) AS session_settings
 """
 
+# Settings of the migration transactions (SET LOCAL: they end with each batch). All are safe on
+# a production server: they only concern this connection's own work.
+_TX_SETTINGS = (
+    # the channel rows of a batch (~40 MB for 5000 sessions) stay in memory
+    "SET LOCAL work_mem = '128MB'",
+    # the batches are the parallelism (--workers); parallel plans per statement only compete
+    "SET LOCAL max_parallel_workers_per_gather = 0",
+    # a crash may lose the last committed batches' WAL flush: they are re-done by the re-run
+    # (idempotent, resumable); nothing else is written by this connection
+    "SET LOCAL synchronous_commit = off",
+)
+# TOAST compression of the values this transaction writes (analysis_details, legacy_values):
+# lz4 compresses several times faster than pglz; stored values read back identically. Used
+# only when the server is built with lz4 (pg_settings lists it), else the server default stays.
+_LZ4 = "SET LOCAL default_toast_compression = lz4"
+_HAS_LZ4 = ("SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'")
 
 
-async def _migrate_batch(conn: asyncpg.Connection, lo: uuid.UUID, hi: uuid.UUID, now) -> dict:
+async def _migrate_batch(conn: asyncpg.Connection, lo: uuid.UUID, hi: uuid.UUID, now,
+                         settings: tuple[str, ...] = _TX_SETTINGS) -> dict:
     timings: dict[str, int] = {}
     t = time.perf_counter()
 
@@ -410,6 +485,7 @@ async def _migrate_batch(conn: asyncpg.Connection, lo: uuid.UUID, hi: uuid.UUID,
         last = status.split()[-1]
         return int(last) if last.isdigit() else 0
 
+    await conn.execute(";".join(settings))
     await step("stage", _STAGE, now, lo, hi)
     rows = await conn.fetchval("SELECT count(*) FROM c3d_metadata WHERE id > $1 AND id <= $2", lo, hi)
     await conn.execute("ANALYZE _lm_src")
@@ -421,12 +497,9 @@ async def _migrate_batch(conn: asyncpg.Connection, lo: uuid.UUID, hi: uuid.UUID,
         FROM _lm_src""")
     res = dict(out)
     res["second_paths"] = await step("sources", _INSERT_SOURCES) - res["sessions"]
-    await step("stage_channels", _STAGE_CHANNELS)
-    await conn.execute("ANALYZE _lm_chan")
-    res["statistics"] = await step("statistics", _INSERT_STATS)
-    res["contractions"] = await step("contractions", _INSERT_CONTRACTIONS)
-    res["performance_scores"] = await step("scores", _INSERT_SCORES)
-    res["session_settings"] = await step("settings", _INSERT_SETTINGS)
+    counts = await conn.fetchrow(_INSERT_CHANNELS, _id_prefix(), _id_prefix())
+    timings["channels"] = int((time.perf_counter() - t) * 1000)
+    res.update(dict(counts))
     res["step_ms"] = timings
     res["rows"] = rows
     return res
@@ -464,6 +537,7 @@ async def run(dsn: str, *, batch_size: int = 5000, dry_run: bool = False, progre
             "batch_size": batch_size, "dry_run": dry_run}})
         bar = tqdm(total=stats.legacy_rows, unit="row", file=sys.stderr, disable=not progress,
                    desc="migrate-legacy" + (" (dry run)" if dry_run else ""))
+        settings = _TX_SETTINGS + ((_LZ4,) if await conn.fetchval(_HAS_LZ4) else ())
         bounds = await _batch_bounds(conn, batch_size)
         ranges = list(zip([_ZERO] + bounds[:-1], bounds))
         queue = iter(ranges)
@@ -477,7 +551,7 @@ async def run(dsn: str, *, batch_size: int = 5000, dry_run: bool = False, progre
                 tx = wconn.transaction()
                 await tx.start()
                 try:
-                    res = await _migrate_batch(wconn, lo, hi, now)
+                    res = await _migrate_batch(wconn, lo, hi, now, settings)
                 except BaseException:
                     await tx.rollback()
                     log.error("batch failed and was rolled back", extra={"fields": {"after_id": str(lo), "to_id": str(hi)}})

@@ -295,3 +295,19 @@ async def test_008_archives_legacy_tables_intact(db_factory):
         assert await conn.fetchval("SELECT count(*) FROM legacy_c3d_sources") == before["c3d_metadata"]
     finally:
         await conn.close()
+
+
+async def test_migrated_statistics_and_contraction_ids_are_time_ordered(migrated):
+    """emg_statistics / emg_contractions ids are UUIDv7-layout (time-ordered, appended to the
+    indexes); the session ids stay the legacy c3d_metadata ids."""
+    dsn, _ = migrated
+    conn = await asyncpg.connect(dsn)
+    try:
+        for table in ("emg_statistics", "emg_contractions"):
+            ids = [r[0] for r in await conn.fetch(f"SELECT id FROM {table}")]
+            assert ids and all(u.version == 7 and u.variant == "specified in RFC 4122" for u in ids), table
+            assert len(set(ids)) == len(ids)
+        assert await conn.fetchval("SELECT count(*) FROM therapy_sessions ts "
+                                   "WHERE NOT EXISTS (SELECT 1 FROM c3d_metadata m WHERE m.id = ts.id)") == 0
+    finally:
+        await conn.close()
