@@ -43,10 +43,15 @@ async def apply_identity(conn, identity: auth.Identity | None = None) -> None:
 
 
 async def reset_connection(conn: asyncpg.Connection) -> None:
-    """Pool reset hook: asyncpg's default reset (RESET ALL clears the settings), and forget
-    which identity the connection carried."""
+    """Pool reset hook: what asyncpg's default reset query does (the pool has already rolled
+    back any transaction), RESET ALL included, so the settings go; forget them too."""
     _applied.pop(conn, None)
-    await conn.reset()
+    try:
+        await conn.execute("SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;")
+    except Exception:  # noqa: BLE001 - a broken connection (e.g. the server went away)
+        # Drop it quietly: raising here would mask the caller's own (retryable) error, and the
+        # pool reconnects a terminated connection on the next acquire.
+        conn.terminate()
 
 
 def forget(conn) -> None:

@@ -42,6 +42,7 @@ STATUS_OF: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (asyncpg.exceptions.OperatorInterventionError, grpc.StatusCode.UNAVAILABLE),
     (asyncpg.TooManyConnectionsError, grpc.StatusCode.UNAVAILABLE),
     (asyncpg.InterfaceError, grpc.StatusCode.UNAVAILABLE),
+    (asyncpg.InternalClientError, grpc.StatusCode.UNAVAILABLE),   # see is_connection_error
     (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
     # The generated servicer base raises this for RPCs a service does not implement.
     (NotImplementedError, grpc.StatusCode.UNIMPLEMENTED),
@@ -65,8 +66,10 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
 
 def is_connection_error(exc: BaseException) -> bool:
     """True for errors that mean the database connection itself is gone (not a bad query)."""
+    # InternalClientError: asyncpg found the connection mid-operation — seen when the server
+    # went away during a query; the connection is unusable, a retry on a fresh one works.
     return (isinstance(exc, (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                             asyncpg.exceptions.OperatorInterventionError))
+                             asyncpg.exceptions.OperatorInterventionError, asyncpg.InternalClientError))
             and not isinstance(exc, errors.DomainError))
 
 

@@ -279,14 +279,21 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             session_date=self._session_date(meta), session_type=SESSION_TYPES.get(meta.session_type),
             protocol_day=meta.protocol_day if meta.HasField("protocol_day") else None,
             processing_version=PROCESSING_VERSION)
-        async with self.db.acquire() as conn:
-            sid = await repo.claim(conn, header)
+        level = meta.options.game_difficulty_level if meta.options.HasField("game_difficulty_level") else None
+        try:
+            async with self.db.acquire() as conn:
+                sid = await repo.claim(conn, header)
+        except Exception as exc:
+            if is_connection_error(exc):
+                # The claim may have committed without its reply reaching us: finish the
+                # session once the database is back, so it is not left 'processing'.
+                self._resume_later(obj, settings, bfr, level)
+            raise
         if sid is None:   # a concurrent upload of the same bytes won
             existing = await self._existing(obj.sha256)
             if existing.file_path != obj.path:
                 await self.store.delete(obj.path)
             return existing
-        level = meta.options.game_difficulty_level if meta.options.HasField("game_difficulty_level") else None
         # Once claimed, finish even if the caller goes away: no session is left 'processing'.
         return await asyncio.shield(self._process(sid, obj, settings, bfr, level, created=True))
 
@@ -378,6 +385,37 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                     delay = min(delay * 2, 5.0)
 
         task = asyncio.get_running_loop().create_task(run(), name=f"settle-{sid}")
+        self.settling.add(task)
+        task.add_done_callback(self.settling.discard)
+
+    def _resume_later(self, obj: StoredObject, settings: AnalysisSettings, bfr: dict | None,
+                      level: int | None) -> None:
+        """After an ambiguous claim: when the database answers again, process the session if
+        the claim did commit and the session is still 'processing' (an identical second run is
+        harmless: results are replaced atomically)."""
+        async def run():
+            delay, deadline = 0.2, time.monotonic() + SETTLE_TIMEOUT_S
+            while True:
+                await asyncio.sleep(delay)
+                try:
+                    async with self.db.acquire() as conn:
+                        found = await repo.find_by_hash(conn, obj.sha256)
+                    break
+                except Exception as exc:  # noqa: BLE001
+                    if not is_connection_error(exc) or time.monotonic() > deadline:
+                        log.error("could not check the claim of %s; Reprocess it if it stays 'processing'",
+                                  obj.path, exc_info=True)
+                        return
+                    delay = min(delay * 2, 5.0)
+            if found is not None and found.status == "processing":
+                try:
+                    await self._process(found.id, obj, settings, bfr, level, created=True)
+                    log.info("session %s completed after an interrupted claim", found.id)
+                except Exception:  # noqa: BLE001 - _process records failures itself
+                    log.warning("session %s: processing after an interrupted claim failed", found.id,
+                                exc_info=True)
+
+        task = asyncio.get_running_loop().create_task(run(), name=f"resume-{obj.sha256[:12]}")
         self.settling.add(task)
         task.add_done_callback(self.settling.discard)
 
