@@ -83,8 +83,11 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 log = logging.getLogger("ghostly.export")
 
 
-def _ts_dt(ts: Timestamp) -> dt.datetime:
-    return _EPOCH + dt.timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
+def _ts_dt(ts: Timestamp, field: str = "timestamp") -> dt.datetime:
+    try:
+        return _EPOCH + dt.timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
+    except OverflowError:
+        raise errors.InvalidArgument(f"{field} is outside the years 0001-9999") from None
 
 
 def _ts(value: dt.datetime | None) -> Timestamp | None:
@@ -164,8 +167,8 @@ def parse_request(request: pb.CreateExportRequest, export_type: str, data_format
     ids = list(dict.fromkeys(s.strip() for s in request.session_ids if s.strip()))
     for s in ids:
         _uuid(s, "session_ids")
-    date_from = _ts_dt(request.date_from) if request.HasField("date_from") else None
-    date_to = _ts_dt(request.date_to) if request.HasField("date_to") else None
+    date_from = _ts_dt(request.date_from, "date_from") if request.HasField("date_from") else None
+    date_to = _ts_dt(request.date_to, "date_to") if request.HasField("date_to") else None
     if date_from and date_to and date_from >= date_to:
         raise errors.InvalidArgument(f"date_from must be before date_to ({date_from.isoformat()} >= "
                                      f"{date_to.isoformat()})")
@@ -582,8 +585,8 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
             if request.status not in STATUSES:
                 raise errors.InvalidArgument(f"status {request.status} is not a known ExportStatus")
             status = STATUSES[request.status]
-        lo = _ts_dt(getattr(request, "from")) if request.HasField("from") else None
-        hi = _ts_dt(request.to) if request.HasField("to") else None
+        lo = _ts_dt(getattr(request, "from"), "from") if request.HasField("from") else None
+        hi = _ts_dt(request.to, "to") if request.HasField("to") else None
         if lo and hi and lo >= hi:
             raise errors.InvalidArgument(f"from must be before to ({lo.isoformat()} >= {hi.isoformat()})")
         filters = filter_hash([str(session or ""), str(researcher or ""), etype, fmt, status,

@@ -290,12 +290,7 @@ def _msg_class(desc):
     return message_factory.GetMessageClass(desc)
 
 
-# Known, not fixed here (services/export is being finished by its owner): a Timestamp outside
-# 0001..9999 (date_from/date_to) overflows datetime in services/export/servicer.py `_ts_dt` ->
-# INTERNAL. Non-strict: these pass once fixed, or when a run does not draw such a timestamp.
-_EXPORT_TS = pytest.mark.xfail(reason="export: out-of-range Timestamp -> OverflowError -> INTERNAL "
-                                      "(services/export/servicer.py _ts_dt)", strict=False)
-PARAMS = [pytest.param(s, m, id=f"{s}.{m}", marks=[_EXPORT_TS] if s == "export" else []) for s, m in CASES]
+PARAMS = [pytest.param(s, m, id=f"{s}.{m}") for s, m in CASES]
 
 
 @pytest.mark.parametrize("service,method", PARAMS)
