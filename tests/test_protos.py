@@ -16,7 +16,7 @@ SERVICES = {
     "ghostly.ingest.v1": {"IngestService": {"Upload", "IngestStoredFile", "Reprocess", "GetProcessingStatus"}},
     "ghostly.statistics.v1": {"StatisticsService": {
         "GetSession", "ListSessions", "GetEmgStatistics", "GetPerformanceScore", "GetBfrMonitoring",
-        "GetSessionSettings", "GetPatientProgress", "GetCohortSummary"}},
+        "GetSessionSettings", "GetPatientProgress", "GetCohortSummary", "BatchGetSessionStatistics"}},
     "ghostly.jit_signal.v1": {"JitSignalService": {"StreamSignals", "ListChannels"}},
     "ghostly.export.v1": {"ExportService": {"CreateExport", "ListExportHistory"}},
 }

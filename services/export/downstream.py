@@ -111,6 +111,11 @@ class Downstream:
     async def performance(self, session_id: str, call: CallOptions) -> spb.PerformanceScore:
         return await self._stats("GetPerformanceScore", spb.SessionKey(session_id=session_id), call)
 
+    async def batch_statistics(self, session_ids: list[str], channels: list[str], call: CallOptions
+                               ) -> spb.BatchGetSessionStatisticsResponse:
+        return await self._stats("BatchGetSessionStatistics", spb.BatchGetSessionStatisticsRequest(
+            session_ids=session_ids, channels=channels), call)
+
     async def bfr(self, session_id: str, call: CallOptions) -> spb.BfrMonitoring:
         return await self._stats("GetBfrMonitoring", spb.SessionKey(session_id=session_id), call)
 

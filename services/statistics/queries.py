@@ -59,6 +59,16 @@ FROM therapy_sessions s
 LEFT JOIN performance_scores p ON p.session_id = s.id
 WHERE s.id = $1"""
 
+# Batch variants (BatchGetSessionStatistics): the same columns for a set of sessions.
+BATCH_SESSIONS = f"SELECT {SESSION_COLS} FROM therapy_sessions WHERE id = ANY($1::uuid[])"
+BATCH_EMG_STATISTICS = f"""
+SELECT e.session_id AS sid, {_STAT_COLS}
+FROM emg_statistics e
+WHERE e.session_id = ANY($1::uuid[]) AND (cardinality($2::text[]) = 0 OR e.channel_name = ANY($2::text[]))
+ORDER BY e.session_id, e.channel_name"""
+BATCH_PERFORMANCE = PERFORMANCE_SCORE.replace("LEFT JOIN", "JOIN").replace("WHERE s.id = $1",
+                                                                        "WHERE s.id = ANY($1::uuid[])")
+
 BFR_MONITORING = """
 SELECT s.id AS sid, b.id, b.target_pressure_aop, b.actual_pressure_aop,
     b.pressure_stability_coefficient, b.safety_gate_status, b.safety_violations_count,

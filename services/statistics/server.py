@@ -32,6 +32,7 @@ FULL_NAME = pb.DESCRIPTOR.services_by_name["StatisticsService"].full_name
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+MAX_BATCH = 500
 # Protocol: 5 therapy sessions a week over the 14-day protocol.
 SESSIONS_EXPECTED = 10
 
@@ -151,6 +152,32 @@ def _channel(r: asyncpg.Record) -> pb.ChannelStatistics:
 
 
 # --------------------------------------------------------------------------- page tokens
+
+def _performance(r: asyncpg.Record) -> pb.PerformanceScore:
+    w = r["performance_weights"] or {}
+    excluded = _excluded(w)
+    requested = w.get("requested") or {k: w.get(k) for k in _COMPONENTS}
+    pressure = r["bfr_pressure_aop"]
+    return pb.PerformanceScore(
+        id=str(r["id"]), session_id=str(r["sid"]),
+        overall_performance_score=r["overall_performance_score"],
+        compliance_score=r["compliance_score"], symmetry_score=r["symmetry_score"],
+        effort_score=None if "effort" in excluded else r["effort_score"],
+        game_score=None if "game" in excluded else r["game_score"],
+        effective_weights=_weights(w), requested_weights=_weights(requested),
+        excluded_components=excluded, bfr_pressure_aop=pressure,
+        bfr_compliance_gate=None if pressure is None else r["bfr_compliance_gate"],
+        rpe_post_session=r["rpe_post_session"], game_points_achieved=r["game_points_achieved"],
+        game_points_maximum=r["game_points_maximum"],
+        session_duration_minutes=r["session_duration_minutes"],
+        left_muscle_completion_rate=r["left_muscle_completion_rate"],
+        left_muscle_intensity_rate=r["left_muscle_intensity_rate"],
+        left_muscle_duration_rate=r["left_muscle_duration_rate"],
+        right_muscle_completion_rate=r["right_muscle_completion_rate"],
+        right_muscle_intensity_rate=r["right_muscle_intensity_rate"],
+        right_muscle_duration_rate=r["right_muscle_duration_rate"],
+        calculated_at=_ts(r["calculated_at"]))
+
 
 def _filter_hash(parts: list) -> str:
     return hashlib.sha256(json.dumps(parts, separators=(",", ":")).encode()).hexdigest()[:16]
@@ -301,29 +328,7 @@ class StatisticsServicer(statistics_pb2_grpc.StatisticsServiceServicer):
         if r["id"] is None:
             raise errors.NotFound(f"session {r['sid']} has no performance score "
                                   f"(processing status: {r['status'] or 'unknown'})")
-        w = r["performance_weights"] or {}
-        excluded = _excluded(w)
-        requested = w.get("requested") or {k: w.get(k) for k in _COMPONENTS}
-        pressure = r["bfr_pressure_aop"]
-        return pb.PerformanceScore(
-            id=str(r["id"]), session_id=str(r["sid"]),
-            overall_performance_score=r["overall_performance_score"],
-            compliance_score=r["compliance_score"], symmetry_score=r["symmetry_score"],
-            effort_score=None if "effort" in excluded else r["effort_score"],
-            game_score=None if "game" in excluded else r["game_score"],
-            effective_weights=_weights(w), requested_weights=_weights(requested),
-            excluded_components=excluded, bfr_pressure_aop=pressure,
-            bfr_compliance_gate=None if pressure is None else r["bfr_compliance_gate"],
-            rpe_post_session=r["rpe_post_session"], game_points_achieved=r["game_points_achieved"],
-            game_points_maximum=r["game_points_maximum"],
-            session_duration_minutes=r["session_duration_minutes"],
-            left_muscle_completion_rate=r["left_muscle_completion_rate"],
-            left_muscle_intensity_rate=r["left_muscle_intensity_rate"],
-            left_muscle_duration_rate=r["left_muscle_duration_rate"],
-            right_muscle_completion_rate=r["right_muscle_completion_rate"],
-            right_muscle_intensity_rate=r["right_muscle_intensity_rate"],
-            right_muscle_duration_rate=r["right_muscle_duration_rate"],
-            calculated_at=_ts(r["calculated_at"]))
+        return _performance(r)
 
     async def GetBfrMonitoring(self, request, context):
         r = await self._session_row(q.BFR_MONITORING, request.session_id)
@@ -369,6 +374,32 @@ class StatisticsServicer(statistics_pb2_grpc.StatisticsServiceServicer):
             audio_feedback_enabled=bool(r["audio_feedback_enabled"]),
             real_time_mvc_display=bool(r["real_time_mvc_display"]),
             created_at=_ts(r["created_at"]), updated_at=_ts(r["updated_at"]))
+
+    async def BatchGetSessionStatistics(self, request, context):
+        ids = list(dict.fromkeys(_uuid(v, "session_ids") for v in request.session_ids))
+        if not 1 <= len(ids) <= MAX_BATCH:
+            raise errors.InvalidArgument(f"session_ids must hold 1-{MAX_BATCH} ids, got {len(ids)}")
+        channels = list(dict.fromkeys(request.channels))
+        async with access.acquire(self.pool) as conn:
+            allowed = await access.caseload(conn)
+            sessions = {r["id"]: r for r in await conn.fetch(q.BATCH_SESSIONS, ids)
+                        if allowed is None or r["patient_id"] in allowed}
+            visible = list(sessions)
+            stats = await conn.fetch(q.BATCH_EMG_STATISTICS, visible, channels)
+            scores = {r["sid"]: r for r in await conn.fetch(q.BATCH_PERFORMANCE, visible)}
+        by_session: dict[uuid.UUID, list] = {}
+        for r in stats:
+            by_session.setdefault(r["sid"], []).append(_channel(r))
+        out = pb.BatchGetSessionStatisticsResponse()
+        for sid in ids:
+            row = sessions.get(sid)
+            if row is None:
+                out.not_found.append(str(sid))
+                continue
+            item = out.sessions.add(session=_session(row), channels=by_session.get(sid, []))
+            if sid in scores:
+                item.performance.CopyFrom(_performance(scores[sid]))
+        return out
 
     # -- longitudinal / cohort ----------------------------------------------------------------
     async def GetPatientProgress(self, request, context):

@@ -205,6 +205,15 @@ class RecordingStatistics(statistics_pb2_grpc.StatisticsServiceServicer):
         return spb.GetEmgStatisticsResponse(channels=[spb.ChannelStatistics(
             session_id=request.session_id, channel_name="CH1", mvc_peak_value=1.5e-4, total_contractions=3)])
 
+    async def BatchGetSessionStatistics(self, request, context):
+        self._note("BatchGetSessionStatistics", context)
+        out = spb.BatchGetSessionStatisticsResponse()
+        for sid in request.session_ids:
+            out.sessions.add(session=spb.Session(id=sid, session_label="fake", patient_id="P1", processing_version="t"),
+                             channels=[spb.ChannelStatistics(session_id=sid, channel_name="CH1",
+                                                             mvc_peak_value=1.5e-4, total_contractions=3)])
+        return out
+
 
 async def test_deadline_and_request_id_are_passed_on(stack):
     fake = RecordingStatistics()
@@ -223,7 +232,8 @@ async def test_deadline_and_request_id_are_passed_on(stack):
         await export.stop(0)
         await server.stop(0)
     assert completed.status == pb.EXPORT_STATUS_SUCCESS and b"1.5e-04" in payload or b"0.00015" in payload
-    assert {m for m, _, _ in fake.seen} == {"GetSession", "GetEmgStatistics"}
+    # Statistics exports read many sessions per call (BatchGetSessionStatistics).
+    assert {m for m, _, _ in fake.seen} == {"BatchGetSessionStatistics"}
     for method, rid, remaining in fake.seen:
         assert rid == "trace-abc-123", method
         assert remaining is not None and 5 < remaining <= 7, (method, remaining)

@@ -612,3 +612,22 @@ async def test_roles_migration_is_repeatable_on_another_database(empty_database_
             await c.execute("DELETE FROM therapy_sessions")
     finally:
         await c.close()
+
+
+async def test_batch_get_session_statistics(stub, world):
+    """The export's batch read: same content as the per-session RPCs, unknown ids listed."""
+    ids = [str(i) for i in world["ids"]] + [str(world["failed"])]
+    missing = str(uuid.uuid4())
+    reply = await stub.BatchGetSessionStatistics(pb.BatchGetSessionStatisticsRequest(session_ids=ids + [missing, ids[0]]))
+    assert [s.session.id for s in reply.sessions] == ids and list(reply.not_found) == [missing]
+    for item in reply.sessions:
+        single = await stub.GetEmgStatistics(pb.GetEmgStatisticsRequest(session_id=item.session.id))
+        assert list(item.channels) == list(single.channels)
+        if item.HasField("performance"):
+            assert item.performance == await stub.GetPerformanceScore(pb.SessionKey(session_id=item.session.id))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.BatchGetSessionStatistics(pb.BatchGetSessionStatisticsRequest(session_ids=["nope"]))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.BatchGetSessionStatistics(pb.BatchGetSessionStatisticsRequest())
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -10,6 +10,32 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class BatchGetSessionStatisticsRequest(_message.Message):
+    __slots__ = ("session_ids", "channels")
+    SESSION_IDS_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    session_ids: _containers.RepeatedScalarFieldContainer[str]
+    channels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, session_ids: _Optional[_Iterable[str]] = ..., channels: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SessionStatistics(_message.Message):
+    __slots__ = ("session", "channels", "performance")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    PERFORMANCE_FIELD_NUMBER: _ClassVar[int]
+    session: Session
+    channels: _containers.RepeatedCompositeFieldContainer[ChannelStatistics]
+    performance: PerformanceScore
+    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ..., channels: _Optional[_Iterable[_Union[ChannelStatistics, _Mapping]]] = ..., performance: _Optional[_Union[PerformanceScore, _Mapping]] = ...) -> None: ...
+
+class BatchGetSessionStatisticsResponse(_message.Message):
+    __slots__ = ("sessions", "not_found")
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    NOT_FOUND_FIELD_NUMBER: _ClassVar[int]
+    sessions: _containers.RepeatedCompositeFieldContainer[SessionStatistics]
+    not_found: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, sessions: _Optional[_Iterable[_Union[SessionStatistics, _Mapping]]] = ..., not_found: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class SessionKey(_message.Message):
     __slots__ = ("session_id",)
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]

@@ -77,6 +77,11 @@ class StatisticsServiceStub:
                 request_serializer=ghostly_dot_statistics_dot_v1_dot_statistics__pb2.GetCohortSummaryRequest.SerializeToString,
                 response_deserializer=ghostly_dot_statistics_dot_v1_dot_statistics__pb2.CohortSummary.FromString,
                 _registered_method=True)
+        self.BatchGetSessionStatistics = channel.unary_unary(
+                '/ghostly.statistics.v1.StatisticsService/BatchGetSessionStatistics',
+                request_serializer=ghostly_dot_statistics_dot_v1_dot_statistics__pb2.BatchGetSessionStatisticsRequest.SerializeToString,
+                response_deserializer=ghostly_dot_statistics_dot_v1_dot_statistics__pb2.BatchGetSessionStatisticsResponse.FromString,
+                _registered_method=True)
 
 
 class StatisticsServiceServicer:
@@ -142,6 +147,15 @@ class StatisticsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchGetSessionStatistics(self, request, context):
+        """Registry row, channel statistics and performance score of up to 500 sessions in one call
+        (exports of many sessions). Unknown or invisible sessions are listed in `not_found`,
+        not an error. INVALID_ARGUMENT for a non-UUID id or more than 500 ids.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StatisticsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -184,6 +198,11 @@ def add_StatisticsServiceServicer_to_server(servicer, server):
                     servicer.GetCohortSummary,
                     request_deserializer=ghostly_dot_statistics_dot_v1_dot_statistics__pb2.GetCohortSummaryRequest.FromString,
                     response_serializer=ghostly_dot_statistics_dot_v1_dot_statistics__pb2.CohortSummary.SerializeToString,
+            ),
+            'BatchGetSessionStatistics': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchGetSessionStatistics,
+                    request_deserializer=ghostly_dot_statistics_dot_v1_dot_statistics__pb2.BatchGetSessionStatisticsRequest.FromString,
+                    response_serializer=ghostly_dot_statistics_dot_v1_dot_statistics__pb2.BatchGetSessionStatisticsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -405,6 +424,33 @@ class StatisticsService:
             '/ghostly.statistics.v1.StatisticsService/GetCohortSummary',
             ghostly_dot_statistics_dot_v1_dot_statistics__pb2.GetCohortSummaryRequest.SerializeToString,
             ghostly_dot_statistics_dot_v1_dot_statistics__pb2.CohortSummary.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchGetSessionStatistics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ghostly.statistics.v1.StatisticsService/BatchGetSessionStatistics',
+            ghostly_dot_statistics_dot_v1_dot_statistics__pb2.BatchGetSessionStatisticsRequest.SerializeToString,
+            ghostly_dot_statistics_dot_v1_dot_statistics__pb2.BatchGetSessionStatisticsResponse.FromString,
             options,
             channel_credentials,
             insecure,
