@@ -123,7 +123,7 @@ def main() -> None:
         sys.exit(f"sample not found: {LARGEST}")
     with database() as dsn, tempfile.TemporaryDirectory() as tmp:
         ports = {name: free_port() for name in SERVICES}
-        env = dict(os.environ, DATABASE_URL=dsn, GHOSTLY_LOG_LEVEL="WARNING", GHOSTLY_DATA_DIR=str(Path(tmp)),
+        env = dict(os.environ, GHOSTLY_AUTH_MODE="dev", DATABASE_URL=dsn, GHOSTLY_LOG_LEVEL="WARNING", GHOSTLY_DATA_DIR=str(Path(tmp)),
                    **{f"GHOSTLY_{n.upper()}_PORT": str(p) for n, p in ports.items()})
         procs = [subprocess.Popen([sys.executable, "-m", f"services.{n}"], cwd=ROOT, env=env) for n in SERVICES]
         try:

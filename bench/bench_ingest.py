@@ -119,7 +119,7 @@ def main() -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        env = dict(os.environ, DATABASE_URL=dsn, GHOSTLY_INGEST_PORT=str(port), GHOSTLY_LOG_LEVEL="WARNING",
+        env = dict(os.environ, GHOSTLY_AUTH_MODE="dev", DATABASE_URL=dsn, GHOSTLY_INGEST_PORT=str(port), GHOSTLY_LOG_LEVEL="WARNING",
                    GHOSTLY_DATA_DIR=str(Path(tmp) / "data"))
         server = subprocess.Popen([sys.executable, "-m", "services.ingest"], cwd=ROOT, env=env)
         try:

@@ -106,7 +106,7 @@ def main() -> None:
         files = [LARGEST] + variants(LARGEST, 2 * args.runs + 1, Path(tmp))
         data = Path(tmp) / "data"
         ports = {"ingest": free_port(), "jit_signal": free_port()}
-        env = dict(os.environ, DATABASE_URL=dsn, GHOSTLY_LOG_LEVEL="WARNING", GHOSTLY_DATA_DIR=str(data),
+        env = dict(os.environ, GHOSTLY_AUTH_MODE="dev", DATABASE_URL=dsn, GHOSTLY_LOG_LEVEL="WARNING", GHOSTLY_DATA_DIR=str(data),
                    GHOSTLY_INGEST_PORT=str(ports["ingest"]), GHOSTLY_JIT_SIGNAL_PORT=str(ports["jit_signal"]))
         procs = [subprocess.Popen([sys.executable, "-m", f"services.{n}"], cwd=ROOT, env=env) for n in ports]
         try:

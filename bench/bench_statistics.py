@@ -208,7 +208,7 @@ async def run(dsn: str, args) -> int:
                           contractions=args.contractions, quiet=True)
     print(summary(data))
     port = _free_port()
-    env = dict(os.environ, DATABASE_URL=dsn, GHOSTLY_STATISTICS_PORT=str(port),
+    env = dict(os.environ, GHOSTLY_AUTH_MODE="dev", DATABASE_URL=dsn, GHOSTLY_STATISTICS_PORT=str(port),
                GHOSTLY_DATA_DIR=str(Path(args.workdir)), GHOSTLY_SHUTDOWN_GRACE_S="1")
     env.pop("STATISTICS_DATABASE_URL", None)
     server = subprocess.Popen([sys.executable, "-m", "services.statistics"], cwd=ROOT, env=env,

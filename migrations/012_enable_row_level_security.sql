@@ -11,26 +11,16 @@
 -- runs migrations and the legacy data migration). ghostly_ingest writes for admins/services
 -- only (checked by the service), so it gets an all-rows policy.
 
-CREATE FUNCTION ghostly_may_read_patient(code TEXT) RETURNS BOOLEAN
-LANGUAGE sql STABLE AS $$
-    SELECT CASE current_setting('ghostly.role', true)
-        WHEN 'researcher' THEN true
-        WHEN 'admin' THEN true
-        WHEN 'service' THEN true
-        WHEN 'therapist' THEN EXISTS (
-            SELECT 1 FROM patients p JOIN therapists t ON t.id = p.therapist_id
-            WHERE p.patient_code = code AND t.user_id::text = current_setting('ghostly.user_id', true))
-        ELSE false
-    END
-$$;
-
-COMMENT ON FUNCTION ghostly_may_read_patient(TEXT) IS
-    'RLS: may the caller (settings ghostly.role / ghostly.user_id) read this patient''s sessions?';
-
 ALTER TABLE therapy_sessions ENABLE ROW LEVEL SECURITY;
+-- Written inline (no function call per row). The settings are read in scalar sub-selects,
+-- which the planner evaluates ONCE per query (init plans), so a row costs one comparison;
+-- a therapist's caseload is an uncorrelated sub-select hashed once per query.
 CREATE POLICY sessions_read_caseload ON therapy_sessions FOR SELECT
     TO ghostly_statistics, ghostly_jit_signal, ghostly_export
-    USING (ghostly_may_read_patient(patient_id));
+    USING ((SELECT current_setting('ghostly.role', true)) IN ('researcher', 'admin', 'service')
+           OR ((SELECT current_setting('ghostly.role', true)) = 'therapist'
+               AND patient_id IN (SELECT p.patient_code FROM patients p JOIN therapists t ON t.id = p.therapist_id
+                                  WHERE t.user_id::text = current_setting('ghostly.user_id', true))));
 CREATE POLICY sessions_ingest_all ON therapy_sessions FOR ALL TO ghostly_ingest
     USING (true) WITH CHECK (true);
 
@@ -46,7 +36,7 @@ BEGIN
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format(
             'CREATE POLICY %I ON %I FOR SELECT TO ghostly_statistics, ghostly_jit_signal, ghostly_export '
-            'USING (current_setting(''ghostly.role'', true) IN (''researcher'', ''admin'', ''service'') '
+            'USING ((SELECT current_setting(''ghostly.role'', true)) IN (''researcher'', ''admin'', ''service'') '
             '       OR EXISTS (SELECT 1 FROM therapy_sessions s WHERE s.id = %I.session_id))',
             t || '_read_caseload', t, t);
         EXECUTE format('CREATE POLICY %I ON %I FOR ALL TO ghostly_ingest USING (true) WITH CHECK (true)',

@@ -1,0 +1,196 @@
+"""Load test on loopback (bounded in time): 50 concurrent statistics callers + 10 JIT streams +
+a continuous ingest, for 30 s, against the services running as their own processes with
+authentication on (jwt mode, researcher/service tokens). Prints requests served, p50/p99 per
+kind and the errors (target: 0 errors). Exit code 1 when any request failed.
+
+    .venv/bin/python bench/load_test.py [--duration 30] [--callers 50] [--streams 10]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from common import LARGEST, ROOT, SAMPLES, database, median, pct
+
+import asyncpg
+import grpc
+
+from bench_ingest import variants, wait_serving
+from ghostly.ingest.v1 import ingest_pb2_grpc
+from ghostly.jit_signal.v1 import jit_signal_pb2 as jpb, jit_signal_pb2_grpc
+from ghostly.statistics.v1 import statistics_pb2 as spb, statistics_pb2_grpc
+from libs.auth import issue_token
+from services.ingest.cli import requests
+
+SECRET = "load-test-secret-" + uuid.uuid4().hex
+SERVICES = ("ingest", "statistics", "jit_signal")
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _meta(role: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {issue_token(secret=SECRET, subject=str(uuid.uuid4()), role=role, ttl_s=3600)}"),)
+
+
+class Recorder:
+    def __init__(self):
+        self.latency: dict[str, list[float]] = defaultdict(list)
+        self.errors: Counter = Counter()
+        self.examples: dict[str, str] = {}
+
+    def ok(self, kind: str, seconds: float) -> None:
+        self.latency[kind].append(seconds * 1000)
+
+    def error(self, kind: str, exc: Exception) -> None:
+        key = f"{kind}: {exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else type(exc).__name__}"
+        self.errors[key] += 1
+        self.examples.setdefault(key, exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc))
+
+
+async def run_load(addresses: dict[str, str], sessions: list[str], patient: str, files: list[Path],
+                   duration: float, callers: int, streams: int) -> Recorder:
+    rec = Recorder()
+    researcher, service = _meta("researcher"), _meta("service")
+    stop_at = time.monotonic() + duration
+    chans = {n: grpc.aio.insecure_channel(a, options=[("grpc.max_send_message_length", 8 << 20)])
+             for n, a in addresses.items()}
+    stats = statistics_pb2_grpc.StatisticsServiceStub(chans["statistics"])
+    jit = jit_signal_pb2_grpc.JitSignalServiceStub(chans["jit_signal"])
+    ingest = ingest_pb2_grpc.IngestServiceStub(chans["ingest"])
+    rng = random.Random(7)
+
+    async def caller():
+        while time.monotonic() < stop_at:
+            sid = rng.choice(sessions)
+            kind, call = rng.choice([
+                ("GetPerformanceScore", lambda: stats.GetPerformanceScore(spb.SessionKey(session_id=sid), metadata=researcher, timeout=5)),
+                ("GetSession", lambda: stats.GetSession(spb.GetSessionRequest(session_id=sid), metadata=researcher, timeout=5)),
+                ("GetEmgStatistics", lambda: stats.GetEmgStatistics(spb.GetEmgStatisticsRequest(session_id=sid), metadata=researcher, timeout=5)),
+                ("ListSessions", lambda: stats.ListSessions(spb.ListSessionsRequest(patient_id=patient, page_size=20), metadata=researcher, timeout=5)),
+                ("GetPatientProgress", lambda: stats.GetPatientProgress(spb.GetPatientProgressRequest(patient_id=patient), metadata=researcher, timeout=5)),
+            ])
+            t = time.perf_counter()
+            try:
+                await call()
+                rec.ok(kind, time.perf_counter() - t)
+            except Exception as exc:  # noqa: BLE001 - counted
+                rec.error(kind, exc)
+
+    async def streamer(i: int):
+        while time.monotonic() < stop_at:
+            sid = rng.choice(sessions)
+            # Mostly the common 1000-point plot (cached after the first), sometimes another size
+            # (a cache miss: C3D read + filters).
+            points = 1000 if rng.random() < 0.8 else rng.choice((500, 2000, 4000))
+            t = time.perf_counter()
+            try:
+                async for _ in jit.StreamSignals(jpb.StreamSignalsRequest(
+                        session_id=sid, kind=jpb.SIGNAL_KIND_ENVELOPE, max_points=points), metadata=researcher, timeout=10):
+                    pass
+                rec.ok("StreamSignals", time.perf_counter() - t)
+            except Exception as exc:  # noqa: BLE001
+                rec.error("StreamSignals", exc)
+
+    async def uploader():
+        for path in files:
+            if time.monotonic() >= stop_at:
+                break
+            t = time.perf_counter()
+            try:
+                await ingest.Upload(requests(path, patient), metadata=service, timeout=30)
+                rec.ok("Upload", time.perf_counter() - t)
+            except Exception as exc:  # noqa: BLE001
+                rec.error("Upload", exc)
+
+    try:
+        await asyncio.gather(*(caller() for _ in range(callers)), *(streamer(i) for i in range(streams)), uploader())
+    finally:
+        for ch in chans.values():
+            await ch.close()
+    return rec
+
+
+async def seed(dsn: str, ingest_addr: str, files: list[Path]) -> tuple[str, list[str]]:
+    conn = await asyncpg.connect(dsn)
+    therapist = await conn.fetchval("INSERT INTO therapists (user_id, first_name, last_name) VALUES ($1, 'L', 'T') "
+                                    "RETURNING id", uuid.uuid4())
+    patient = "P777"
+    await conn.execute("INSERT INTO patients (therapist_id, patient_code, first_name, last_name, date_of_birth) "
+                       "VALUES ($1, $2, 'L', 'P', '1940-01-01')", therapist, patient)
+    await conn.close()
+    ids = []
+    async with grpc.aio.insecure_channel(ingest_addr, options=[("grpc.max_send_message_length", 8 << 20)]) as ch:
+        stub = ingest_pb2_grpc.IngestServiceStub(ch)
+        for path in files:
+            ids.append((await stub.Upload(requests(path, patient), metadata=_meta("service"))).session_id)
+    return patient, ids
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=float, default=30.0)
+    ap.add_argument("--callers", type=int, default=50)
+    ap.add_argument("--streams", type=int, default=10)
+    args = ap.parse_args(argv)
+    samples = sorted(SAMPLES.glob("*.c3d")) if SAMPLES.is_dir() else []
+    with database() as dsn, tempfile.TemporaryDirectory() as tmp:
+        if samples:
+            seeds = samples
+            uploads = variants(LARGEST if LARGEST.exists() else samples[0], 400, Path(tmp))
+        else:   # no real samples: synthetic GHOSTLY-like files
+            from libs.emg.synthetic import SyntheticSpec, ghostly_file_name, write_synthetic_c3d
+            seeds = []
+            for i in range(3):
+                spec = SyntheticSpec(duration_s=120.0, seed=i)
+                p = Path(tmp) / ghostly_file_name(spec, seconds=i)
+                write_synthetic_c3d(p, spec)
+                seeds.append(p)
+            uploads = variants(seeds[0], 400, Path(tmp))
+        ports = {n: _port() for n in SERVICES}
+        env = dict(os.environ, DATABASE_URL=dsn, GHOSTLY_DATA_DIR=str(Path(tmp) / "data"), GHOSTLY_LOG_LEVEL="WARNING",
+                   GHOSTLY_AUTH_MODE="jwt", GHOSTLY_JWT_SECRET=SECRET, GHOSTLY_DB_POOL_MAX="20",
+                   **{f"GHOSTLY_{n.upper()}_PORT": str(p) for n, p in ports.items()},
+                   **{f"GHOSTLY_{n.upper()}_METRICS_PORT": "0" for n in SERVICES})
+        procs = [subprocess.Popen([sys.executable, "-m", f"services.{n}"], cwd=ROOT, env=env) for n in SERVICES]
+        addresses = {n: f"127.0.0.1:{p}" for n, p in ports.items()}
+        try:
+            for a in addresses.values():
+                asyncio.run(wait_serving(a))
+            patient, sessions = asyncio.run(seed(dsn, addresses["ingest"], seeds))
+            t0 = time.perf_counter()
+            rec = asyncio.run(run_load(addresses, sessions, patient, uploads, args.duration, args.callers, args.streams))
+            wall = time.perf_counter() - t0
+        finally:
+            for p in procs:
+                p.send_signal(signal.SIGTERM)
+            for p in procs:
+                p.wait(30)
+    total = sum(len(v) for v in rec.latency.values())
+    errors = sum(rec.errors.values())
+    print(f"load test: {args.callers} statistics callers + {args.streams} JIT streams + 1 ingest uploader, "
+          f"{wall:.1f} s, {os.cpu_count()} cores, auth on")
+    print(f"{'kind':<22}{'served':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
+    for kind, lat in sorted(rec.latency.items()):
+        print(f"{kind:<22}{len(lat):>8}{len(lat) / wall:>9.1f}{median(lat):>9.2f}{pct(lat, 99):>9.2f}")
+    print(f"{'total':<22}{total:>8}{total / wall:>9.1f}")
+    print(f"errors: {errors}" + "".join(f"\n  {k}: {n} (e.g. {rec.examples[k]})" for k, n in rec.errors.items()))
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
