@@ -154,17 +154,18 @@ class _Call:
         self._finished = True
         elapsed = time.perf_counter() - self.started
         metrics.rpc_finished(self.service, self.short_method, self.code.name, elapsed)
-        fields = {
-            "service": self.service, "method": self.method, "status": self.code.name,
-            "duration_ms": round(elapsed * 1000, 3),
-            "peer": self.peer,
-        }
-        if self.role:
-            fields["role"] = self.role
-        if self.error:
-            fields["error"] = self.error
         level = logging.ERROR if self.code is grpc.StatusCode.INTERNAL else logging.INFO
-        log.log(level, "rpc", extra={"fields": fields})
+        if log.isEnabledFor(level):
+            fields = {
+                "service": self.service, "method": self.method, "status": self.code.name,
+                "duration_ms": round(elapsed * 1000, 3),
+                "peer": self.peer,
+            }
+            if self.role:
+                fields["role"] = self.role
+            if self.error:
+                fields["error"] = self.error
+            log.log(level, "rpc", extra={"fields": fields})
         try:
             REQUEST_ID.reset(self.token)
         except ValueError:

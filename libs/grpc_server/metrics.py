@@ -43,16 +43,29 @@ SERVING = Gauge("ghostly_service_serving", "1 when the service reports SERVING (
                 ["service"])
 
 
+# labels() costs a lock and a dict lookup per call: keep the children per label set (the set
+# of services, methods and codes is small and fixed).
+_children: dict[tuple, object] = {}
+
+
+def _child(metric, *labels):
+    key = (metric, labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)
+    return child
+
+
 def rpc_started(service: str, method: str) -> None:
-    RPC_IN_FLIGHT.labels(service, method).inc()
+    _child(RPC_IN_FLIGHT, service, method).inc()
 
 
 def rpc_finished(service: str, method: str, code_name: str, seconds: float) -> None:
-    RPC_IN_FLIGHT.labels(service, method).dec()
-    RPC_HANDLED.labels(service, method, code_name).inc()
+    _child(RPC_IN_FLIGHT, service, method).dec()
+    _child(RPC_HANDLED, service, method, code_name).inc()
     if code_name != "OK":
-        RPC_ERRORS.labels(service, method, code_name).inc()
-    RPC_DURATION.labels(service, method).observe(seconds)
+        _child(RPC_ERRORS, service, method, code_name).inc()
+    _child(RPC_DURATION, service, method).observe(seconds)
 
 
 # -- HTTP endpoint ---------------------------------------------------------------------------
