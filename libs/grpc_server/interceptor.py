@@ -187,6 +187,7 @@ class ErrorAndLoggingInterceptor(grpc.aio.ServerInterceptor):
         self.on_connection_error = on_connection_error
         self.authenticator = authenticator
         self.permissions = permissions or {}
+        self._wrapped: dict[str, tuple] = {}
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
@@ -196,6 +197,15 @@ class ErrorAndLoggingInterceptor(grpc.aio.ServerInterceptor):
         if method.startswith("/grpc."):
             # Health and reflection: infrastructure, polled constantly; not wrapped or logged.
             return handler
+        # The wrapped handler of a method never changes: build it once, not on every call.
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, handler):
         service, hook = self.service, self.on_connection_error
         authenticator, permissions = self.authenticator, self.permissions
 
