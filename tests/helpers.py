@@ -70,3 +70,25 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env.setdefault("GHOSTLY_JWT_SECRET", TEST_JWT_SECRET)
     env.update(extra)
     return env
+
+
+async def register_patient(conn, prefix: str = "T") -> str:
+    """Register a therapist and one patient on `conn` (asyncpg connection); return the code."""
+    import uuid
+    therapist = await conn.fetchval(
+        "INSERT INTO therapists (user_id, first_name, last_name) VALUES ($1, 'Tess', 'Therapist') RETURNING id",
+        uuid.uuid4())
+    code = f"{prefix}{uuid.uuid4().hex[:7].upper()}"
+    await conn.execute("INSERT INTO patients (therapist_id, patient_code, first_name, last_name, date_of_birth) "
+                       "VALUES ($1, $2, 'Pat', 'Ient', '1940-01-01')", therapist, code)
+    return code
+
+
+def upload_messages(data: bytes, file_name: str, patient: str, chunk: int = 1 << 20, **session):
+    """An Upload request stream: metadata first, then the file in chunks."""
+    from ghostly.ingest.v1 import ingest_pb2
+    meta = ingest_pb2.UploadMetadata(file_name=file_name,
+                                     session=ingest_pb2.SessionMetadata(patient_code=patient, **session))
+    yield ingest_pb2.UploadRequest(metadata=meta)
+    for i in range(0, len(data), chunk):
+        yield ingest_pb2.UploadRequest(chunk=data[i:i + chunk])

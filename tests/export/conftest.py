@@ -19,7 +19,7 @@ from ghostly.jit_signal.v1 import jit_signal_pb2_grpc
 from ghostly.statistics.v1 import statistics_pb2_grpc
 from libs.db.pool import init_connection
 from libs.grpc_server import start_service
-from tests.helpers import make_config
+from tests.helpers import make_config, register_patient, upload_messages  # noqa: F401 (re-exported)
 
 
 class Stack:
@@ -96,24 +96,6 @@ async def researcher(db) -> str:
     return str(rid)
 
 
-async def new_patient(db) -> str:
-    therapist = await db.fetchval(
-        "INSERT INTO therapists (user_id, first_name, last_name) VALUES ($1, 'Tess', 'Therapist') RETURNING id",
-        uuid.uuid4())
-    code = f"X{uuid.uuid4().hex[:7].upper()}"
-    await db.execute("INSERT INTO patients (therapist_id, patient_code, first_name, last_name, date_of_birth) "
-                     "VALUES ($1, $2, 'Pat', 'Ient', '1940-01-01')", therapist, code)
-    return code
-
-
-def upload_messages(data: bytes, file_name: str, patient: str, chunk: int = 1 << 20, **session):
-    meta = ingest_pb2.UploadMetadata(file_name=file_name,
-                                     session=ingest_pb2.SessionMetadata(patient_code=patient, **session))
-    yield ingest_pb2.UploadRequest(metadata=meta)
-    for i in range(0, len(data), chunk):
-        yield ingest_pb2.UploadRequest(chunk=data[i:i + chunk])
-
-
 async def upload(ingest_stub, data: bytes, name: str, patient: str, **session) -> ingest_pb2.IngestReply:
     return await ingest_stub.Upload(upload_messages(data, name, patient, **session), timeout=120)
 
@@ -151,3 +133,7 @@ def variant(src, folder, tag: int):
     out = folder / src.name
     out.write_bytes(bytes(data))
     return out
+
+
+async def new_patient(db) -> str:
+    return await register_patient(db, "X")

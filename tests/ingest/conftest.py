@@ -3,17 +3,16 @@ with its own content store, and a registered therapist + patient per test."""
 from __future__ import annotations
 
 import dataclasses
-import uuid
 
 import asyncpg
 import grpc
 import pytest
 
-from ghostly.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+from ghostly.ingest.v1 import ingest_pb2_grpc
 from libs.db.pool import init_connection
 from libs.grpc_server import start_service
 from services.ingest.server import SPEC
-from tests.helpers import make_config
+from tests.helpers import make_config, register_patient, upload_messages  # noqa: F401 (re-exported)
 
 
 @pytest.fixture(scope="session")
@@ -42,18 +41,4 @@ async def db(database_url):
 @pytest.fixture
 async def patient(db) -> str:
     """A freshly registered patient code (and its therapist)."""
-    therapist = await db.fetchval(
-        "INSERT INTO therapists (user_id, first_name, last_name) VALUES ($1, 'Tess', 'Therapist') RETURNING id",
-        uuid.uuid4())
-    code = f"T{uuid.uuid4().hex[:7].upper()}"
-    await db.execute("INSERT INTO patients (therapist_id, patient_code, first_name, last_name, date_of_birth) "
-                     "VALUES ($1, $2, 'Pat', 'Ient', '1940-01-01')", therapist, code)
-    return code
-
-
-def upload_messages(data: bytes, file_name: str, patient: str, chunk: int = 1 << 20, **session):
-    meta = ingest_pb2.UploadMetadata(file_name=file_name,
-                                     session=ingest_pb2.SessionMetadata(patient_code=patient, **session))
-    yield ingest_pb2.UploadRequest(metadata=meta)
-    for i in range(0, len(data), chunk):
-        yield ingest_pb2.UploadRequest(chunk=data[i:i + chunk])
+    return await register_patient(db, "T")

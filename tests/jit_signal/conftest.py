@@ -3,7 +3,6 @@ data directory (content store + signal cache), over the session's migrated datab
 from __future__ import annotations
 
 import dataclasses
-import uuid
 from pathlib import Path
 
 import asyncpg
@@ -18,7 +17,7 @@ from libs.emg.synthetic import ChannelSpec, SyntheticSpec, ghostly_file_name, re
 from libs.grpc_server import start_service
 from services.ingest.server import SPEC as INGEST
 from services.jit_signal.server import SPEC as JIT
-from tests.helpers import make_config
+from tests.helpers import make_config, register_patient, upload_messages  # noqa: F401 (re-exported)
 
 
 @pytest.fixture(scope="session")
@@ -76,19 +75,7 @@ async def db(database_url):
 
 @pytest.fixture(scope="session")
 async def patient(db) -> str:
-    therapist = await db.fetchval(
-        "INSERT INTO therapists (user_id, first_name, last_name) VALUES ($1, 'J', 'T') RETURNING id", uuid.uuid4())
-    code = f"J{uuid.uuid4().hex[:7].upper()}"
-    await db.execute("INSERT INTO patients (therapist_id, patient_code, first_name, last_name, date_of_birth) "
-                     "VALUES ($1, $2, 'J', 'P', '1940-01-01')", therapist, code)
-    return code
-
-
-def upload_messages(data: bytes, file_name: str, patient: str, chunk: int = 1 << 20):
-    meta = ingest_pb2.UploadMetadata(file_name=file_name, session=ingest_pb2.SessionMetadata(patient_code=patient))
-    yield ingest_pb2.UploadRequest(metadata=meta)
-    for i in range(0, len(data), chunk):
-        yield ingest_pb2.UploadRequest(chunk=data[i:i + chunk])
+    return await register_patient(db, "J")
 
 
 class Sessions:

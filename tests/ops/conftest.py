@@ -2,7 +2,6 @@
 restart it; the suite's shared cluster is never touched), real servers on loopback."""
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import asyncpg
@@ -12,7 +11,7 @@ from libs.db.embedded import EmbeddedPostgres
 from libs.db.migrate import migrate
 from libs.db.pool import init_connection
 from libs.emg.synthetic import ChannelSpec, SyntheticSpec, ghostly_file_name, regular_contractions, write_synthetic_c3d
-from ghostly.ingest.v1 import ingest_pb2
+from tests.helpers import register_patient as _register, upload_messages  # noqa: F401 (re-exported)
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +34,7 @@ def pg_stop_fast(pg: EmbeddedPostgres) -> None:
 async def register_patient(dsn: str) -> str:
     conn = await asyncpg.connect(dsn)
     try:
-        therapist = await conn.fetchval(
-            "INSERT INTO therapists (user_id, first_name, last_name) VALUES ($1, 'O', 'P') RETURNING id",
-            uuid.uuid4())
-        code = f"O{uuid.uuid4().hex[:7].upper()}"
-        await conn.execute("INSERT INTO patients (therapist_id, patient_code, first_name, last_name, date_of_birth) "
-                           "VALUES ($1, $2, 'O', 'P', '1940-01-01')", therapist, code)
-        return code
+        return await _register(conn, "O")
     finally:
         await conn.close()
 
@@ -63,8 +56,3 @@ def synthetic_file(directory: Path, seed: int, duration_s: float = 30.0, rate: f
     return name, path.read_bytes()
 
 
-def upload_messages(data: bytes, file_name: str, patient: str, chunk: int = 256 << 10):
-    meta = ingest_pb2.UploadMetadata(file_name=file_name, session=ingest_pb2.SessionMetadata(patient_code=patient))
-    yield ingest_pb2.UploadRequest(metadata=meta)
-    for i in range(0, len(data), chunk):
-        yield ingest_pb2.UploadRequest(chunk=data[i:i + chunk])
