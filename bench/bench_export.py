@@ -19,7 +19,6 @@ import asyncio
 import hashlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import uuid
 from pathlib import Path
 
 from common import LARGEST, ROOT, database, median, pct
+from libs.db.embedded import free_port
 
 import asyncpg
 import grpc
@@ -41,10 +41,6 @@ from services.ingest.cli import requests
 SERVICES = ("ingest", "statistics", "jit_signal", "export")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def export_once(stub, **fields) -> tuple[float, pb.ExportCompleted, int]:

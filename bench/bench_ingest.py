@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import uuid
 from pathlib import Path
 
 from common import LARGEST, ROOT, database, median, pct
+from libs.db.embedded import free_port
 
 import asyncpg
 import grpc
@@ -116,9 +116,7 @@ def main() -> None:
         sys.exit(f"sample not found: {LARGEST}")
     with database() as dsn, tempfile.TemporaryDirectory() as tmp:
         files = variants(LARGEST, args.files, Path(tmp))
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         env = dict(os.environ, GHOSTLY_AUTH_MODE="dev", DATABASE_URL=dsn, GHOSTLY_INGEST_PORT=str(port), GHOSTLY_LOG_LEVEL="WARNING",
                    GHOSTLY_DATA_DIR=str(Path(tmp) / "data"))
         server = subprocess.Popen([sys.executable, "-m", "services.ingest"], cwd=ROOT, env=env)

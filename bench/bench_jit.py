@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ import uuid
 from pathlib import Path
 
 from common import LARGEST, ROOT, database, median, pct
+from libs.db.embedded import free_port
 
 import asyncpg
 import grpc
@@ -39,10 +39,6 @@ from services.ingest.cli import requests
 KINDS = {"envelope": pb.SIGNAL_KIND_ENVELOPE, "raw": pb.SIGNAL_KIND_RAW}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def timed(stub, **kw) -> tuple[float, float, int, bool]:

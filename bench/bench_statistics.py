@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from gen_cohort import generate, summary  # noqa: E402
 from ghostly.statistics.v1 import statistics_pb2 as pb  # noqa: E402
 from ghostly.statistics.v1 import statistics_pb2_grpc  # noqa: E402
+from libs.db.embedded import free_port as _free_port  # noqa: E402
 from libs.db.migrate import migrate  # noqa: E402
 from services.statistics import queries as q  # noqa: E402
 from services.statistics.server import encode_page_token  # noqa: E402
@@ -53,11 +54,6 @@ TARGETS = {  # name -> (statistic, limit ms)
 }
 
 
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _with_db(dsn: str, name: str) -> str:

@@ -12,7 +12,6 @@ import asyncio
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from common import LARGEST, ROOT, SAMPLES, database, median, pct
+from libs.db.embedded import free_port as _port
 
 import asyncpg
 import grpc
@@ -37,10 +37,6 @@ SECRET = "load-test-secret-" + uuid.uuid4().hex
 SERVICES = ("ingest", "statistics", "jit_signal")
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _meta(role: str) -> tuple[tuple[str, str], ...]:

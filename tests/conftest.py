@@ -5,6 +5,7 @@ end; with DATABASE_URL its server is used and the test databases are created on 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -98,10 +99,10 @@ async def empty_database_url(db_factory) -> str:
     return await db_factory.create("empty")
 
 
-@pytest.fixture
-async def conn(database_url):
-    """A connection inside a transaction that is rolled back after the test."""
-    connection = await asyncpg.connect(database_url)
+@contextlib.asynccontextmanager
+async def rolled_back(dsn: str):
+    """A connection inside a transaction that is rolled back at the end."""
+    connection = await asyncpg.connect(dsn)
     tx = connection.transaction()
     await tx.start()
     try:
@@ -109,3 +110,10 @@ async def conn(database_url):
     finally:
         await tx.rollback()
         await connection.close()
+
+
+@pytest.fixture
+async def conn(database_url):
+    """A connection inside a transaction that is rolled back after the test."""
+    async with rolled_back(database_url) as connection:
+        yield connection

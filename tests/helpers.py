@@ -4,13 +4,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from libs import config as config_mod
+from libs.db.embedded import free_port  # noqa: F401 (re-exported for tests)
 
 ROOT = Path(__file__).resolve().parent.parent
 GRPCURL = Path(sys.executable).parent / "grpcurl"
@@ -43,10 +43,6 @@ def make_config(database_url: str | None, tmp_path: Path | None = None, **overri
     return dataclasses.replace(cfg, **overrides) if overrides else cfg
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def grpcurl(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:

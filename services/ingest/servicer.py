@@ -360,64 +360,66 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 self._settle_later(sid, write)
             raise
 
-    def _settle_later(self, sid: uuid.UUID, write) -> None:
-        """Retry the final write of a claimed session (`write(conn)`: results or failure) until
-        the database is back, for at most SETTLE_TIMEOUT_S; only while the session is still
-        'processing' (a Reprocess may have completed it meanwhile). A session whose retry runs
-        out, or whose process stops first, stays 'processing' until a Reprocess completes it."""
+    def _when_database_back(self, name: str, attempt, on_give_up: str, then=None) -> None:
+        """Run `attempt(conn)` in the background, retrying with backoff while the database is
+        unreachable, for at most SETTLE_TIMEOUT_S (then log `on_give_up`); afterwards, with the
+        connection released, `then(result)` if given."""
         async def run():
             delay, deadline = 0.2, time.monotonic() + SETTLE_TIMEOUT_S
             while True:
                 await asyncio.sleep(delay)
                 try:
                     async with self.db.acquire() as conn:
-                        async with conn.transaction():
-                            status = await conn.fetchval(
-                                "SELECT processing_status FROM therapy_sessions WHERE id = $1 FOR UPDATE", sid)
-                            if status == "processing":
-                                await write(conn)
-                    log.info("session %s settled after a database outage", sid)
-                    return
+                        result = await attempt(conn)
+                    break
                 except Exception as exc:  # noqa: BLE001
                     if not is_connection_error(exc) or time.monotonic() > deadline:
-                        log.error("session %s left 'processing'; Reprocess it", sid, exc_info=True)
+                        log.error("%s", on_give_up, exc_info=True)
                         return
                     delay = min(delay * 2, 5.0)
+            if then is not None:
+                await then(result)
 
-        task = asyncio.get_running_loop().create_task(run(), name=f"settle-{sid}")
+        task = asyncio.get_running_loop().create_task(run(), name=name)
         self.settling.add(task)
         task.add_done_callback(self.settling.discard)
+
+    def _settle_later(self, sid: uuid.UUID, write) -> None:
+        """Retry the final write of a claimed session (`write(conn)`: results or failure) until
+        the database is back; only while the session is still 'processing' (a Reprocess may have
+        completed it meanwhile). A session whose retry runs out, or whose process stops first,
+        stays 'processing' until a Reprocess completes it."""
+        async def attempt(conn):
+            async with conn.transaction():
+                status = await conn.fetchval(
+                    "SELECT processing_status FROM therapy_sessions WHERE id = $1 FOR UPDATE", sid)
+                if status == "processing":
+                    await write(conn)
+            log.info("session %s settled after a database outage", sid)
+
+        self._when_database_back(f"settle-{sid}", attempt, f"session {sid} left 'processing'; Reprocess it")
 
     def _resume_later(self, obj: StoredObject, settings: AnalysisSettings, bfr: dict | None,
                       level: int | None) -> None:
         """After an ambiguous claim: when the database answers again, process the session if
         the claim did commit and the session is still 'processing' (an identical second run is
         harmless: results are replaced atomically)."""
-        async def run():
-            delay, deadline = 0.2, time.monotonic() + SETTLE_TIMEOUT_S
-            while True:
-                await asyncio.sleep(delay)
-                try:
-                    async with self.db.acquire() as conn:
-                        found = await repo.find_by_hash(conn, obj.sha256)
-                    break
-                except Exception as exc:  # noqa: BLE001
-                    if not is_connection_error(exc) or time.monotonic() > deadline:
-                        log.error("could not check the claim of %s; Reprocess it if it stays 'processing'",
-                                  obj.path, exc_info=True)
-                        return
-                    delay = min(delay * 2, 5.0)
-            if found is not None and found.status == "processing":
-                try:
-                    await self._process(found.id, obj, settings, bfr, level, created=True)
-                    log.info("session %s completed after an interrupted claim", found.id)
-                except Exception:  # noqa: BLE001 - _process records failures itself
-                    log.warning("session %s: processing after an interrupted claim failed", found.id,
-                                exc_info=True)
+        async def attempt(conn):
+            return await repo.find_by_hash(conn, obj.sha256)
 
-        task = asyncio.get_running_loop().create_task(run(), name=f"resume-{obj.sha256[:12]}")
-        self.settling.add(task)
-        task.add_done_callback(self.settling.discard)
+        async def then(found):
+            if found is None or found.status != "processing":
+                return
+            try:
+                await self._process(found.id, obj, settings, bfr, level, created=True)
+                log.info("session %s completed after an interrupted claim", found.id)
+            except Exception:  # noqa: BLE001 - _process records failures (and retries) itself
+                log.warning("session %s: processing after an interrupted claim failed", found.id,
+                            exc_info=True)
+
+        self._when_database_back(f"resume-{obj.sha256[:12]}", attempt,
+                                 f"could not check the claim of {obj.path}; Reprocess it if it stays 'processing'",
+                                 then)
 
     async def close(self) -> None:
         """Service stop: give pending settles a moment, then cancel them."""

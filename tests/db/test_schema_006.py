@@ -36,14 +36,9 @@ async def database_006_url(db_factory) -> str:
 
 @pytest.fixture
 async def conn(database_006_url):
-    connection = await asyncpg.connect(database_006_url)
-    tx = connection.transaction()
-    await tx.start()
-    try:
+    from tests.conftest import rolled_back
+    async with rolled_back(database_006_url) as connection:
         yield connection
-    finally:
-        await tx.rollback()
-        await connection.close()
 
 UUID_DEFAULT = "gen_random_uuid()"
 NOW = "now()"
