@@ -20,7 +20,7 @@ from libs import auth
 from libs.config import Config
 from libs.db.pool import create_pool
 from libs.grpc_server import metrics
-from libs.grpc_server.interceptor import ErrorAndLoggingInterceptor
+from libs.grpc_server.interceptor import ErrorAndLoggingInterceptor, flush_access_log
 
 log = logging.getLogger("ghostly.server")
 
@@ -124,6 +124,7 @@ class RunningService:
             await hook()
         if self._owns_pool and self.context.pool is not None:
             await self.context.pool.close()
+        flush_access_log()
         if self.metrics is not None:
             self.metrics.release()   # after the drain: the last scrape sees the final counts
             self.metrics = None

@@ -47,17 +47,20 @@ SELECT {_CONTRACTION_COLS} FROM emg_contractions
 WHERE session_id = $1 AND channel_name = ANY($2::text[])
 ORDER BY session_id, channel_name, contraction_index"""
 
-PERFORMANCE_SCORE = """
-SELECT s.id AS sid, s.processing_status AS status,
+# The per-session child rows (performance score, BFR monitoring, settings) are read by their
+# unique session_id index alone: one index scan, no join. Only when no row comes back does the
+# servicer ask SESSION_STATUS whether the session exists (NOT_FOUND says which case it is).
+_PERFORMANCE_COLS = """p.session_id AS sid,
     p.id, p.overall_performance_score, p.compliance_score, p.symmetry_score, p.effort_score,
     p.game_score, p.performance_weights, p.bfr_pressure_aop, p.bfr_compliance_gate,
     p.rpe_post_session, p.game_points_achieved, p.game_points_maximum,
     p.session_duration_minutes, p.left_muscle_completion_rate, p.left_muscle_intensity_rate,
     p.left_muscle_duration_rate, p.right_muscle_completion_rate, p.right_muscle_intensity_rate,
-    p.right_muscle_duration_rate, p.calculated_at
-FROM therapy_sessions s
-LEFT JOIN performance_scores p ON p.session_id = s.id
-WHERE s.id = $1"""
+    p.right_muscle_duration_rate, p.calculated_at"""
+
+PERFORMANCE_SCORE = f"SELECT {_PERFORMANCE_COLS} FROM performance_scores p WHERE p.session_id = $1"
+
+SESSION_STATUS = "SELECT processing_status FROM therapy_sessions WHERE id = $1"
 
 # Batch variants (BatchGetSessionStatistics): the same columns for a set of sessions.
 BATCH_SESSIONS = f"SELECT {SESSION_COLS} FROM therapy_sessions WHERE id = ANY($1::uuid[])"
@@ -66,31 +69,28 @@ SELECT e.session_id AS sid, {_STAT_COLS}
 FROM emg_statistics e
 WHERE e.session_id = ANY($1::uuid[]) AND (cardinality($2::text[]) = 0 OR e.channel_name = ANY($2::text[]))
 ORDER BY e.session_id, e.channel_name"""
-BATCH_PERFORMANCE = PERFORMANCE_SCORE.replace("LEFT JOIN", "JOIN").replace("WHERE s.id = $1",
-                                                                        "WHERE s.id = ANY($1::uuid[])")
+BATCH_PERFORMANCE = f"SELECT {_PERFORMANCE_COLS} FROM performance_scores p WHERE p.session_id = ANY($1::uuid[])"
 
 BFR_MONITORING = """
-SELECT s.id AS sid, b.id, b.target_pressure_aop, b.actual_pressure_aop,
+SELECT b.session_id AS sid, b.id, b.target_pressure_aop, b.actual_pressure_aop,
     b.pressure_stability_coefficient, b.safety_gate_status, b.safety_violations_count,
     b.safety_violations_duration_seconds, b.max_pressure_deviation_aop,
     b.patient_aop_baseline_mmhg, b.patient_limb_circumference_cm, b.cuff_size, b.cuff_position,
     b.monitoring_device, b.device_calibration_date, b.device_serial_number,
     b.bfr_session_duration_minutes, b.monitoring_frequency_hz, b.created_at
-FROM therapy_sessions s
-LEFT JOIN bfr_monitoring b ON b.session_id = s.id
-WHERE s.id = $1"""
+FROM bfr_monitoring b
+WHERE b.session_id = $1"""
 
 SESSION_SETTINGS = """
-SELECT s.id AS sid, t.id, t.mvc_calculation_method, t.mvc_threshold_percentage,
+SELECT t.session_id AS sid, t.id, t.mvc_calculation_method, t.mvc_threshold_percentage,
     t.mvc_user_left_quad, t.mvc_user_right_quad, t.performance_weights,
     t.duration_threshold_seconds, t.duration_threshold_left_quad, t.duration_threshold_right_quad,
     t.target_contractions_per_muscle, t.rest_period_between_contractions_seconds,
     t.rest_period_between_sets_seconds, t.bfr_enabled, t.bfr_target_pressure_aop,
     t.game_difficulty_level, t.visual_feedback_enabled, t.audio_feedback_enabled,
     t.real_time_mvc_display, t.created_at, t.updated_at
-FROM therapy_sessions s
-LEFT JOIN session_settings t ON t.session_id = s.id
-WHERE s.id = $1"""
+FROM session_settings t
+WHERE t.session_id = $1"""
 
 
 def patient_progress(date_from: bool, date_to: bool) -> str:

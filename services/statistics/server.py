@@ -226,6 +226,20 @@ class StatisticsServicer(statistics_pb2_grpc.StatisticsServiceServicer):
             raise errors.NotFound(f"session {sid} does not exist")
         return row
 
+    async def _child_row(self, sql: str, session_id: str, what: str) -> asyncpg.Record:
+        """The one row of a per-session table (queries.py: read by session_id alone); when
+        there is none, a second query tells a missing session from a session without `what`."""
+        sid = _uuid(session_id, "session_id")
+        async with access.acquire(self.pool) as conn:
+            await access.ensure_session_visible(conn, sid)
+            row = await conn.fetchrow(sql, sid)
+            if row is not None:
+                return row
+            status = await conn.fetchval(q.SESSION_STATUS, sid)
+        if status is None:
+            raise errors.NotFound(f"session {sid} does not exist")
+        raise errors.NotFound(f"session {sid} has no {what} (processing status: {status})")
+
     # -- sessions ----------------------------------------------------------------------------
     async def GetSession(self, request, context):
         return _session(await self._session_row(q.GET_SESSION, request.session_id))
@@ -324,16 +338,11 @@ class StatisticsServicer(statistics_pb2_grpc.StatisticsServiceServicer):
         return pb.GetEmgStatisticsResponse(channels=list(out.values()))
 
     async def GetPerformanceScore(self, request, context):
-        r = await self._session_row(q.PERFORMANCE_SCORE, request.session_id)
-        if r["id"] is None:
-            raise errors.NotFound(f"session {r['sid']} has no performance score "
-                                  f"(processing status: {r['status'] or 'unknown'})")
-        return _performance(r)
+        return _performance(await self._child_row(q.PERFORMANCE_SCORE, request.session_id,
+                                                  "performance score"))
 
     async def GetBfrMonitoring(self, request, context):
-        r = await self._session_row(q.BFR_MONITORING, request.session_id)
-        if r["id"] is None:
-            raise errors.NotFound(f"session {r['sid']} has no BFR monitoring data")
+        r = await self._child_row(q.BFR_MONITORING, request.session_id, "BFR monitoring data")
         cal = r["device_calibration_date"]
         return pb.BfrMonitoring(
             id=str(r["id"]), session_id=str(r["sid"]), target_pressure_aop=r["target_pressure_aop"],
@@ -353,9 +362,7 @@ class StatisticsServicer(statistics_pb2_grpc.StatisticsServiceServicer):
             monitoring_frequency_hz=r["monitoring_frequency_hz"], created_at=_ts(r["created_at"]))
 
     async def GetSessionSettings(self, request, context):
-        r = await self._session_row(q.SESSION_SETTINGS, request.session_id)
-        if r["id"] is None:
-            raise errors.NotFound(f"session {r['sid']} has no session settings")
+        r = await self._child_row(q.SESSION_SETTINGS, request.session_id, "session settings")
         return pb.SessionSettings(
             id=str(r["id"]), session_id=str(r["sid"]),
             mvc_calculation_method=r["mvc_calculation_method"],
