@@ -44,6 +44,7 @@ from ghostly.statistics.v1 import statistics_pb2_grpc  # noqa: E402
 from libs.db.embedded import free_port as _free_port  # noqa: E402
 from libs.db.migrate import migrate  # noqa: E402
 from services.statistics import queries as q  # noqa: E402
+from services.statistics.db import with_user  # noqa: E402
 from services.statistics.server import encode_page_token  # noqa: E402
 
 TARGETS = {  # name -> (statistic, limit ms)
@@ -146,7 +147,9 @@ async def measure(address: str, data: dict, quick: bool) -> tuple[dict, float]:
 
 
 async def explain_all(dsn: str, data: dict) -> list[tuple[str, str, bool]]:
-    conn = await asyncpg.connect(dsn)
+    # As the service's own role (its planner settings, migration 013; its RLS policies, 012).
+    conn = await asyncpg.connect(with_user(dsn, "ghostly_statistics"))
+    await conn.execute("SELECT set_config('ghostly.role', 'researcher', false)")
     sid = data["completed_ids"][len(data["completed_ids"]) // 2]
     patient = data["patient_codes"][len(data["patient_codes"]) // 2]
     therapist = data["therapist_ids"][0]

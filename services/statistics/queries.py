@@ -140,11 +140,46 @@ ORDER BY pts.session_date ASC NULLS LAST, pts.id ASC, e.channel_name"""
 def cohort_summary(therapist: bool, date_from: bool, date_to: bool) -> str:
     """Mean/stddev of the scores per protocol day plus the cohort totals, one statement.
 
-    Two-level aggregation so that everything hashes (no sort of the whole cohort, which
-    count(DISTINCT) would need): first per (protocol day, patient) with sums and sums of
+    Two-level aggregation: first per (protocol day, patient) with counts, sums and sums of
     squares (~10k groups for 70k sessions), then per day (patients = groups of that day) and
     the total row (distinct patients over the small intermediate set). stddev is the sample
-    standard deviation from the sums. Sessions without a protocol day are day 0 (unknown)."""
+    standard deviation from the sums. Sessions without a protocol day are day 0 (unknown).
+
+    Without a date range the first level is read pre-computed from cohort_day_scores
+    (migration 014, kept by triggers); a date range aggregates the sessions themselves."""
+    if not (date_from or date_to):
+        if therapist:
+            # Per patient of the caseload, its groups by primary key (OFFSET 0 keeps the
+            # lateral lookup from being flattened into a scan of the whole table).
+            source = """patients pt CROSS JOIN LATERAL (
+        SELECT * FROM cohort_day_scores c WHERE c.patient_key = pt.patient_code OFFSET 0) c
+    WHERE pt.therapist_id = $1"""
+        else:
+            source = "cohort_day_scores c"
+        per = f"""
+    SELECT c.protocol_day, c.patient_id, c.session_count AS n, c.sum_overall AS so,
+        c.sumsq_overall AS sq, c.sum_compliance AS sc, c.sum_symmetry AS ss
+    FROM {source}"""
+    else:
+        per = _cohort_per_from_sessions(therapist, date_from, date_to)
+    return f"""
+WITH per AS MATERIALIZED ({per}
+)
+SELECT false AS is_total, protocol_day, sum(n)::bigint AS session_count, count(*) AS patient_count,
+    sum(so) / sum(n) AS mean_overall,
+    CASE WHEN sum(n) > 1
+         THEN sqrt(greatest(sum(sq) - sum(so) * sum(so) / sum(n), 0) / (sum(n) - 1)) END AS stddev_overall,
+    sum(sc) / sum(n) AS mean_compliance, sum(ss) / sum(n) AS mean_symmetry
+FROM per GROUP BY protocol_day
+UNION ALL
+SELECT true, 0, COALESCE(sum(n), 0)::bigint, count(DISTINCT patient_id), sum(so) / sum(n), NULL, NULL, NULL
+FROM per
+ORDER BY is_total DESC, protocol_day"""
+
+
+def _cohort_per_from_sessions(therapist: bool, date_from: bool, date_to: bool) -> str:
+    """The first level of cohort_summary aggregated from the session tables (hashed, no sort
+    of the whole cohort)."""
     conds = ["s.processing_status = 'completed'"]
     n = 0
     if therapist:
@@ -157,7 +192,6 @@ def cohort_summary(therapist: bool, date_from: bool, date_to: bool) -> str:
         n += 1
         conds.append(f"s.session_date < ${n}")
     return f"""
-WITH per AS MATERIALIZED (
     SELECT COALESCE(s.protocol_day, 0) AS protocol_day, s.patient_id, count(*) AS n,
         sum(p.overall_performance_score) AS so,
         sum(p.overall_performance_score * p.overall_performance_score) AS sq,
@@ -165,18 +199,7 @@ WITH per AS MATERIALIZED (
     FROM therapy_sessions s
     JOIN performance_scores p ON p.session_id = s.id
     WHERE {' AND '.join(conds)}
-    GROUP BY 1, 2
-)
-SELECT false AS is_total, protocol_day, sum(n)::bigint AS session_count, count(*) AS patient_count,
-    sum(so) / sum(n) AS mean_overall,
-    CASE WHEN sum(n) > 1
-         THEN sqrt(greatest(sum(sq) - sum(so) * sum(so) / sum(n), 0) / (sum(n) - 1)) END AS stddev_overall,
-    sum(sc) / sum(n) AS mean_compliance, sum(ss) / sum(n) AS mean_symmetry
-FROM per GROUP BY protocol_day
-UNION ALL
-SELECT true, 0, COALESCE(sum(n), 0)::bigint, count(DISTINCT patient_id), sum(so) / sum(n), NULL, NULL, NULL
-FROM per
-ORDER BY is_total DESC, protocol_day"""
+    GROUP BY 1, 2"""
 
 
 THERAPIST_EXISTS = "SELECT EXISTS (SELECT 1 FROM therapists WHERE id = $1)"

@@ -509,6 +509,16 @@ async def test_cohort_summary(stub, admin):
         therapist_id=str(t), date_from=ts(T0 + dt.timedelta(minutes=30)), date_to=ts(T0 + dt.timedelta(days=2))))
     assert [(d.protocol_day, d.session_count) for d in window.days] == [(1, 1), (2, 1)]
     assert window.session_count == 2 and window.mean_overall_score == pytest.approx(65)
+    # Without dates the first level is pre-computed (cohort_day_scores); with a window covering
+    # everything the sessions are aggregated: both paths give the same summary.
+    wide = await stub.GetCohortSummary(pb.GetCohortSummaryRequest(
+        therapist_id=str(t), date_from=ts(T0 - dt.timedelta(days=1)), date_to=ts(T0 + dt.timedelta(days=30))))
+    assert [(d.protocol_day, d.session_count, d.patient_count) for d in wide.days] == \
+        [(d.protocol_day, d.session_count, d.patient_count) for d in res.days]
+    for a, b in zip(wide.days, res.days):
+        assert (a.mean_overall_score, a.stddev_overall_score, a.mean_compliance_score, a.mean_symmetry_score) == \
+            pytest.approx((b.mean_overall_score, b.stddev_overall_score, b.mean_compliance_score, b.mean_symmetry_score))
+    assert (wide.patient_count, wide.session_count) == (res.patient_count, res.session_count)
 
     everyone = await stub.GetCohortSummary(pb.GetCohortSummaryRequest())
     assert everyone.session_count >= 6 and everyone.patient_count >= 3
@@ -576,7 +586,7 @@ async def test_role_privileges(conn):
     tables = [r["tablename"] for r in await conn.fetch(
         "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
     readable = {"therapy_sessions", "emg_statistics", "emg_contractions", "performance_scores",
-                "bfr_monitoring", "session_settings", "patients", "therapists"}
+                "bfr_monitoring", "session_settings", "patients", "therapists", "cohort_day_scores"}
     for table in tables:
         for what in ("INSERT", "UPDATE", "DELETE", "TRUNCATE"):
             assert not await priv("ghostly_statistics", table, what), (table, what)

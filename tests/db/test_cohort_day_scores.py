@@ -1,0 +1,166 @@
+"""cohort_day_scores (migration 014): the triggers keep it equal to the aggregation of the
+session tables through every kind of write, including concurrent writers of one group."""
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import pytest
+
+from tests.conftest import rolled_back
+
+# What the table must hold: the first level of the cohort summary, from the sessions.
+EXPECTED = """
+SELECT COALESCE(s.patient_id, '') AS patient_key, min(s.patient_id) AS patient_id,
+       COALESCE(s.protocol_day, 0) AS protocol_day, count(*)::int AS session_count,
+       sum(p.overall_performance_score) AS sum_overall,
+       sum(p.overall_performance_score * p.overall_performance_score) AS sumsq_overall,
+       sum(p.compliance_score) AS sum_compliance, sum(p.symmetry_score) AS sum_symmetry
+FROM therapy_sessions s JOIN performance_scores p ON p.session_id = s.id
+WHERE s.processing_status = 'completed' AND COALESCE(s.patient_id, '') = ANY($1::text[])
+GROUP BY 1, 3 ORDER BY 1, 3"""
+ACTUAL = """
+SELECT patient_key, patient_id, protocol_day, session_count, sum_overall, sumsq_overall,
+       sum_compliance, sum_symmetry
+FROM cohort_day_scores WHERE patient_key = ANY($1::text[]) ORDER BY 1, 3"""
+
+
+async def _patient(conn) -> str:
+    code = f"K{uuid.uuid4().hex[:7].upper()}"
+    therapist = await conn.fetchval("INSERT INTO therapists (user_id, first_name, last_name) "
+                                    "VALUES ($1, 'T', 'C') RETURNING id", uuid.uuid4())
+    await conn.execute("INSERT INTO patients (therapist_id, patient_code, first_name, last_name, date_of_birth) "
+                       "VALUES ($1, $2, 'P', 'Q', '1940-01-01')", therapist, code)
+    return code
+
+
+async def _session(conn, patient: str | None, day: int | None, status: str = "completed",
+                   score: float | None = 50.0) -> uuid.UUID:
+    sid = await conn.fetchval(
+        "INSERT INTO therapy_sessions (file_path, file_hash, file_size_bytes, patient_id, protocol_day, "
+        "original_sampling_rate, original_duration_seconds, original_sample_count, channel_names, channel_count, "
+        "processing_version, processing_status) VALUES ($1, $2, 1, $3, $4, 990, 1, 990, '[]', 0, 'v', $5) "
+        "RETURNING id", f"cohort/{uuid.uuid4().hex}.c3d", uuid.uuid4().hex, patient, day, status)
+    if score is not None:
+        await conn.execute(
+            "INSERT INTO performance_scores (session_id, overall_performance_score, compliance_score, symmetry_score, "
+            "effort_score, game_score) VALUES ($1, $2, $3, $4, 0, 0)", sid, score, score / 2, 100 - score)
+    return sid
+
+
+async def _assert_consistent(conn, keys: list[str]) -> list[asyncpg.Record]:
+    expected = [dict(r) for r in await conn.fetch(EXPECTED, keys)]
+    actual = [dict(r) for r in await conn.fetch(ACTUAL, keys)]
+    _close(actual, expected)
+    return actual
+
+
+def _close(actual: list[dict], expected: list[dict]) -> None:
+    assert [(a["patient_key"], a["protocol_day"], a["session_count"]) for a in actual] == \
+           [(e["patient_key"], e["protocol_day"], e["session_count"]) for e in expected]
+    for a, e in zip(actual, expected):
+        assert a["patient_id"] == e["patient_id"]
+        for k in ("sum_overall", "sumsq_overall", "sum_compliance", "sum_symmetry"):
+            assert a[k] == pytest.approx(e[k]), k
+
+
+async def test_every_kind_of_write_keeps_the_groups_exact(conn):
+    a, b = await _patient(conn), await _patient(conn)
+    keys = [a, b, ""]
+    s1 = await _session(conn, a, 1, score=40)
+    s2 = await _session(conn, a, 1, score=60)
+    s3 = await _session(conn, a, 2, score=70)
+    s4 = await _session(conn, b, None, score=80)             # unknown day -> 0
+    await _session(conn, a, 1, status="processing", score=None)
+    await _session(conn, None, 3, score=10)                   # a session without patient
+    rows = await _assert_consistent(conn, keys)
+    assert {(r["patient_key"], r["protocol_day"]): r["session_count"] for r in rows} == \
+        {(a, 1): 2, (a, 2): 1, (b, 0): 1, ("", 3): 1}
+
+    # Reprocessing rewrites a score; a session fails; a day is corrected; a session moves to
+    # another patient; a score is deleted; a session is deleted (its score goes by cascade).
+    await conn.execute("UPDATE performance_scores SET overall_performance_score = 90 WHERE session_id = $1", s1)
+    await _assert_consistent(conn, keys)
+    await conn.execute("UPDATE therapy_sessions SET processing_status = 'failed' WHERE id = $1", s2)
+    await _assert_consistent(conn, keys)
+    await conn.execute("UPDATE therapy_sessions SET protocol_day = 5 WHERE id = $1", s3)
+    await _assert_consistent(conn, keys)
+    await conn.execute("UPDATE therapy_sessions SET patient_id = $2 WHERE id = $1", s4, a)
+    await _assert_consistent(conn, keys)
+    await conn.execute("DELETE FROM performance_scores WHERE session_id = $1", s3)
+    await _assert_consistent(conn, keys)
+    await conn.execute("UPDATE therapy_sessions SET processing_status = 'completed' WHERE id = $1", s2)
+    await _assert_consistent(conn, keys)
+    await conn.execute("DELETE FROM therapy_sessions WHERE id = $1", s1)
+    rows = await _assert_consistent(conn, keys)
+    assert {(r["patient_key"], r["protocol_day"]): r["session_count"] for r in rows} == \
+        {(a, 1): 1, (a, 0): 1, ("", 3): 1}
+
+    # A multi-row statement (as COPY and the legacy migration write) refreshes every group once.
+    await conn.execute("UPDATE therapy_sessions SET protocol_day = 7 WHERE patient_id = $1", a)
+    rows = await _assert_consistent(conn, keys)
+    assert [(r["patient_key"], r["protocol_day"], r["session_count"]) for r in rows if r["patient_key"] == a] == \
+        [(a, 7, 2)]
+
+
+async def test_bulk_copy_is_counted(conn):
+    patient = await _patient(conn)
+    ids = [uuid.uuid4() for _ in range(30)]
+    await conn.copy_records_to_table(
+        "therapy_sessions",
+        columns=["id", "file_path", "file_hash", "file_size_bytes", "patient_id", "protocol_day",
+                 "original_sampling_rate", "original_duration_seconds", "original_sample_count", "channel_names",
+                 "channel_count", "processing_version", "processing_status"],
+        records=[(i, f"cohort/{i}.c3d", i.hex, 1, patient, n % 3, 990.0, 1.0, 990, "[]", 0, "v", "completed")
+                 for n, i in enumerate(ids)])
+    await conn.copy_records_to_table(
+        "performance_scores", columns=["session_id", "overall_performance_score", "compliance_score", "symmetry_score",
+                                        "effort_score", "game_score"],
+        records=[(i, float(n), 1.0, 2.0, 0.0, 0.0) for n, i in enumerate(ids)])
+    rows = await _assert_consistent(conn, [patient])
+    assert [r["session_count"] for r in rows] == [10, 10, 10]
+
+
+async def test_concurrent_writers_of_one_group_both_count(database_url):
+    """Two transactions add a session to the same (patient, day): the second refresh waits for
+    the first commit and then sees it, so neither session is lost."""
+    setup = await asyncpg.connect(database_url)
+    patient = await _patient(setup)
+    try:
+        async with rolled_back(database_url) as check:   # (read-only use; rolled back)
+            c1, c2 = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
+            try:
+                t1, t2 = c1.transaction(), c2.transaction()
+                await t1.start()
+                await t2.start()
+                await _session(c1, patient, 4, score=30)            # holds the summary lock now
+                second = asyncio.create_task(_session(c2, patient, 4, score=70))
+                await asyncio.sleep(0.3)
+                assert not second.done(), "the second writer must wait for the first commit"
+                await t1.commit()
+                await asyncio.wait_for(second, 10)
+                await t2.commit()
+            finally:
+                await c1.close()
+                await c2.close()
+            row = await check.fetchrow(ACTUAL, [patient])
+            assert row["session_count"] == 2 and row["sum_overall"] == pytest.approx(100.0)
+            await _assert_consistent(check, [patient])
+    finally:
+        await setup.execute("DELETE FROM therapy_sessions WHERE patient_id = $1", patient)
+        await setup.execute("DELETE FROM patients WHERE patient_code = $1", patient)
+        await setup.execute("DELETE FROM therapists t WHERE NOT EXISTS "
+                            "(SELECT 1 FROM patients p WHERE p.therapist_id = t.id) AND t.last_name = 'C'")
+        assert await setup.fetchval("SELECT count(*) FROM cohort_day_scores WHERE patient_key = $1", patient) == 0
+        await setup.close()
+
+
+async def test_readers_are_not_blocked_by_a_writer(database_url, conn):
+    patient = await _patient(conn)
+    await _session(conn, patient, 1)                       # conn's transaction holds the lock
+    reader = await asyncpg.connect(database_url)
+    try:
+        await asyncio.wait_for(reader.fetchval("SELECT count(*) FROM cohort_day_scores"), 5)
+    finally:
+        await reader.close()
