@@ -14,6 +14,10 @@
 -- processing_status 'completed' that have a performance score, as the raw query counts them.
 -- Summaries restricted to a date range still aggregate the sessions themselves.
 
+-- The refresh finds the sessions of a group by patient (idx_therapy_sessions_patient_date);
+-- sessions without a patient by this small partial index.
+CREATE INDEX idx_therapy_sessions_no_patient_day ON therapy_sessions (protocol_day) WHERE patient_id IS NULL;
+
 CREATE TABLE cohort_day_scores (
     patient_key     TEXT NOT NULL,          -- COALESCE(patient_id, ''): the key of the group
     patient_id      TEXT,                   -- patients.patient_code (NULL: session without patient)
@@ -44,35 +48,44 @@ BEGIN
     DELETE FROM cohort_day_scores c
      USING unnest(p_keys, p_days) AS k(patient_key, protocol_day)
      WHERE c.patient_key = k.patient_key AND c.protocol_day = k.protocol_day;
+    -- Plain equality on patient_id (its index) for patients; the partial index below for the
+    -- sessions without one.
     INSERT INTO cohort_day_scores (patient_key, patient_id, protocol_day, session_count,
                                    sum_overall, sumsq_overall, sum_compliance, sum_symmetry)
+    WITH k AS (SELECT DISTINCT * FROM unnest(p_keys, p_days) AS u(patient_key, protocol_day))
     SELECT k.patient_key, min(s.patient_id), k.protocol_day, count(*),
            sum(p.overall_performance_score),
            sum(p.overall_performance_score * p.overall_performance_score),
            sum(p.compliance_score), sum(p.symmetry_score)
-      FROM (SELECT DISTINCT * FROM unnest(p_keys, p_days) AS u(patient_key, protocol_day)) k
-      JOIN therapy_sessions s
-        ON COALESCE(s.patient_id, '') = k.patient_key AND COALESCE(s.protocol_day, 0) = k.protocol_day
+      FROM k
+      JOIN therapy_sessions s ON s.patient_id = k.patient_key AND COALESCE(s.protocol_day, 0) = k.protocol_day
       JOIN performance_scores p ON p.session_id = s.id
-     WHERE s.processing_status = 'completed'
+     WHERE s.processing_status = 'completed' AND k.patient_key <> ''
+     GROUP BY k.patient_key, k.protocol_day
+    UNION ALL
+    SELECT k.patient_key, NULL, k.protocol_day, count(*),
+           sum(p.overall_performance_score),
+           sum(p.overall_performance_score * p.overall_performance_score),
+           sum(p.compliance_score), sum(p.symmetry_score)
+      FROM k
+      JOIN therapy_sessions s ON s.patient_id IS NULL AND COALESCE(s.protocol_day, 0) = k.protocol_day
+      JOIN performance_scores p ON p.session_id = s.id
+     WHERE s.processing_status = 'completed' AND k.patient_key = ''
      GROUP BY k.patient_key, k.protocol_day;
 END
 $fn$;
 
--- therapy_sessions: a session enters, leaves or moves between groups when it is inserted,
--- deleted (its scores go by cascade), or its status, patient or protocol day changes.
+-- therapy_sessions: a session leaves or moves between groups when it is deleted (its score goes
+-- by cascade) or its status, patient or protocol day changes. An INSERT changes no group: a new
+-- session has no performance score yet (the score's foreign key needs the session first), so
+-- there is no insert trigger, and a bulk load of sessions takes no lock.
 CREATE FUNCTION cohort_day_scores_sessions_changed() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 DECLARE
     keys TEXT[];
     days INTEGER[];
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        SELECT array_agg(COALESCE(n.patient_id, '')), array_agg(COALESCE(n.protocol_day, 0))
-          INTO keys, days
-          FROM (SELECT DISTINCT patient_id, protocol_day FROM new_rows
-                 WHERE processing_status = 'completed') n;
-    ELSIF TG_OP = 'DELETE' THEN
+    IF TG_OP = 'DELETE' THEN
         SELECT array_agg(COALESCE(o.patient_id, '')), array_agg(COALESCE(o.protocol_day, 0))
           INTO keys, days
           FROM (SELECT DISTINCT patient_id, protocol_day FROM old_rows
@@ -128,9 +141,7 @@ BEGIN
 END
 $fn$;
 
--- Transition tables allow one event per trigger: three triggers per table.
-CREATE TRIGGER cohort_day_scores_sessions_insert AFTER INSERT ON therapy_sessions
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION cohort_day_scores_sessions_changed();
+-- Transition tables allow one event per trigger: one trigger per event.
 CREATE TRIGGER cohort_day_scores_sessions_update AFTER UPDATE ON therapy_sessions
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION cohort_day_scores_sessions_changed();
