@@ -31,6 +31,7 @@
 | GHOSTLY_HEALTH_INTERVAL_S   | 2.0                              | database health probe period              |
 | GHOSTLY_SHUTDOWN_GRACE_S    | 10.0                             | drain time on SIGTERM                     |
 | GHOSTLY_LOG_LEVEL           | INFO                             | logging level                             |
+| GHOSTLY_EVENT_LOOP          | uvloop                           | event loop of the service processes: `uvloop` or `asyncio` (the standard loop) |
 | GHOSTLY_AUTH_MODE           | jwt                              | `jwt`: bearer token required; `dev`: calls without a token act as a local admin (`ghostly up` default) |
 | GHOSTLY_JWT_ALGORITHM       | HS256                            | HS256 (shared secret) or RS256 (public key) |
 | GHOSTLY_JWT_SECRET          | (unset)                          | HS256 verification secret                 |
@@ -88,6 +89,7 @@ class Config:
     health_interval_s: float = 2.0
     shutdown_grace_s: float = 10.0
     log_level: str = "INFO"
+    event_loop: str = "uvloop"
     auth: AuthSettings = field(default_factory=AuthSettings)
 
     def port(self, service: str) -> int:
@@ -137,6 +139,7 @@ def load(env: dict[str, str] | None = None) -> Config:
         health_interval_s=float(env.get("GHOSTLY_HEALTH_INTERVAL_S") or 2.0),
         shutdown_grace_s=float(env.get("GHOSTLY_SHUTDOWN_GRACE_S") or 10.0),
         log_level=(env.get("GHOSTLY_LOG_LEVEL") or "INFO").upper(),
+        event_loop=(env.get("GHOSTLY_EVENT_LOOP") or "uvloop").lower(),
         auth=AuthSettings(
             mode=(env.get("GHOSTLY_AUTH_MODE") or "jwt").lower(),
             algorithm=(env.get("GHOSTLY_JWT_ALGORITHM") or "HS256").upper(),

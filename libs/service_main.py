@@ -11,9 +11,25 @@ from libs.grpc_server import ServiceSpec, serve
 log = logging.getLogger("ghostly")
 
 
+def loop_factory(name: str):
+    """The event loop the service runs on (GHOSTLY_EVENT_LOOP): uvloop by default, which
+    grpc.aio and asyncpg both run on, or the standard asyncio loop."""
+    if name == "asyncio":
+        return None
+    if name == "uvloop":
+        try:
+            import uvloop
+        except ImportError:   # e.g. a platform without wheels: the standard loop still works
+            log.warning("uvloop is not installed; running on the standard asyncio loop")
+            return None
+        return uvloop.new_event_loop
+    raise SystemExit(f"GHOSTLY_EVENT_LOOP must be 'uvloop' or 'asyncio', got {name!r}")
+
+
 def main(spec: ServiceSpec) -> None:
     cfg = config_mod.load()
     logs.setup(cfg.log_level)
+    factory = loop_factory(cfg.event_loop)
     pg = None
     if not cfg.database_url:
         # Local use without a server: the project's own embedded cluster, migrated.
@@ -23,7 +39,8 @@ def main(spec: ServiceSpec) -> None:
         cfg = cfg.with_database(pg.start())
         asyncio.run(migrate(cfg.database_url))
     try:
-        asyncio.run(serve(spec, cfg))
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(serve(spec, cfg))
     finally:
         if pg is not None:
             pg.stop()

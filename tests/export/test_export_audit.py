@@ -236,7 +236,8 @@ async def test_deadline_and_request_id_are_passed_on(stack):
     assert {m for m, _, _ in fake.seen} == {"BatchGetSessionStatistics"}
     for method, rid, remaining in fake.seen:
         assert rid == "trace-abc-123", method
-        assert remaining is not None and 5 < remaining <= 7, (method, remaining)
+        # (gRPC rounds deadlines on the wire: a few ms above the caller's 7 s are seen)
+        assert remaining is not None and 5 < remaining <= 7.1, (method, remaining)
 
 
 # --------------------------------------------------------------------------- cancellation
