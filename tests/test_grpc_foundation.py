@@ -117,6 +117,40 @@ async def test_interceptor_maps_errors_and_echoes_request_id(database_url, tmp_p
         await server.stop(0)
 
 
+async def test_every_rpc_gets_one_json_access_line(database_url, tmp_path, caplog):
+    """One line per call with its request id and status, written shortly after the call (in
+    batches, off the response path) and at the latest when the server stops."""
+    import logging
+
+    from libs.logs import JsonFormatter
+
+    async def register(server, ctx):
+        statistics_pb2_grpc.add_StatisticsServiceServicer_to_server(_Failing(), server)
+
+    spec = ServiceSpec(name="statistics", full_names=STATISTICS.full_names, register=register)
+    server = await start_service(spec, make_config(database_url, tmp_path), port=0)
+    caplog.set_level(logging.INFO, logger="ghostly.rpc")
+    try:
+        async with grpc.aio.insecure_channel(server.address) as ch:
+            stub = statistics_pb2_grpc.StatisticsServiceStub(ch)
+            await stub.GetSession(statistics_pb2.GetSessionRequest(session_id="fine"),
+                                  metadata=(("x-request-id", "line-1"),))
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.GetSession(statistics_pb2.GetSessionRequest(session_id="missing"),
+                                      metadata=(("x-request-id", "line-2"),))
+            await asyncio.sleep(0.1)
+            lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name == "ghostly.rpc"]
+            assert [(x["request_id"], x["status"], x["method"].rsplit("/", 1)[-1]) for x in lines] == \
+                [("line-1", "OK", "GetSession"), ("line-2", "NOT_FOUND", "GetSession")]
+            assert all(x["msg"] == "rpc" and x["duration_ms"] >= 0 and x["role"] == "admin" for x in lines)
+            caplog.clear()
+            await stub.GetSession(statistics_pb2.GetSessionRequest(session_id="fine"),
+                                  metadata=(("x-request-id", "line-3"),))
+    finally:
+        await server.stop(0)
+    assert [r.fields["request_id"] for r in caplog.records if r.name == "ghostly.rpc"] == ["line-3"]
+
+
 async def test_unimplemented_rpc_reports_unimplemented(database_url, tmp_path):
     from ghostly.export.v1 import export_pb2, export_pb2_grpc
 
