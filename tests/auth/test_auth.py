@@ -261,3 +261,55 @@ async def test_therapist_signals_and_exports_limited(stack, caseloads, database_
         assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
     finally:
         await conn.close()
+
+
+# --------------------------------------------------------------------------- verified-token cache
+
+def _authenticator(**over):
+    from libs.auth import Authenticator
+    return Authenticator(AuthSettings(mode="jwt", secret=TEST_JWT_SECRET, **over))
+
+
+def _md(token: str):
+    return (("authorization", f"Bearer {token}"),)
+
+
+def test_a_verified_token_is_not_verified_again_until_it_expires(monkeypatch):
+    import time as _time
+
+    import jwt as pyjwt
+
+    from libs.errors import Unauthenticated
+    a = _authenticator(leeway_s=0)
+    token = issue_token(secret=TEST_JWT_SECRET, subject=str(uuid.uuid4()), role="researcher", ttl_s=1)
+    first = a.authenticate(_md(token))
+    calls = []
+    real_decode = pyjwt.decode
+    monkeypatch.setattr(pyjwt, "decode", lambda *args, **kw: calls.append(1) or real_decode(*args, **kw))
+    assert a.authenticate(_md(token)) is first and calls == []        # served from the cache
+    _time.sleep(1.3)                                                    # exp passes (leeway 0)
+    with pytest.raises(Unauthenticated, match="expired"):
+        a.authenticate(_md(token))
+    assert calls == [1]                                                 # re-verified, and refused
+    with pytest.raises(Unauthenticated, match="expired"):
+        a.authenticate(_md(token))                                      # not cached after refusal
+
+
+def test_bad_tokens_are_refused_every_time_and_the_cache_is_bounded(monkeypatch):
+    import libs.auth as auth_mod
+    from libs.errors import Unauthenticated
+    a = _authenticator()
+    good = issue_token(secret=TEST_JWT_SECRET, subject=str(uuid.uuid4()), role="therapist")
+    forged = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
+    for _ in range(2):
+        with pytest.raises(Unauthenticated, match="signature"):
+            a.authenticate(_md(forged))
+    assert a.authenticate(_md(good)).role == "therapist"
+    other = issue_token(secret="another-secret-of-32-bytes-length!!", subject=str(uuid.uuid4()), role="admin")
+    with pytest.raises(Unauthenticated):
+        a.authenticate(_md(other))                                      # signed with another key
+    monkeypatch.setattr(auth_mod, "VERIFIED_TOKENS_KEPT", 3)
+    tokens = [issue_token(secret=TEST_JWT_SECRET, subject=str(uuid.uuid4()), role="researcher") for _ in range(5)]
+    for t in tokens:
+        a.authenticate(_md(t))
+    assert list(a._verified) == tokens[-3:]
