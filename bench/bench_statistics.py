@@ -13,7 +13,7 @@ and measures with real stubs:
 
 and prints EXPLAIN (ANALYZE) of every query of the service.
 
-Run: .venv/bin/python bench/bench_statistics.py [--patients 1000] [--sessions 70] [--quick]
+Run: .venv/bin/python bench/bench_statistics.py [--patients 1000] [--sessions 70] [--quick] [--auth jwt]
 """
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from gen_cohort import generate, summary  # noqa: E402
 from ghostly.statistics.v1 import statistics_pb2 as pb  # noqa: E402
 from ghostly.statistics.v1 import statistics_pb2_grpc  # noqa: E402
+from libs.auth import issue_token  # noqa: E402
 from libs.db.embedded import free_port as _free_port  # noqa: E402
 from libs.db.migrate import migrate  # noqa: E402
 from services.statistics import queries as q  # noqa: E402
@@ -76,7 +77,18 @@ def _fmt(samples: np.ndarray) -> dict:
             "max": float(samples.max())}
 
 
-async def measure(address: str, data: dict, quick: bool) -> tuple[dict, float]:
+class _WithToken:
+    """A stub whose calls all carry `authorization: Bearer <token>` (as the gateway's do)."""
+
+    def __init__(self, stub, token: str):
+        self._stub, self._md = stub, (("authorization", f"Bearer {token}"),)
+
+    def __getattr__(self, name):
+        method = getattr(self._stub, name)
+        return lambda request, **kw: method(request, metadata=self._md, **kw)
+
+
+async def measure(address: str, data: dict, quick: bool, token: str | None = None) -> tuple[dict, float]:
     rnd = random.Random(1)
     completed = [str(s) for s in data["completed_ids"]]
     sessions = [str(s) for s in data["session_ids"]]
@@ -86,6 +98,8 @@ async def measure(address: str, data: dict, quick: bool) -> tuple[dict, float]:
     results: dict[str, dict] = {}
     async with grpc.aio.insecure_channel(address) as ch:
         stub = statistics_pb2_grpc.StatisticsServiceStub(ch)
+        if token:
+            stub = _WithToken(stub, token)
         # Warm-up: every pooled connection prepares its statements; gRPC channel is up.
         warm = [stub.GetPerformanceScore(pb.SessionKey(session_id=rnd.choice(completed))) for _ in range(200)]
         warm += [stub.GetSession(pb.GetSessionRequest(session_id=rnd.choice(sessions))) for _ in range(200)]
@@ -207,7 +221,14 @@ async def run(dsn: str, args) -> int:
                           contractions=args.contractions, quiet=True)
     print(summary(data))
     port = _free_port()
-    env = dict(os.environ, GHOSTLY_AUTH_MODE="dev", DATABASE_URL=dsn, GHOSTLY_STATISTICS_PORT=str(port),
+    token = None
+    auth_env = {"GHOSTLY_AUTH_MODE": "dev"}
+    if args.auth == "jwt":
+        # Production: every call carries a researcher's token, verified by the service.
+        secret = "bench-secret-" + uuid.uuid4().hex
+        auth_env = {"GHOSTLY_AUTH_MODE": "jwt", "GHOSTLY_JWT_SECRET": secret}
+        token = issue_token(secret=secret, subject=str(uuid.uuid4()), role="researcher")
+    env = dict(os.environ, **auth_env, DATABASE_URL=dsn, GHOSTLY_STATISTICS_PORT=str(port),
                GHOSTLY_DATA_DIR=str(Path(args.workdir)), GHOSTLY_SHUTDOWN_GRACE_S="1")
     env.pop("STATISTICS_DATABASE_URL", None)
     server = subprocess.Popen([sys.executable, "-m", "services.statistics"], cwd=ROOT, env=env,
@@ -219,7 +240,7 @@ async def run(dsn: str, args) -> int:
     gc.freeze()
     try:
         await wait_serving(address)
-        results, rps = await measure(address, data, args.quick)
+        results, rps = await measure(address, data, args.quick, token)
     finally:
         server.terminate()
         server.wait(15)
@@ -230,7 +251,7 @@ async def run(dsn: str, args) -> int:
         print(f"\n-- {name}  [{'index' if ok else 'NO INDEX'}]\n{plan}")
 
     print(f"\n== StatisticsService through gRPC ({data['sessions']} sessions, {data['patients']} patients, "
-          f"{os.cpu_count()} CPUs) ==")
+          f"{os.cpu_count()} CPUs, auth {args.auth}) ==")
     print(f"{'call':<32}{'n':>6}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}   target")
     all_ok = True
     for name, r in results.items():
@@ -255,6 +276,8 @@ def main() -> int:
     ap.add_argument("--sessions", type=int, default=70)
     ap.add_argument("--contractions", action="store_true")
     ap.add_argument("--quick", action="store_true", help="fewer samples (smoke run)")
+    ap.add_argument("--auth", choices=("dev", "jwt"), default="dev",
+                    help="dev: calls without a token (default); jwt: a researcher's bearer token on every call")
     args = ap.parse_args()
     import tempfile
     args.workdir = tempfile.mkdtemp(prefix="ghostly-bench-")
