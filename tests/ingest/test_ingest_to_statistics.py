@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
+from ghostly.ingest.v1 import ingest_pb2
 from ghostly.statistics.v1 import statistics_pb2 as spb, statistics_pb2_grpc
 from libs.emg import AnalysisSettings, analyze_file
 from libs.grpc_server import start_service
@@ -21,7 +22,7 @@ async def stats(database_url, shared_data_dir):
     await server.stop(0)
 
 
-async def test_ingested_sessions_read_back(stub, stats, patient, tmp_path):
+async def test_ingested_sessions_read_back(stub, stats, db, patient, tmp_path):
     replies, expected = [], []
     for day, seed in enumerate((61, 67, 71), start=1):
         data, name = synthetic_bytes(tmp_path, seed=seed, n_left=6 + 2 * day)
@@ -53,3 +54,21 @@ async def test_ingested_sessions_read_back(stub, stats, patient, tmp_path):
         [e.performance.overall_performance_score for e in expected])
     assert progress.sessions_done == 3 and progress.best_score == pytest.approx(
         max(e.performance.overall_performance_score for e in expected))
+
+    # The cohort summary (pre-computed by migration 014's triggers) follows the write path,
+    # also when a Reprocess rewrites the scores.
+    therapist = await db.fetchval("SELECT therapist_id FROM patients WHERE patient_code = $1", patient)
+
+    async def cohort_days():
+        res = await stats.GetCohortSummary(spb.GetCohortSummaryRequest(therapist_id=str(therapist)))
+        assert res.patient_count == 1 and res.session_count == 3
+        return {d.protocol_day: d.mean_overall_score for d in res.days}
+
+    assert await cohort_days() == pytest.approx(
+        {day: e.performance.overall_performance_score for day, e in enumerate(expected, start=1)})
+    req = ingest_pb2.ReprocessRequest(session_id=replies[0].session_id,
+                                      options=ingest_pb2.AnalysisOptions(duration_threshold_s=30.0))
+    assert [m async for m in stub.Reprocess(req)][-1].done_count == 1
+    rescored = await stats.GetPerformanceScore(spb.SessionKey(session_id=replies[0].session_id))
+    assert rescored.overall_performance_score != pytest.approx(expected[0].performance.overall_performance_score)
+    assert (await cohort_days())[1] == pytest.approx(rescored.overall_performance_score)
