@@ -36,3 +36,31 @@ async def test_start_query_stop_and_cleanup():
         raise AssertionError("server still accepting connections after stop")
     except (OSError, asyncpg.PostgresError):
         pass
+
+
+async def test_a_killed_owner_leaves_no_cluster_behind(tmp_path):
+    """A process killed before stop() leaves its throwaway cluster running; the next one's start
+    (here: the sweep it calls) stops and removes it. Live owners' clusters are left alone."""
+    import sys
+    from pathlib import Path
+
+    from libs.db.embedded import OWNER_FILE, sweep_orphan_clusters
+    script = ("import os, sys; sys.path.insert(0, os.getcwd()); from libs.db.embedded import EmbeddedPostgres; "
+              "pg = EmbeddedPostgres(ephemeral=True); print(pg.start(), pg.data_dir, flush=True); os._exit(0)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    dsn, data_dir = out[0], Path(out[1])
+    assert (data_dir.parent / OWNER_FILE).exists()
+    conn = await asyncpg.connect(dsn)          # leaked: still running after its owner exited
+    await conn.close()
+
+    mine = EmbeddedPostgres(ephemeral=True)    # the next throwaway cluster sweeps first
+    try:
+        assert not data_dir.parent.exists()
+        assert sweep_orphan_clusters() == [] and mine.data_dir.parent.exists()   # a live owner's: kept
+        try:
+            await asyncpg.connect(dsn, timeout=2)
+            raise AssertionError("the orphaned server is still accepting connections")
+        except (OSError, asyncpg.PostgresError):
+            pass
+    finally:
+        mine.stop()

@@ -58,6 +58,50 @@ def _is_root() -> bool:
     return os.geteuid() == 0
 
 
+# --------------------------------------------------------------------------- throwaway clusters
+# An ephemeral cluster lives in /tmp/ghostly-pg-XXXX/data and is removed by stop(). A process
+# killed before stop() (pytest interrupted, a bench killed) leaves its cluster running; the
+# next ephemeral start removes such orphans. The owner is recorded as "pid start-time" (the
+# start time tells a reused pid from the original process).
+EPHEMERAL_PREFIX = "ghostly-pg-"
+OWNER_FILE = "owner"
+
+
+def _process_identity(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return f"{pid} {stat.rsplit(')', 1)[1].split()[19]}"   # field 22: start time in clock ticks
+
+
+def _owner_alive(parent: Path) -> bool:
+    try:
+        recorded = (parent / OWNER_FILE).read_text().strip()
+    except OSError:
+        return False
+    return _process_identity(int(recorded.split()[0])) == recorded
+
+
+def sweep_orphan_clusters(tmp: Path = Path("/tmp")) -> list[Path]:
+    """Stop and remove ephemeral clusters whose owner process is gone; returns their dirs.
+    Directories without an owner record are left alone (not ours to judge)."""
+    removed = []
+    for parent in sorted(tmp.glob(EPHEMERAL_PREFIX + "*")):
+        if not (parent / OWNER_FILE).exists() or _owner_alive(parent):
+            continue
+        orphan = EmbeddedPostgres(parent / "data", ephemeral=True)
+        try:
+            if orphan.running():
+                orphan._run("pg_ctl", "-D", str(orphan.data_dir), "-m", "immediate", "-w", "stop", check=False)
+        except EmbeddedPostgresError:   # e.g. no binaries: removing the directory still helps
+            pass
+        shutil.rmtree(parent, ignore_errors=True)
+        log.info("removed an orphaned throwaway cluster (%s)", parent)
+        removed.append(parent)
+    return removed
+
+
 def default_data_dir() -> Path:
     """Persistent data directory for `ghostly up` (override with GHOSTLY_PGDATA)."""
     explicit = os.environ.get("GHOSTLY_PGDATA")
@@ -78,7 +122,10 @@ class EmbeddedPostgres:
                  database: str = "ghostly", ephemeral: bool = False):
         self.ephemeral = ephemeral
         if data_dir is None and ephemeral:
-            data_dir = Path(tempfile.mkdtemp(prefix="ghostly-pg-", dir="/tmp")) / "data"
+            sweep_orphan_clusters()
+            parent = Path(tempfile.mkdtemp(prefix=EPHEMERAL_PREFIX, dir="/tmp"))
+            (parent / OWNER_FILE).write_text(_process_identity(os.getpid()) or str(os.getpid()))
+            data_dir = parent / "data"
         self.data_dir = Path(data_dir or default_data_dir())
         self.port = port or (free_port() if ephemeral else int(os.environ.get("GHOSTLY_PG_PORT") or 55432))
         self.database = database
