@@ -10,6 +10,7 @@
 | GHOSTLY_CACHE_MAX_BYTES     | 1073741824 (1 GiB)               | size limit of the signal cache directory  |
 | GHOSTLY_PGDATA              | see libs.db.embedded             | embedded cluster's data directory         |
 | GHOSTLY_PG_PORT             | 55432                            | embedded cluster's TCP port (127.0.0.1)   |
+| GHOSTLY_PG_BIN              | PATH, else newest /usr/lib/postgresql/*/bin | where initdb/pg_ctl are (embedded cluster) |
 | GHOSTLY_HOST                | 127.0.0.1                        | address the gRPC servers bind             |
 | GHOSTLY_INGEST_PORT         | 50051                            | IngestService port                        |
 | GHOSTLY_STATISTICS_PORT     | 50052                            | StatisticsService port                    |
@@ -27,6 +28,10 @@
 | GHOSTLY_EVENT_SECRET        | (unset: events not signed)       | HMAC-SHA256 secret of storage events      |
 | GHOSTLY_DEVICE_TIMEZONE     | UTC                              | time zone of the tablets' C3D clock times |
 | GHOSTLY_INGEST_WORKERS      | number of CPUs                   | analysis worker processes of ingest       |
+| EMG_ANALYSIS_THREADS        | 1                                | threads per analysis for the channels (read by libs/emg in each worker process) |
+| GHOSTLY_JIT_SIGNAL_MEMORY_BYTES | 268435456 (256 MiB)          | jit_signal: processed recordings kept in memory |
+| GHOSTLY_JIT_PAYLOAD_MEMORY_BYTES | 67108864 (64 MiB)           | jit_signal: decoded plot payloads kept in memory |
+| GHOSTLY_EXPORT_SESSION_CONCURRENCY | 16                        | export: sessions fetched at once in multi-session exports |
 | GHOSTLY_DB_POOL_MIN / MAX   | 1 / 10                           | asyncpg pool size per service             |
 | GHOSTLY_HEALTH_INTERVAL_S   | 2.0                              | database health probe period              |
 | GHOSTLY_SHUTDOWN_GRACE_S    | 10.0                             | drain time on SIGTERM                     |
@@ -84,6 +89,9 @@ class Config:
     event_secret: str | None = None
     device_timezone: str = "UTC"
     ingest_workers: int = 0
+    jit_signal_memory_bytes: int = 256 << 20
+    jit_payload_memory_bytes: int = 64 << 20
+    export_session_concurrency: int = 16
     db_pool_min: int = 1
     db_pool_max: int = 10
     health_interval_s: float = 2.0
@@ -134,6 +142,9 @@ def load(env: dict[str, str] | None = None) -> Config:
         event_secret=env.get("GHOSTLY_EVENT_SECRET") or None,
         device_timezone=env.get("GHOSTLY_DEVICE_TIMEZONE") or "UTC",
         ingest_workers=int(env.get("GHOSTLY_INGEST_WORKERS") or 0),
+        jit_signal_memory_bytes=int(env.get("GHOSTLY_JIT_SIGNAL_MEMORY_BYTES") or 256 << 20),
+        jit_payload_memory_bytes=int(env.get("GHOSTLY_JIT_PAYLOAD_MEMORY_BYTES") or 64 << 20),
+        export_session_concurrency=int(env.get("GHOSTLY_EXPORT_SESSION_CONCURRENCY") or 16),
         db_pool_min=int(env.get("GHOSTLY_DB_POOL_MIN") or 1),
         db_pool_max=int(env.get("GHOSTLY_DB_POOL_MAX") or 10),
         health_interval_s=float(env.get("GHOSTLY_HEALTH_INTERVAL_S") or 2.0),

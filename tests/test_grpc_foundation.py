@@ -214,3 +214,30 @@ async def test_ghostly_up_status_and_ctrl_c(database_url, tmp_path):
     finally:
         if up.poll() is None:
             up.kill()
+
+
+def test_every_setting_is_read_in_config_and_documented():
+    """Settings come from libs/config.py (its table documents them), with their defaults."""
+    import re
+    from pathlib import Path
+
+    from libs import config as config_mod
+    root = Path(config_mod.PROJECT_ROOT)
+    documented = set(re.findall(r"^\| ([A-Z][A-Z0-9_]+)", config_mod.__doc__, re.M))
+    read_elsewhere = set()
+    for path in [*root.glob("services/**/*.py"), *root.glob("libs/**/*.py")]:
+        if path.name == "config.py":
+            continue
+        read_elsewhere |= set(re.findall(r"environ(?:\.get)?\(\s*[\"']([A-Z][A-Z0-9_]+)", path.read_text()))
+    # Read where they are used: the embedded cluster's own settings, the analysis library's
+    # thread count (in each worker process) and the client commands' token.
+    assert read_elsewhere <= {"GHOSTLY_PG_BIN", "GHOSTLY_PGDATA", "GHOSTLY_PG_PORT", "GHOSTLY_DATA_DIR",
+                              "EMG_ANALYSIS_THREADS", "GHOSTLY_TOKEN"}, read_elsewhere
+    assert read_elsewhere <= documented
+    defaults = config_mod.load({})
+    assert (defaults.jit_signal_memory_bytes, defaults.jit_payload_memory_bytes,
+            defaults.export_session_concurrency, defaults.event_loop) == (256 << 20, 64 << 20, 16, "uvloop")
+    custom = config_mod.load({"GHOSTLY_JIT_SIGNAL_MEMORY_BYTES": "1000", "GHOSTLY_JIT_PAYLOAD_MEMORY_BYTES": "2000",
+                              "GHOSTLY_EXPORT_SESSION_CONCURRENCY": "3", "GHOSTLY_EVENT_LOOP": "asyncio"})
+    assert (custom.jit_signal_memory_bytes, custom.jit_payload_memory_bytes,
+            custom.export_session_concurrency, custom.event_loop) == (1000, 2000, 3, "asyncio")

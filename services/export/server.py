@@ -23,7 +23,8 @@ async def register(server: grpc.aio.Server, context: ServiceContext) -> None:
     cfg = context.config
     downstream = Downstream(cfg.target("statistics"), cfg.target("jit_signal"), cfg.max_message_bytes)
     context.on_stop.append(downstream.close)
-    export_pb2_grpc.add_ExportServiceServicer_to_server(ExportServicer(History(context.pool), downstream), server)
+    export_pb2_grpc.add_ExportServiceServicer_to_server(ExportServicer(
+        History(context.pool), downstream, cfg.export_session_concurrency), server)
 
 
 SPEC = ServiceSpec(name="export", full_names=(FULL_NAME,), register=register, permissions={

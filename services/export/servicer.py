@@ -23,7 +23,6 @@ import datetime as dt
 import hashlib
 import io
 import json
-import os
 import re
 import time
 import uuid
@@ -50,7 +49,6 @@ from services.export.model import ExportDocument
 
 CHUNK_BYTES = 1 << 20                 # <= 1 MiB per data message
 # Sessions fetched concurrently (bounded gather; each runs its 2-3 statistics RPCs at once).
-SESSION_CONCURRENCY = int(os.environ.get("GHOSTLY_EXPORT_SESSION_CONCURRENCY") or 16)
 MAX_SESSIONS = 10_000                 # sessions per export
 DEFAULT_MAX_POINTS = 1000
 MAX_POINTS = 1_000_000
@@ -225,9 +223,10 @@ def _copy(request: pb.CreateExportRequest) -> pb.CreateExportRequest:
 
 
 class ExportServicer(export_pb2_grpc.ExportServiceServicer):
-    def __init__(self, history: History, downstream: Downstream):
+    def __init__(self, history: History, downstream: Downstream, session_concurrency: int = 16):
         self.history = history
         self.downstream = downstream
+        self.session_concurrency = session_concurrency   # GHOSTLY_EXPORT_SESSION_CONCURRENCY
         self._tasks: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------------ CreateExport
@@ -463,7 +462,7 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         bundles = await self._select_sessions(sel, call)
         if sel.export_type == "bfr_safety_report":
             await bounded_gather([lambda b=b: self._fetch_session(b, sel, call) for b in bundles],
-                                 SESSION_CONCURRENCY)
+                                 self.session_concurrency)
         else:
             await self._fetch_batch(bundles, sel, call)
         ok = [b for b in bundles if b.error is None]

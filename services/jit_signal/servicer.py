@@ -22,8 +22,6 @@ from services.jit_signal.signals import (Payload, Plan, build_payload, chunks, d
 log = logging.getLogger("ghostly.jit_signal")
 
 # In-process memory bounds (bytes); environment overrides for operators.
-PAYLOAD_MEMORY = int(os.environ.get("GHOSTLY_JIT_PAYLOAD_MEMORY_BYTES") or 64 << 20)
-SIGNAL_MEMORY = int(os.environ.get("GHOSTLY_JIT_SIGNAL_MEMORY_BYTES") or 256 << 20)
 HIT_FLUSH_DELAY_S = 0.2
 _THREAD_READ_BYTES = 1 << 20
 
@@ -41,8 +39,10 @@ class JitSignalServicer(jit_signal_pb2_grpc.JitSignalServiceServicer):
         self.ctx, self.db, self.store = ctx, ctx.pool, store
         self.max_message_bytes = ctx.config.max_message_bytes
         self.disk = c.DiskCache(ctx.config.cache_dir, ctx.config.cache_max_bytes)
-        self.payloads = c.MemoryLRU(PAYLOAD_MEMORY)      # decoded payloads, keyed (request key, generation)
-        self.signals = c.MemoryLRU(SIGNAL_MEMORY)        # processed recordings, keyed (file hash, params, chain)
+        # decoded payloads, keyed (request key, generation); processed recordings, keyed (file
+        # hash, params, chain)
+        self.payloads = c.MemoryLRU(ctx.config.jit_payload_memory_bytes)
+        self.signals = c.MemoryLRU(ctx.config.jit_signal_memory_bytes)
         self.verified: dict[str, tuple[tuple[int, ...], str]] = {}   # path -> (file identity, verified sha256)
         self.payload_flight = c.SingleFlight()
         self.signal_flight = c.SingleFlight()
