@@ -164,3 +164,16 @@ async def test_readers_are_not_blocked_by_a_writer(database_url, conn):
         await asyncio.wait_for(reader.fetchval("SELECT count(*) FROM cohort_day_scores"), 5)
     finally:
         await reader.close()
+
+
+async def test_the_ingest_role_keeps_the_summary_without_privileges_on_it(conn):
+    patient = await _patient(conn)
+    sid = await _session(conn, patient, 2, score=None)
+    await conn.execute("SET LOCAL ROLE ghostly_ingest")
+    assert not await conn.fetchval("SELECT has_table_privilege('cohort_day_scores', 'INSERT')")
+    await conn.execute(
+        "INSERT INTO performance_scores (session_id, overall_performance_score, compliance_score, symmetry_score, "
+        "effort_score, game_score) VALUES ($1, 64, 32, 36, 0, 0)", sid)
+    await conn.execute("RESET ROLE")
+    rows = await _assert_consistent(conn, [patient])
+    assert [(r["protocol_day"], r["session_count"], r["sum_overall"]) for r in rows] == [(2, 1, 64.0)]
