@@ -127,7 +127,8 @@ class Authenticator:
         cached = self._verified.get(token)
         if cached is not None:
             identity, not_before, expires = cached
-            if not_before - self.settings.leeway_s <= time.time() <= expires + self.settings.leeway_s:
+            # PyJWT's own rule: valid while nbf - leeway <= now < int(exp) + leeway.
+            if not_before - self.settings.leeway_s <= time.time() < expires + self.settings.leeway_s:
                 self._verified.move_to_end(token)
                 return identity
             del self._verified[token]   # expired (or not yet valid): verify again, which says why
@@ -154,7 +155,8 @@ class Authenticator:
         if role not in ROLES:
             raise Unauthenticated(f"token role must be one of {', '.join(ROLES)}, got {role!r}")
         identity = Identity(subject=str(claims["sub"]), role=role, token=token)
-        self._verified[token] = (identity, float(claims.get("nbf", float("-inf"))), float(claims["exp"]))
+        nbf = claims.get("nbf")
+        self._verified[token] = (identity, float("-inf") if nbf is None else int(nbf), int(claims["exp"]))
         if len(self._verified) > VERIFIED_TOKENS_KEPT:
             self._verified.popitem(last=False)
         return identity

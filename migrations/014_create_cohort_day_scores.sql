@@ -33,26 +33,41 @@ CREATE TABLE cohort_day_scores (
 COMMENT ON TABLE cohort_day_scores IS
     'Per (patient, protocol day) sums of the completed sessions'' scores; kept by triggers (migration 014).';
 
--- Recompute the groups (patient_key, protocol_day) given as two parallel arrays.
+-- Recompute groups: those given as (patient_key, protocol_day) pairs, and the current groups of
+-- the given sessions, which are read only once the lock is held, so a concurrent change of a
+-- session's status, patient or day is seen (a trigger reading them first could miss it).
 -- SECURITY DEFINER: every writer role (ingest, the owner running the legacy migration) keeps
 -- the summary without privileges on it; it runs as the owner, to whom RLS does not apply.
-CREATE FUNCTION cohort_day_scores_refresh(p_keys TEXT[], p_days INTEGER[]) RETURNS void
+-- Only the writers may call it (see the REVOKE below).
+CREATE FUNCTION cohort_day_scores_refresh(p_keys TEXT[], p_days INTEGER[], p_sessions UUID[]) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $fn$
+DECLARE
+    keys TEXT[];
+    days INTEGER[];
 BEGIN
-    IF p_keys IS NULL OR cardinality(p_keys) = 0 THEN
+    IF COALESCE(cardinality(p_keys), 0) = 0 AND COALESCE(cardinality(p_sessions), 0) = 0 THEN
         RETURN;
     END IF;
     -- Each statement below takes a new snapshot once the lock is ours (READ COMMITTED), so
     -- the groups are rebuilt from everything committed before plus this transaction's rows.
     LOCK TABLE cohort_day_scores IN SHARE ROW EXCLUSIVE MODE;
+    SELECT array_agg(g.patient_key), array_agg(g.protocol_day) INTO keys, days
+      FROM (SELECT u.patient_key, u.protocol_day
+              FROM unnest(COALESCE(p_keys, '{}'::TEXT[]), COALESCE(p_days, '{}'::INTEGER[])) AS u(patient_key, protocol_day)
+            UNION
+            SELECT COALESCE(s.patient_id, ''), COALESCE(s.protocol_day, 0)
+              FROM therapy_sessions s WHERE s.id = ANY(COALESCE(p_sessions, '{}'::UUID[]))) g;
+    IF keys IS NULL THEN
+        RETURN;
+    END IF;
     DELETE FROM cohort_day_scores c
-     USING unnest(p_keys, p_days) AS k(patient_key, protocol_day)
+     USING unnest(keys, days) AS k(patient_key, protocol_day)
      WHERE c.patient_key = k.patient_key AND c.protocol_day = k.protocol_day;
     -- Plain equality on patient_id (its index) for patients; the partial index below for the
     -- sessions without one.
     INSERT INTO cohort_day_scores (patient_key, patient_id, protocol_day, session_count,
                                    sum_overall, sumsq_overall, sum_compliance, sum_symmetry)
-    WITH k AS (SELECT DISTINCT * FROM unnest(p_keys, p_days) AS u(patient_key, protocol_day))
+    WITH k AS (SELECT DISTINCT * FROM unnest(keys, days) AS u(patient_key, protocol_day))
     SELECT k.patient_key, min(s.patient_id), k.protocol_day, count(*),
            sum(p.overall_performance_score),
            sum(p.overall_performance_score * p.overall_performance_score),
@@ -74,6 +89,9 @@ BEGIN
      GROUP BY k.patient_key, k.protocol_day;
 END
 $fn$;
+
+REVOKE EXECUTE ON FUNCTION cohort_day_scores_refresh(TEXT[], INTEGER[], UUID[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cohort_day_scores_refresh(TEXT[], INTEGER[], UUID[]) TO ghostly_ingest;
 
 -- therapy_sessions: a session leaves or moves between groups when it is deleted (its score goes
 -- by cascade) or its status, patient or protocol day changes. An INSERT changes no group: a new
@@ -106,37 +124,28 @@ BEGIN
                         OR o.patient_id IS DISTINCT FROM n.patient_id
                         OR o.protocol_day IS DISTINCT FROM n.protocol_day)) g;
     END IF;
-    PERFORM cohort_day_scores_refresh(keys, days);
+    PERFORM cohort_day_scores_refresh(keys, days, NULL);
     RETURN NULL;
 END
 $fn$;
 
 -- performance_scores: a score written, rewritten (reprocessing) or removed changes the group
--- of its session. A score deleted with its session is handled by the sessions trigger.
+-- of its session (read under the lock). A score deleted with its session is handled by the
+-- sessions trigger (the session is gone by then).
 CREATE FUNCTION cohort_day_scores_scores_changed() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 DECLARE
-    keys TEXT[];
-    days INTEGER[];
+    ids UUID[];
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        SELECT array_agg(g.patient_key), array_agg(g.protocol_day) INTO keys, days
-          FROM (SELECT DISTINCT COALESCE(s.patient_id, '') AS patient_key, COALESCE(s.protocol_day, 0) AS protocol_day
-                  FROM new_rows r JOIN therapy_sessions s ON s.id = r.session_id
-                 WHERE s.processing_status = 'completed') g;
+        SELECT array_agg(DISTINCT session_id) INTO ids FROM new_rows;
     ELSIF TG_OP = 'DELETE' THEN
-        SELECT array_agg(g.patient_key), array_agg(g.protocol_day) INTO keys, days
-          FROM (SELECT DISTINCT COALESCE(s.patient_id, '') AS patient_key, COALESCE(s.protocol_day, 0) AS protocol_day
-                  FROM old_rows r JOIN therapy_sessions s ON s.id = r.session_id
-                 WHERE s.processing_status = 'completed') g;
+        SELECT array_agg(DISTINCT session_id) INTO ids FROM old_rows;
     ELSE
-        SELECT array_agg(g.patient_key), array_agg(g.protocol_day) INTO keys, days
-          FROM (SELECT DISTINCT COALESCE(s.patient_id, '') AS patient_key, COALESCE(s.protocol_day, 0) AS protocol_day
-                  FROM (SELECT session_id FROM old_rows UNION SELECT session_id FROM new_rows) r
-                  JOIN therapy_sessions s ON s.id = r.session_id
-                 WHERE s.processing_status = 'completed') g;
+        SELECT array_agg(r.session_id) INTO ids
+          FROM (SELECT session_id FROM old_rows UNION SELECT session_id FROM new_rows) r;
     END IF;
-    PERFORM cohort_day_scores_refresh(keys, days);
+    PERFORM cohort_day_scores_refresh(NULL, NULL, ids);
     RETURN NULL;
 END
 $fn$;

@@ -64,3 +64,17 @@ async def test_a_killed_owner_leaves_no_cluster_behind(tmp_path):
             pass
     finally:
         mine.stop()
+
+
+def test_the_sweep_removes_only_certainly_dead_owners(tmp_path):
+    from libs.db.embedded import EPHEMERAL_PREFIX, OWNER_FILE, _process_identity, sweep_orphan_clusters
+    records = {"dead": "999999999 12345", "empty": "", "pid-only": "1", "garbage": "x y z",
+               "alive": _process_identity(os.getpid())}
+    for name, record in records.items():
+        d = tmp_path / f"{EPHEMERAL_PREFIX}{name}"
+        (d / "data").mkdir(parents=True)
+        (d / OWNER_FILE).write_text(record)
+    (tmp_path / f"{EPHEMERAL_PREFIX}no-record" / "data").mkdir(parents=True)
+    assert [p.name for p in sweep_orphan_clusters(tmp_path)] == [f"{EPHEMERAL_PREFIX}dead"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        f"{EPHEMERAL_PREFIX}{n}" for n in ("empty", "pid-only", "garbage", "alive", "no-record"))

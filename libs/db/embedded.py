@@ -76,11 +76,14 @@ def _process_identity(pid: int) -> str | None:
 
 
 def _owner_alive(parent: Path) -> bool:
+    """False only when the recorded owner is certainly gone; a record that cannot be judged
+    (no /proc start time, unreadable, being written) counts as alive."""
     try:
-        recorded = (parent / OWNER_FILE).read_text().strip()
-    except OSError:
-        return False
-    return _process_identity(int(recorded.split()[0])) == recorded
+        pid, start = (parent / OWNER_FILE).read_text().split()
+        pid_number = int(pid)
+    except (OSError, ValueError):
+        return True
+    return _process_identity(pid_number) == f"{pid} {start}"
 
 
 def sweep_orphan_clusters(tmp: Path = Path("/tmp")) -> list[Path]:
@@ -124,7 +127,9 @@ class EmbeddedPostgres:
         if data_dir is None and ephemeral:
             sweep_orphan_clusters()
             parent = Path(tempfile.mkdtemp(prefix=EPHEMERAL_PREFIX, dir="/tmp"))
-            (parent / OWNER_FILE).write_text(_process_identity(os.getpid()) or str(os.getpid()))
+            tmp = parent / (OWNER_FILE + ".tmp")     # written whole, then renamed: never half-read
+            tmp.write_text(_process_identity(os.getpid()) or str(os.getpid()))
+            os.replace(tmp, parent / OWNER_FILE)
             data_dir = parent / "data"
         self.data_dir = Path(data_dir or default_data_dir())
         self.port = port or (free_port() if ephemeral else int(os.environ.get("GHOSTLY_PG_PORT") or 55432))

@@ -119,15 +119,17 @@ class RunningService:
                 pass
         await self.health.enter_graceful_shutdown()
         grace = self.context.config.shutdown_grace_s if grace is None else grace
-        await self.server.stop(grace)
-        for hook in reversed(self.context.on_stop):
-            await hook()
-        if self._owns_pool and self.context.pool is not None:
-            await self.context.pool.close()
-        flush_access_log()
-        if self.metrics is not None:
-            self.metrics.release()   # after the drain: the last scrape sees the final counts
-            self.metrics = None
+        try:
+            await self.server.stop(grace)
+            for hook in reversed(self.context.on_stop):
+                await hook()
+            if self._owns_pool and self.context.pool is not None:
+                await self.context.pool.close()
+        finally:
+            flush_access_log()   # the access lines of the drained calls
+            if self.metrics is not None:
+                self.metrics.release()   # after the drain: the last scrape sees the final counts
+                self.metrics = None
 
 
 async def start_service(spec: ServiceSpec, config: Config, *, port: int | None = None,

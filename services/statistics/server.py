@@ -235,10 +235,11 @@ class StatisticsServicer(statistics_pb2_grpc.StatisticsServiceServicer):
             row = await conn.fetchrow(sql, sid)
             if row is not None:
                 return row
-            status = await conn.fetchval(q.SESSION_STATUS, sid)
-        if status is None:
+            session = await conn.fetchrow(q.SESSION_STATUS, sid)
+        if session is None:
             raise errors.NotFound(f"session {sid} does not exist")
-        raise errors.NotFound(f"session {sid} has no {what} (processing status: {status})")
+        raise errors.NotFound(f"session {sid} has no {what} "
+                              f"(processing status: {session['processing_status'] or 'unknown'})")
 
     # -- sessions ----------------------------------------------------------------------------
     async def GetSession(self, request, context):

@@ -313,3 +313,24 @@ def test_bad_tokens_are_refused_every_time_and_the_cache_is_bounded(monkeypatch)
     for t in tokens:
         a.authenticate(_md(t))
     assert list(a._verified) == tokens[-3:]
+
+
+def test_a_cached_token_expires_when_pyjwt_says_so():
+    """PyJWT compares int(exp): a fractional exp must not keep a cached token alive longer."""
+    import time as _time
+
+    import jwt as pyjwt
+
+    from libs.errors import Unauthenticated
+    a = _authenticator(leeway_s=0)
+    start = int(_time.time())
+    while _time.time() - start > 0.5:       # leave room inside this second
+        _time.sleep(0.05)
+        start = int(_time.time())
+    claims = {"sub": str(uuid.uuid4()), "role": "researcher", "iss": "ghostly", "aud": "ghostly-backend",
+              "iat": start, "exp": start + 1.9}
+    token = pyjwt.encode(claims, TEST_JWT_SECRET, algorithm="HS256")
+    assert a.authenticate(_md(token)).role == "researcher"
+    _time.sleep(max(0.0, start + 1.2 - _time.time()))   # past int(exp), before exp
+    with pytest.raises(Unauthenticated, match="expired"):
+        a.authenticate(_md(token))

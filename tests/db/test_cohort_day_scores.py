@@ -177,3 +177,76 @@ async def test_the_ingest_role_keeps_the_summary_without_privileges_on_it(conn):
     await conn.execute("RESET ROLE")
     rows = await _assert_consistent(conn, [patient])
     assert [(r["protocol_day"], r["session_count"], r["sum_overall"]) for r in rows] == [(2, 1, 64.0)]
+
+
+async def _two_writers(database_url, first_sql: list, second_sql: list, commit_second_first: bool):
+    """Run `first_sql` in T1 (left open), `second_sql` in T2 as a task, commit in the given
+    order; statements are (sql, *args)."""
+    c1, c2 = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
+    try:
+        t1, t2 = c1.transaction(), c2.transaction()
+        await t1.start()
+        await t2.start()
+        for sql, *args in first_sql:
+            await c1.execute(sql, *args)
+
+        async def second():
+            for sql, *args in second_sql:
+                await c2.execute(sql, *args)
+        task = asyncio.create_task(second())
+        await asyncio.sleep(0.3)
+        if commit_second_first:
+            assert task.done(), "the second writer should not wait here"
+            await task
+            await t2.commit()
+            await t1.commit()
+        else:
+            await t1.commit()
+            await asyncio.wait_for(task, 10)
+            await t2.commit()
+    finally:
+        await c1.close()
+        await c2.close()
+
+
+@pytest.fixture
+async def committed_patient(database_url):
+    setup = await asyncpg.connect(database_url)
+    patient = await _patient(setup)
+    yield setup, patient
+    await setup.execute("DELETE FROM therapy_sessions WHERE patient_id = $1", patient)
+    await setup.execute("DELETE FROM patients WHERE patient_code = $1", patient)
+    await setup.close()
+
+
+async def test_a_score_written_while_its_session_completes_elsewhere_counts(database_url, committed_patient):
+    """T1 marks the session completed (no score yet: its refresh counts nothing, holds the lock);
+    T2 writes the score meanwhile: T2's refresh waits for T1 and then sees the session completed."""
+    setup, patient = committed_patient
+    sid = await _session(setup, patient, 1, status="processing", score=None)
+    await _two_writers(database_url,
+                       [("UPDATE therapy_sessions SET processing_status = 'completed' WHERE id = $1", sid)],
+                       [("INSERT INTO performance_scores (session_id, overall_performance_score, compliance_score, "
+                         "symmetry_score, effort_score, game_score) VALUES ($1, 70, 35, 30, 0, 0)", sid)],
+                       commit_second_first=False)
+    rows = await _assert_consistent(setup, [patient])
+    assert [(r["protocol_day"], r["session_count"]) for r in rows] == [(1, 1)]
+
+
+async def test_a_rescore_while_the_session_moves_day_lands_in_the_new_day(database_url, committed_patient):
+    setup, patient = committed_patient
+    sid = await _session(setup, patient, 3, score=50)
+    await _two_writers(database_url,
+                       [("UPDATE therapy_sessions SET protocol_day = 4 WHERE id = $1", sid)],
+                       [("UPDATE performance_scores SET overall_performance_score = 90 WHERE session_id = $1", sid)],
+                       commit_second_first=False)
+    rows = await _assert_consistent(setup, [patient])
+    assert [(r["protocol_day"], r["sum_overall"]) for r in rows] == [(4, 90.0)]
+
+
+async def test_only_writers_may_run_the_refresh(conn):
+    for role, allowed in (("ghostly_statistics", False), ("ghostly_export", False), ("ghostly_jit_signal", False),
+                          ("ghostly_ingest", True)):
+        assert await conn.fetchval(
+            "SELECT has_function_privilege($1, 'cohort_day_scores_refresh(text[], integer[], uuid[])', 'EXECUTE')",
+            role) is allowed, role

@@ -257,6 +257,17 @@ async def test_performance_score_full_and_excluded_components(stub, world):
     assert code == grpc.StatusCode.NOT_FOUND and str(world["failed"]) in msg and "failed" in msg
 
 
+async def test_a_session_without_status_is_not_reported_missing(stub, admin):
+    p = await add_patient(admin, await add_therapist(admin))
+    sid = await add_session(admin, p, date=None, settings=False)
+    await admin.execute("UPDATE therapy_sessions SET processing_status = NULL WHERE id = $1", sid)
+    code, msg = await _code(stub.GetPerformanceScore(pb.SessionKey(session_id=str(sid))))
+    assert code == grpc.StatusCode.NOT_FOUND and "has no performance score" in msg and "unknown" in msg
+    gone = uuid.uuid4()
+    code, msg = await _code(stub.GetPerformanceScore(pb.SessionKey(session_id=str(gone))))
+    assert code == grpc.StatusCode.NOT_FOUND and f"session {gone} does not exist" in msg
+
+
 async def test_bfr_monitoring_and_settings(stub, world):
     bfr = await stub.GetBfrMonitoring(pb.SessionKey(session_id=str(world["ids"][2])))
     assert bfr.session_id == str(world["ids"][2]) and bfr.actual_pressure_aop == 48.5
