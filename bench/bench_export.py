@@ -32,7 +32,7 @@ from libs.db.embedded import free_port
 import asyncpg
 import grpc
 
-from bench_ingest import wait_serving
+from common import wait_serving
 from gen_cohort import generate
 from ghostly.export.v1 import export_pb2 as pb, export_pb2_grpc
 from ghostly.ingest.v1 import ingest_pb2_grpc

@@ -20,13 +20,13 @@ import time
 import uuid
 from pathlib import Path
 
-from common import LARGEST, ROOT, database, median, pct
+from common import LARGEST, ROOT, database, median, pct, wait_serving
 from libs.db.embedded import free_port
 
 import asyncpg
 import grpc
 
-from ghostly.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+from ghostly.ingest.v1 import ingest_pb2_grpc
 from services.ingest.cli import requests
 
 
@@ -40,22 +40,6 @@ def variants(src: Path, n: int, folder: Path) -> list[Path]:
         p.write_bytes(data)
         out.append(p)
     return out
-
-
-async def wait_serving(address: str, timeout: float = 30.0) -> None:
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-    deadline = time.monotonic() + timeout
-    async with grpc.aio.insecure_channel(address) as ch:
-        while True:
-            try:
-                r = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if r.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("ingest service did not become healthy")
-            await asyncio.sleep(0.2)
 
 
 async def run(dsn: str, files: list[Path], concurrency: int, address: str) -> tuple[float, list[float]]:

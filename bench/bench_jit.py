@@ -31,7 +31,8 @@ from libs.db.embedded import free_port
 import asyncpg
 import grpc
 
-from bench_ingest import variants, wait_serving
+from bench_ingest import variants
+from common import wait_serving
 from ghostly.ingest.v1 import ingest_pb2_grpc
 from ghostly.jit_signal.v1 import jit_signal_pb2 as pb, jit_signal_pb2_grpc
 from services.ingest.cli import requests

@@ -27,26 +27,23 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import grpc
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from common import database, wait_serving  # noqa: E402
 from gen_cohort import generate, summary  # noqa: E402
 from ghostly.statistics.v1 import statistics_pb2 as pb  # noqa: E402
 from ghostly.statistics.v1 import statistics_pb2_grpc  # noqa: E402
 from libs.auth import issue_token  # noqa: E402
 from libs.db.embedded import free_port as _free_port  # noqa: E402
-from libs.db.migrate import migrate  # noqa: E402
 from services.statistics import queries as q  # noqa: E402
 from services.statistics.db import with_user  # noqa: E402
-from services.statistics.server import encode_page_token  # noqa: E402
 
 TARGETS = {  # name -> (statistic, limit ms)
     "GetPerformanceScore": [("p50", 1.0), ("p99", 5.0)],
@@ -56,10 +53,6 @@ TARGETS = {  # name -> (statistic, limit ms)
 }
 
 
-
-
-def _with_db(dsn: str, name: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path="/" + name))
 
 
 async def _timed(calls: int, make_call) -> np.ndarray:
@@ -198,25 +191,8 @@ async def explain_all(dsn: str, data: dict) -> list[tuple[str, str, bool]]:
     return out
 
 
-async def wait_serving(address: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    async with grpc.aio.insecure_channel(address) as ch:
-        stub = health_pb2_grpc.HealthStub(ch)
-        while True:
-            try:
-                r = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if r.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("statistics service did not become SERVING")
-            await asyncio.sleep(0.1)
-
-
 async def run(dsn: str, args) -> int:
     t0 = time.perf_counter()
-    await migrate(dsn)
     data = await generate(dsn, patients=args.patients, sessions_per_patient=args.sessions,
                           contractions=args.contractions, quiet=True)
     print(summary(data))
@@ -281,28 +257,8 @@ def main() -> int:
     args = ap.parse_args()
     import tempfile
     args.workdir = tempfile.mkdtemp(prefix="ghostly-bench-")
-    url = os.environ.get("DATABASE_URL")
-    if url:
-        name = f"ghostly_bench_{uuid.uuid4().hex[:8]}"
-
-        async def scratch(sql: str):
-            c = await asyncpg.connect(_with_db(url, "postgres"))
-            try:
-                await c.execute(sql)
-            finally:
-                await c.close()
-        asyncio.run(scratch(f'CREATE DATABASE "{name}"'))
-        try:
-            return asyncio.run(run(_with_db(url, name), args))
-        finally:
-            asyncio.run(scratch(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    from libs.db.embedded import EmbeddedPostgres
-    pg = EmbeddedPostgres(ephemeral=True, database="ghostly_bench")
-    dsn = pg.start()
-    try:
+    with database() as dsn:      # migrated; embedded unless DATABASE_URL (then a scratch database)
         return asyncio.run(run(dsn, args))
-    finally:
-        pg.stop()
 
 
 if __name__ == "__main__":

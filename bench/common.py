@@ -55,6 +55,19 @@ def database():
             pg.stop()
 
 
+async def wait_serving(address: str, timeout: float = 30.0) -> None:
+    """Poll the standard health service (libs.healthcheck) until `address` reports SERVING."""
+    import asyncio
+    import time
+
+    from libs.healthcheck import check
+    deadline = time.monotonic() + timeout
+    while not await check(address, timeout=1.0):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{address} did not report SERVING within {timeout:.0f} s")
+        await asyncio.sleep(0.1)
+
+
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]

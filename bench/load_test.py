@@ -26,7 +26,8 @@ from libs.db.embedded import free_port as _port
 import asyncpg
 import grpc
 
-from bench_ingest import variants, wait_serving
+from bench_ingest import variants
+from common import wait_serving
 from ghostly.ingest.v1 import ingest_pb2_grpc
 from ghostly.jit_signal.v1 import jit_signal_pb2 as jpb, jit_signal_pb2_grpc
 from ghostly.statistics.v1 import statistics_pb2 as spb, statistics_pb2_grpc

@@ -32,7 +32,6 @@ from typing import Any
 
 import logging
 
-import grpc
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from services.export.model import BOOL, FLOAT, INT, TEXT, Column, ExportDocument, SignalSet, Table
+from services.export.model import BOOL, FLOAT, INT, TEXT, ExportDocument, SignalSet
 
 # Excel 2007+ worksheet limits.
 EXCEL_MAX_ROWS = 1_048_576

@@ -424,9 +424,9 @@ class StatisticsServicer(statistics_pb2_grpc.StatisticsServiceServicer):
             raise errors.NotFound(f"patient {patient!r} does not exist")
         out = pb.PatientProgress(patient_id=patient, sessions_expected=SESSIONS_EXPECTED)
         if head["n"]:
-            point = None
+            current = None
             for r in rows:
-                if point is None or r["sid"] != current:
+                if r["sid"] != current:
                     current = r["sid"]
                     excluded = _excluded(r["performance_weights"])
                     point = out.points.add(
