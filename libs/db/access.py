@@ -66,6 +66,18 @@ async def acquire(pool: asyncpg.Pool):
         yield conn
 
 
+def caseload_condition(column: str, subject_arg: str, identity: auth.Identity | None = None) -> str | None:
+    """A WHERE condition limiting `column` (a patient code) to the caller's caseload, evaluated
+    in the caller's own statement (`subject_arg`: the placeholder bound to the caller's subject
+    UUID); None = unrestricted; "false" for a therapist whose subject is not a UUID."""
+    identity = identity or auth.current()
+    if not identity.is_therapist:
+        return None
+    if identity.subject_uuid() is None:
+        return "false"
+    return f"{column} IN ({CASELOAD.replace('$1', subject_arg)})"
+
+
 async def caseload(conn, identity: auth.Identity | None = None) -> list[str] | None:
     """Patient codes the caller may see; None = unrestricted."""
     identity = identity or auth.current()
@@ -77,10 +89,20 @@ async def caseload(conn, identity: auth.Identity | None = None) -> list[str] | N
     return [r[0] for r in await conn.fetch(CASELOAD, subject)]
 
 
+# One round trip each: is this patient / this session's patient in the therapist's caseload?
+_PATIENT_IN_CASELOAD = ("SELECT EXISTS (SELECT 1 FROM patients p JOIN therapists t ON t.id = p.therapist_id "
+                        "WHERE t.user_id = $1 AND p.patient_code = $2)")
+_SESSION_IN_CASELOAD = ("SELECT EXISTS (SELECT 1 FROM therapy_sessions s JOIN patients p ON p.patient_code = s.patient_id "
+                        "JOIN therapists t ON t.id = p.therapist_id WHERE t.user_id = $1 AND s.id = $2)")
+
+
 async def ensure_patient_visible(conn, patient_code: str | None, what: str,
                                  identity: auth.Identity | None = None) -> None:
-    allowed = await caseload(conn, identity)
-    if allowed is not None and patient_code not in allowed:
+    identity = identity or auth.current()
+    if not identity.is_therapist:
+        return
+    subject = identity.subject_uuid()
+    if subject is None or patient_code is None or not await conn.fetchval(_PATIENT_IN_CASELOAD, subject, patient_code):
         raise NotFound(f"{what} does not exist")
 
 
@@ -88,5 +110,6 @@ async def ensure_session_visible(conn, session_id: uuid.UUID, identity: auth.Ide
     identity = identity or auth.current()
     if not identity.is_therapist:
         return
-    patient = await conn.fetchval("SELECT patient_id FROM therapy_sessions WHERE id = $1", session_id)
-    await ensure_patient_visible(conn, patient, f"session {session_id}", identity)
+    subject = identity.subject_uuid()
+    if subject is None or not await conn.fetchval(_SESSION_IN_CASELOAD, subject, session_id):
+        raise NotFound(f"session {session_id} does not exist")

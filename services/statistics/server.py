@@ -260,9 +260,10 @@ class StatisticsServicer(statistics_pb2_grpc.StatisticsServiceServicer):
 
         if request.patient_id:
             conds.append(f"patient_id = {arg(request.patient_id)}")
-        if auth.current().is_therapist:
-            async with access.acquire(self.pool) as conn:
-                conds.append(f"patient_id = ANY({arg(await access.caseload(conn))}::text[])")
+        caller = auth.current()
+        if caller.is_therapist:   # the caseload as a sub-select of the same statement
+            subject = caller.subject_uuid()
+            conds.append(access.caseload_condition("patient_id", arg(subject) if subject else ""))
         therapist = _uuid(request.therapist_id, "therapist_id") if request.therapist_id else None
         if therapist is not None:
             conds.append(f"therapist_id = {arg(therapist)}")
@@ -479,7 +480,8 @@ class StatisticsServicer(statistics_pb2_grpc.StatisticsServiceServicer):
             args: list = [therapist] if therapist is not None else []
             args += [v for v in (lo, hi) if v is not None]
             sql = q.cohort_summary(therapist is not None, lo is not None, hi is not None)
-            if therapist is not None and not await conn.fetchval(q.THERAPIST_EXISTS, therapist):
+            if therapist is not None and not caller.is_therapist and \
+                    not await conn.fetchval(q.THERAPIST_EXISTS, therapist):   # (a therapist's own id was just read)
                 raise errors.NotFound(f"therapist {therapist} does not exist")
             rows = await conn.fetch(sql, *args)
         out = pb.CohortSummary()
