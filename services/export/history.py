@@ -8,18 +8,14 @@ size, hash, checks, time). Besides export_history the service reads only
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
-import hashlib
-import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
-from libs import errors
+from libs import paging
 
 IN_PROGRESS = "export in progress (not completed)"
 
@@ -107,28 +103,18 @@ class History:
 
 # --------------------------------------------------------------------------- page tokens
 
-def filter_hash(parts: list) -> str:
-    return hashlib.sha256(json.dumps(parts, separators=(",", ":"), default=str).encode()).hexdigest()[:16]
-
-
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 def encode_token(ts: dt.datetime, export_id: uuid.UUID, filters: str) -> str:
-    us = (ts - _EPOCH) // dt.timedelta(microseconds=1)
-    raw = json.dumps({"v": 1, "t": us, "i": str(export_id), "f": filters}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return paging.encode({"t": (ts - _EPOCH) // dt.timedelta(microseconds=1), "i": str(export_id)}, filters)
+
+
+def _cursor(data: dict) -> tuple[dt.datetime, uuid.UUID]:
+    if not isinstance(data["t"], int):
+        raise ValueError("t")
+    return _EPOCH + dt.timedelta(microseconds=data["t"]), uuid.UUID(data["i"])
 
 
 def decode_token(token: str, filters: str) -> tuple[dt.datetime, uuid.UUID]:
-    try:
-        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        if not isinstance(data, dict) or data.get("v") != 1 or not isinstance(data["t"], int):
-            raise ValueError("token")
-        ts, eid, f = _EPOCH + dt.timedelta(microseconds=data["t"]), uuid.UUID(data["i"]), data["f"]
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError, OverflowError):
-        raise errors.InvalidArgument("page_token is malformed (use next_page_token as returned)") from None
-    if f != filters:
-        raise errors.InvalidArgument("page_token was issued for different filters; repeat the filters of the "
-                                     "first page or start without a token")
-    return ts, eid
+    return paging.decode(token, filters, _cursor)

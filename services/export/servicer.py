@@ -40,10 +40,10 @@ from ghostly.export.v1 import export_pb2 as pb
 from ghostly.export.v1 import export_pb2_grpc
 from ghostly.jit_signal.v1 import jit_signal_pb2 as jpb
 from ghostly.statistics.v1 import statistics_pb2 as spb
-from libs import auth, errors
+from libs import auth, errors, paging
 from services.export import layouts, writers
 from services.export.downstream import CallOptions, Downstream
-from services.export.history import History, decode_token, encode_token, filter_hash
+from services.export.history import History, decode_token, encode_token
 from services.export.model import ExportDocument
 
 CHUNK_BYTES = 1 << 20                 # <= 1 MiB per data message
@@ -630,7 +630,7 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         hi = _ts_dt(request.to, "to") if request.HasField("to") else None
         if lo and hi and lo >= hi:
             raise errors.InvalidArgument(f"from must be before to ({lo.isoformat()} >= {hi.isoformat()})")
-        filters = filter_hash([str(session or ""), str(researcher or ""), etype, fmt, status,
+        filters = paging.filter_hash([str(session or ""), str(researcher or ""), etype, fmt, status,
                                lo.isoformat() if lo else None, hi.isoformat() if hi else None])
         cursor = decode_token(request.page_token, filters) if request.page_token else None
         rows = await self.history.list(session_id=session, exported_by=researcher, export_type=etype,

@@ -7,12 +7,8 @@ connection with broader privileges and the health probe checks the connection th
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import gc
-import hashlib
-import json
 import uuid
 
 import asyncpg
@@ -22,7 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from ghostly.common.v1 import common_pb2
 from ghostly.statistics.v1 import statistics_pb2 as pb
 from ghostly.statistics.v1 import statistics_pb2_grpc
-from libs import auth, errors
+from libs import auth, errors, paging
 from libs.db import access
 from libs.grpc_server import ServiceContext, ServiceSpec
 from services.statistics import queries as q
@@ -179,30 +175,19 @@ def _performance(r: asyncpg.Record) -> pb.PerformanceScore:
         calculated_at=_ts(r["calculated_at"]))
 
 
-def _filter_hash(parts: list) -> str:
-    return hashlib.sha256(json.dumps(parts, separators=(",", ":")).encode()).hexdigest()[:16]
-
-
 def encode_page_token(date_us: int | None, session_id: str, filters: str) -> str:
-    raw = json.dumps({"v": 1, "d": date_us, "i": session_id, "f": filters}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return paging.encode({"d": date_us, "i": session_id}, filters)
+
+
+def _cursor(data: dict) -> tuple[int | None, uuid.UUID]:
+    date_us, sid = data["d"], uuid.UUID(data["i"])
+    if date_us is not None and not (isinstance(date_us, int) and _MIN_US <= date_us <= _MAX_US):
+        raise ValueError("date")
+    return date_us, sid
 
 
 def decode_page_token(token: str, filters: str) -> tuple[int | None, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        data = json.loads(raw)
-        if not isinstance(data, dict) or data.get("v") != 1:
-            raise ValueError("version")
-        date_us, sid, f = data["d"], uuid.UUID(data["i"]), data["f"]
-        if date_us is not None and not (isinstance(date_us, int) and _MIN_US <= date_us <= _MAX_US):
-            raise ValueError("date")
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise errors.InvalidArgument("page_token is malformed (use next_page_token as returned)") from None
-    if f != filters:
-        raise errors.InvalidArgument("page_token was issued for different filters; "
-                                     "repeat the filters of the first page or start without a token")
-    return date_us, sid
+    return paging.decode(token, filters, _cursor)
 
 
 # --------------------------------------------------------------------------- servicer
@@ -282,7 +267,7 @@ class StatisticsServicer(statistics_pb2_grpc.StatisticsServiceServicer):
                 raise errors.InvalidArgument(f"processing_status {status} is not a known ProcessingStatus")
             conds.append(f"processing_status = {arg(STATUS_NAME[status])}")
 
-        filters = _filter_hash([request.patient_id, str(therapist or ""),
+        filters = paging.filter_hash([request.patient_id, str(therapist or ""),
                                 _micros(request.date_from) if lo else None,
                                 _micros(request.date_to) if hi else None, stype, status])
         date_arg = id_arg = None
