@@ -61,7 +61,14 @@ def _access_log(level: int, fields: dict) -> None:
         _flush_handle, _flush_loop = loop.call_later(ACCESS_LOG_DELAY_S, flush_access_log), loop
 
 
-STATUS_OF: list[tuple[type[BaseException], grpc.StatusCode]] = [
+# Errors that mean the database connection itself is gone (not a bad query). OperatorIntervention
+# covers 57P01 admin shutdown / 57P02 crash shutdown / 57P03 cannot connect now (the server is
+# restarting); InternalClientError: asyncpg found the connection mid-operation, seen when the
+# server went away during a query; the connection is unusable, a retry on a fresh one works.
+CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                     asyncpg.exceptions.OperatorInterventionError, asyncpg.InternalClientError)
+
+STATUS_OF: list[tuple[type[BaseException] | tuple[type[BaseException], ...], grpc.StatusCode]] = [
     (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
@@ -73,15 +80,9 @@ STATUS_OF: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
     # A malformed C3D or bad analysis settings is the caller's input.
     (EmgError, grpc.StatusCode.INVALID_ARGUMENT),
-    # The database went away mid-request: retryable.
-    (OSError, grpc.StatusCode.UNAVAILABLE),
-    (asyncpg.PostgresConnectionError, grpc.StatusCode.UNAVAILABLE),
-    (asyncpg.CannotConnectNowError, grpc.StatusCode.UNAVAILABLE),
-    # 57P01 admin shutdown / 57P02 crash shutdown: the server is restarting under the query.
-    (asyncpg.exceptions.OperatorInterventionError, grpc.StatusCode.UNAVAILABLE),
+    # The database went away mid-request (CONNECTION_ERRORS), or refuses more clients: retryable.
+    (CONNECTION_ERRORS, grpc.StatusCode.UNAVAILABLE),
     (asyncpg.TooManyConnectionsError, grpc.StatusCode.UNAVAILABLE),
-    (asyncpg.InterfaceError, grpc.StatusCode.UNAVAILABLE),
-    (asyncpg.InternalClientError, grpc.StatusCode.UNAVAILABLE),   # see is_connection_error
     (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
     # The generated servicer base raises this for RPCs a service does not implement.
     (NotImplementedError, grpc.StatusCode.UNIMPLEMENTED),
@@ -104,16 +105,12 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
 
 
 def is_connection_error(exc: BaseException) -> bool:
-    """True for errors that mean the database connection itself is gone (not a bad query)."""
-    # InternalClientError: asyncpg found the connection mid-operation — seen when the server
-    # went away during a query; the connection is unusable, a retry on a fresh one works.
-    return (isinstance(exc, (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                             asyncpg.exceptions.OperatorInterventionError, asyncpg.InternalClientError))
-            and not isinstance(exc, errors.DomainError))
+    """True for errors that mean the database connection itself is gone (CONNECTION_ERRORS)."""
+    return isinstance(exc, CONNECTION_ERRORS) and not isinstance(exc, errors.DomainError)
 
 
-def _request_id(context: grpc.aio.ServicerContext) -> str:
-    for key, value in context.invocation_metadata() or ():
+def _request_id(metadata) -> str:
+    for key, value in metadata:
         if key == "x-request-id" and value:
             return str(value)[:128]
     return uuid.uuid4().hex
@@ -122,12 +119,12 @@ def _request_id(context: grpc.aio.ServicerContext) -> str:
 class _Call:
     """Book-keeping of one RPC: request id, timing, final status, and the log line."""
 
-    def __init__(self, service: str, method: str, context: grpc.aio.ServicerContext,
+    def __init__(self, service: str, method: str, short_method: str, context: grpc.aio.ServicerContext,
                  on_connection_error: Callable[[], Awaitable[None]] | None = None):
-        self.service, self.method, self.context = service, method, context
-        self.short_method = method.rsplit("/", 1)[-1]
+        self.service, self.method, self.short_method, self.context = service, method, short_method, context
         self.on_connection_error = on_connection_error
-        self.request_id = _request_id(context)
+        self.metadata = context.invocation_metadata() or ()   # (a new tuple on every read)
+        self.request_id = _request_id(self.metadata)
         self.token = REQUEST_ID.set(self.request_id)
         self.started = time.perf_counter()
         remaining = context.time_remaining()
@@ -146,15 +143,15 @@ class _Call:
         except Exception:  # pragma: no cover - trailing metadata is best effort
             pass
 
-    def authenticate(self, authenticator: auth.Authenticator | None,
-                     permissions: dict[str, frozenset[str]]) -> None:
-        """Who is calling, and may they call this method? (raises Unauthenticated /
-        PermissionDenied, mapped like any domain error). Sets libs.auth.current()."""
+    def authenticate(self, authenticator: auth.Authenticator | None, allowed: frozenset[str]) -> None:
+        """Who is calling, and may they call this method (`allowed` roles)? (raises
+        Unauthenticated / PermissionDenied, mapped like any domain error). Sets
+        libs.auth.current()."""
         if authenticator is None:
             return
-        identity = authenticator.authenticate(self.context.invocation_metadata())
+        identity = authenticator.authenticate(self.metadata)
         self.role = identity.role
-        auth.authorize(identity, permissions.get(self.short_method, auth.ALL_ROLES), self.method)
+        auth.authorize(identity, allowed, self.method)
         self._identity_token = auth.set_current(identity)
 
     async def fail(self, exc: BaseException) -> None:
@@ -247,14 +244,15 @@ class ErrorAndLoggingInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     def _wrap(self, method: str, handler):
-        service, hook = self.service, self.on_connection_error
-        authenticator, permissions = self.authenticator, self.permissions
+        service, hook, authenticator = self.service, self.on_connection_error, self.authenticator
+        short = method.rsplit("/", 1)[-1]
+        allowed = self.permissions.get(short, auth.ALL_ROLES)
 
         def unary_response(behavior):
             async def wrapper(request, context):
-                call = _Call(service, method, context, hook)
+                call = _Call(service, method, short, context, hook)
                 try:
-                    call.authenticate(authenticator, permissions)
+                    call.authenticate(authenticator, allowed)
                     return await behavior(request, context)
                 except BaseException as exc:  # noqa: BLE001 - mapped, logged, re-raised
                     await call.fail(exc)
@@ -264,9 +262,9 @@ class ErrorAndLoggingInterceptor(grpc.aio.ServerInterceptor):
 
         def stream_response(behavior):
             async def wrapper(request, context):
-                call = _Call(service, method, context, hook)
+                call = _Call(service, method, short, context, hook)
                 try:
-                    call.authenticate(authenticator, permissions)
+                    call.authenticate(authenticator, allowed)
                     async for item in behavior(request, context):
                         yield item
                 except GeneratorExit:
