@@ -31,21 +31,9 @@ def _spec(name: str):
     return importlib.import_module(f"services.{name}.server").SPEC
 
 
-async def _health(address: str, timeout: float = 1.0) -> str:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-    async with grpc.aio.insecure_channel(address) as channel:
-        try:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=timeout)
-            return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-        except grpc.aio.AioRpcError as exc:
-            return "UNREACHABLE" if exc.code() in (grpc.StatusCode.UNAVAILABLE,
-                                                    grpc.StatusCode.DEADLINE_EXCEEDED) else exc.code().name
-
-
 async def _all_health(cfg) -> list[str]:
-    return list(await asyncio.gather(*(_health(cfg.target(n)) for n in SERVICES)))
+    from libs.healthcheck import status
+    return list(await asyncio.gather(*(status(cfg.target(n), timeout=1.0) for n in SERVICES)))
 
 
 def cmd_status(args) -> int:

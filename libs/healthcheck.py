@@ -11,15 +11,22 @@ import sys
 from libs import config as config_mod
 
 
-async def check(address: str, timeout: float = 2.0) -> bool:
+async def status(address: str, timeout: float = 2.0) -> str:
+    """The server's overall health: SERVING, NOT_SERVING, ..., UNREACHABLE (no answer), or the
+    gRPC status code's name if the health call itself failed otherwise."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     async with grpc.aio.insecure_channel(address) as channel:
         try:
             reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
-        except grpc.aio.AioRpcError:
-            return False
-    return reply.status == health_pb2.HealthCheckResponse.SERVING
+        except grpc.aio.AioRpcError as exc:
+            return "UNREACHABLE" if exc.code() in (grpc.StatusCode.UNAVAILABLE,
+                                                    grpc.StatusCode.DEADLINE_EXCEEDED) else exc.code().name
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
+async def check(address: str, timeout: float = 2.0) -> bool:
+    return await status(address, timeout) == "SERVING"
 
 
 def main(argv: list[str]) -> int:

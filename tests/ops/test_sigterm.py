@@ -16,6 +16,7 @@ from ghostly.common.v1 import common_pb2
 from ghostly.ingest.v1 import ingest_pb2_grpc
 from ghostly.jit_signal.v1 import jit_signal_pb2 as jpb, jit_signal_pb2_grpc
 from libs.grpc_server import start_service
+from libs.healthcheck import check
 from services.ingest.server import SPEC as INGEST
 from tests.helpers import ROOT, free_port, make_config, subprocess_env, wait_for
 from tests.ops.conftest import connect, register_patient, synthetic_file, upload_messages
@@ -30,15 +31,6 @@ def _spawn(name: str, dsn: str, data_dir, port: int, log_path) -> subprocess.Pop
                             f"GHOSTLY_{name.upper()}_METRICS_PORT": "0"})
     return subprocess.Popen([sys.executable, "-m", f"services.{name}"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
-
-
-async def _serving(address: str) -> bool:
-    async with grpc.aio.insecure_channel(address) as ch:
-        try:
-            reply = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
-        except grpc.aio.AioRpcError:
-            return False
-    return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
 async def _refused(address: str) -> grpc.StatusCode:
@@ -71,7 +63,7 @@ async def test_sigterm_drains_a_long_full_resolution_stream(own_pg, tmp_path):
     address = f"127.0.0.1:{port}"
     proc = _spawn("jit_signal", own_pg.dsn, tmp_path, port, tmp_path / "jit.log")
     try:
-        await wait_for(lambda: _serving(address), timeout=30, interval=0.1)
+        await wait_for(lambda: check(address, timeout=1), timeout=30, interval=0.1)
         async with grpc.aio.insecure_channel(address) as ch:
             stub = jit_signal_pb2_grpc.JitSignalServiceStub(ch)
             call = stub.StreamSignals(jpb.StreamSignalsRequest(
@@ -107,7 +99,7 @@ async def test_sigterm_drains_an_upload_in_progress(own_pg, tmp_path):
     address = f"127.0.0.1:{port}"
     proc = _spawn("ingest", own_pg.dsn, tmp_path, port, tmp_path / "ingest.log")
     try:
-        await wait_for(lambda: _serving(address), timeout=30, interval=0.1)
+        await wait_for(lambda: check(address, timeout=1), timeout=30, interval=0.1)
         name, data = synthetic_file(tmp_path, 9002, duration_s=60.0)
         sent = asyncio.Event()
 
