@@ -23,6 +23,7 @@ import time
 
 from libs import config as config_mod
 from libs import logs
+from libs.db.embedded import ensure_database
 
 SERVICES = tuple(config_mod.SERVICE_PORTS)
 
@@ -44,18 +45,9 @@ def cmd_status(args) -> int:
     return 0 if all(s == "SERVING" for s in states) else 1
 
 
-def _database(cfg):
-    """(config with a database, embedded cluster or None)."""
-    if cfg.database_url:
-        return cfg, None
-    from libs.db.embedded import EmbeddedPostgres
-    pg = EmbeddedPostgres()
-    return cfg.with_database(pg.start()), pg
-
-
 def cmd_migrate(args) -> int:
     from libs.db.migrate import MigrationError, migrate, status
-    cfg, pg = _database(config_mod.load())
+    cfg, pg = ensure_database(config_mod.load())
     try:
         if args.status:
             for m, applied in asyncio.run(status(cfg.database_url)):
@@ -84,7 +76,7 @@ def cmd_up(args) -> int:
     from libs.db.migrate import migrate
     cfg = config_mod.load()
     logs.setup(cfg.log_level)
-    cfg, pg = _database(cfg)
+    cfg, pg = ensure_database(cfg)
     children: list[tuple[str, subprocess.Popen]] = []
     stopping = False
 

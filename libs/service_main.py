@@ -6,6 +6,7 @@ import logging
 
 from libs import config as config_mod
 from libs import logs
+from libs.db.embedded import ensure_database
 from libs.grpc_server import ServiceSpec, serve
 
 log = logging.getLogger("ghostly")
@@ -30,13 +31,10 @@ def main(spec: ServiceSpec) -> None:
     cfg = config_mod.load()
     logs.setup(cfg.log_level)
     factory = loop_factory(cfg.event_loop)
-    pg = None
-    if not cfg.database_url:
-        # Local use without a server: the project's own embedded cluster, migrated.
-        from libs.db.embedded import EmbeddedPostgres
+    # Local use without a server: the project's own embedded cluster, migrated.
+    cfg, pg = ensure_database(cfg)
+    if pg is not None:
         from libs.db.migrate import migrate
-        pg = EmbeddedPostgres()
-        cfg = cfg.with_database(pg.start())
         asyncio.run(migrate(cfg.database_url))
     try:
         with asyncio.Runner(loop_factory=factory) as runner:

@@ -253,3 +253,12 @@ class EmbeddedPostgres:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def ensure_database(cfg):
+    """(cfg, None) when cfg names a database; otherwise start the project's own embedded cluster
+    and return (cfg pointed at it, the cluster), which the caller stops when done."""
+    if cfg.database_url:
+        return cfg, None
+    pg = EmbeddedPostgres()
+    return cfg.with_database(pg.start()), pg

@@ -9,12 +9,12 @@ import sys
 def cmd_migrate_legacy(args) -> int:
     from libs import config as config_mod
     from libs import logs
-    from libs.cli import _database
+    from libs.db.embedded import ensure_database
     from . import migrate as lm
 
     cfg = config_mod.load()
     logs.setup(cfg.log_level)
-    cfg, pg = _database(cfg)
+    cfg, pg = ensure_database(cfg)
     try:
         if args.validate_only:
             report = asyncio.run(lm.validate(cfg.database_url))
