@@ -9,11 +9,10 @@
 """
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
-
 import asyncpg
 
 from libs.config import Config
+from libs.db.dsn import with_user
 
 ROLE = "ghostly_statistics"
 
@@ -27,17 +26,6 @@ def statistics_dsn(config: Config) -> str | None:
     if not base:
         return explicit
     return with_user(base, ROLE)
-
-
-def with_user(dsn: str, user: str) -> str:
-    """`dsn` (postgres:// URI) with its user replaced by `user` and any password removed."""
-    parts = urlsplit(dsn)
-    if parts.scheme not in ("postgres", "postgresql"):
-        raise ValueError(f"unsupported DSN scheme {parts.scheme!r}: use postgresql://")
-    netloc = parts.netloc.rsplit("@", 1)[-1]           # host[:port][,host2...]
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
-             if k not in ("user", "password")]
-    return urlunsplit(parts._replace(netloc=f"{quote(user, safe='')}@{netloc}", query=urlencode(query)))
 
 
 async def keep_session(conn: asyncpg.Connection) -> None:

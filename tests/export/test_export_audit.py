@@ -267,14 +267,12 @@ async def test_client_cancel_mid_stream_is_recorded_failed(export_stub, db, audi
 
 async def test_history_sql_runs_as_the_ghostly_export_role(database_url, researcher, audit_world):
     """Every statement of services/export/history.py works with migration 010's ghostly_export grants."""
-    from urllib.parse import urlsplit, urlunsplit
-
     import asyncpg
 
+    from libs.db.dsn import with_user
     from libs.db.pool import init_connection
     from services.export.history import History
-    parts = urlsplit(database_url)
-    dsn = urlunsplit(parts._replace(netloc="ghostly_export@" + parts.netloc.rsplit("@", 1)[-1]))
+    dsn = with_user(database_url, "ghostly_export")
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1, init=init_connection)
     try:
         assert await pool.fetchval("SELECT current_user") == "ghostly_export"
