@@ -285,12 +285,7 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
                               "created_at": row.export_timestamp.isoformat(), "request_id": call.request_id,
                               "exported_by": str(row.exported_by) if row.exported_by else None,
                               **meta.get("export", {})}
-            if data_format == "excel":
-                try:
-                    writers.check_excel_rows(writers.table_rows(outcome.doc))
-                except writers.FormatLimitError as exc:
-                    raise errors.InvalidArgument(str(exc)) from None
-            try:
+            try:   # (format limits, e.g. Excel's row count, are checked before anything is written)
                 payload = await asyncio.to_thread(writers.render, outcome.doc, data_format)
             except writers.FormatLimitError as exc:
                 raise errors.InvalidArgument(str(exc)) from None

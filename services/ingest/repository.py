@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from libs.db import signal_cache
 from libs.emg import PROCESSING_PIPELINE, AnalysisSettings, SessionAnalysis
 
 SESSION_TYPES = {1: "baseline", 2: "training", 3: "assessment"}
@@ -93,19 +94,12 @@ async def mark_failed(conn: asyncpg.Connection, session_id: uuid.UUID, message: 
             "UPDATE therapy_sessions SET processing_status = 'failed', error_message = $2, "
             "processing_version = $3, processing_time_ms = $4, processed_at = now() WHERE id = $1",
             session_id, message, processing_version, processing_time_ms)
-        await invalidate_cache(conn, session_id, "session_reprocessed")
+        await signal_cache.invalidate(conn, session_id, "session_reprocessed")
 
 
 async def _delete_statistics(conn: asyncpg.Connection, session_id: uuid.UUID) -> None:
     await conn.execute("DELETE FROM emg_statistics WHERE session_id = $1", session_id)  # cascades contractions
     await conn.execute("DELETE FROM performance_scores WHERE session_id = $1", session_id)
-
-
-async def invalidate_cache(conn: asyncpg.Connection, session_id: uuid.UUID, reason: str) -> int:
-    result = await conn.execute(
-        "UPDATE signal_processing_cache SET cache_valid = false, invalidated_reason = $2, invalidated_at = now() "
-        "WHERE session_id = $1 AND cache_valid", session_id, reason)
-    return int(result.split()[-1])
 
 
 def _weights_json(analysis: SessionAnalysis, settings: AnalysisSettings) -> dict[str, Any]:
@@ -214,7 +208,7 @@ async def write_results(conn: asyncpg.Connection, session_id: uuid.UUID, analysi
                               bfr_target=(bfr or {}).get("target_pressure_aop"))
         if bfr is not None:
             await upsert_bfr(conn, session_id, bfr)
-        await invalidate_cache(conn, session_id, "session_reprocessed")
+        await signal_cache.invalidate(conn, session_id, "session_reprocessed")
 
 
 async def upsert_settings(conn: asyncpg.Connection, session_id: uuid.UUID, s: AnalysisSettings, *,

@@ -13,6 +13,7 @@ from typing import Any, Awaitable, Callable, Hashable
 
 import asyncpg
 
+
 SUFFIX = ".gjs"
 TTL = "7 days"
 
@@ -251,19 +252,7 @@ FROM therapy_sessions s WHERE s.id = $1
 
 # --------------------------------------------------------------------------- admin
 
-async def invalidate(conn: asyncpg.Connection, session_id=None, reason: str = "manual") -> int:
-    """Manual invalidation: mark the valid cache rows of one session (or all, session_id None)
-    invalid. They are never served again; the next request recomputes and revalidates."""
-    if session_id is None:
-        result = await conn.execute(
-            "UPDATE signal_processing_cache SET cache_valid = false, invalidated_reason = $1, invalidated_at = now() "
-            "WHERE cache_valid", reason)
-    else:
-        result = await conn.execute(
-            "UPDATE signal_processing_cache SET cache_valid = false, invalidated_reason = $2, invalidated_at = now() "
-            "WHERE session_id = $1 AND cache_valid", session_id, reason)
-    return int(result.split()[-1])
-
+# Manual invalidation: libs.db.signal_cache.invalidate (ingest uses it on reprocessing too).
 
 async def sweep(conn: asyncpg.Connection, cache_dir: Path, *, delete_rows_older_than_days: int = 30) -> dict[str, int]:
     """Maintenance: mark expired rows 'expired'; delete payload files of rows that are not

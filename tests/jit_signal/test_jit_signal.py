@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 from pathlib import Path
 
 import grpc
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 
 from ghostly.jit_signal.v1 import jit_signal_pb2 as pb
+from libs.db import signal_cache
 from libs.emg import PROCESSING_VERSION, AnalysisSettings, analyze_file, chain_1d, highpass, muscle_channels, read_c3d
 from services.jit_signal import cache as jcache
 from tests.conftest import sample_files
@@ -277,7 +277,7 @@ async def test_cache_expiry_and_invalidation(stub, sessions, db, servicer, inges
     await servicer.drain()
     assert (await collect(stub, **kw))[0].info.cache_hit
     # manual invalidation through the admin function
-    assert await jcache.invalidate(db, (await _row(db, sid))[0]["session_id"]) == 1
+    assert await signal_cache.invalidate(db, (await _row(db, sid))[0]["session_id"]) == 1
     r = (await _row(db, sid))[0]
     assert not r["cache_valid"] and r["invalidated_reason"] == "manual"
     assert not (await collect(stub, **kw))[0].info.cache_hit
