@@ -15,19 +15,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import LARGEST  # noqa: E402
 from libs.emg import analyze_file  # noqa: E402
 
 TARGET_MS = 30.0
 REPEATS = 50
 
 
-def _default_file() -> Path:
-    root = Path(os.environ.get("GHOSTLY_SAMPLES") or Path(__file__).resolve().parents[2] / "shared" / "samples")
-    return root / "Ghostly_Emg_20230321_17-50-17-0881.c3d"
-
-
 def main() -> int:
-    path = Path(sys.argv[1]) if len(sys.argv) > 1 else _default_file()
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else LARGEST
     if not path.exists():
         print(f"sample not found: {path} (set GHOSTLY_SAMPLES)", file=sys.stderr)
         return 2

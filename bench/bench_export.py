@@ -18,21 +18,17 @@ import argparse
 import asyncio
 import hashlib
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-from common import LARGEST, ROOT, database, median, pct
-from libs.db.embedded import free_port
+from common import LARGEST, database, median, pct, services
 
 import asyncpg
 import grpc
 
-from common import wait_serving
 from gen_cohort import generate
 from ghostly.export.v1 import export_pb2 as pb, export_pb2_grpc
 from ghostly.ingest.v1 import ingest_pb2_grpc
@@ -118,19 +114,9 @@ def main() -> None:
     if not LARGEST.exists():
         sys.exit(f"sample not found: {LARGEST}")
     with database() as dsn, tempfile.TemporaryDirectory() as tmp:
-        ports = {name: free_port() for name in SERVICES}
-        env = dict(os.environ, GHOSTLY_AUTH_MODE="dev", DATABASE_URL=dsn, GHOSTLY_LOG_LEVEL="WARNING", GHOSTLY_DATA_DIR=str(Path(tmp)),
-                   **{f"GHOSTLY_{n.upper()}_PORT": str(p) for n, p in ports.items()})
-        procs = [subprocess.Popen([sys.executable, "-m", f"services.{n}"], cwd=ROOT, env=env) for n in SERVICES]
-        try:
-            for n in SERVICES:
-                asyncio.run(wait_serving(f"127.0.0.1:{ports[n]}"))
+        with services(SERVICES, dsn, GHOSTLY_DATA_DIR=str(Path(tmp))) as running:
+            ports = {n: int(a.rsplit(":", 1)[1]) for n, a in running.addresses.items()}
             r = asyncio.run(run(dsn, ports, args.runs, args.summary_runs))
-        finally:
-            for p in procs:
-                p.send_signal(signal.SIGTERM)
-            for p in procs:
-                p.wait(30)
     print(f"export latency through gRPC (client: request -> completed, file hashed), {os.cpu_count()} cores, "
           f"4 service processes")
     s = r["stats_csv"]

@@ -11,17 +11,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import struct
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-from common import LARGEST, ROOT, database, median, pct, wait_serving
-from libs.db.embedded import free_port
+from common import LARGEST, database, median, pct, services
 
 import asyncpg
 import grpc
@@ -100,19 +97,11 @@ def main() -> None:
         sys.exit(f"sample not found: {LARGEST}")
     with database() as dsn, tempfile.TemporaryDirectory() as tmp:
         files = variants(LARGEST, args.files, Path(tmp))
-        port = free_port()
-        env = dict(os.environ, GHOSTLY_AUTH_MODE="dev", DATABASE_URL=dsn, GHOSTLY_INGEST_PORT=str(port), GHOSTLY_LOG_LEVEL="WARNING",
-                   GHOSTLY_DATA_DIR=str(Path(tmp) / "data"))
-        server = subprocess.Popen([sys.executable, "-m", "services.ingest"], cwd=ROOT, env=env)
-        try:
-            address = f"127.0.0.1:{port}"
-            asyncio.run(wait_serving(address))
+        with services(["ingest"], dsn, GHOSTLY_DATA_DIR=str(Path(tmp) / "data")) as running:
+            server, address = running.procs["ingest"], running.addresses["ingest"]
             cpu0 = tree_cpu(server.pid)
             rate, lat = asyncio.run(run(dsn, files, args.concurrency, address))
             cpu = {k: (v - cpu0.get(k, 0)) / (len(files) - 1) * 1000 for k, v in tree_cpu(server.pid).items()}
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(30)
     size_mb = LARGEST.stat().st_size / 1e6
     print(f"ingest of {len(files) - 1} distinct {size_mb:.1f} MB files through gRPC, "
           f"{args.concurrency} concurrent uploads, {os.cpu_count()} cores")

@@ -17,22 +17,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-from common import LARGEST, ROOT, database, median, pct
-from libs.db.embedded import free_port
+from common import LARGEST, database, median, pct, services
 
 import asyncpg
 import grpc
 
 from bench_ingest import variants
-from common import wait_serving
 from ghostly.ingest.v1 import ingest_pb2_grpc
 from ghostly.jit_signal.v1 import jit_signal_pb2 as pb, jit_signal_pb2_grpc
 from services.ingest.cli import requests
@@ -102,20 +98,9 @@ def main() -> None:
     with database() as dsn, tempfile.TemporaryDirectory() as tmp:
         files = [LARGEST] + variants(LARGEST, 2 * args.runs + 1, Path(tmp))
         data = Path(tmp) / "data"
-        ports = {"ingest": free_port(), "jit_signal": free_port()}
-        env = dict(os.environ, GHOSTLY_AUTH_MODE="dev", DATABASE_URL=dsn, GHOSTLY_LOG_LEVEL="WARNING", GHOSTLY_DATA_DIR=str(data),
-                   GHOSTLY_INGEST_PORT=str(ports["ingest"]), GHOSTLY_JIT_SIGNAL_PORT=str(ports["jit_signal"]))
-        procs = [subprocess.Popen([sys.executable, "-m", f"services.{n}"], cwd=ROOT, env=env) for n in ports]
-        try:
-            addr = {n: f"127.0.0.1:{p}" for n, p in ports.items()}
-            for a in addr.values():
-                asyncio.run(wait_serving(a))
+        with services(["ingest", "jit_signal"], dsn, GHOSTLY_DATA_DIR=str(data)) as running:
+            addr = running.addresses
             res = asyncio.run(run(dsn, files, args.runs, addr["ingest"], addr["jit_signal"], data / "signal-cache"))
-        finally:
-            for p in procs:
-                p.send_signal(signal.SIGTERM)
-            for p in procs:
-                p.wait(30)
     print(f"JIT signal, {LARGEST.name} ({LARGEST.stat().st_size / 1e6:.1f} MB, 2 muscle channels), gRPC loopback, "
           f"{args.runs} runs each, {os.cpu_count()} cores; ms")
     print(f"  {'plot (1000 pts x 2 ch)':<24}{'first chunk med':>16}{'p90':>8}{'full plot med':>15}{'p90':>8}   target")

@@ -12,15 +12,13 @@ import asyncio
 import os
 import sys
 import time
-import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import asyncpg  # noqa: E402
 
-from libs.db.migrate import migrate  # noqa: E402
+from common import database  # noqa: E402
 from libs.legacy import fixtures  # noqa: E402
 from libs.legacy import migrate as lm  # noqa: E402
 
@@ -32,61 +30,52 @@ def _size(setting: str, unit: str | None) -> str:
     return setting
 
 
-async def bench(admin_dsn: str, args) -> int:
-    name = f"ghostly_bench_legacy_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(admin_dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = urlunsplit(urlsplit(admin_dsn)._replace(path="/" + name))
-    try:
-        await migrate(dsn)
-        conn = await asyncpg.connect(dsn)
-        # The cluster as configured (the embedded default: stock shared_buffers; fsync etc. off
-        # only because it is a throwaway cluster). Not tuned for this benchmark.
-        cfg = await conn.fetch("SELECT name, setting, unit FROM pg_settings WHERE name = ANY($1) ORDER BY name",
-                               ["shared_buffers", "work_mem", "max_wal_size", "fsync", "synchronous_commit",
-                                "full_page_writes", "wal_level", "max_parallel_workers_per_gather", "jit"])
-        print(f"server:     PostgreSQL {await conn.fetchval('SHOW server_version')}, "
-              f"{os.cpu_count()} CPU(s); " + ", ".join(
-                  f"{r['name']}={_size(r['setting'], r['unit'])}" for r in cfg)
-              + " (the migration's own SET LOCALs: libs/legacy/migrate.py _TX_SETTINGS)")
-        t = time.perf_counter()
-        gen = await fixtures.write(conn, args.sessions, seed=args.seed)
-        gen_s = time.perf_counter() - t
-        # Settle the freshly bulk-loaded legacy tables the way a deployment's years-old ones are:
-        # vacuumed (hint bits set, visibility map), analysed and checkpointed. Without it the
-        # autovacuum worker triggered by the load (~600 MB, TOAST included) and the first-read
-        # hint-bit writes run during the timed migration: a cost of loading the fixture, which a
-        # production migration does not pay. Not timed (like the generation).
-        t = time.perf_counter()
-        await conn.execute("VACUUM (ANALYZE) c3d_metadata, analysis_results, patients, therapists")
-        await conn.execute("ANALYZE")
-        await conn.execute("CHECKPOINT")
-        await conn.close()
-        print(f"generation: {gen.c3d_rows} c3d_metadata rows ({gen.hashes} files), "
-              f"{gen.analysis_rows} analysis_results rows in {gen_s:.1f} s "
-              f"(+ VACUUM ANALYZE, CHECKPOINT of the legacy tables: {time.perf_counter() - t:.1f} s)")
-        stats, _ = await lm.run(dsn, batch_size=args.batch_size, workers=args.workers,
-                                progress=not args.no_progress, validate_after=False)
-        print(f"migration:  {stats.sessions} sessions, {stats.statistics} emg_statistics, "
-              f"{stats.contractions} emg_contractions, {stats.performance_scores} performance_scores, "
-              f"{stats.session_settings} session_settings in {stats.seconds:.1f} s "
-              f"({stats.legacy_rows / stats.seconds:,.0f} legacy rows/s, "
-              f"{stats.sessions / stats.seconds:,.0f} sessions/s, "
-              f"{(stats.statistics + stats.contractions) / stats.seconds:,.0f} statistics+contraction rows/s)")
-        report = await lm.validate(dsn)
-        print(f"validation: {'OK' if report.ok else 'FAILED'} in {report.seconds:.1f} s")
-        if not report.ok:
-            print(report.text())
-        t = time.perf_counter()
-        stats2, _ = await lm.run(dsn, batch_size=args.batch_size, workers=args.workers, progress=False,
-                                 validate_after=False)
-        print(f"re-run:     {stats2.sessions} new sessions in {time.perf_counter() - t:.1f} s (idempotent)")
-        target = "MET" if stats.seconds <= 60 else "MISSED"
-        print(f"target <= 60 s for the migration: {target}")
-        return 0 if report.ok else 1
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+async def bench(dsn: str, args) -> int:
+    conn = await asyncpg.connect(dsn)
+    # The cluster as configured (the embedded default: stock shared_buffers; fsync etc. off
+    # only because it is a throwaway cluster). Not tuned for this benchmark.
+    cfg = await conn.fetch("SELECT name, setting, unit FROM pg_settings WHERE name = ANY($1) ORDER BY name",
+                           ["shared_buffers", "work_mem", "max_wal_size", "fsync", "synchronous_commit",
+                            "full_page_writes", "wal_level", "max_parallel_workers_per_gather", "jit"])
+    print(f"server:     PostgreSQL {await conn.fetchval('SHOW server_version')}, "
+          f"{os.cpu_count()} CPU(s); " + ", ".join(
+              f"{r['name']}={_size(r['setting'], r['unit'])}" for r in cfg)
+          + " (the migration's own SET LOCALs: libs/legacy/migrate.py _TX_SETTINGS)")
+    t = time.perf_counter()
+    gen = await fixtures.write(conn, args.sessions, seed=args.seed)
+    gen_s = time.perf_counter() - t
+    # Settle the freshly bulk-loaded legacy tables the way a deployment's years-old ones are:
+    # vacuumed (hint bits set, visibility map), analysed and checkpointed. Without it the
+    # autovacuum worker triggered by the load (~600 MB, TOAST included) and the first-read
+    # hint-bit writes run during the timed migration: a cost of loading the fixture, which a
+    # production migration does not pay. Not timed (like the generation).
+    t = time.perf_counter()
+    await conn.execute("VACUUM (ANALYZE) c3d_metadata, analysis_results, patients, therapists")
+    await conn.execute("ANALYZE")
+    await conn.execute("CHECKPOINT")
+    await conn.close()
+    print(f"generation: {gen.c3d_rows} c3d_metadata rows ({gen.hashes} files), "
+          f"{gen.analysis_rows} analysis_results rows in {gen_s:.1f} s "
+          f"(+ VACUUM ANALYZE, CHECKPOINT of the legacy tables: {time.perf_counter() - t:.1f} s)")
+    stats, _ = await lm.run(dsn, batch_size=args.batch_size, workers=args.workers,
+                            progress=not args.no_progress, validate_after=False)
+    print(f"migration:  {stats.sessions} sessions, {stats.statistics} emg_statistics, "
+          f"{stats.contractions} emg_contractions, {stats.performance_scores} performance_scores, "
+          f"{stats.session_settings} session_settings in {stats.seconds:.1f} s "
+          f"({stats.legacy_rows / stats.seconds:,.0f} legacy rows/s, "
+          f"{stats.sessions / stats.seconds:,.0f} sessions/s, "
+          f"{(stats.statistics + stats.contractions) / stats.seconds:,.0f} statistics+contraction rows/s)")
+    report = await lm.validate(dsn)
+    print(f"validation: {'OK' if report.ok else 'FAILED'} in {report.seconds:.1f} s")
+    if not report.ok:
+        print(report.text())
+    t = time.perf_counter()
+    stats2, _ = await lm.run(dsn, batch_size=args.batch_size, workers=args.workers, progress=False,
+                             validate_after=False)
+    print(f"re-run:     {stats2.sessions} new sessions in {time.perf_counter() - t:.1f} s (idempotent)")
+    target = "MET" if stats.seconds <= 60 else "MISSED"
+    print(f"target <= 60 s for the migration: {target}")
+    return 0 if report.ok else 1
 
 
 def main() -> int:
@@ -97,16 +86,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=8)
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args()
-    url = os.environ.get("DATABASE_URL")
-    if url:
-        return asyncio.run(bench(urlunsplit(urlsplit(url)._replace(path="/postgres")), args))
-    from libs.db.embedded import EmbeddedPostgres
-    pg = EmbeddedPostgres(ephemeral=True)
-    pg.start()
-    try:
-        return asyncio.run(bench(pg.admin_dsn(), args))
-    finally:
-        pg.stop()
+    with database() as dsn:   # migrated; embedded unless DATABASE_URL (then a scratch database)
+        return asyncio.run(bench(dsn, args))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ import asyncio
 import gc
 import os
 import random
-import subprocess
 import sys
 import time
 import uuid
@@ -36,12 +35,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import database, wait_serving  # noqa: E402
+from common import database, services, wait_serving  # noqa: E402
 from gen_cohort import generate, summary  # noqa: E402
 from ghostly.statistics.v1 import statistics_pb2 as pb  # noqa: E402
 from ghostly.statistics.v1 import statistics_pb2_grpc  # noqa: E402
 from libs.auth import issue_token  # noqa: E402
-from libs.db.embedded import free_port as _free_port  # noqa: E402
 from services.statistics import queries as q  # noqa: E402
 from libs.db.dsn import with_user  # noqa: E402
 
@@ -196,7 +194,6 @@ async def run(dsn: str, args) -> int:
     data = await generate(dsn, patients=args.patients, sessions_per_patient=args.sessions,
                           contractions=args.contractions, quiet=True)
     print(summary(data))
-    port = _free_port()
     token = None
     auth_env = {"GHOSTLY_AUTH_MODE": "dev"}
     if args.auth == "jwt":
@@ -204,22 +201,17 @@ async def run(dsn: str, args) -> int:
         secret = "bench-secret-" + uuid.uuid4().hex
         auth_env = {"GHOSTLY_AUTH_MODE": "jwt", "GHOSTLY_JWT_SECRET": secret}
         token = issue_token(secret=secret, subject=str(uuid.uuid4()), role="researcher")
-    env = dict(os.environ, **auth_env, DATABASE_URL=dsn, GHOSTLY_STATISTICS_PORT=str(port),
-               GHOSTLY_DATA_DIR=str(Path(args.workdir)), GHOSTLY_SHUTDOWN_GRACE_S="1")
-    env.pop("STATISTICS_DATABASE_URL", None)
-    server = subprocess.Popen([sys.executable, "-m", "services.statistics"], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    address = f"127.0.0.1:{port}"
-    # The client holds ~200k ids: keep them out of the cyclic GC's full collections (a client
-    # artefact that would otherwise show up in the measured p99).
-    gc.collect()
-    gc.freeze()
-    try:
+    # The service's default log level (its access lines included), pool and metrics settings.
+    with services(["statistics"], dsn, wait=False, quiet=True, GHOSTLY_DATA_DIR=str(Path(args.workdir)),
+                  GHOSTLY_LOG_LEVEL=os.environ.get("GHOSTLY_LOG_LEVEL", "INFO"), GHOSTLY_SHUTDOWN_GRACE_S="1",
+                  **auth_env) as running:
+        address = running.addresses["statistics"]
+        # The client holds ~200k ids: keep them out of the cyclic GC's full collections (a client
+        # artefact that would otherwise show up in the measured p99).
+        gc.collect()
+        gc.freeze()
         await wait_serving(address)
         results, rps = await measure(address, data, args.quick, token)
-    finally:
-        server.terminate()
-        server.wait(15)
     plans = await explain_all(dsn, data)
 
     print("\n== EXPLAIN (ANALYZE, BUFFERS) ==")

@@ -68,6 +68,45 @@ async def wait_serving(address: str, timeout: float = 30.0) -> None:
         await asyncio.sleep(0.1)
 
 
+class Running:
+    """Service processes started by `services()`: their addresses and processes, by name."""
+
+    def __init__(self, addresses: dict[str, str], procs: dict):
+        self.addresses, self.procs = addresses, procs
+
+
+@contextlib.contextmanager
+def services(names, dsn: str, *, wait: bool = True, quiet: bool = False, **env: str):
+    """Start `python -m services.<name>` for each name on a free loopback port, against `dsn`
+    (dev auth and WARNING logs unless `env` says otherwise); wait until each reports SERVING
+    (`wait=False`: the caller awaits `wait_serving` itself, e.g. from a running loop); SIGTERM
+    and wait on exit."""
+    import asyncio
+    import signal
+    import subprocess
+
+    from libs.db.embedded import free_port
+    ports = {n: free_port() for n in names}
+    full = dict(os.environ, GHOSTLY_AUTH_MODE="dev", GHOSTLY_LOG_LEVEL="WARNING", DATABASE_URL=dsn,
+                **{f"GHOSTLY_{n.upper()}_PORT": str(p) for n, p in ports.items()})
+    full.pop("STATISTICS_DATABASE_URL", None)     # the scratch database, not a configured replica
+    full.update(env)
+    out = subprocess.DEVNULL if quiet else None
+    procs = {n: subprocess.Popen([sys.executable, "-m", f"services.{n}"], cwd=ROOT, env=full, stdout=out, stderr=out)
+             for n in names}
+    try:
+        running = Running({n: f"127.0.0.1:{p}" for n, p in ports.items()}, procs)
+        if wait:
+            for address in running.addresses.values():
+                asyncio.run(wait_serving(address))
+        yield running
+    finally:
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            proc.wait(30)
+
+
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]

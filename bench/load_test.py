@@ -11,8 +11,6 @@ import argparse
 import asyncio
 import os
 import random
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,14 +18,12 @@ import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from common import LARGEST, ROOT, SAMPLES, database, median, pct
-from libs.db.embedded import free_port as _port
+from common import LARGEST, SAMPLES, database, median, pct, services
 
 import asyncpg
 import grpc
 
 from bench_ingest import variants
-from common import wait_serving
 from ghostly.ingest.v1 import ingest_pb2_grpc
 from ghostly.jit_signal.v1 import jit_signal_pb2 as jpb, jit_signal_pb2_grpc
 from ghostly.statistics.v1 import statistics_pb2 as spb, statistics_pb2_grpc
@@ -158,25 +154,14 @@ def main(argv: list[str] | None = None) -> int:
                 write_synthetic_c3d(p, spec)
                 seeds.append(p)
             uploads = variants(seeds[0], 400, Path(tmp))
-        ports = {n: _port() for n in SERVICES}
-        env = dict(os.environ, DATABASE_URL=dsn, GHOSTLY_DATA_DIR=str(Path(tmp) / "data"), GHOSTLY_LOG_LEVEL="WARNING",
-                   GHOSTLY_AUTH_MODE="jwt", GHOSTLY_JWT_SECRET=SECRET, GHOSTLY_DB_POOL_MAX="20",
-                   **{f"GHOSTLY_{n.upper()}_PORT": str(p) for n, p in ports.items()},
-                   **{f"GHOSTLY_{n.upper()}_METRICS_PORT": "0" for n in SERVICES})
-        procs = [subprocess.Popen([sys.executable, "-m", f"services.{n}"], cwd=ROOT, env=env) for n in SERVICES]
-        addresses = {n: f"127.0.0.1:{p}" for n, p in ports.items()}
-        try:
-            for a in addresses.values():
-                asyncio.run(wait_serving(a))
+        with services(SERVICES, dsn, GHOSTLY_DATA_DIR=str(Path(tmp) / "data"), GHOSTLY_AUTH_MODE="jwt",
+                      GHOSTLY_JWT_SECRET=SECRET, GHOSTLY_DB_POOL_MAX="20",
+                      **{f"GHOSTLY_{n.upper()}_METRICS_PORT": "0" for n in SERVICES}) as running:
+            addresses = running.addresses
             patient, sessions = asyncio.run(seed(dsn, addresses["ingest"], seeds))
             t0 = time.perf_counter()
             rec = asyncio.run(run_load(addresses, sessions, patient, uploads, args.duration, args.callers, args.streams))
             wall = time.perf_counter() - t0
-        finally:
-            for p in procs:
-                p.send_signal(signal.SIGTERM)
-            for p in procs:
-                p.wait(30)
     total = sum(len(v) for v in rec.latency.values())
     errors = sum(rec.errors.values())
     print(f"load test: {args.callers} statistics callers + {args.streams} JIT streams + 1 ingest uploader, "
