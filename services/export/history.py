@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 
 from libs import paging
+from libs.convert import EPOCH, MICROSECOND
 
 IN_PROGRESS = "export in progress (not completed)"
 
@@ -103,17 +104,16 @@ class History:
 
 # --------------------------------------------------------------------------- page tokens
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 def encode_token(ts: dt.datetime, export_id: uuid.UUID, filters: str) -> str:
-    return paging.encode({"t": (ts - _EPOCH) // dt.timedelta(microseconds=1), "i": str(export_id)}, filters)
+    return paging.encode({"t": (ts - EPOCH) // MICROSECOND, "i": str(export_id)}, filters)
 
 
 def _cursor(data: dict) -> tuple[dt.datetime, uuid.UUID]:
     if not isinstance(data["t"], int):
         raise ValueError("t")
-    return _EPOCH + dt.timedelta(microseconds=data["t"]), uuid.UUID(data["i"])
+    return EPOCH + dt.timedelta(microseconds=data["t"]), uuid.UUID(data["i"])
 
 
 def decode_token(token: str, filters: str) -> tuple[dt.datetime, uuid.UUID]:

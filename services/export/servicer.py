@@ -41,6 +41,7 @@ from ghostly.export.v1 import export_pb2_grpc
 from ghostly.jit_signal.v1 import jit_signal_pb2 as jpb
 from ghostly.statistics.v1 import statistics_pb2 as spb
 from libs import auth, errors, paging
+from libs.convert import EPOCH, parse_uuid, to_timestamp
 from services.export import layouts, writers
 from services.export.downstream import CallOptions, Downstream
 from services.export.history import History, decode_token, encode_token
@@ -77,7 +78,7 @@ KINDS = {"raw": jpb.SIGNAL_KIND_RAW, "filtered": jpb.SIGNAL_KIND_FILTERED, "enve
 BATCH = 500   # sessions per BatchGetSessionStatistics call (its maximum)
 SESSION_ERRORS = (errors.NotFound, errors.FailedPrecondition, errors.InvalidArgument, errors.DataLoss)
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH = EPOCH
 log = logging.getLogger("ghostly.export")
 
 
@@ -86,20 +87,6 @@ def _ts_dt(ts: Timestamp, field: str = "timestamp") -> dt.datetime:
         return _EPOCH + dt.timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
     except OverflowError:
         raise errors.InvalidArgument(f"{field} is outside the years 0001-9999") from None
-
-
-def _ts(value: dt.datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    us = (value - _EPOCH) // dt.timedelta(microseconds=1)
-    return Timestamp(seconds=us // 1_000_000, nanos=(us % 1_000_000) * 1000)
-
-
-def _uuid(value: str, field_name: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except (ValueError, AttributeError, TypeError):
-        raise errors.InvalidArgument(f"{field_name} must be a UUID, got {value[:80]!r}") from None
 
 
 def _maybe_uuid(value: str) -> uuid.UUID | None:
@@ -164,7 +151,7 @@ class Outcome:
 def parse_request(request: pb.CreateExportRequest, export_type: str, data_format: str) -> Selection:
     ids = list(dict.fromkeys(s.strip() for s in request.session_ids if s.strip()))
     for s in ids:
-        _uuid(s, "session_ids")
+        parse_uuid(s, "session_ids")
     date_from = _ts_dt(request.date_from, "date_from") if request.HasField("date_from") else None
     date_to = _ts_dt(request.date_to, "date_to") if request.HasField("date_to") else None
     if date_from and date_to and date_from >= date_to:
@@ -355,7 +342,7 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
             return [layouts.SessionBundle(s) for s in sel.session_ids]
         req = spb.ListSessionsRequest(patient_id=sel.patient_id, page_size=LIST_PAGE,
                                       processing_status=common_pb2.PROCESSING_STATUS_COMPLETED,
-                                      date_from=_ts(sel.date_from), date_to=_ts(sel.date_to))
+                                      date_from=to_timestamp(sel.date_from), date_to=to_timestamp(sel.date_to))
         bundles: list[layouts.SessionBundle] = []
         while True:
             page = await self.downstream.list_sessions(req, call)
@@ -606,8 +593,8 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         if size > MAX_PAGE_SIZE:
             raise errors.InvalidArgument(f"page_size must be 1-{MAX_PAGE_SIZE} (0 = {DEFAULT_PAGE_SIZE}), "
                                          f"got {request.page_size}")
-        session = _uuid(request.session_id, "session_id") if request.session_id else None
-        researcher = _uuid(request.exported_by, "exported_by") if request.exported_by else None
+        session = parse_uuid(request.session_id, "session_id") if request.session_id else None
+        researcher = parse_uuid(request.exported_by, "exported_by") if request.exported_by else None
         etype = fmt = status = None
         if request.type:
             if request.type not in TYPES:
@@ -675,7 +662,7 @@ def _record(r) -> pb.ExportRecord:
         export_options_json=json.dumps(r["export_options"]) if r["export_options"] is not None else "",
         processing_method=r["processing_method"], processing_time_ms=r["processing_time_ms"] or 0,
         data_source=r["data_source"] or "", exported_by=str(r["exported_by"]) if r["exported_by"] else "",
-        export_timestamp=_ts(r["export_timestamp"]), file_size_bytes=r["file_size_bytes"] or 0,
+        export_timestamp=to_timestamp(r["export_timestamp"]), file_size_bytes=r["file_size_bytes"] or 0,
         export_hash=r["export_hash"] or "", status=STATUS_ENUM.get(r["export_status"], 0),
         validation_checks=[pb.ValidationCheck(name=c.get("name", ""), passed=bool(c.get("passed")),
                                               detail=c.get("detail", "")) for c in checks],

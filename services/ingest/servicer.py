@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 from ghostly.common.v1 import common_pb2
 from ghostly.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+from libs.convert import parse_uuid
 from libs.emg import PROCESSING_VERSION, AnalysisSettings
 from libs.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from libs.grpc_server import ServiceContext
@@ -48,13 +49,6 @@ BFR_FIELDS = {  # BfrInput field -> bfr_monitoring column
     "cuff_size": "cuff_size", "cuff_position": "cuff_position", "monitoring_device": "monitoring_device",
     "device_serial_number": "device_serial_number",
 }
-
-
-def _uuid(value: str, field: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except (ValueError, AttributeError, TypeError):
-        raise InvalidArgument(f"{field} must be a UUID, got {value!r}") from None
 
 
 def _jsonable(obj: Any) -> Any:
@@ -175,7 +169,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         value: Any = getattr(request, key)
         column = {"session_id": "id", "file_hash": "file_hash", "file_path": "file_path"}[key]
         if key == "session_id":
-            value = _uuid(value, "session_id")
+            value = parse_uuid(value, "session_id")
         row = await self.db.fetchrow(
             f"SELECT id, processing_status, error_message, processing_version, processing_time_ms, created_at, "
             f"processed_at, file_path, file_hash FROM therapy_sessions WHERE {column} = $1", value)
@@ -197,7 +191,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             raise InvalidArgument("give the scope: session_id, patient_code or all=true")
         overrides = options_overrides(request.options) if request.HasField("options") else {}
         AnalysisSettings(**overrides)   # invalid options fail the whole call before any work
-        where, args = {"session_id": ("id = $1", [_uuid(request.session_id, "session_id")] if scope == "session_id" else []),
+        where, args = {"session_id": ("id = $1", [parse_uuid(request.session_id, "session_id")] if scope == "session_id" else []),
                        "patient_code": ("patient_id = $1", [request.patient_code]),
                        "all": ("true", [])}[scope]
         if request.only_outdated:
@@ -254,7 +248,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             raise FailedPrecondition(f"patient {patient_code!r} is not registered; register the patient first")
         if not therapist_id:
             return row["patient_code"], row["therapist_id"]
-        tid = _uuid(therapist_id, "session.therapist_id")
+        tid = parse_uuid(therapist_id, "session.therapist_id")
         if not await self.db.fetchval("SELECT true FROM therapists WHERE id = $1", tid):
             raise FailedPrecondition(f"therapist {therapist_id} is not registered")
         return row["patient_code"], tid

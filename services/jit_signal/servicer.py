@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ghostly.jit_signal.v1 import jit_signal_pb2 as pb, jit_signal_pb2_grpc
 from libs import auth
+from libs.convert import parse_uuid
 from libs.db import access
 from libs.emg import PROCESSING_VERSION
 from libs.errors import DataLoss, FailedPrecondition, NotFound
@@ -16,7 +17,7 @@ from libs.grpc_server import ServiceContext
 from libs.storage import ContentStore
 from services.jit_signal import cache as c
 from services.jit_signal.signals import (Payload, Plan, build_payload, chunks, decode_payload, encode_payload,
-                                         file_identity, muscle_names, params_from_details, parse_uuid, plan_request,
+                                         file_identity, muscle_names, params_from_details, plan_request,
                                          process_bytes, read_verified, request_key, resolve_channels, resolve_window)
 
 log = logging.getLogger("ghostly.jit_signal")
@@ -78,7 +79,7 @@ class JitSignalServicer(jit_signal_pb2_grpc.JitSignalServiceServicer):
                 await access.ensure_patient_visible(conn, row["patient_id"], f"session {session_id}")
 
     async def ListChannels(self, request, context) -> pb.ListChannelsResponse:
-        sid = parse_uuid(request.session_id)
+        sid = parse_uuid(request.session_id, "session_id")
         row = await self.db.fetchrow(c.LIST_SQL, sid)
         if row is None:
             raise NotFound(f"session {request.session_id} does not exist")

@@ -21,6 +21,7 @@ from tsdownsample import MinMaxLTTBDownsampler
 
 from ghostly.common.v1 import common_pb2
 from ghostly.jit_signal.v1 import jit_signal_pb2 as pb
+from libs.convert import parse_uuid
 from libs.emg import PROCESSING_VERSION, ProcessingParams, chain_1d, muscle_channels, read_c3d
 from libs.errors import DataLoss, InvalidArgument, NotFound
 
@@ -76,15 +77,8 @@ def request_key(file_hash: str, plan: Plan) -> str:
     return hashlib.sha256((file_hash + plan.key_suffix()).encode()).hexdigest()
 
 
-def parse_uuid(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except (ValueError, AttributeError, TypeError):
-        raise InvalidArgument(f"session_id must be a UUID, got {value!r}") from None
-
-
 def plan_request(req: pb.StreamSignalsRequest, max_message_bytes: int) -> Plan:
-    sid = parse_uuid(req.session_id)
+    sid = parse_uuid(req.session_id, "session_id")
     if req.kind not in KINDS:
         raise InvalidArgument(f"kind {req.kind} is not a known SignalKind (raw, filtered, envelope)")
     t_start = req.t_start_s if req.HasField("t_start_s") else 0.0

@@ -19,6 +19,7 @@ from ghostly.common.v1 import common_pb2
 from ghostly.statistics.v1 import statistics_pb2 as pb
 from ghostly.statistics.v1 import statistics_pb2_grpc
 from libs import auth, errors, paging
+from libs.convert import EPOCH, MICROSECOND, parse_uuid, to_timestamp
 from libs.db import access
 from libs.grpc_server import ServiceContext, ServiceSpec
 from services.statistics import queries as q
@@ -42,19 +43,11 @@ STATUS = {"pending": common_pb2.PROCESSING_STATUS_PENDING,
           "failed": common_pb2.PROCESSING_STATUS_FAILED}
 STATUS_NAME = {v: k for k, v in STATUS.items()}
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-_US = dt.timedelta(microseconds=1)
+_EPOCH, _US = EPOCH, MICROSECOND
 _COMPONENTS = ("compliance", "symmetry", "effort", "game")
 
 
 # --------------------------------------------------------------------------- conversions
-
-def _ts(value: dt.datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    us = (value - _EPOCH) // _US
-    return Timestamp(seconds=us // 1_000_000, nanos=(us % 1_000_000) * 1000)
-
 
 def _micros(ts: Timestamp) -> int:
     return ts.seconds * 1_000_000 + ts.nanos // 1000
@@ -67,10 +60,7 @@ def _from_micros(us: int) -> dt.datetime:
 def _uuid(value: str, field: str) -> uuid.UUID:
     if not value:
         raise errors.InvalidArgument(f"{field} is required (a UUID)")
-    try:
-        return uuid.UUID(value)
-    except (ValueError, AttributeError, TypeError):
-        raise errors.InvalidArgument(f"{field} must be a UUID, got {value[:80]!r}") from None
+    return parse_uuid(value, field)
 
 
 # The Timestamp range of the protobuf spec (0001-01-01 .. 9999-12-31), which datetime covers.
@@ -114,15 +104,15 @@ def _session(r: asyncpg.Record) -> pb.Session:
         id=str(r["id"]), file_path=r["file_path"], file_hash=r["file_hash"],
         file_size_bytes=r["file_size_bytes"], patient_id=r["patient_id"] or "",
         therapist_id=str(r["therapist_id"]) if r["therapist_id"] else "",
-        session_label=r["session_id"] or "", session_date=_ts(r["session_date"]),
+        session_label=r["session_id"] or "", session_date=to_timestamp(r["session_date"]),
         session_type=SESSION_TYPE.get(r["session_type"], 0), protocol_day=r["protocol_day"] or 0,
         original_sampling_rate=r["original_sampling_rate"],
         original_duration_seconds=r["original_duration_seconds"],
         original_sample_count=r["original_sample_count"], channel_names=r["channel_names"] or (),
         channel_count=r["channel_count"], processing_version=r["processing_version"],
         processing_status=STATUS.get(r["processing_status"], 0),
-        processing_time_ms=r["processing_time_ms"] or 0, created_at=_ts(r["created_at"]),
-        processed_at=_ts(r["processed_at"]), error_message=r["error_message"] or "")
+        processing_time_ms=r["processing_time_ms"] or 0, created_at=to_timestamp(r["created_at"]),
+        processed_at=to_timestamp(r["processed_at"]), error_message=r["error_message"] or "")
 
 
 def _channel(r: asyncpg.Record) -> pb.ChannelStatistics:
@@ -144,7 +134,7 @@ def _channel(r: asyncpg.Record) -> pb.ChannelStatistics:
         processing_time_ms=r["processing_time_ms"] or 0,
         mvc_threshold_percentage=r["mvc_threshold_percentage"],
         duration_threshold_seconds=r["duration_threshold_seconds"],
-        processed_at=_ts(r["processed_at"]), side=r["side"] or "")
+        processed_at=to_timestamp(r["processed_at"]), side=r["side"] or "")
 
 
 # --------------------------------------------------------------------------- page tokens
@@ -172,7 +162,7 @@ def _performance(r: asyncpg.Record) -> pb.PerformanceScore:
         right_muscle_completion_rate=r["right_muscle_completion_rate"],
         right_muscle_intensity_rate=r["right_muscle_intensity_rate"],
         right_muscle_duration_rate=r["right_muscle_duration_rate"],
-        calculated_at=_ts(r["calculated_at"]))
+        calculated_at=to_timestamp(r["calculated_at"]))
 
 
 def encode_page_token(date_us: int | None, session_id: str, filters: str) -> str:
@@ -346,7 +336,7 @@ class StatisticsServicer(statistics_pb2_grpc.StatisticsServiceServicer):
             device_calibration_date=cal.isoformat() if cal else "",
             device_serial_number=r["device_serial_number"] or "",
             bfr_session_duration_minutes=r["bfr_session_duration_minutes"],
-            monitoring_frequency_hz=r["monitoring_frequency_hz"], created_at=_ts(r["created_at"]))
+            monitoring_frequency_hz=r["monitoring_frequency_hz"], created_at=to_timestamp(r["created_at"]))
 
     async def GetSessionSettings(self, request, context):
         r = await self._child_row(q.SESSION_SETTINGS, request.session_id, "session settings")
@@ -367,7 +357,7 @@ class StatisticsServicer(statistics_pb2_grpc.StatisticsServiceServicer):
             visual_feedback_enabled=bool(r["visual_feedback_enabled"]),
             audio_feedback_enabled=bool(r["audio_feedback_enabled"]),
             real_time_mvc_display=bool(r["real_time_mvc_display"]),
-            created_at=_ts(r["created_at"]), updated_at=_ts(r["updated_at"]))
+            created_at=to_timestamp(r["created_at"]), updated_at=to_timestamp(r["updated_at"]))
 
     async def BatchGetSessionStatistics(self, request, context):
         ids = list(dict.fromkeys(_uuid(v, "session_ids") for v in request.session_ids))
@@ -416,7 +406,7 @@ class StatisticsServicer(statistics_pb2_grpc.StatisticsServiceServicer):
                     current = r["sid"]
                     excluded = _excluded(r["performance_weights"])
                     point = out.points.add(
-                        session_id=str(current), session_date=_ts(r["session_date"]),
+                        session_id=str(current), session_date=to_timestamp(r["session_date"]),
                         protocol_day=r["protocol_day"] or 0,
                         session_type=SESSION_TYPE.get(r["session_type"], 0),
                         overall_performance_score=r["overall"], compliance_score=r["compliance_score"],
