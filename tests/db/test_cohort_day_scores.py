@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 
 from tests.conftest import rolled_back
+from tests.helpers import register_patient
 
 # What the table must hold: the first level of the cohort summary, from the sessions.
 EXPECTED = """
@@ -27,12 +28,15 @@ FROM cohort_day_scores WHERE patient_key = ANY($1::text[]) ORDER BY 1, 3"""
 
 
 async def _patient(conn) -> str:
-    code = f"K{uuid.uuid4().hex[:7].upper()}"
-    therapist = await conn.fetchval("INSERT INTO therapists (user_id, first_name, last_name) "
-                                    "VALUES ($1, 'T', 'C') RETURNING id", uuid.uuid4())
-    await conn.execute("INSERT INTO patients (therapist_id, patient_code, first_name, last_name, date_of_birth) "
-                       "VALUES ($1, $2, 'P', 'Q', '1940-01-01')", therapist, code)
-    return code
+    return await register_patient(conn, "K")
+
+
+async def _remove_patient(conn, patient: str) -> None:
+    """Delete a committed patient, their sessions and their therapist (register_patient's)."""
+    therapist = await conn.fetchval("SELECT therapist_id FROM patients WHERE patient_code = $1", patient)
+    await conn.execute("DELETE FROM therapy_sessions WHERE patient_id = $1", patient)
+    await conn.execute("DELETE FROM patients WHERE patient_code = $1", patient)
+    await conn.execute("DELETE FROM therapists WHERE id = $1", therapist)
 
 
 async def _session(conn, patient: str | None, day: int | None, status: str = "completed",
@@ -148,10 +152,7 @@ async def test_concurrent_writers_of_one_group_both_count(database_url):
             assert row["session_count"] == 2 and row["sum_overall"] == pytest.approx(100.0)
             await _assert_consistent(check, [patient])
     finally:
-        await setup.execute("DELETE FROM therapy_sessions WHERE patient_id = $1", patient)
-        await setup.execute("DELETE FROM patients WHERE patient_code = $1", patient)
-        await setup.execute("DELETE FROM therapists t WHERE NOT EXISTS "
-                            "(SELECT 1 FROM patients p WHERE p.therapist_id = t.id) AND t.last_name = 'C'")
+        await _remove_patient(setup, patient)
         assert await setup.fetchval("SELECT count(*) FROM cohort_day_scores WHERE patient_key = $1", patient) == 0
         await setup.close()
 
@@ -214,8 +215,7 @@ async def committed_patient(database_url):
     setup = await asyncpg.connect(database_url)
     patient = await _patient(setup)
     yield setup, patient
-    await setup.execute("DELETE FROM therapy_sessions WHERE patient_id = $1", patient)
-    await setup.execute("DELETE FROM patients WHERE patient_code = $1", patient)
+    await _remove_patient(setup, patient)
     await setup.close()
 
 

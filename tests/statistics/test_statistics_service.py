@@ -6,7 +6,6 @@ shared by the whole run, so every test uses its own therapists / patient codes.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import statistics as pystats
 import uuid
 
@@ -18,6 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from ghostly.common.v1 import common_pb2
 from ghostly.statistics.v1 import statistics_pb2 as pb
 from ghostly.statistics.v1 import statistics_pb2_grpc
+from libs.db.pool import init_connection
 from libs.grpc_server import start_service
 from services.statistics import db as stats_db
 from services.statistics.server import SPEC, encode_page_token
@@ -129,8 +129,7 @@ async def stub(server):
 @pytest.fixture(scope="module")
 async def admin(database_url):
     c = await asyncpg.connect(database_url)
-    for typ in ("json", "jsonb"):
-        await c.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    await init_connection(c)   # JSON columns as Python objects, as the services see them
     yield c
     await c.close()
 
