@@ -79,8 +79,8 @@ class Config:
     data_dir: Path
     store_dir: Path
     cache_dir: Path
-    cache_max_bytes: int
-    host: str
+    cache_max_bytes: int = 1 << 30
+    host: str = "127.0.0.1"
     ports: dict[str, int] = field(default_factory=dict)
     targets: dict[str, str] = field(default_factory=dict)
     metrics_ports: dict[str, int] = field(default_factory=dict)
@@ -120,6 +120,40 @@ class Config:
                        statistics_database_url=self.statistics_database_url or url)
 
 
+# Scalar settings: field -> (environment variable, parser). Unset or empty: the field's default
+# (Config / AuthSettings above), so every default is written once.
+_SETTINGS = {
+    "cache_max_bytes": ("GHOSTLY_CACHE_MAX_BYTES", int),
+    "host": ("GHOSTLY_HOST", str),
+    "max_message_bytes": ("GHOSTLY_MAX_MESSAGE_BYTES", int),
+    "max_upload_bytes": ("GHOSTLY_MAX_UPLOAD_BYTES", int),
+    "event_secret": ("GHOSTLY_EVENT_SECRET", str),
+    "device_timezone": ("GHOSTLY_DEVICE_TIMEZONE", str),
+    "ingest_workers": ("GHOSTLY_INGEST_WORKERS", int),
+    "jit_signal_memory_bytes": ("GHOSTLY_JIT_SIGNAL_MEMORY_BYTES", int),
+    "jit_payload_memory_bytes": ("GHOSTLY_JIT_PAYLOAD_MEMORY_BYTES", int),
+    "export_session_concurrency": ("GHOSTLY_EXPORT_SESSION_CONCURRENCY", int),
+    "db_pool_min": ("GHOSTLY_DB_POOL_MIN", int),
+    "db_pool_max": ("GHOSTLY_DB_POOL_MAX", int),
+    "health_interval_s": ("GHOSTLY_HEALTH_INTERVAL_S", float),
+    "shutdown_grace_s": ("GHOSTLY_SHUTDOWN_GRACE_S", float),
+    "log_level": ("GHOSTLY_LOG_LEVEL", str.upper),
+    "event_loop": ("GHOSTLY_EVENT_LOOP", str.lower),
+}
+_AUTH_SETTINGS = {
+    "mode": ("GHOSTLY_AUTH_MODE", str.lower),
+    "algorithm": ("GHOSTLY_JWT_ALGORITHM", str.upper),
+    "secret": ("GHOSTLY_JWT_SECRET", str),
+    "public_key": ("GHOSTLY_JWT_PUBLIC_KEY", str),
+    "issuer": ("GHOSTLY_JWT_ISSUER", str),
+    "audience": ("GHOSTLY_JWT_AUDIENCE", str),
+}
+
+
+def _given(env: dict[str, str], table: dict) -> dict:
+    return {name: parse(env[var]) for name, (var, parse) in table.items() if env.get(var)}
+
+
 def load(env: dict[str, str] | None = None) -> Config:
     env = dict(os.environ if env is None else env)
     data_dir = Path(env.get("GHOSTLY_DATA_DIR") or PROJECT_ROOT / "var")
@@ -130,33 +164,11 @@ def load(env: dict[str, str] | None = None) -> Config:
         data_dir=data_dir,
         store_dir=Path(env.get("GHOSTLY_STORE_DIR") or data_dir / "c3d-store"),
         cache_dir=Path(env.get("GHOSTLY_CACHE_DIR") or data_dir / "signal-cache"),
-        cache_max_bytes=int(env.get("GHOSTLY_CACHE_MAX_BYTES") or 1 << 30),
-        host=env.get("GHOSTLY_HOST") or "127.0.0.1",
         ports={name: int(env.get(var) or default) for name, (var, default) in SERVICE_PORTS.items()},
         metrics_ports={name: int(env[var]) if env.get(var, "").strip() else default
                        for name, (var, default) in METRICS_PORTS.items()},
         targets={name: env[f"GHOSTLY_{name.upper()}_ADDRESS"] for name in SERVICE_PORTS
                  if env.get(f"GHOSTLY_{name.upper()}_ADDRESS")},
-        max_message_bytes=int(env.get("GHOSTLY_MAX_MESSAGE_BYTES") or 4 * 1024 * 1024),
-        max_upload_bytes=int(env.get("GHOSTLY_MAX_UPLOAD_BYTES") or 256 * 1024 * 1024),
-        event_secret=env.get("GHOSTLY_EVENT_SECRET") or None,
-        device_timezone=env.get("GHOSTLY_DEVICE_TIMEZONE") or "UTC",
-        ingest_workers=int(env.get("GHOSTLY_INGEST_WORKERS") or 0),
-        jit_signal_memory_bytes=int(env.get("GHOSTLY_JIT_SIGNAL_MEMORY_BYTES") or 256 << 20),
-        jit_payload_memory_bytes=int(env.get("GHOSTLY_JIT_PAYLOAD_MEMORY_BYTES") or 64 << 20),
-        export_session_concurrency=int(env.get("GHOSTLY_EXPORT_SESSION_CONCURRENCY") or 16),
-        db_pool_min=int(env.get("GHOSTLY_DB_POOL_MIN") or 1),
-        db_pool_max=int(env.get("GHOSTLY_DB_POOL_MAX") or 10),
-        health_interval_s=float(env.get("GHOSTLY_HEALTH_INTERVAL_S") or 2.0),
-        shutdown_grace_s=float(env.get("GHOSTLY_SHUTDOWN_GRACE_S") or 10.0),
-        log_level=(env.get("GHOSTLY_LOG_LEVEL") or "INFO").upper(),
-        event_loop=(env.get("GHOSTLY_EVENT_LOOP") or "uvloop").lower(),
-        auth=AuthSettings(
-            mode=(env.get("GHOSTLY_AUTH_MODE") or "jwt").lower(),
-            algorithm=(env.get("GHOSTLY_JWT_ALGORITHM") or "HS256").upper(),
-            secret=env.get("GHOSTLY_JWT_SECRET") or None,
-            public_key=env.get("GHOSTLY_JWT_PUBLIC_KEY") or None,
-            issuer=env.get("GHOSTLY_JWT_ISSUER") or "ghostly",
-            audience=env.get("GHOSTLY_JWT_AUDIENCE") or "ghostly-backend",
-        ),
+        auth=AuthSettings(**_given(env, _AUTH_SETTINGS)),
+        **_given(env, _SETTINGS),
     )
