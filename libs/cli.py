@@ -22,6 +22,7 @@ import sys
 import time
 
 from libs import config as config_mod
+from libs.auth import ROLES
 from libs import logs
 from libs.db.embedded import ensure_database
 
@@ -155,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_migrate)
     sub.add_parser("status", help="health of each service").set_defaults(func=cmd_status)
     p = sub.add_parser("token", help="mint a bearer token (HS256, GHOSTLY_JWT_SECRET) for local use")
-    p.add_argument("--role", required=True, choices=("therapist", "researcher", "admin", "service"))
+    p.add_argument("--role", required=True, choices=ROLES)
     p.add_argument("--subject", required=True, help="auth user id (therapists.user_id / researcher_profiles.id)")
     p.add_argument("--ttl", type=float, default=3600.0, help="seconds of validity (default 3600)")
     p.set_defaults(func=cmd_token)

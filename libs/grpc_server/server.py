@@ -154,9 +154,10 @@ async def start_service(spec: ServiceSpec, config: Config, *, port: int | None =
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (*spec.full_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    bound = server.add_insecure_port(f"{config.host}:{config.port(spec.name) if port is None else port}")
+    wanted = config.port(spec.name) if port is None else port
+    bound = server.add_insecure_port(f"{config.host}:{wanted}")
     if bound == 0:
-        raise RuntimeError(f"{spec.name}: cannot bind {config.host}:{port}")
+        raise RuntimeError(f"{spec.name}: cannot bind {config.host}:{wanted}")
     await server.start()
     running = RunningService(spec, server, bound, health_servicer, context, owns_pool)
     await running.set_serving(await running.probe_database())
