@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import signal
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -39,6 +40,12 @@ def _warm() -> int:
     return os.getpid()
 
 
+def _ignore_interrupts() -> None:
+    # Ctrl-C reaches the whole process group: the service shuts its workers down itself (a
+    # worker interrupted mid-wait would only print a KeyboardInterrupt traceback).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class AnalysisPool:
     def __init__(self, workers: int | None = None):
         self.workers = workers or os.cpu_count() or 1
@@ -52,7 +59,7 @@ class AnalysisPool:
             os.environ.setdefault(var, "1")
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["libs.emg"])
-        return ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_ignore_interrupts)
 
     async def start(self) -> None:
         self._executor = self._new_executor()
