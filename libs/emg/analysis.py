@@ -27,13 +27,14 @@ import numpy as np
 
 from . import contractions as cx
 from . import descriptors as dx
+from . import flags as fl
 from . import quality as qx
 from . import scoring
 from .c3d_reader import MuscleChannel, Recording, Source, muscle_channels, read_c3d
 from .contractions import Contraction
 from .descriptors import Descriptors
 from .errors import C3DContentError
-from .pipeline import chain_into, pipeline_description, work_size, workspace
+from .pipeline import Conditioning, chain_into, pipeline_description, work_size, workspace
 from .quality import QualityDetail
 from .scoring import PerformanceResult
 from .settings import AnalysisSettings
@@ -77,6 +78,8 @@ class ChannelAnalysis:
     descriptors: Descriptors
     quality: QualityDetail
     detection: dict[str, Any]
+    signal_flags: list[str] = field(default_factory=list)  # libs.emg.flags vocabulary, in its order
+    usable: bool = True  # False when a flag in flags.EXCLUDING_FLAGS is set: not scored
     warnings: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)  # per stage, this channel
 
@@ -182,8 +185,38 @@ def _device_agreement(on: np.ndarray | None, contractions: list[Contraction]) ->
     }
 
 
+def _calibrated_mvc(settings: AnalysisSettings, mc: MuscleChannel) -> float | None:
+    user = settings.per_muscle(settings.mvc_user, mc.name, mc.side)
+    return float(user) if user is not None else settings.mvc_session
+
+
+def _electrode(mc: MuscleChannel) -> str:
+    return f"{mc.name} ({mc.side})" if mc.side else mc.name
+
+
+def _usability(p, mc: MuscleChannel, det: cx.Detection, q: QualityDetail, cond: Conditioning,
+               rms_v: float | None, unit_scale: float) -> tuple[set[str], str | None]:
+    """(excluding flags, reason) for a channel that cannot measure the muscle, else (set(), None).
+
+    Order: flat (nothing but quantisation), mostly artefacts, no activity distinguishable from
+    the noise floor (disconnected, or hum-only once the hum is removed), very weak activity.
+    """
+    hum = " (hum-only: mains interference and nothing else)" if cond.mains.present else ""
+    if rms_v is None or rms_v < p.flat_rms_v * unit_scale:
+        return {fl.NO_USABLE_EMG}, f"flat signal (filtered RMS {(rms_v or 0.0) * 1e6 / unit_scale:.2g} uV)"
+    if q.masked_fraction > p.max_masked_fraction:
+        return {fl.NO_USABLE_EMG}, f"{q.masked_fraction:.0%} of the recording is artefacts"
+    strong = det.strong_level_v
+    if strong is None or det.baseline_v <= 0 or strong / det.baseline_v < p.min_activity_ratio:
+        ratio = "" if strong is None or det.baseline_v <= 0 else f", strongest activity {strong / det.baseline_v:.1f}x"
+        return {fl.NO_USABLE_EMG}, f"no muscle activity above the noise floor{ratio}{hum}; disconnected electrode?"
+    if strong < p.weak_signal_v * unit_scale:
+        return {fl.WEAK_SIGNAL}, f"very weak signal (strongest activity {strong * 1e6 / unit_scale:.3g} uV envelope)"
+    return set(), None
+
+
 def _analyze_channel(rec: Recording, mc: MuscleChannel, raw: np.ndarray, filtered: np.ndarray, env: np.ndarray,
-                     settings: AnalysisSettings, shared_ms: float,
+                     cond: Conditioning, settings: AnalysisSettings, shared_ms: float,
                      scratch: np.ndarray | None = None) -> ChannelAnalysis:
     t0 = time.perf_counter()
     p = settings.processing
@@ -194,11 +227,14 @@ def _analyze_channel(rec: Recording, mc: MuscleChannel, raw: np.ndarray, filtere
     if unit_scale is None:
         warnings.append(f"{mc.name}: unknown unit {unit!r}; absolute thresholds assume volts.")
         unit_scale = 1.0
-    spans, flag = qx.find_artifacts(raw, rate, p, scratch)
+    spans, flag = cond.artifacts, cond.flag
     mask = qx.artifact_mask(flag, rate, p)
     t_art = time.perf_counter()
-    det = cx.detect(env, mask, rate, p, unit_scale, scratch)
-    q = qx.assess(filtered, env, mask, spans, det.threshold_v, det.baseline_v, det.high_level_v, scratch)
+    det = cx.detect(env, mask, rate, p, unit_scale, scratch, calibrated_mvc=_calibrated_mvc(settings, mc))
+    # Rest noise: below the noise-relative onset level (the task-relative one would count
+    # low-level activity as noise).
+    rest_level = max(det.threshold_terms["noise"], det.threshold_terms["floor"])
+    q = qx.assess(filtered, env, mask, spans, rest_level, det.baseline_v, det.high_level_v, scratch)
     mvc, method, source, conf = _mvc(settings, mc, env, det, q, warnings)
     dur_thr = settings.per_muscle(settings.duration_threshold, mc.name, mc.side) or settings.duration_threshold_s
     cx.classify(det.contractions, mvc, settings.mvc_threshold_percentage, dur_thr)
@@ -218,18 +254,52 @@ def _analyze_channel(rec: Recording, mc: MuscleChannel, raw: np.ndarray, filtere
     t_det = time.perf_counter()
     desc = dx.compute(filtered, mask, det.contractions, rate, p, scratch)
     t_desc = time.perf_counter()
+
+    flags: set[str] = set()
+    if cond.mains.present:
+        flags.add(fl.MAINS_INTERFERENCE)
+        warnings.append(f"{mc.name}: mains interference at {cond.mains.frequency_hz:.2f} Hz "
+                        f"({cond.mains.rest_share:.0%} of the rest power; harmonics "
+                        f"{', '.join(str(h) for h in cond.mains.harmonics)}) removed by a zero-phase notch.")
+    if any(a.kind in ("dropout", "flatline") for a in spans):
+        flags.add(fl.DROPOUT)
+    if any(a.kind == "clipping" for a in spans):
+        flags.add(fl.SATURATION)
+        n_sat = sum(a.n_samples for a in spans if a.kind == "clipping")
+        warnings.append(f"{mc.name}: saturation: {n_sat} sample(s) at the ADC rail, treated as artefacts.")
+    if det.rejected_artifact or det.partially_masked:
+        flags.add(fl.PARTIALLY_MASKED)
     if det.rejected_artifact:
-        warnings.append(f"{mc.name}: {det.rejected_artifact} burst(s) touching artefacts were not counted as contractions.")
+        warnings.append(f"{mc.name}: {det.rejected_artifact} contraction(s) ({det.lost_artifact_s:.2f} s) lost to "
+                        "artefacts: no valid uncorrupted part.")
+    if det.partially_masked:
+        warnings.append(f"{mc.name}: {det.partially_masked} contraction(s) overlapped artefacts; kept their "
+                        f"uncorrupted part ({det.masked_s:.2f} s cut).")
+    excluding, reason = _usability(p, mc, det, q, cond, desc.rms_v, unit_scale)
+    flags |= excluding
+    usable = not excluding
+    if reason:
+        warnings.append(f"{mc.name}: {reason}: check the {_electrode(mc)} electrode. "
+                        "This channel is excluded from symmetry and the overall score.")
     activated = rec.channel_positive(mc.activated_index) if mc.activated_index is not None else None
     detection = {
+        "method": "double threshold with hysteresis on the RMS envelope",
         "threshold_v": det.threshold_v,
+        "offset_threshold_v": det.offset_threshold_v,
         "baseline_v": det.baseline_v,
-        "threshold_rule": "max(threshold_baseline_factor x baseline, min_threshold_v)",
+        "strong_level_v": det.strong_level_v,
+        "threshold_terms": det.threshold_terms,
+        "threshold_rule": det.threshold_rule,
         "rejected_artifact": det.rejected_artifact,
+        "lost_artifact_s": det.lost_artifact_s,
+        "partially_masked": det.partially_masked,
+        "masked_s": det.masked_s,
         "rejected_short": det.rejected_short,
         "merged_gaps": det.merged_gaps,
         "duration_threshold_s": dur_thr,
         "separation_factor": separation,
+        "mains": cond.mains.to_dict(),
+        "usability": reason,
         **_device_agreement(activated, det.contractions),
     }
     t_end = time.perf_counter()
@@ -249,6 +319,7 @@ def _analyze_channel(rec: Recording, mc: MuscleChannel, raw: np.ndarray, filtere
         processing_time_ms=int(round(shared_ms + own_ms)), mvc_threshold_percentage=settings.mvc_threshold_percentage,
         duration_threshold_seconds=dur_thr, detection_threshold_v=det.threshold_v, contractions=det.contractions,
         descriptors=desc, quality=q, detection=detection, warnings=warnings, timings_ms=stage_ms,
+        signal_flags=fl.ordered(flags), usable=usable,
     )
 
 
@@ -297,10 +368,11 @@ def analyze(recording: Recording, settings: AnalysisSettings | None = None,
             raw = recording.row(m.raw_index, ws.buffer((i, "raw"), n))
             filtered, env = ws.buffer((i, "filtered"), n), ws.buffer((i, "envelope"), n)
             a = ws.buffer((i, "a"), work_size(n))
-            chain_into(raw, recording.rate, settings.processing, filtered, env, a, ws.buffer((i, "b"), work_size(n)))
+            cond = chain_into(raw, recording.rate, settings.processing, filtered, env, a,
+                              ws.buffer((i, "b"), work_size(n)))
             chain_ms = (time.perf_counter() - tc) * 1e3
             # ``a`` is free again: it is the scratch buffer of the statistics.
-            return _analyze_channel(recording, m, raw, filtered, env, settings, shared_ms + chain_ms, a), chain_ms
+            return _analyze_channel(recording, m, raw, filtered, env, cond, settings, shared_ms + chain_ms, a), chain_ms
 
         shared_ms = (t1 - t0) * 1e3 / len(muscles)
         pool = _pool() if len(muscles) > 1 else None
@@ -316,7 +388,12 @@ def analyze(recording: Recording, settings: AnalysisSettings | None = None,
     for c in channels:
         warnings += c.warnings
     by_side: dict[str, ChannelAnalysis] = {}
+    unusable: dict[str, str] = {}  # side -> why it is not scored
     for c in channels:
+        if c.side is not None and not c.usable:
+            unusable.setdefault(c.side, f"{c.channel_name} ({c.side}) has no usable EMG: "
+                                        + ", ".join(f for f in c.signal_flags if f in fl.EXCLUDING_FLAGS))
+            continue
         if c.side is not None:
             if c.side in by_side:
                 warnings.append(f"Several muscles map to the {c.side} side; {by_side[c.side].channel_name} is used for scoring.")
@@ -336,7 +413,10 @@ def analyze(recording: Recording, settings: AnalysisSettings | None = None,
         rpe=settings.rpe, bfr_pressure_aop=settings.bfr_pressure_aop, game_points=settings.game_points,
         game_points_max=settings.game_points_max, weights=settings.performance_weights,
         bfr_range=settings.bfr_gate_range, session_duration_minutes=recording.duration_s / 60.0,
+        unusable_sides={k: v for k, v in unusable.items() if k not in by_side},
     )
+    if perf.overall_performance_score is None:
+        warnings.append("Session not scored: " + "; ".join(f"{k} ({v})" for k, v in perf.components_excluded.items()))
     t4 = time.perf_counter()
     total_ms = (t4 - t0) * 1e3 + (_read_ms or 0.0)
     # filter_chain and channel_stages are summed over channels (CPU time of the tasks, which

@@ -1,18 +1,34 @@
 """Contraction detection on the envelope, MVC estimation and per-contraction criteria.
 
-Threshold rule and the MVC circularity: detection must not depend on the MVC, because the
-backend MVC is itself estimated from the detected contractions. So contractions are found
-with a baseline-relative threshold,
-    threshold = max(threshold_baseline_factor x resting level, min_threshold_v),
-where the resting level is a low percentile of the artefact-free envelope and the absolute
-floor keeps a near-silent (or disconnected) channel from turning quantisation noise into
-contractions. The MVC (user, session or backend estimate) is then only used to classify
-intensity (peak >= mvc_threshold_percentage x MVC). Consequence, by design: entering a
-user MVC never changes how many contractions are counted.
+Method: double threshold with hysteresis on the linear envelope (the classical two-level
+onset detector, e.g. Bonato et al. 1998 / Hodges & Bui 1996 style, applied to the RMS
+envelope). A burst is a run of the envelope above the OFFSET threshold that contains at
+least one artefact-free sample above the ONSET threshold; its onset and offset are where the
+envelope crosses the offset threshold. A noise crossing of the onset level therefore cannot
+start a burst on its own, and two bursts are separate as soon as the envelope falls below the
+offset level between them.
 
-Order of operations: threshold -> merge gaps shorter than merge_gap_ms -> drop bursts
-shorter than min_contraction_ms -> reject bursts touching an artefact (span + ringing
-margin). A long contraction is never split: there is no maximum duration.
+Onset threshold: the largest of
+- ``threshold_baseline_factor`` x noise floor (noise floor: ``baseline_percentile`` of the
+  artefact-free envelope),
+- ``activity_fraction`` x the channel's level of strong activity (median peak of the
+  strongest ``strong_top_fraction`` of the bursts found with the noise-relative thresholds,
+  at least three of them),
+  so background twitching well below the task level is not a contraction,
+- ``mvc_onset_fraction`` x the calibrated MVC, when the therapist or a calibration gave one,
+- ``min_threshold_v`` (absolute floor, so quantisation noise on a silent channel is never
+  a contraction).
+Offset threshold: max(``offset_fraction`` x onset, ``offset_baseline_factor`` x noise floor).
+
+The backend MVC estimate is never part of the threshold (it is estimated from the detected
+contractions: that would be circular).
+
+Order of operations: hysteresis bursts -> artefacts (a burst that overlaps the artefact mask
+keeps its longest uncorrupted piece when that piece is still a valid contraction - long
+enough and above the onset threshold - flagged ``partially_masked``; otherwise it is lost and
+counted) -> drop bursts shorter than ``min_contraction_ms`` -> merge contractions separated by
+less than ``merge_gap_ms`` (never across masked samples). A long contraction is never split:
+there is no maximum duration.
 """
 
 from __future__ import annotations
@@ -36,6 +52,8 @@ class Contraction:
     meets_intensity: bool = False
     meets_duration: bool = False
     good: bool = False
+    partially_masked: bool = False  # overlapped an artefact: only its uncorrupted part is kept
+    masked_s: float = 0.0  # seconds of the burst lost to artefacts (0 when not partially masked)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -43,11 +61,18 @@ class Contraction:
 
 @dataclass
 class Detection:
-    threshold_v: float
-    baseline_v: float
+    threshold_v: float  # onset threshold (V envelope)
+    offset_threshold_v: float  # offset threshold (V envelope)
+    baseline_v: float  # noise floor: baseline_percentile of the artefact-free envelope
+    strong_level_v: float | None  # level of strong activity (None: no burst above the noise thresholds)
+    threshold_terms: dict[str, float]  # every candidate of the onset maximum, by name
+    threshold_rule: str  # the term that set the onset threshold
     contractions: list[Contraction]
-    rejected_artifact: int  # bursts discarded because they touch an artefact span
-    rejected_short: int  # bursts shorter than min_contraction_ms after merging
+    rejected_artifact: int  # bursts lost to artefacts (no valid uncorrupted part)
+    lost_artifact_s: float  # seconds of those bursts
+    partially_masked: int  # contractions kept with only their uncorrupted part
+    masked_s: float  # seconds cut from those contractions
+    rejected_short: int  # bursts shorter than min_contraction_ms
     merged_gaps: int  # gaps closed by the merge step
     high_level_v: float  # 99.5th percentile of the artefact-free envelope (for the SNR)
 
@@ -81,36 +106,114 @@ def envelope_levels(env: np.ndarray, mask: np.ndarray, params: ProcessingParams,
     return float(lo), float(hi)
 
 
+def hysteresis(env: np.ndarray, valid: np.ndarray | None, on: float, off: float) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of the runs of ``env > off`` holding a valid sample ``> on`` (ends exclusive)."""
+    starts, ends = _runs(env > off)
+    if starts.size == 0:
+        return starts, ends
+    trig = env > on
+    if valid is not None:
+        trig &= valid
+    c = np.concatenate(([0], np.cumsum(trig, dtype=np.int64)))
+    keep = (c[ends] - c[starts]) > 0
+    return starts[keep], ends[keep]
+
+
+def _burst_peaks(env: np.ndarray, valid: np.ndarray | None, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Largest artefact-free envelope value of each burst (0 where none is free)."""
+    x = env if valid is None else np.where(valid, env, 0.0)
+    return np.array([x[s:e].max() for s, e in zip(starts.tolist(), ends.tolist())]) if starts.size else np.zeros(0)
+
+
+def strong_level(peaks: np.ndarray, top_fraction: float) -> float | None:
+    """Median peak of the strongest ``top_fraction`` of the bursts, at least three of them
+    (all when fewer), so one outlier burst does not set the level."""
+    if peaks.size == 0:
+        return None
+    k = min(peaks.size, max(3, int(np.ceil(peaks.size * top_fraction))))
+    return float(np.median(np.sort(peaks)[-k:]))
+
+
+def _best_piece(valid: np.ndarray, env: np.ndarray, s: int, e: int, on: float, min_len: int) -> tuple[int, int] | None:
+    """Longest artefact-free piece of burst [s, e) that is a valid contraction, or None."""
+    ps, pe = _runs(valid[s:e])
+    best = None
+    for a, b in zip((ps + s).tolist(), (pe + s).tolist()):
+        if b - a >= min_len and env[a:b].max() > on and (best is None or b - a > best[1] - best[0]):
+            best = (a, b)
+    return best
+
+
 def detect(env: np.ndarray, mask: np.ndarray, rate: float, params: ProcessingParams,
-           unit_scale: float = 1.0, scratch: np.ndarray | None = None) -> Detection:
-    """Contractions of one envelope. ``unit_scale`` converts volts to the channel unit;
-    ``scratch`` is an optional work buffer (see ``envelope_levels``)."""
+           unit_scale: float = 1.0, scratch: np.ndarray | None = None,
+           calibrated_mvc: float | None = None) -> Detection:
+    """Contractions of one envelope. ``mask`` marks artefact samples (with margins);
+    ``unit_scale`` converts volts to the channel unit; ``scratch`` is an optional work buffer
+    (see ``envelope_levels``); ``calibrated_mvc`` is the therapist's/calibration MVC."""
     baseline, high = envelope_levels(env, mask, params, scratch)
-    threshold = max(params.threshold_baseline_factor * baseline, params.min_threshold_v * unit_scale)
-    starts, ends = _runs(env > threshold)
-    merged = 0
-    if starts.size > 1:
-        gap = int(round(params.merge_gap_ms * rate / 1000.0))
-        keep = (starts[1:] - ends[:-1]) >= gap  # gaps to keep as separations
-        merged = int((~keep).sum())
-        starts = np.r_[starts[0], starts[1:][keep]]
-        ends = np.r_[ends[:-1][keep], ends[-1]]
-    min_len = int(round(params.min_contraction_ms * rate / 1000.0))
-    long = (ends - starts) >= min_len
-    rejected_short = int((~long).sum())
-    starts, ends = starts[long], ends[long]
+    has_mask = bool(mask.any())
+    valid = ~mask if has_mask else None
+    floor = params.min_threshold_v * unit_scale
+    min_len = max(1, int(round(params.min_contraction_ms * rate / 1000.0)))
+    noise_on = params.threshold_baseline_factor * baseline
+    noise_off = params.offset_baseline_factor * baseline
+    # Provisional bursts with the noise-relative thresholds only: the channel's activity level.
+    on0 = max(noise_on, floor)
+    ps, pe = hysteresis(env, valid, on0, max(noise_off, params.offset_fraction * on0))
+    long = (pe - ps) >= min_len
+    strong = strong_level(_burst_peaks(env, valid, ps[long], pe[long]), params.strong_top_fraction)
+    terms = {"noise": noise_on, "activity": params.activity_fraction * strong if strong is not None else 0.0,
+             "floor": floor}
+    if calibrated_mvc is not None:
+        terms["mvc"] = params.mvc_onset_fraction * calibrated_mvc
+    rule = max(terms, key=lambda k: terms[k])
+    on = terms[rule]
+    off = max(params.offset_fraction * on, noise_off)
+    starts, ends = hysteresis(env, valid, on, off)
+
+    # Artefacts cost only what they touch.
+    pieces: list[tuple[int, int, float]] = []  # (start, end, seconds cut)
+    lost = partial = 0
+    lost_s = cut_s = 0.0
+    if has_mask and starts.size:
+        cm = np.concatenate(([0], np.cumsum(mask, dtype=np.int64)))
+        touched = (cm[ends] - cm[starts]) > 0
+    else:
+        touched = np.zeros(starts.size, dtype=bool)
+    for s, e, t in zip(starts.tolist(), ends.tolist(), touched.tolist()):
+        if not t:
+            pieces.append((s, e, 0.0))
+            continue
+        best = _best_piece(valid, env, s, e, on, min_len)  # type: ignore[arg-type]
+        if best is None:
+            lost += 1
+            lost_s += (e - s) / rate
+        else:
+            partial += 1
+            cut = ((e - s) - (best[1] - best[0])) / rate
+            cut_s += cut
+            pieces.append((best[0], best[1], cut))
+    short = [p for p in pieces if p[1] - p[0] < min_len]
+    pieces = [p for p in pieces if p[1] - p[0] >= min_len]
+    # Merge contractions separated by a short, artefact-free gap.
+    gap = int(round(params.merge_gap_ms * rate / 1000.0))
+    merged: list[list] = []
+    n_merged = 0
+    for s, e, cut in pieces:
+        if merged and s - merged[-1][1] < gap and (not has_mask or not mask[merged[-1][1]:s].any()):
+            merged[-1][1] = e
+            merged[-1][2] += cut
+            n_merged += 1
+        else:
+            merged.append([s, e, cut])
     out: list[Contraction] = []
-    rejected_art = 0
-    if mask.any():
-        cmask = np.concatenate(([0], np.cumsum(mask, dtype=np.int64)))
-        touched = (cmask[ends] - cmask[starts]) > 0
-        rejected_art = int(touched.sum())
-        starts, ends = starts[~touched], ends[~touched]
-    for s, e in zip(starts.tolist(), ends.tolist()):
+    for s, e, cut in merged:
         seg = env[s:e]
         out.append(Contraction(start_s=s / rate, end_s=e / rate, duration_s=(e - s) / rate,
-                               peak_v=float(seg.max()), mean_v=float(seg.mean()), start_index=s, end_index=e))
-    return Detection(threshold, baseline, out, rejected_art, rejected_short, merged, high)
+                               peak_v=float(seg.max()), mean_v=float(seg.mean()), start_index=s, end_index=e,
+                               partially_masked=cut > 0, masked_s=float(cut)))
+    return Detection(on, off, baseline, strong, terms, rule, out, lost, lost_s, partial, cut_s, len(short),
+                     n_merged, high)
 
 
 def backend_mvc(env: np.ndarray, contractions: list[Contraction], percentile: float) -> float | None:

@@ -21,6 +21,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy import signal
 
 from .contractions import Contraction
+from .quality import rms as _rms
 from .settings import ProcessingParams
 
 UNITS = {
@@ -83,7 +84,7 @@ def compute(filtered: np.ndarray, mask: np.ndarray, contractions: list[Contracti
     the signal-sized temporaries (same values, no fresh multi-MB arrays)."""
     valid = ~mask
     x_ok = _select(valid, filtered, scratch) if mask.any() else filtered  # no copy when clean
-    rms = float(np.sqrt(np.dot(x_ok, x_ok) / x_ok.size)) if x_ok.size else None
+    rms = _rms(x_ok)
     if not x_ok.size:
         mav = None
     elif scratch is None:
@@ -94,7 +95,7 @@ def compute(filtered: np.ndarray, mask: np.ndarray, contractions: list[Contracti
     for c in contractions:
         active[c.start_index:c.end_index] = True
     xa = _select(active, filtered, scratch)
-    c_rms = float(np.sqrt(np.dot(xa, xa) / xa.size)) if xa.size else None
+    c_rms = _rms(xa)
 
     n = _nperseg(rate, params)
     step = n // 2
@@ -123,7 +124,10 @@ def compute(filtered: np.ndarray, mask: np.ndarray, contractions: list[Contracti
                         mdfs.append(m)
             points = len(mdfs)
             if points >= 3 and np.ptp(times) > 0:
-                fatigue = float(np.polyfit(times, mdfs, 1)[0])
+                # Least-squares slope in closed form (np.polyfit goes through LAPACK/BLAS).
+                t, m = np.asarray(times), np.asarray(mdfs)
+                dt = t - t.mean()
+                fatigue = float((dt * (m - m.mean())).sum() / (dt * dt).sum())
     else:
         source = "none"
     return Descriptors(rms, mav, c_rms, mnf, mdf, fatigue, source, int(starts.size), points)

@@ -1,4 +1,5 @@
-"""Signal chain: high-pass 20 Hz -> full-wave rectify -> low-pass 10 Hz -> moving RMS.
+"""Signal chain: artefacts bridged -> high-pass 20 Hz -> mains notch (when hum is found) ->
+full-wave rectify -> low-pass 10 Hz -> moving RMS.
 
 These functions are THE definition of the "filtered" signal and of the envelope: ingest,
 JIT streaming and export must call them (never re-implement them) so every service shows
@@ -16,13 +17,17 @@ bit-identical to sosfiltfilt (tested against it).
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 from scipy import signal
 from scipy.ndimage import uniform_filter1d
 
+from . import mains
 from .errors import C3DContentError, SettingsError
+from .mains import MainsResult
+from .quality import ArtifactSpan, fill_constant_spans, find_artifacts
 from .settings import ProcessingParams
 
 try:  # the in-place kernel behind scipy.signal.sosfilt (private: checked once before use)
@@ -155,28 +160,61 @@ def _zero_phase(sos: np.ndarray, zi: np.ndarray, n: int, a: np.ndarray, b: np.nd
     return bwd[p:p + n][::-1]
 
 
+_MAX_SECTIONS = 16  # order-16 filter or 16 notches: more than any plan here uses
+
+
 def work_size(n: int) -> int:
     """Length of the work buffers ``chain_into`` needs for an n-sample signal."""
-    return n + 2 * 3 * (2 * 8 + 1)  # padlen never exceeds 3 x ntaps of an order-16 cascade
+    return n + 2 * 3 * (2 * _MAX_SECTIONS + 1)  # padlen is at most 3 x ntaps of the cascade
+
+
+@dataclass
+class Conditioning:
+    """What the chain found and did on one channel before the envelope."""
+
+    artifacts: list[ArtifactSpan]  # dropout / flatline / clipping spans of the raw signal
+    flag: np.ndarray  # bool per sample: inside an artefact span (no margin)
+    mains: MainsResult  # power-line interference found in the rest periods (notched when present)
+
+
+@lru_cache(maxsize=64)
+def _notch_plan(rate: float, centres: tuple[float, ...], bandwidth_hz: float) -> tuple[np.ndarray, np.ndarray]:
+    sos = mains.notch_sos(rate, centres, bandwidth_hz)
+    return sos, signal.sosfilt_zi(sos)
 
 
 def chain_into(raw: np.ndarray, rate: float, params: ProcessingParams, filtered: np.ndarray, env: np.ndarray,
-               a: np.ndarray, b: np.ndarray) -> None:
+               a: np.ndarray, b: np.ndarray) -> Conditioning:
     """The chain of one channel written into ``filtered`` and ``env`` (n samples each), using
     the work buffers ``a`` and ``b`` (>= ``work_size(n)`` samples, clobbered). All five arrays
-    must be distinct, C-contiguous float64."""
+    must be distinct, C-contiguous float64.
+
+    Steps: artefact spans of the raw signal -> constant fills bridged -> high-pass -> mains
+    interference looked for in the rest periods and notched when present -> rectify ->
+    low-pass -> moving RMS.
+    """
     n = raw.size
     if n == 0:
         raise C3DContentError("Signal must be a non-empty 1-D or 2-D array (channels x samples).")
     hp, lp, zi_hp, zi_lp, win = _filter_plan(float(rate), params)
+    spans, flag = find_artifacts(raw, rate, params, b)
     guard = _GUARD_OFFSET if _needs_guard(raw) else 0.0
     # High-pass of raw (+ guard): the signal goes straight into the padded buffer.
     p = _padlen(hp, n)
+    x = a[p:p + n]
     if guard:
-        np.add(raw, guard, out=a[p:p + n])
+        np.add(raw, guard, out=x)
     else:
-        a[p:p + n] = raw
+        x[:] = raw
+    if spans:
+        fill_constant_spans(x, spans, rate)
     np.copyto(filtered, _zero_phase(hp, zi_hp, n, a, b))
+    hum = mains.detect(filtered, flag, rate, params)
+    if hum.present:
+        sos, zi = _notch_plan(float(rate), tuple(hum.notched_hz), float(params.notch_bandwidth_hz))
+        p = _padlen(sos, n)
+        a[p:p + n] = filtered
+        np.copyto(filtered, _zero_phase(sos, zi, n, a, b))
     # Rectify into the low-pass buffer, low-pass, square.
     p = _padlen(lp, n)
     mid = a[p:p + n]
@@ -191,6 +229,7 @@ def chain_into(raw: np.ndarray, rate: float, params: ProcessingParams, filtered:
     ms = uniform_filter1d(sq, size=win, mode="nearest", output=env)
     np.maximum(ms, 0.0, out=ms)  # running sums can leave -1e-30 where the signal is ~0
     np.sqrt(ms, out=ms)
+    return Conditioning(spans, flag, hum)
 
 
 def chain_1d(raw: np.ndarray, rate: float, params: ProcessingParams) -> tuple[np.ndarray, np.ndarray]:

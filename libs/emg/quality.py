@@ -4,10 +4,12 @@ Artefacts found in GHOSTLY recordings, all of which a previous tool counted as c
 - dropout fills: runs of the exact same value (e.g. 270 samples at -5.50008 mV, just past the
   rail). Real EMG is never constant for >= 10 ms at 16-bit resolution, so any such run is an
   artefact ('dropout' when at the signal extreme, 'flatline' otherwise);
-- clipping: several samples exactly at the channel's extreme value (the ADC rail);
+- clipping (saturation): samples at or within ``clip_tolerance`` of the channel's extreme
+  values (the ADC rails, which jitter in the last bits), in runs;
 - noise-only channels: no artefact span, but a low envelope dynamic range (see ``snr_db``).
-The band-pass filters ring around these steps, so the analysis masks a margin around every
-span; ``artifact_mask`` returns that mask.
+Constant fills are bridged by linear interpolation before filtering (``fill_constant_spans``),
+so the filters do not ring on the 5 mV step; the analysis still masks every span plus a margin
+(``artifact_mask``) because the samples there are not EMG.
 """
 
 from __future__ import annotations
@@ -51,6 +53,12 @@ class QualityDetail:
         return d
 
 
+def rms(x: np.ndarray) -> float | None:
+    """RMS of ``x`` without BLAS: np.dot wakes OpenBLAS threads that spin a second core for
+    the same wall time; einsum's own loop is as fast on one core."""
+    return float(np.sqrt(np.einsum("i,i->", x, x) / x.size)) if x.size else None
+
+
 def _runs(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(starts, ends) of True runs; ends exclusive."""
     z = np.concatenate(([False], flags, [False]))
@@ -79,8 +87,12 @@ def find_artifacts(raw: np.ndarray, rate: float, params: ProcessingParams,
         flag[s:e] = True
         spans.append(ArtifactSpan(kind, s / rate, e / rate, int(e - s), v))
 
-    # Clipping: samples exactly at the extreme values of what is left. A clean signal reaches
-    # its maximum once; a saturated one sits on the rail repeatedly.
+    # Saturation: samples within ``clip_tolerance`` (fraction of the rail) of the extreme values
+    # of what is left. Rails jitter in the last bits, so exact equality finds nothing on a
+    # saturated channel. A clean signal reaches its extreme once, in isolation; a saturated one
+    # sits near the rail repeatedly and for consecutive samples: the channel counts as
+    # saturated at a rail when >= clip_min_samples samples are near it and at least one run of
+    # two or more consecutive samples is.
     if flag.any():
         keep = ~flag
         rest = raw[keep] if scratch is None else np.compress(keep, raw, out=scratch[:np.count_nonzero(keep)])
@@ -89,8 +101,12 @@ def find_artifacts(raw: np.ndarray, rate: float, params: ProcessingParams,
     clipped = np.zeros(n, dtype=bool)
     if rest.size:
         for rail in (float(rest.min()), float(rest.max())):
-            at = (raw == rail) & ~flag
-            if rail != 0.0 and at.sum() >= params.clip_min_samples:
+            if rail == 0.0:
+                continue
+            tol = params.clip_tolerance * abs(rail)
+            at = (raw >= rail - tol) if rail > 0 else (raw <= rail + tol)
+            at &= ~flag
+            if np.count_nonzero(at) >= params.clip_min_samples and bool((at[1:] & at[:-1]).any()):
                 clipped |= at
     n_clipped = int(clipped.sum())
     if n_clipped:
@@ -102,6 +118,20 @@ def find_artifacts(raw: np.ndarray, rate: float, params: ProcessingParams,
             spans.append(ArtifactSpan("clipping", s / rate, e / rate, int(clipped[s:e].sum()), float(raw[s])))
     spans.sort(key=lambda a: a.start_s)
     return spans, flag
+
+
+def fill_constant_spans(x: np.ndarray, spans: list[ArtifactSpan], rate: float) -> None:
+    """Replace dropout/flatline spans of ``x`` (in place) by a straight line between the samples
+    that bound them: the fill value is not EMG and its step would make the filters ring."""
+    n = x.size
+    for a in spans:
+        if a.kind == "clipping":
+            continue
+        s = int(round(a.start_s * rate))
+        e = s + a.n_samples
+        left = x[s - 1] if s > 0 else (x[e] if e < n else 0.0)
+        right = x[e] if e < n else left
+        x[s:e] = np.linspace(left, right, e - s + 2)[1:-1]
 
 
 def artifact_mask(flag: np.ndarray, rate: float, params: ProcessingParams) -> np.ndarray:
@@ -134,7 +164,7 @@ def assess(filtered: np.ndarray, env: np.ndarray, mask: np.ndarray, spans: list[
     if mask.any():
         rest &= ~mask
     r = filtered[rest] if scratch is None else np.compress(rest, filtered, out=scratch[:np.count_nonzero(rest)])
-    noise_rms = float(np.sqrt(np.dot(r, r) / r.size)) if r.size else float("nan")
+    noise_rms = rms(r) if r.size else float("nan")
     noise_db = 20.0 * np.log10(noise_rms / 1e-6) if np.isfinite(noise_rms) and noise_rms > 0 else None
     snr_db = None
     if baseline > 0 and high > 0:

@@ -5,7 +5,10 @@ Pure functions, all scores on 0-100. Missing inputs are never scored as perfect:
   the remaining components are renormalised to sum to 1;
 - BFR pressure missing -> the safety gate is not evaluated (gate None), compliance is not
   gated, and the exclusion list says so;
-- a single side (no left/right pair) -> symmetry is excluded.
+- a single side (no left/right pair) -> symmetry is excluded;
+- a side whose channel is unusable (flat, disconnected, hum-only, very weak: see
+  libs/emg/flags.py) counts as absent, with the reason, never as the patient's 0;
+- nothing measurable at all -> no overall score (None): the session is reported, not scored.
 Renormalisation makes P a weighted mean of the components actually measured, so P can never
 exceed what it would be if the missing component had been scored 100 (the old behaviour).
 """
@@ -80,7 +83,7 @@ def game_score(points: int | None, max_points: int) -> float | None:
 class PerformanceResult:
     """All performance_scores columns (same names) plus how the score was composed."""
 
-    overall_performance_score: float
+    overall_performance_score: float | None  # None: no component could be measured
     compliance_score: float | None
     symmetry_score: float | None
     effort_score: float | None
@@ -110,16 +113,19 @@ class PerformanceResult:
 
 
 def combine(scores: dict[str, float | None], weights: dict[str, float],
-            reasons: dict[str, str] | None = None) -> tuple[float, list[str], dict[str, str], dict[str, float]]:
+            reasons: dict[str, str] | None = None) -> tuple[float | None, list[str], dict[str, str], dict[str, float]]:
     """Weighted mean of the available components with renormalised weights.
 
     Returns (P, used, excluded-with-reason, effective weights). Components with weight 0
-    are reported as used (they are measured) but contribute nothing.
+    are reported as used (they are measured) but contribute nothing. P is None when no
+    component is measured at all.
     """
     _check_weights("performance_weights", weights, COMPONENTS)
     reasons = dict(reasons or {})
     used = [k for k in COMPONENTS if scores.get(k) is not None]
     excluded = {k: reasons.get(k, "input missing") for k in COMPONENTS if scores.get(k) is None}
+    if not used:
+        return None, used, excluded, {}
     total_w = sum(weights[k] for k in used)
     if total_w <= 0:
         raise SettingsError(
@@ -134,19 +140,25 @@ def combine(scores: dict[str, float | None], weights: dict[str, float],
 def performance(left: dict | None, right: dict | None, *, rpe: int | None, bfr_pressure_aop: float | None,
                 game_points: int | None, game_points_max: int, weights: dict[str, float],
                 bfr_range: tuple[float, float] = (45.0, 55.0),
-                session_duration_minutes: float | None = None) -> PerformanceResult:
+                session_duration_minutes: float | None = None,
+                unusable_sides: dict[str, str] | None = None) -> PerformanceResult:
     """Session score from per-side rates.
 
     ``left``/``right``: dicts with completion_rate, intensity_rate, duration_rate and
-    muscle_compliance_score (0-1), or None when that side is absent.
+    muscle_compliance_score (0-1), or None when that side is absent. ``unusable_sides``
+    says why an absent side is absent (its channel is unusable), for the exclusion reasons.
     """
     reasons: dict[str, str] = {}
     flags: list[str] = []
+    unusable = dict(unusable_sides or {})
     sides = [s for s in (left, right) if s is not None]
     gate = bfr_gate(bfr_pressure_aop, *bfr_range)
+    for side, why in unusable.items():
+        flags.append(f"{side} side not scored: {why}")
     if not sides:
         s_comp = None
-        reasons["compliance"] = "no muscle channel with a left/right side"
+        reasons["compliance"] = ("no usable muscle channel: " + "; ".join(unusable.values())) if unusable \
+            else "no muscle channel with a left/right side"
     else:
         mean_c = sum(s["muscle_compliance_score"] for s in sides) / len(sides)
         s_comp = mean_c * (gate if gate is not None else 1.0) * 100.0
@@ -160,7 +172,8 @@ def performance(left: dict | None, right: dict | None, *, rpe: int | None, bfr_p
         s_sym = symmetry_score(left["muscle_compliance_score"], right["muscle_compliance_score"])
     else:
         s_sym = None
-        reasons["symmetry"] = "needs both a left and a right muscle"
+        reasons["symmetry"] = "needs both a left and a right muscle" + (
+            " (" + "; ".join(unusable.values()) + ")" if unusable else "")
     s_eff = effort_score(rpe)
     if s_eff is None:
         reasons["effort"] = "post-session RPE missing"

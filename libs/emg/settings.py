@@ -41,27 +41,59 @@ class ProcessingParams:
     Frozen and hashable so filter designs can be cached per (rate, params).
     """
 
+    # Filter chain (ISEK: every value is reported with the result).
     highpass_hz: float = 20.0  # removes motion artefact and DC (ISEK: 10-20 Hz for surface EMG)
     lowpass_hz: float = 10.0  # linear-envelope cutoff after rectification
     filter_order: int = 4  # Butterworth order of each filter, applied forward and backward
     rms_window_ms: float = 50.0  # centred moving-RMS window on the low-passed envelope
-    baseline_percentile: float = 10.0  # envelope percentile taken as the resting level
-    threshold_baseline_factor: float = 5.0  # onset threshold = factor x resting level ...
-    min_threshold_v: float = 20e-6  # ... but never below this absolute floor (V envelope)
-    min_contraction_ms: float = 100.0  # shorter activity bursts are not contractions
-    merge_gap_ms: float = 200.0  # bursts separated by a shorter gap are one contraction
+    # Mains interference (libs/emg/mains.py): found in the spectrum of the rest periods.
+    mains_window_ms: float = 1000.0  # periodogram window (rounded to a power of two samples)
+    mains_rest_fraction: float = 0.25  # quietest share of the windows taken as rest
+    mains_line_ratio: float = 10.0  # a line stands this much (power ratio) above its neighbours
+    mains_min_share: float = 0.05  # ... and the lines carry this share of the rest power
+    notch_bandwidth_hz: float = 2.0  # -3 dB width of each zero-phase notch
+    # Detection (libs/emg/contractions.py): double threshold with hysteresis.
+    baseline_percentile: float = 10.0  # envelope percentile taken as the noise floor (resting level)
+    threshold_baseline_factor: float = 5.0  # onset threshold >= factor x noise floor ...
+    activity_fraction: float = 0.3  # ... and >= this x the channel's level of strong activity ...
+    mvc_onset_fraction: float = 0.2  # ... and >= this x the calibrated MVC, when one is given ...
+    min_threshold_v: float = 10e-6  # ... and never below this absolute floor (V envelope)
+    offset_fraction: float = 0.5  # offset threshold = this x onset threshold ...
+    offset_baseline_factor: float = 2.5  # ... but at least this x noise floor
+    strong_top_fraction: float = 0.1  # strong level: median peak of the strongest 10 % of bursts (>= 3)
+    min_contraction_ms: float = 100.0  # shorter bursts (between offset crossings) are not contractions
+    merge_gap_ms: float = 200.0  # contractions separated by a shorter gap are one contraction
     mvc_percentile: float = 95.0  # backend MVC: this percentile of envelope inside contractions
+    # Artefacts (libs/emg/quality.py).
     artifact_min_run_ms: float = 10.0  # constant raw runs at least this long are dropouts/flatlines
-    artifact_margin_ms: float = 300.0  # masked around artefacts: the filters ring there
-    clip_min_samples: int = 5  # samples exactly at the rail before a channel counts as clipped
-    clip_merge_ms: float = 50.0  # clipped samples closer than this form one artefact span
+    artifact_margin_ms: float = 100.0  # masked around artefacts (constant fills are bridged first)
+    clip_tolerance: float = 0.005  # samples within this fraction of a rail count as at the rail
+    clip_min_samples: int = 5  # near-rail samples (with a run of >= 2) before a channel counts as saturated
+    clip_merge_ms: float = 50.0  # saturated samples closer than this form one artefact span
+    # Channel usability: flagged channels are excluded from symmetry and the overall score.
+    weak_signal_v: float = 15e-6  # strong-activity level below this (V envelope): weak_signal
+    min_activity_ratio: float = 8.0  # strong level / noise floor below this: no_usable_emg
+    flat_rms_v: float = 0.5e-6  # filtered RMS below this (V): flat channel, no_usable_emg
+    max_masked_fraction: float = 0.5  # more of the recording masked than this: no_usable_emg
     welch_window_ms: float = 250.0  # Welch segment length for MNF/MDF (rounded to a power of 2)
 
     def validate(self) -> None:
         for name in ("highpass_hz", "lowpass_hz", "rms_window_ms", "threshold_baseline_factor",
-                     "min_contraction_ms", "welch_window_ms", "artifact_min_run_ms", "mvc_percentile"):
+                     "min_contraction_ms", "welch_window_ms", "artifact_min_run_ms", "mvc_percentile",
+                     "mains_window_ms", "mains_line_ratio", "notch_bandwidth_hz", "offset_baseline_factor",
+                     "min_activity_ratio"):
             _positive(name, getattr(self, name))
-        for name in ("min_threshold_v", "merge_gap_ms", "artifact_margin_ms", "clip_merge_ms"):
+        for name in ("mains_rest_fraction", "mains_min_share", "activity_fraction", "mvc_onset_fraction",
+                     "offset_fraction", "strong_top_fraction", "max_masked_fraction", "clip_tolerance"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 1:
+                raise SettingsError(f"{name} must be a fraction in [0, 1], got {v!r}.")
+        if self.strong_top_fraction <= 0 or self.mains_rest_fraction <= 0:
+            raise SettingsError("strong_top_fraction and mains_rest_fraction must be > 0.")
+        if self.offset_fraction > 1:
+            raise SettingsError("offset_fraction must be <= 1: the offset threshold is below the onset threshold.")
+        for name in ("min_threshold_v", "merge_gap_ms", "artifact_margin_ms", "clip_merge_ms", "weak_signal_v",
+                     "flat_rms_v"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise SettingsError(f"{name} must be a number >= 0, got {v!r}.")

@@ -4,4 +4,4 @@ Stored with every result (emg_statistics.processing_version) so cached statistic
 invalidated: bump it whenever any number produced for the same input and settings changes.
 """
 
-PROCESSING_VERSION = "1.0.0"
+PROCESSING_VERSION = "2.0.0"

@@ -27,7 +27,9 @@ def test_known_contractions(write, rate):
             assert abs(c.start_s - start) < TOL_S and abs(c.duration_s - dur) < TOL_S
     assert left.good_contractions_duration == 12 and right.good_contractions_duration == 0
     assert left.completion_rate == 1.0 and right.completion_rate == pytest.approx(10 / 12)
-    assert right.artifacts_detected == 2 and right.detection["rejected_artifact"] >= 2
+    # The fills are bridged before filtering, so they make no burst at all; the spans are flagged.
+    assert right.artifacts_detected == 2 and right.detection["rejected_artifact"] == 0
+    assert "dropout" in right.signal_flags and right.usable
     assert left.artifacts_detected == 0
     assert left.mvc_calculation_method == "backend_95percentile"
     assert left.mvc_confidence_score > 0.9
@@ -53,7 +55,14 @@ def test_noise_only_channel_gives_no_contractions(write):
     assert noise.signal_quality_score < 0.2
     assert noise.mvc_confidence_score == 0.0
     assert res.channel("CH1").signal_quality_score > 0.9
-    assert res.performance.symmetry_score < 1.0  # one side did nothing
+    # A channel with no activity above its noise floor is an electrode problem, not the
+    # patient's 0: flagged, excluded from symmetry and the overall score, and said so.
+    assert noise.signal_flags == ["no_usable_emg"] and not noise.usable
+    assert res.channel("CH1").usable and res.channel("CH1").signal_flags == []
+    perf = res.performance
+    assert perf.symmetry_score is None and "CH2 (right)" in perf.components_excluded["symmetry"]
+    assert perf.compliance_score == pytest.approx(res.channel("CH1").muscle_compliance_score * 100)
+    assert any("check the CH2 (right) electrode" in w for w in res.warnings)
 
 
 def test_clipping_detected(write):
@@ -196,4 +205,10 @@ def test_largest_sample_dropouts_masked():
     dropouts = [a for a in ch.quality.artifacts if a.kind == "dropout"]
     assert len(dropouts) == 6 and all(a.n_samples == 270 for a in dropouts)
     assert all(abs(a.value - (-0.00550008)) < 1e-7 for a in dropouts)
-    assert ch.artifacts_detected == 6 and ch.detection["rejected_artifact"] == 6
+    # Bridged fills make no burst; a contraction next to one keeps its uncorrupted part.
+    assert ch.artifacts_detected == 6 and ch.detection["rejected_artifact"] == 0
+    assert ch.signal_flags[:1] == ["dropout"]
+    margin = 0.1  # artifact_margin_ms
+    for a in dropouts:
+        for c in ch.contractions:
+            assert c.end_s <= a.start_s - margin + 1e-9 or c.start_s >= a.end_s + margin - 1e-9

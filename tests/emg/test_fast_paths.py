@@ -12,6 +12,7 @@ from scipy import signal
 from scipy.ndimage import uniform_filter1d
 
 from libs.emg import ProcessingParams, analyze, analyze_file, chain_1d, read_c3d
+from libs.emg import mains, quality
 from libs.emg import pipeline as pl
 from libs.emg.synthetic import ChannelSpec, SyntheticSpec, regular_contractions
 
@@ -19,11 +20,18 @@ from .conftest import LARGEST, needs_samples, standard_spec
 
 
 def reference_chain(raw: np.ndarray, rate: float, params: ProcessingParams) -> tuple[np.ndarray, np.ndarray]:
-    """The chain as first written, on scipy.signal.sosfiltfilt (default padtype='odd')."""
+    """The chain written plainly on scipy.signal.sosfiltfilt (default padtype='odd'): constant
+    fills bridged, high-pass, notch when mains was found, rectify, low-pass, moving RMS."""
     hp, lp = pl.design_filters(float(rate), params)
+    spans, flag = quality.find_artifacts(raw, rate, params)
     guard = pl._GUARD_OFFSET if pl._needs_guard(raw) else 0.0
-    src = raw + guard if guard else raw
+    src = raw + guard if guard else raw.copy()
+    quality.fill_constant_spans(src, spans, rate)
     filtered = signal.sosfiltfilt(hp, src, padlen=pl._padlen(hp, raw.size))
+    hum = mains.detect(filtered, flag, rate, params)
+    if hum.present:
+        sos = mains.notch_sos(float(rate), tuple(hum.notched_hz), params.notch_bandwidth_hz)
+        filtered = signal.sosfiltfilt(sos, filtered, padlen=pl._padlen(sos, raw.size))
     rect = np.abs(filtered)
     if guard:
         rect += guard
@@ -42,6 +50,11 @@ def _signals():
     burst = np.zeros(30_000)
     burst[5000:9000] = rng.normal(0, 3e-4, 4000)
     yield "zero-runs (guard)", burst, 2000.0
+    t = np.arange(40_000) / 990.0
+    yield "mains hum (notch)", rng.normal(0, 5e-6, t.size) + 15e-6 * np.sin(2 * np.pi * 50.0 * t), 990.0
+    dropout = rng.normal(0, 2e-5, 20_000)
+    dropout[8000:8270] = -0.00550008
+    yield "dropout (bridged)", dropout, 990.0
     yield "offset+drift", 1e-3 + np.linspace(0, 1e-4, 15_000) + rng.normal(0, 1e-5, 15_000), 1000.0
     for n in (1, 2, 3, 15, 16, 31, 32, 100):  # padlen = min(15, n - 1) edge cases
         yield f"short n={n}", rng.normal(0, 1e-4, n), 990.0
@@ -56,6 +69,8 @@ def test_chain_equals_sosfiltfilt_reference(monkeypatch, kernel):
     for name, x, rate in _signals():
         f_ref, e_ref = reference_chain(x, rate, p)
         f, e = chain_1d(x, rate, p)
+        if name.startswith("mains"):  # the notch path really ran
+            assert mains.detect(signal.sosfiltfilt(pl.design_filters(rate, p)[0], x), None, rate, p).present
         assert np.allclose(f, f_ref, rtol=1e-10, atol=0), name
         assert np.allclose(e, e_ref, rtol=1e-10, atol=0), name
         # Same kernel, same inputs, same order: in practice bit-identical.
