@@ -10,7 +10,8 @@ import argparse
 import json
 import sys
 
-from .analysis import SessionAnalysis, analyze_file
+from .analysis import SessionAnalysis, analyze
+from .c3d_reader import read_c3d
 from .errors import EmgError
 from .settings import AnalysisSettings
 
@@ -19,8 +20,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("analyze", help="analyse one C3D file (statistics + performance score)")
     p.add_argument("file", help="path to a .c3d file")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
-    p.add_argument("--mvc-left", type=float, help="user MVC of the left muscle (V, envelope RMS)")
-    p.add_argument("--mvc-right", type=float, help="user MVC of the right muscle (V, envelope RMS)")
+    p.add_argument("--plot", metavar="OUT.png", help="also write a picture of the analysis (raw, envelope, "
+                   "thresholds, contractions, artefacts, flags, device activation)")
+    p.add_argument("--plot-window", metavar="START:END", help="zoom the plot on START..END seconds")
+    p.add_argument("--mvc-left", type=float, help="calibrated MVC of the left muscle (uV, envelope RMS)")
+    p.add_argument("--mvc-right", type=float, help="calibrated MVC of the right muscle (uV, envelope RMS)")
     p.add_argument("--rpe", type=int, help="post-session RPE 0-10")
     p.add_argument("--bfr-aop", type=float, help="BFR pressure in %% of arterial occlusion pressure")
     p.add_argument("--duration-threshold", type=float, help="good-duration threshold in seconds (default 2.0)")
@@ -31,7 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> AnalysisSettings:
-    mvc = {k: v for k, v in (("left", args.mvc_left), ("right", args.mvc_right)) if v is not None}
+    mvc = {}
+    for side, v in (("left", args.mvc_left), ("right", args.mvc_right)):
+        if v is None:
+            continue
+        if not 1.0 <= v <= 1e5:  # 0.0004 is a value in volts: refuse rather than guess
+            raise SystemExit(f"error: --mvc-{side} is in uV of the RMS envelope (e.g. 400), got {v:g}")
+        mvc[side] = v * 1e-6
     kwargs = {"mvc_user": mvc, "rpe": args.rpe, "bfr_pressure_aop": args.bfr_aop, "game_points": args.game_points}
     if args.duration_threshold is not None:
         kwargs["duration_threshold_s"] = args.duration_threshold
@@ -48,6 +58,27 @@ def _fmt(v: object, spec: str = ".3g") -> str:
     return str(v)
 
 
+def _uv(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1e6:.1f}"
+
+
+def _contraction_table(ch) -> list[str]:
+    """One line per contraction: start, duration, peak (uV), % of MVC, criteria met."""
+    lines = [f"  {ch.channel_name}: {len(ch.contractions)} contraction(s); MVC {_uv(ch.mvc_rms_value)} uV "
+             f"({ch.mvc_source}), intensity >= {ch.mvc_threshold_percentage:.0%} MVC, "
+             f"duration >= {ch.duration_threshold_seconds:g} s"]
+    if not ch.contractions:
+        return lines
+    lines.append(f"  {'#':>4} {'start s':>9} {'dur s':>7} {'peak uV':>9} {'% MVC':>7}  criteria")
+    for i, c in enumerate(ch.contractions, 1):
+        pct = f"{100 * c.peak_v / ch.mvc_rms_value:.0f}" if ch.mvc_rms_value > 0 else "-"
+        met = [name for name, ok in (("intensity", c.meets_intensity), ("duration", c.meets_duration)) if ok]
+        note = " (partially masked: {:.2f} s cut)".format(c.masked_s) if c.partially_masked else ""
+        lines.append(f"  {i:>4} {c.start_s:>9.2f} {c.duration_s:>7.2f} {c.peak_v * 1e6:>9.1f} {pct:>7}  "
+                     f"{' + '.join(met) or 'none'}{note}")
+    return lines
+
+
 def format_text(res: SessionAnalysis) -> str:
     r, m, perf = res.recording, res.metadata, res.performance
     lines = [
@@ -59,26 +90,43 @@ def format_text(res: SessionAnalysis) -> str:
         "",
     ]
     rows = [
-        ("side", "side", "s"), ("contractions", "total_contractions", "d"),
-        ("good intensity", "good_contractions_intensity", "d"), ("good duration", "good_contractions_duration", "d"),
-        ("good both", "good_contractions_both", "d"), ("completion rate", "completion_rate", ".2f"),
-        ("intensity rate", "intensity_rate", ".2f"), ("duration rate", "duration_rate", ".2f"),
-        ("muscle compliance", "muscle_compliance_score", ".2f"), ("MVC (V RMS)", "mvc_rms_value", ".3g"),
-        ("MVC method", "mvc_calculation_method", "s"), ("MVC confidence", "mvc_confidence_score", ".2f"),
-        ("max peak (V)", "mvc_peak_value", ".3g"), ("threshold (V)", "detection_threshold_v", ".3g"),
-        ("artifacts", "artifacts_detected", "d"), ("noise (dBuV)", "noise_level_db", ".1f"),
-        ("signal quality", "signal_quality_score", ".2f"), ("processing conf.", "processing_confidence", ".2f"),
+        ("side", lambda c: c.side), ("usable", lambda c: "yes" if c.usable else "NO"),
+        ("signal flags", lambda c: ",".join(c.signal_flags) or "-"),
+        ("contractions", lambda c: c.total_contractions),
+        ("good intensity", lambda c: c.good_contractions_intensity),
+        ("good duration", lambda c: c.good_contractions_duration),
+        ("good both", lambda c: c.good_contractions_both),
+        ("completion rate", lambda c: f"{c.completion_rate:.2f}"),
+        ("intensity rate", lambda c: f"{c.intensity_rate:.2f}"),
+        ("duration rate", lambda c: f"{c.duration_rate:.2f}"),
+        ("muscle compliance", lambda c: f"{c.muscle_compliance_score:.2f}"),
+        ("MVC (uV RMS)", lambda c: _uv(c.mvc_rms_value)), ("MVC source", lambda c: c.mvc_source),
+        ("MVC confidence", lambda c: f"{c.mvc_confidence_score:.2f}"),
+        ("max peak (uV)", lambda c: _uv(c.mvc_peak_value)),
+        ("onset thr. (uV)", lambda c: _uv(c.detection["threshold_v"])),
+        ("offset thr. (uV)", lambda c: _uv(c.detection["offset_threshold_v"])),
+        ("onset rule", lambda c: c.detection["threshold_rule"]),
+        ("noise floor (uV)", lambda c: _uv(c.detection["baseline_v"])),
+        ("strong level (uV)", lambda c: _uv(c.detection["strong_level_v"])),
+        ("mains (Hz)", lambda c: _fmt(c.detection["mains"]["frequency_hz"], ".2f")
+         if c.detection["mains"]["present"] else "-"),
+        ("artifacts", lambda c: c.artifacts_detected), ("noise (dBuV)", lambda c: _fmt(c.noise_level_db, ".1f")),
+        ("signal quality", lambda c: f"{c.signal_quality_score:.2f}"),
+        ("processing conf.", lambda c: f"{c.processing_confidence:.2f}"),
+        ("MDF (Hz)", lambda c: _fmt(c.descriptors.median_frequency_hz, ".1f")),
+        ("MNF (Hz)", lambda c: _fmt(c.descriptors.mean_frequency_hz, ".1f")),
+        ("fatigue (Hz/min)", lambda c: _fmt(c.descriptors.fatigue_index_hz_per_min, ".1f")),
     ]
-    width = max(len(k) for k, _, _ in rows) + 2
-    lines.append(" " * width + "".join(f"{c.channel_name:>22}" for c in res.channels))
-    for label, attr, spec in rows:
-        vals = "".join(f"{_fmt(getattr(c, attr), spec if spec not in ('s', 'd') else ''):>22}" for c in res.channels)
-        lines.append(f"{label:<{width}}{vals}")
-    for label, key in (("MDF (Hz)", "median_frequency_hz"), ("MNF (Hz)", "mean_frequency_hz"),
-                       ("fatigue (Hz/min)", "fatigue_index_hz_per_min")):
-        vals = "".join(f"{_fmt(getattr(c.descriptors, key), '.1f'):>22}" for c in res.channels)
-        lines.append(f"{label:<{width}}{vals}")
-    lines += ["", f"Overall performance: {perf.overall_performance_score:.1f} / 100"]
+    width = max(len(k) for k, _ in rows) + 2
+    col = max([22] + [len(",".join(c.signal_flags)) + 2 for c in res.channels])
+    lines.append(" " * width + "".join(f"{c.channel_name:>{col}}" for c in res.channels))
+    for label, get in rows:
+        lines.append(f"{label:<{width}}" + "".join(f"{_fmt(get(c)):>{col}}" for c in res.channels))
+    lines += ["", "Contractions:"]
+    for c in res.channels:
+        lines += _contraction_table(c)
+    overall = perf.overall_performance_score
+    lines += ["", "Overall performance: " + ("not scored" if overall is None else f"{overall:.1f} / 100")]
     for comp in ("compliance", "symmetry", "effort", "game"):
         score = getattr(perf, f"{comp}_score")
         if comp in perf.effective_weights:
@@ -91,12 +139,37 @@ def format_text(res: SessionAnalysis) -> str:
     return "\n".join(lines)
 
 
-def run_analyze(args: argparse.Namespace) -> int:
+def _window(text: str | None) -> tuple[float, float] | None:
+    if not text:
+        return None
     try:
-        res = analyze_file(args.file, _settings(args))
+        a, b = (float(x) for x in text.split(":"))
+    except ValueError:
+        raise SystemExit(f"error: --plot-window must be START:END in seconds, got {text!r}") from None
+    if not 0 <= a < b:
+        raise SystemExit(f"error: --plot-window needs 0 <= START < END, got {text!r}")
+    return a, b
+
+
+def run_analyze(args: argparse.Namespace) -> int:
+    window = _window(args.plot_window)
+    try:
+        rec = read_c3d(args.file)
+        res = analyze(rec, _settings(args))
     except EmgError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"error: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    if args.plot:
+        try:
+            from .plot import plot_analysis
+        except ImportError as exc:  # matplotlib is an optional dependency (extra "plot")
+            print(f"error: --plot needs matplotlib ({exc}); pip install 'ghostly-emg-backend[plot]'", file=sys.stderr)
+            return 2
+        out = plot_analysis(rec, res, args.plot, t_range=window)
+        print(f"plot written to {out}", file=sys.stderr)
     if args.json:
         print(json.dumps(res.to_dict(), indent=2))
     else:

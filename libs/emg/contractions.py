@@ -83,26 +83,30 @@ def _runs(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return edges[::2], edges[1::2]
 
 
+_LEVEL_STRIDE = 8  # the envelope is low-passed at 10 Hz: every 8th sample (124 Hz at 990 Hz) is plenty
+
+
 def envelope_levels(env: np.ndarray, mask: np.ndarray, params: ProcessingParams,
                     scratch: np.ndarray | None = None) -> tuple[float, float]:
     """(resting level, 99.5th percentile) of the artefact-free envelope, one partition pass.
 
-    ``scratch`` (>= env.size float64, clobbered) receives the samples to partition, instead of
-    a fresh copy; the percentiles are the same either way.
+    Percentiles of every ``_LEVEL_STRIDE``-th sample: the envelope is smooth (10 Hz low-pass,
+    then a 50 ms RMS), so the subsample has the same distribution and partitions 8x faster.
+    ``scratch`` (clobbered) receives the samples to partition instead of a fresh copy.
     """
-    if mask.any():
-        keep = ~mask
-        valid = env[keep] if scratch is None else np.compress(keep, env, out=scratch[:np.count_nonzero(keep)])
-        private = True
-    elif scratch is not None:
-        valid = scratch[:env.size]
-        np.copyto(valid, env)
-        private = True
+    e = env[::_LEVEL_STRIDE]
+    m = mask[::_LEVEL_STRIDE]
+    if m.any():
+        keep = ~m
+        k = int(np.count_nonzero(keep))
+        valid = e[keep] if scratch is None else np.compress(keep, e, out=scratch[:k])
     else:
-        valid, private = env, False
+        valid = e.copy() if scratch is None else scratch[:e.size]
+        if scratch is not None:
+            np.copyto(valid, e)
     if valid.size == 0:
         return 0.0, 0.0
-    lo, hi = np.percentile(valid, [params.baseline_percentile, 99.5], overwrite_input=private)
+    lo, hi = np.percentile(valid, [params.baseline_percentile, 99.5], overwrite_input=True)
     return float(lo), float(hi)
 
 
@@ -114,15 +118,21 @@ def hysteresis(env: np.ndarray, valid: np.ndarray | None, on: float, off: float)
     trig = env > on
     if valid is not None:
         trig &= valid
-    c = np.concatenate(([0], np.cumsum(trig, dtype=np.int64)))
-    keep = (c[ends] - c[starts]) > 0
+    # Runs are disjoint and in order: reduceat over their starts sums each run plus the gap
+    # after it, and a gap (env <= off < on) holds no trigger, so the sums are per run.
+    keep = np.add.reduceat(trig, starts, dtype=np.int64) > 0
     return starts[keep], ends[keep]
 
 
 def _burst_peaks(env: np.ndarray, valid: np.ndarray | None, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """Largest artefact-free envelope value of each burst (0 where none is free)."""
-    x = env if valid is None else np.where(valid, env, 0.0)
-    return np.array([x[s:e].max() for s, e in zip(starts.tolist(), ends.tolist())]) if starts.size else np.zeros(0)
+    if starts.size == 0:
+        return np.zeros(0)
+    x = np.where(valid, env, 0.0) if valid is not None else env
+    # reduceat over the interleaved (start, end) pairs: even slots are the bursts. A sentinel
+    # keeps an end equal to the length a valid index.
+    x = np.concatenate((x, [0.0]))
+    return np.maximum.reduceat(x, np.column_stack((starts, ends)).ravel())[::2]
 
 
 def strong_level(peaks: np.ndarray, top_fraction: float) -> float | None:

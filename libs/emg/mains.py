@@ -60,6 +60,13 @@ def nfft(rate: float, params: ProcessingParams) -> int:
     return int(2 ** max(6, round(np.log2(max(n, 2.0)))))
 
 
+def _median(x: np.ndarray) -> float:
+    """np.median of a small array without its per-call overhead (~30 us)."""
+    v = np.sort(x)
+    m = v.size // 2
+    return float(v[m]) if v.size % 2 else float(0.5 * (v[m - 1] + v[m]))
+
+
 def _refine(freqs: np.ndarray, logp: np.ndarray, k: int) -> float:
     """Parabolic interpolation of the peak at bin k on the log spectrum."""
     if 0 < k < freqs.size - 1:
@@ -83,7 +90,7 @@ def _family(freqs: np.ndarray, psd: np.ndarray, f0: float, nyq: float, ratio: fl
         dist = np.abs(freqs - fh)
         near = np.flatnonzero((dist >= _FLOOR_NEAR_HZ) & (dist <= _FLOOR_FAR_HZ))
         if line.size and near.size:
-            floor = float(np.median(psd[near]))
+            floor = _median(psd[near])
             k = int(line[np.argmax(psd[line])])
             r = float(psd[k] / floor) if floor > 0 else float("inf")
             best = max(best, r)
@@ -109,7 +116,7 @@ def detect(filtered: np.ndarray, flag: np.ndarray | None, rate: float, params: P
     idx = np.flatnonzero(ok)
     if idx.size < _MIN_WINDOWS:
         return MainsResult(False, None, None)
-    ms = np.einsum("ij,ij->i", win[idx], win[idx]) / n  # no BLAS: keeps the analysis on one core
+    ms = np.einsum("ij,ij->i", win, win)[idx] / n  # no BLAS: keeps the analysis on one core
     take = int(np.clip(round(idx.size * params.mains_rest_fraction), _MIN_WINDOWS, _MAX_WINDOWS))
     rest = idx[np.argsort(ms, kind="stable")[:take]]
     rest_rms = float(np.sqrt(ms[np.isin(idx, rest)].mean()))

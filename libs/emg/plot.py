@@ -83,7 +83,8 @@ def plot_analysis(rec: Recording, res: SessionAnalysis, path: str | Path, *, dpi
                            hatch="///" if c.partially_masked else None)
             marks = ("I" if c.meets_intensity else "") + ("D" if c.meets_duration else "")
             if marks:
-                ax_env.text((c.start_s + c.end_s) / 2, top * 0.93, marks, ha="center", va="top", fontsize=7)
+                ax_env.text((c.start_s + c.end_s) / 2, top * 0.93, marks, ha="center", va="top", fontsize=7,
+                            clip_on=True)
         ax_env.set_ylim(0, top)
         ax_env.set_ylabel("envelope (uV)")
         handles, labels = ax_env.get_legend_handles_labels()
