@@ -314,7 +314,8 @@ def _analyze_channel(rec: Recording, mc: MuscleChannel, raw: np.ndarray, filtere
         good_contractions_both=int(g_both), completion_rate=completion, intensity_rate=intensity,
         duration_rate=duration, muscle_compliance_score=compliance,
         signal_quality_score=float(np.clip(quality_score, 0.0, 1.0)), noise_level_db=q.noise_level_db,
-        artifacts_detected=len(spans), processing_confidence=processing_conf,
+        # Spans found in the raw signal; the notch's edge transients are masked but not counted.
+        artifacts_detected=sum(1 for a in spans if a.kind != "filter_edge"), processing_confidence=processing_conf,
         processing_pipeline=pipeline_description(p), processing_version=PROCESSING_VERSION,
         processing_time_ms=int(round(shared_ms + own_ms)), mvc_threshold_percentage=settings.mvc_threshold_percentage,
         duration_threshold_seconds=dur_thr, detection_threshold_v=det.threshold_v, contractions=det.contractions,

@@ -24,10 +24,14 @@ The backend MVC estimate is never part of the threshold (it is estimated from th
 contractions: that would be circular).
 
 Order of operations: hysteresis bursts -> artefacts (a burst that overlaps the artefact mask
-keeps its longest uncorrupted piece when that piece is still a valid contraction - long
-enough and above the onset threshold - flagged ``partially_masked``; otherwise it is lost and
-counted) -> drop bursts shorter than ``min_contraction_ms`` -> merge contractions separated by
-less than ``merge_gap_ms`` (never across masked samples). A long contraction is never split:
+keeps the span of its uncorrupted samples when they still make a valid contraction - at least
+``min_contraction_ms`` of them, one above the onset threshold - flagged ``partially_masked``
+with the masked seconds; its peak and mean come from uncorrupted samples only; otherwise it is
+lost and counted) -> drop bursts shorter than ``min_contraction_ms`` -> merge contractions
+separated by less than ``merge_gap_ms`` of uncorrupted signal -> edges: onset moved back and
+offset forward to where the envelope falls below ``edge_baseline_factor`` x noise floor
+(never into an artefact or past the midpoint to a neighbour), so the onset is where activity
+starts, not where it reached the task-relative threshold. A long contraction is never split:
 there is no maximum duration.
 """
 
@@ -144,16 +148,6 @@ def strong_level(peaks: np.ndarray, top_fraction: float) -> float | None:
     return float(np.median(np.sort(peaks)[-k:]))
 
 
-def _best_piece(valid: np.ndarray, env: np.ndarray, s: int, e: int, on: float, min_len: int) -> tuple[int, int] | None:
-    """Longest artefact-free piece of burst [s, e) that is a valid contraction, or None."""
-    ps, pe = _runs(valid[s:e])
-    best = None
-    for a, b in zip((ps + s).tolist(), (pe + s).tolist()):
-        if b - a >= min_len and env[a:b].max() > on and (best is None or b - a > best[1] - best[0]):
-            best = (a, b)
-    return best
-
-
 def detect(env: np.ndarray, mask: np.ndarray, rate: float, params: ProcessingParams,
            unit_scale: float = 1.0, scratch: np.ndarray | None = None,
            calibrated_mvc: float | None = None) -> Detection:
@@ -181,49 +175,82 @@ def detect(env: np.ndarray, mask: np.ndarray, rate: float, params: ProcessingPar
     off = max(params.offset_fraction * on, noise_off)
     starts, ends = hysteresis(env, valid, on, off)
 
-    # Artefacts cost only what they touch.
-    pieces: list[tuple[int, int, float]] = []  # (start, end, seconds cut)
-    lost = partial = 0
-    lost_s = cut_s = 0.0
-    if has_mask and starts.size:
-        cm = np.concatenate(([0], np.cumsum(mask, dtype=np.int64)))
-        touched = (cm[ends] - cm[starts]) > 0
-    else:
-        touched = np.zeros(starts.size, dtype=bool)
-    for s, e, t in zip(starts.tolist(), ends.tolist(), touched.tolist()):
-        if not t:
-            pieces.append((s, e, 0.0))
+    # Artefacts cost only what they touch: a burst that overlaps the mask keeps the span of
+    # its artefact-free samples when they still make a valid contraction.
+    items: list[list[int]] = []  # [start, end, masked samples inside]
+    lost = rejected_short = 0
+    lost_s = 0.0
+    for s, e in zip(starts.tolist(), ends.tolist()):
+        if not has_mask or not mask[s:e].any():
+            if e - s >= min_len:
+                items.append([s, e, 0])
+            else:
+                rejected_short += 1
             continue
-        best = _best_piece(valid, env, s, e, on, min_len)  # type: ignore[arg-type]
-        if best is None:
+        free = np.flatnonzero(valid[s:e])  # type: ignore[index]
+        if free.size < min_len or float(env[s:e][free].max()) <= on:
             lost += 1
             lost_s += (e - s) / rate
-        else:
-            partial += 1
-            cut = ((e - s) - (best[1] - best[0])) / rate
-            cut_s += cut
-            pieces.append((best[0], best[1], cut))
-    short = [p for p in pieces if p[1] - p[0] < min_len]
-    pieces = [p for p in pieces if p[1] - p[0] >= min_len]
-    # Merge contractions separated by a short, artefact-free gap.
+            continue
+        a, b = s + int(free[0]), s + int(free[-1]) + 1
+        items.append([a, b, (b - a) - int(free.size)])
+    # Merge contractions separated by less than merge_gap_ms of artefact-free signal: masked
+    # samples in a gap are no evidence that the muscle rested (a dropout inside a plateau).
     gap = int(round(params.merge_gap_ms * rate / 1000.0))
-    merged: list[list] = []
+    merged: list[list[int]] = []
     n_merged = 0
-    for s, e, cut in pieces:
-        if merged and s - merged[-1][1] < gap and (not has_mask or not mask[merged[-1][1]:s].any()):
-            merged[-1][1] = e
-            merged[-1][2] += cut
-            n_merged += 1
-        else:
-            merged.append([s, e, cut])
+    for it in items:
+        if merged:
+            prev = merged[-1]
+            hole = int(mask[prev[1]:it[0]].sum()) if has_mask else 0
+            if (it[0] - prev[1]) - hole < gap:
+                prev[1], prev[2] = it[1], prev[2] + hole + it[2]
+                n_merged += 1
+                continue
+        merged.append(list(it))
+    _extend_edges(merged, env, mask if has_mask else None, params.edge_baseline_factor * baseline)
     out: list[Contraction] = []
-    for s, e, cut in merged:
-        seg = env[s:e]
+    partial = 0
+    cut_s = 0.0
+    for s, e, masked in merged:
+        seg = env[s:e] if not masked else env[s:e][valid[s:e]]  # type: ignore[index]
+        lost_here = masked / rate
+        # Seconds cut from the burst: masked samples inside plus trimmed masked ends.
+        partial += bool(masked)
+        cut_s += lost_here
         out.append(Contraction(start_s=s / rate, end_s=e / rate, duration_s=(e - s) / rate,
                                peak_v=float(seg.max()), mean_v=float(seg.mean()), start_index=s, end_index=e,
-                               partially_masked=cut > 0, masked_s=float(cut)))
-    return Detection(on, off, baseline, strong, terms, rule, out, lost, lost_s, partial, cut_s, len(short),
+                               partially_masked=bool(masked), masked_s=float(lost_here)))
+    return Detection(on, off, baseline, strong, terms, rule, out, lost, lost_s, partial, cut_s, rejected_short,
                      n_merged, high)
+
+
+def _extend_edges(items: list[list[int]], env: np.ndarray, mask: np.ndarray | None, level: float) -> None:
+    """Move each contraction's onset back and offset forward to where the envelope falls below
+    ``level`` (a noise-relative edge level under the offset threshold), so onsets are not late
+    by the ramp up to a task-relative threshold; never into masked samples and never past the
+    midpoint to a neighbour (in place)."""
+    if not items or level <= 0:
+        return
+    rs, re = _runs(env > level)
+    masked_idx = np.flatnonzero(mask) if mask is not None else np.zeros(0, dtype=np.int64)
+    for i, it in enumerate(items):
+        s, e = it[0], it[1]
+        lo = (items[i - 1][1] + s + 1) // 2 if i else 0
+        hi = (e + items[i + 1][0]) // 2 if i + 1 < len(items) else env.size
+        k = int(np.searchsorted(rs, s, side="right")) - 1
+        new_s = int(rs[k]) if k >= 0 and re[k] > s else s
+        k = int(np.searchsorted(rs, e - 1, side="right")) - 1
+        new_e = int(re[k]) if k >= 0 and re[k] > e - 1 else e
+        if masked_idx.size:
+            j = int(np.searchsorted(masked_idx, s)) - 1  # last masked sample before s
+            if j >= 0:
+                lo = max(lo, int(masked_idx[j]) + 1)
+            j = int(np.searchsorted(masked_idx, e))  # first masked sample at or after e
+            if j < masked_idx.size:
+                hi = min(hi, int(masked_idx[j]))
+        it[0] = min(s, max(new_s, lo))
+        it[1] = max(e, min(new_e, hi))
 
 
 def backend_mvc(env: np.ndarray, contractions: list[Contraction], percentile: float) -> float | None:

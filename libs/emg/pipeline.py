@@ -142,13 +142,14 @@ def _odd_ext_edges(ext: np.ndarray, n: int, p: int) -> None:
     np.subtract(2 * x[-1:], x[-2:-(p + 2):-1], out=ext[p + n:])
 
 
-def _zero_phase(sos: np.ndarray, zi: np.ndarray, n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _zero_phase(sos: np.ndarray, zi: np.ndarray, n: int, a: np.ndarray, b: np.ndarray,
+                padlen: int | None = None) -> np.ndarray:
     """sosfiltfilt (padtype='odd', default padlen) of the signal already stored in a[p:p + n].
 
     ``a`` and ``b`` are work buffers of at least n + 2p samples; ``a`` is clobbered. Returns a
     reversed view of ``b`` holding the result (consume it before reusing ``b``).
     """
-    p = _padlen(sos, n)
+    p = _padlen(sos, n) if padlen is None else padlen
     m = n + 2 * p
     if a.size < m or b.size < m:
         raise ValueError(f"work buffers of {m} samples needed, got {a.size} and {b.size}")
@@ -161,11 +162,20 @@ def _zero_phase(sos: np.ndarray, zi: np.ndarray, n: int, a: np.ndarray, b: np.nd
 
 
 _MAX_SECTIONS = 16  # order-16 filter or 16 notches: more than any plan here uses
+_MAX_NOTCH_PAD = 2048
+
+
+def notch_padlen(rate: float, params: ProcessingParams, n: int) -> int:
+    """Padding of the notch pass: three time constants of the narrow notch (1 / (pi x width),
+    0.16 s at 2 Hz), so its start-up transient settles in the odd extension instead of leaving
+    ~0.2 s of hum at each end of the recording; scipy's default (21 samples) is far too short."""
+    return int(min(n - 1, _MAX_NOTCH_PAD, round(3.0 * rate / (np.pi * params.notch_bandwidth_hz))))
 
 
 def work_size(n: int) -> int:
     """Length of the work buffers ``chain_into`` needs for an n-sample signal."""
-    return n + 2 * 3 * (2 * _MAX_SECTIONS + 1)  # padlen is at most 3 x ntaps of the cascade
+    # padlen is at most 3 x ntaps of the cascade, or the notch padding
+    return n + 2 * max(3 * (2 * _MAX_SECTIONS + 1), _MAX_NOTCH_PAD)
 
 
 @dataclass
@@ -212,9 +222,18 @@ def chain_into(raw: np.ndarray, rate: float, params: ProcessingParams, filtered:
     hum = mains.detect(filtered, flag, rate, params)
     if hum.present:
         sos, zi = _notch_plan(float(rate), tuple(hum.notched_hz), float(params.notch_bandwidth_hz))
-        p = _padlen(sos, n)
+        p = notch_padlen(rate, params, n)
         a[p:p + n] = filtered
-        np.copyto(filtered, _zero_phase(sos, zi, n, a, b))
+        np.copyto(filtered, _zero_phase(sos, zi, n, a, b, p))
+        # Whatever the padding, a reflected hum changes phase at the ends of the recording and
+        # the narrow notch rings there for a few time constants: those samples are artefacts.
+        edge = notch_padlen(rate, params, n)
+        if n > 4 * edge:
+            flag[:edge] = True
+            flag[n - edge:] = True
+            spans = sorted(spans + [ArtifactSpan("filter_edge", 0.0, edge / rate, edge, None),
+                                    ArtifactSpan("filter_edge", (n - edge) / rate, n / rate, edge, None)],
+                           key=lambda x: x.start_s)
     # Rectify into the low-pass buffer, low-pass, square.
     p = _padlen(lp, n)
     mid = a[p:p + n]

@@ -23,7 +23,7 @@ from .settings import ProcessingParams
 
 @dataclass
 class ArtifactSpan:
-    kind: str  # 'dropout' | 'flatline' | 'clipping'
+    kind: str  # 'dropout' | 'flatline' | 'clipping' | 'filter_edge' (notch start-up at the recording's ends)
     start_s: float
     end_s: float
     n_samples: int
@@ -125,7 +125,7 @@ def fill_constant_spans(x: np.ndarray, spans: list[ArtifactSpan], rate: float) -
     that bound them: the fill value is not EMG and its step would make the filters ring."""
     n = x.size
     for a in spans:
-        if a.kind == "clipping":
+        if a.kind not in ("dropout", "flatline"):
             continue
         s = int(round(a.start_s * rate))
         e = s + a.n_samples

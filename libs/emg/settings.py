@@ -60,6 +60,7 @@ class ProcessingParams:
     min_threshold_v: float = 10e-6  # ... and never below this absolute floor (V envelope)
     offset_fraction: float = 0.5  # offset threshold = this x onset threshold ...
     offset_baseline_factor: float = 2.5  # ... but at least this x noise floor
+    edge_baseline_factor: float = 2.5  # reported onset/offset: where the envelope falls below this x noise floor
     strong_top_fraction: float = 0.1  # strong level: median peak of the strongest 10 % of bursts (>= 3)
     min_contraction_ms: float = 100.0  # shorter bursts (between offset crossings) are not contractions
     merge_gap_ms: float = 200.0  # contractions separated by a shorter gap are one contraction
@@ -81,6 +82,7 @@ class ProcessingParams:
         for name in ("highpass_hz", "lowpass_hz", "rms_window_ms", "threshold_baseline_factor",
                      "min_contraction_ms", "welch_window_ms", "artifact_min_run_ms", "mvc_percentile",
                      "mains_window_ms", "mains_line_ratio", "notch_bandwidth_hz", "offset_baseline_factor",
+                     "edge_baseline_factor",
                      "min_activity_ratio"):
             _positive(name, getattr(self, name))
         for name in ("mains_rest_fraction", "mains_min_share", "activity_fraction", "mvc_onset_fraction",
@@ -90,6 +92,9 @@ class ProcessingParams:
                 raise SettingsError(f"{name} must be a fraction in [0, 1], got {v!r}.")
         if self.strong_top_fraction <= 0 or self.mains_rest_fraction <= 0:
             raise SettingsError("strong_top_fraction and mains_rest_fraction must be > 0.")
+        if self.edge_baseline_factor > self.offset_baseline_factor:
+            raise SettingsError("edge_baseline_factor must be <= offset_baseline_factor: edges lie outside the "
+                                "offset crossings.")
         if self.offset_fraction > 1:
             raise SettingsError("offset_fraction must be <= 1: the offset threshold is below the onset threshold.")
         for name in ("min_threshold_v", "merge_gap_ms", "artifact_margin_ms", "clip_merge_ms", "weak_signal_v",

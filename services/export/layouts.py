@@ -20,8 +20,8 @@ import numpy as np
 
 from ghostly.common.v1 import common_pb2
 from ghostly.statistics.v1 import statistics_pb2 as spb
-from services.export.model import (BOOL, FLOAT, INT, TEXT, Column, ExportDocument, SignalSet, SignalTrace,
-                                   Table)
+from services.export.model import (BOOL, FLOAT, INT, TEXT, TEXT_LIST, Column, ExportDocument, SignalSet,
+                                   SignalTrace, Table)
 
 UNIT_CONVENTIONS = {
     "amplitudes": "V (volts, as read from the C3D; no scaling)",
@@ -37,6 +37,22 @@ SIGNAL_KINDS = {
     "raw": "raw EMG as recorded (C3D analog), volts",
     "filtered": "20 Hz high-pass, Butterworth order 4, zero-phase, volts",
     "envelope": "ingest pipeline envelope 20Hz->Rectify->10Hz->RMS, volts (same numbers as ingest)",
+}
+
+# ChannelStatistics.signal_flags vocabulary and meanings (the EMG core's libs/emg/flags.py
+# SIGNAL_FLAGS, which a test keeps this equal to; the export service does not load the EMG core).
+# Written into the metadata of every export with channel rows.
+SIGNAL_FLAGS = {
+    "mains_interference": "power-line interference (50 or 60 Hz and harmonics) found in the rest periods; "
+                          "removed by a zero-phase notch before the envelope",
+    "saturation": "the raw signal sat at (or within the tolerance of) the ADC rail; those spans are artefacts",
+    "dropout": "constant-value fills (data loss, e.g. a wireless dropout); those spans are artefacts",
+    "weak_signal": "the channel's strongest activity is too weak to tell contractions from noise; "
+                   "excluded from symmetry and the overall score",
+    "no_usable_emg": "flat, disconnected or hum-only channel: no muscle activity can be measured; "
+                     "excluded from symmetry and the overall score",
+    "partially_masked": "at least one contraction overlapped an artefact: only its uncorrupted part was kept, "
+                        "or it was not counted (see the warnings for count and seconds)",
 }
 
 SESSION_TYPE_NAME = {common_pb2.SESSION_TYPE_BASELINE: "baseline", common_pb2.SESSION_TYPE_TRAINING: "training",
@@ -112,6 +128,13 @@ CHANNEL_COLUMNS: list[tuple[Column, Callable[[spb.ChannelStatistics], Any]]] = [
     (_c("processing_pipeline", TEXT, desc="processing parameter"), lambda c: c.processing_pipeline),
     (_c("processing_version", TEXT, desc="EMG pipeline version"), lambda c: c.processing_version),
     (_c("processed_at", TEXT, "ISO 8601 UTC"), lambda c: iso(c.processed_at)),
+    # Appended after the original columns (their order is kept).
+    (_c("signal_flags", TEXT_LIST,
+        desc="signal flags of the channel (JSON: a list; CSV/Excel/MATLAB: joined by ';'); empty = none; "
+             "one of " + ", ".join(SIGNAL_FLAGS) + " (meanings: metadata.signal_flags)"),
+     lambda c: list(c.signal_flags)),
+    (_c("usable", BOOL, desc="false = excluded from symmetry and the overall score (weak_signal / no_usable_emg)"),
+     lambda c: c.usable),
 ]
 
 
@@ -262,6 +285,8 @@ def statistics_document(export_type: str, bundles: list[SessionBundle], metadata
         doc.csv_override = summary
     else:  # pragma: no cover - guarded by the servicer
         raise ValueError(export_type)
+    if export_type in ("statistics_only", "clinical_summary"):
+        metadata["signal_flags"] = dict(SIGNAL_FLAGS)
     versions = sorted({c.processing_version for b in ok for c in b.channels or ()}
                       | {b.session.processing_version for b in ok if b.session is not None})
     pipelines = sorted({c.processing_pipeline for b in ok for c in b.channels or ()})

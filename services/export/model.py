@@ -12,8 +12,10 @@ from typing import Any
 
 import numpy as np
 
-# Column kinds: how a writer stores the values.
-TEXT, INT, FLOAT, BOOL = "text", "int", "float", "bool"
+# Column kinds: how a writer stores the values. TEXT_LIST: a list of strings (JSON: a list;
+# CSV/Excel/MATLAB: one text cell, the strings joined by ';', empty when the list is).
+TEXT, INT, FLOAT, BOOL, TEXT_LIST = "text", "int", "float", "bool", "text_list"
+LIST_SEPARATOR = ";"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from services.export.model import BOOL, FLOAT, INT, TEXT, ExportDocument, SignalSet
+from services.export.model import BOOL, FLOAT, INT, LIST_SEPARATOR, TEXT, TEXT_LIST, ExportDocument, SignalSet
 
 # Excel 2007+ worksheet limits.
 EXCEL_MAX_ROWS = 1_048_576
@@ -55,10 +55,18 @@ def _int_strings(values: np.ndarray) -> list[str]:
     return np.asarray(values, dtype=np.int64).astype(str).tolist()
 
 
+def _joined(value: Any) -> str:
+    """A TEXT_LIST value as one text cell: the strings joined by ';' ('' for an empty list)."""
+    return LIST_SEPARATOR.join(str(x) for x in value)
+
+
 def _cell(value: Any, kind: str) -> str:
-    """One CSV cell: '' for missing, shortest repr for floats, true/false for booleans."""
+    """One CSV cell: '' for missing, shortest repr for floats, true/false for booleans, lists
+    joined by ';'."""
     if value is None:
         return ""
+    if kind == TEXT_LIST or isinstance(value, (list, tuple)):
+        return _joined(value)
     if kind == BOOL or isinstance(value, bool):
         return "true" if value else "false"
     if kind == FLOAT:
@@ -284,6 +292,10 @@ def write_excel(doc: ExportDocument) -> bytes:
 def _xl_write(ws, r: int, c: int, v: Any, kind: str) -> None:
     if v is None:
         return
+    if kind == TEXT_LIST or isinstance(v, (list, tuple)):
+        if v:                                   # an empty list is an empty cell
+            ws.write_string(r, c, _joined(v))
+        return
     if isinstance(v, bool):
         ws.write_boolean(r, c, v)
     elif isinstance(v, (int, float, np.integer, np.floating)) and kind != TEXT:
@@ -379,6 +391,8 @@ def _mat_column(values: list, kind: str) -> np.ndarray:
         if any(v is None for v in values):   # logical has no missing value: double with NaN
             return np.asarray([np.nan if v is None else float(v) for v in values]).reshape(-1, 1)
         return np.asarray(values, dtype=bool).reshape(-1, 1)
+    if kind == TEXT_LIST:   # n x 1 cell of char, the strings joined by ';' ('' = none)
+        return _cellstr(None if v is None else _joined(v) for v in values)
     return _cellstr(values)
 
 

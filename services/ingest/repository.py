@@ -157,7 +157,7 @@ async def write_results(conn: asyncpg.Connection, session_id: uuid.UUID, analysi
                 PROCESSING_PIPELINE, ch.processing_version, int(round(ch.timings_ms.get("total", 0) or 0)),
                 ch.mvc_threshold_percentage, ch.duration_threshold_seconds, ch.side,
                 d.rms_v, d.mav_v, d.mean_frequency_hz, d.median_frequency_hz, d.fatigue_index_hz_per_min,
-                _analysis_details(ch, analysis))))
+                _analysis_details(ch, analysis), list(ch.signal_flags), bool(ch.usable))))
         await conn.executemany(
             """
             INSERT INTO emg_statistics (id, session_id, channel_name, mvc_peak_value, mvc_rms_value,
@@ -167,48 +167,55 @@ async def write_results(conn: asyncpg.Connection, session_id: uuid.UUID, analysi
                 signal_quality_score, noise_level_db, artifacts_detected, processing_confidence,
                 processing_pipeline, processing_version, processing_time_ms, mvc_threshold_percentage,
                 duration_threshold_seconds, side, rms_value, mav_value, mean_frequency_hz,
-                median_frequency_hz, fatigue_index, analysis_details)
+                median_frequency_hz, fatigue_index, analysis_details, signal_flags, usable)
             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,
-                    $23,$24,$25,$26,$27,$28,$29,$30,$31)
+                    $23,$24,$25,$26,$27,$28,$29,$30,$31,$32,$33)
             """, stat_rows)
 
         contraction_rows = [
             (row[0], session_id, row[2], i, c.start_s, c.end_s, c.duration_s, c.peak_v, c.mean_v,
-             c.meets_intensity, c.meets_duration, c.good)
+             c.meets_intensity, c.meets_duration, c.good, bool(c.partially_masked), float(c.masked_s))
             for row, ch in zip(stat_rows, analysis.channels) for i, c in enumerate(ch.contractions)]
         if contraction_rows:
             await conn.copy_records_to_table(
                 "emg_contractions", records=contraction_rows,
                 columns=["statistics_id", "session_id", "channel_name", "contraction_index", "start_time_s",
                          "end_time_s", "duration_s", "peak_amplitude", "mean_amplitude", "meets_intensity",
-                         "meets_duration", "is_good"])
+                         "meets_duration", "is_good", "partially_masked", "masked_s"])
 
-        p = analysis.performance
-        await conn.execute(
-            """
-            INSERT INTO performance_scores (session_id, overall_performance_score, compliance_score,
-                symmetry_score, effort_score, game_score, performance_weights, bfr_pressure_aop,
-                bfr_compliance_gate, rpe_post_session, game_points_achieved, game_points_maximum,
-                session_duration_minutes, left_muscle_completion_rate, left_muscle_intensity_rate,
-                left_muscle_duration_rate, right_muscle_completion_rate, right_muscle_intensity_rate,
-                right_muscle_duration_rate)
-            VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)
-            """,
-            session_id, p.overall_performance_score, p.compliance_score or 0.0, p.symmetry_score or 0.0,
-            p.effort_score or 0.0, p.game_score or 0.0, _weights_json(analysis, settings),
-            p.bfr_pressure_aop,
-            # Not evaluated (no BFR pressure) is stored as 1.0 with bfr_pressure_aop NULL.
-            1.0 if p.bfr_compliance_gate is None else p.bfr_compliance_gate,
-            p.rpe_post_session, p.game_points_achieved or 0, p.game_points_maximum,
-            p.session_duration_minutes, p.left_muscle_completion_rate, p.left_muscle_intensity_rate,
-            p.left_muscle_duration_rate, p.right_muscle_completion_rate, p.right_muscle_intensity_rate,
-            p.right_muscle_duration_rate)
+        if analysis.performance.overall_performance_score is not None:
+            await _insert_score(conn, session_id, analysis, settings)
+        # else: nothing measurable (no usable EMG channel, no RPE or game): completed, not scored.
 
         await upsert_settings(conn, session_id, settings, game_difficulty_level=game_difficulty_level,
                               bfr_target=(bfr or {}).get("target_pressure_aop"))
         if bfr is not None:
             await upsert_bfr(conn, session_id, bfr)
         await signal_cache.invalidate(conn, session_id, "session_reprocessed")
+
+
+async def _insert_score(conn: asyncpg.Connection, session_id: uuid.UUID, analysis: SessionAnalysis,
+                        settings: AnalysisSettings) -> None:
+    p = analysis.performance
+    await conn.execute(
+        """
+        INSERT INTO performance_scores (session_id, overall_performance_score, compliance_score,
+            symmetry_score, effort_score, game_score, performance_weights, bfr_pressure_aop,
+            bfr_compliance_gate, rpe_post_session, game_points_achieved, game_points_maximum,
+            session_duration_minutes, left_muscle_completion_rate, left_muscle_intensity_rate,
+            left_muscle_duration_rate, right_muscle_completion_rate, right_muscle_intensity_rate,
+            right_muscle_duration_rate)
+        VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)
+        """,
+        session_id, p.overall_performance_score, p.compliance_score or 0.0, p.symmetry_score or 0.0,
+        p.effort_score or 0.0, p.game_score or 0.0, _weights_json(analysis, settings),
+        p.bfr_pressure_aop,
+        # Not evaluated (no BFR pressure) is stored as 1.0 with bfr_pressure_aop NULL.
+        1.0 if p.bfr_compliance_gate is None else p.bfr_compliance_gate,
+        p.rpe_post_session, p.game_points_achieved or 0, p.game_points_maximum,
+        p.session_duration_minutes, p.left_muscle_completion_rate, p.left_muscle_intensity_rate,
+        p.left_muscle_duration_rate, p.right_muscle_completion_rate, p.right_muscle_intensity_rate,
+        p.right_muscle_duration_rate)
 
 
 async def upsert_settings(conn: asyncpg.Connection, session_id: uuid.UUID, s: AnalysisSettings, *,

@@ -203,7 +203,8 @@ SELECT s.processed_at, st.channel_name, st.side,
        CASE WHEN $2 THEN COALESCE((
            SELECT jsonb_agg(jsonb_build_array(c.contraction_index, c.start_time_s, c.end_time_s, c.duration_s,
                                               c.peak_amplitude, c.mean_amplitude, c.meets_intensity,
-                                              c.meets_duration, c.is_good) ORDER BY c.contraction_index)
+                                              c.meets_duration, c.is_good, c.partially_masked, c.masked_s)
+                             ORDER BY c.contraction_index)
            FROM emg_contractions c WHERE c.statistics_id = st.id), '[]'::jsonb) END AS contractions
 FROM therapy_sessions s
 LEFT JOIN emg_statistics st ON st.session_id = s.id

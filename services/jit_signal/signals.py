@@ -366,9 +366,13 @@ def decode_payload(blob: bytes) -> Payload:
 # --------------------------------------------------------------------------- chunks
 
 def _contraction_pb(c: list) -> common_pb2.Contraction:
-    i, start, end, dur, peak, mean, mi, md, good = c
+    # cache.RUN_SQL's array; payloads cached before migration 015 hold the first 9 items only
+    # (their rows had partially_masked = false, masked_s = 0 then).
+    i, start, end, dur, peak, mean, mi, md, good = c[:9]
+    masked, masked_s = (c[9], c[10]) if len(c) >= 11 else (False, 0.0)
     return common_pb2.Contraction(index=i, start_s=start, end_s=end, duration_s=dur, peak_amplitude=peak,
-                                  mean_amplitude=mean, meets_intensity=mi, meets_duration=md, good=good)
+                                  mean_amplitude=mean, meets_intensity=mi, meets_duration=md, good=good,
+                                  partially_masked=masked, masked_s=masked_s)
 
 
 def chunks(p: Payload, chunk_samples: int, cache_hit: bool) -> Iterator[pb.SignalChunk]:

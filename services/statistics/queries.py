@@ -16,7 +16,8 @@ _STAT_COLS = """e.id, e.session_id, e.channel_name, e.mvc_peak_value, e.mvc_rms_
     e.completion_rate, e.intensity_rate, e.duration_rate, e.muscle_compliance_score,
     e.signal_quality_score, e.noise_level_db, e.artifacts_detected, e.processing_confidence,
     e.processing_pipeline, e.processing_version, e.processing_time_ms,
-    e.mvc_threshold_percentage, e.duration_threshold_seconds, e.processed_at, e.side"""
+    e.mvc_threshold_percentage, e.duration_threshold_seconds, e.processed_at, e.side,
+    e.signal_flags, e.usable"""
 
 # One row per channel, or one all-NULL row when the session exists without statistics,
 # or no row when the session does not exist.
@@ -35,7 +36,8 @@ WHERE s.id = $1
 ORDER BY e.channel_name"""
 
 _CONTRACTION_COLS = """statistics_id, contraction_index, start_time_s, end_time_s, duration_s,
-    peak_amplitude, mean_amplitude, meets_intensity, meets_duration, is_good"""
+    peak_amplitude, mean_amplitude, meets_intensity, meets_duration, is_good, partially_masked,
+    masked_s"""
 
 CONTRACTIONS = f"""
 SELECT {_CONTRACTION_COLS} FROM emg_contractions

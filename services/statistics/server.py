@@ -134,7 +134,8 @@ def _channel(r: asyncpg.Record) -> pb.ChannelStatistics:
         processing_time_ms=r["processing_time_ms"] or 0,
         mvc_threshold_percentage=r["mvc_threshold_percentage"],
         duration_threshold_seconds=r["duration_threshold_seconds"],
-        processed_at=to_timestamp(r["processed_at"]), side=r["side"] or "")
+        processed_at=to_timestamp(r["processed_at"]), side=r["side"] or "",
+        signal_flags=r["signal_flags"] or (), usable=r["usable"])
 
 
 # --------------------------------------------------------------------------- page tokens
@@ -311,7 +312,8 @@ class StatisticsServicer(statistics_pb2_grpc.StatisticsServiceServicer):
                             end_s=c["end_time_s"], duration_s=c["duration_s"],
                             peak_amplitude=c["peak_amplitude"], mean_amplitude=c["mean_amplitude"],
                             meets_intensity=c["meets_intensity"], meets_duration=c["meets_duration"],
-                            good=c["is_good"])
+                            good=c["is_good"], partially_masked=c["partially_masked"],
+                            masked_s=c["masked_s"])
         return pb.GetEmgStatisticsResponse(channels=list(out.values()))
 
     async def GetPerformanceScore(self, request, context):

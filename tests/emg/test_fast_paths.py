@@ -31,7 +31,7 @@ def reference_chain(raw: np.ndarray, rate: float, params: ProcessingParams) -> t
     hum = mains.detect(filtered, flag, rate, params)
     if hum.present:
         sos = mains.notch_sos(float(rate), tuple(hum.notched_hz), params.notch_bandwidth_hz)
-        filtered = signal.sosfiltfilt(sos, filtered, padlen=pl._padlen(sos, raw.size))
+        filtered = signal.sosfiltfilt(sos, filtered, padlen=pl.notch_padlen(rate, params, raw.size))
     rect = np.abs(filtered)
     if guard:
         rect += guard

@@ -327,3 +327,112 @@ async def test_metadata_records_units_and_processing(export_stub, world):
     units = {(c["table"], c["column"]): c["unit"] for c in data["columns"]}
     assert units[("statistics", "mvc_peak_value_v")] == "V"
     assert units[("statistics", "duration_threshold_seconds")] == "s"
+
+
+# --------------------------------------------------------------------------- signal flags (migration 015)
+
+# The channel columns before the signal flags were added: kept, in this order, with the new
+# ones appended after them.
+CHANNEL_COLUMNS_BEFORE_015 = [
+    "channel_name", "side", "mvc_peak_value_v", "mvc_rms_value_v", "mvc_confidence_score", "mvc_calculation_method",
+    "total_contractions", "good_contractions_intensity", "good_contractions_duration", "good_contractions_both",
+    "completion_rate", "intensity_rate", "duration_rate", "muscle_compliance_score", "signal_quality_score",
+    "noise_level_db", "artifacts_detected", "processing_confidence", "mvc_threshold_percentage",
+    "duration_threshold_seconds", "processing_pipeline", "processing_version", "processed_at"]
+SESSION_COLUMNS = ["session_id", "session_label", "patient_id", "session_date", "session_type", "protocol_day"]
+
+
+def flag_list(v, fmt) -> list[str]:
+    """A signal_flags cell as a list: JSON holds a list, the other formats 'a;b' ('' = none)."""
+    if fmt == "json":
+        assert isinstance(v, list), v
+        return v
+    s = text(v)
+    return s.split(";") if s else []
+
+
+@pytest.fixture(scope="module")
+async def dropout_session(ingest_stub, db, tmp_path_factory):
+    """A session whose CH1 has a wireless dropout (constant fill) in a rest period; CH2 is clean."""
+    tmp = tmp_path_factory.mktemp("export-flags")
+    spec = SyntheticSpec(duration_s=70.0, seed=29, time=(2024, 5, 7, 9, 15), channels=[
+        ChannelSpec(contractions=regular_contractions(10, 2.5, 5.5), dropouts=[(62.0, 800)]),
+        ChannelSpec(contractions=regular_contractions(6, 1.0, 9.0, amplitude_v=200e-6)),
+    ])
+    name = ghostly_file_name(spec, seconds=29)
+    write_synthetic_c3d(tmp / name, spec)
+    patient = await new_patient(db)
+    r = await upload(ingest_stub, (tmp / name).read_bytes(), name, patient)
+    return r.session_id
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+async def test_statistics_export_carries_signal_flags_and_usable(export_stub, stats_stub, db, dropout_session, fmt):
+    sid = dropout_session
+    started, payload, completed, _ = await run_export(export_stub, type=pb.EXPORT_TYPE_STATISTICS_ONLY,
+                                                      format=FORMATS[fmt], session_ids=[sid])
+    await assert_audited(db, started, payload, completed, export_type="statistics_only", fmt=fmt)
+    served = {c.channel_name: c for c in (await stats_stub.GetEmgStatistics(
+        spb.GetEmgStatisticsRequest(session_id=sid))).channels}
+    assert list(served["CH1"].signal_flags) == ["dropout"] and list(served["CH2"].signal_flags) == []
+    rows = {text(r["channel_name"]): r for r in tables(payload, fmt)["csv" if fmt == "csv" else "statistics"]}
+    assert set(rows) == {"CH1", "CH2"}
+    for ch, r in rows.items():
+        assert flag_list(r["signal_flags"], fmt) == list(served[ch].signal_flags)
+        assert boolean(r["usable"]) is served[ch].usable
+    if fmt == "csv":
+        assert payload.decode().split("\n", 1)[0].split(",") == \
+            SESSION_COLUMNS + CHANNEL_COLUMNS_BEFORE_015 + ["signal_flags", "usable"]
+        assert ",dropout," in payload.decode()
+    if fmt == "json":
+        data = json.loads(payload)
+        assert list(data["statistics"][0]) == SESSION_COLUMNS + CHANNEL_COLUMNS_BEFORE_015 + ["signal_flags", "usable"]
+        assert {(c["column"], c["kind"]) for c in data["columns"] if c["table"] == "statistics"} >= {
+            ("signal_flags", "text_list"), ("usable", "bool")}
+        from libs.emg.flags import SIGNAL_FLAGS
+        assert data["metadata"]["signal_flags"] == SIGNAL_FLAGS
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+async def test_clinical_summary_carries_signal_flags(export_stub, dropout_session, fmt):
+    _, payload, completed, _ = await run_export(export_stub, type=pb.EXPORT_TYPE_CLINICAL_SUMMARY,
+                                                format=FORMATS[fmt], session_ids=[dropout_session])
+    assert completed.status == pb.EXPORT_STATUS_SUCCESS
+    rows = tables(payload, fmt)["csv" if fmt == "csv" else "channels"]
+    got = {r["channel_name"]: (flag_list(r["signal_flags"], fmt), boolean(r["usable"])) for r in rows}
+    assert got == {"CH1": (["dropout"], True), "CH2": ([], True)}
+    header = list(rows[0])
+    assert header[-2:] == ["signal_flags", "usable"] and header[-3] == "processed_at"
+
+
+def _flagged_document():
+    """A statistics document from hand-made replies: several flags, an unusable channel."""
+    from services.export import layouts
+    session = spb.Session(id=str(uuid.uuid4()), session_label="Ghostly_Emg_x", patient_id="P9",
+                          processing_version="v")
+    channels = [
+        spb.ChannelStatistics(channel_name="CH1", side="left", processing_version="v", usable=False,
+                              signal_flags=["saturation", "dropout", "no_usable_emg"]),
+        spb.ChannelStatistics(channel_name="CH2", side="right", processing_version="v", usable=True),
+    ]
+    bundle = layouts.SessionBundle(session.id, session=session, channels=channels)
+    return layouts.statistics_document("statistics_only", [bundle], {})
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_writers_join_several_flags_and_keep_usable(fmt):
+    from services.export import writers
+    payload = writers.render(_flagged_document(), fmt)
+    rows = {text(r["channel_name"]): r for r in tables(payload, fmt)["csv" if fmt == "csv" else "statistics"]}
+    assert flag_list(rows["CH1"]["signal_flags"], fmt) == ["saturation", "dropout", "no_usable_emg"]
+    assert flag_list(rows["CH2"]["signal_flags"], fmt) == []
+    assert boolean(rows["CH1"]["usable"]) is False and boolean(rows["CH2"]["usable"]) is True
+    if fmt in ("csv", "excel", "matlab"):
+        assert text(rows["CH1"]["signal_flags"]) == "saturation;dropout;no_usable_emg"
+        assert text(rows["CH2"]["signal_flags"]) is None     # empty cell, not "[]"
+
+
+def test_export_flag_vocabulary_is_the_emg_cores():
+    from libs.emg.flags import SIGNAL_FLAGS
+    from services.export import layouts
+    assert layouts.SIGNAL_FLAGS == SIGNAL_FLAGS and list(layouts.SIGNAL_FLAGS) == list(SIGNAL_FLAGS)

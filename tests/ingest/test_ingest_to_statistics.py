@@ -2,12 +2,15 @@
 figures equal the EMG core's result for the same file and settings."""
 from __future__ import annotations
 
+import uuid
+
 import grpc
 import pytest
 
 from ghostly.ingest.v1 import ingest_pb2
 from ghostly.statistics.v1 import statistics_pb2 as spb, statistics_pb2_grpc
 from libs.emg import AnalysisSettings, analyze_file
+from libs.emg.synthetic import ChannelSpec, SyntheticSpec, ghostly_file_name, regular_contractions, write_synthetic_c3d
 from libs.grpc_server import start_service
 from services.statistics.server import SPEC as STATISTICS
 from tests.helpers import make_config
@@ -72,3 +75,80 @@ async def test_ingested_sessions_read_back(stub, stats, db, patient, tmp_path):
     rescored = await stats.GetPerformanceScore(spb.SessionKey(session_id=replies[0].session_id))
     assert rescored.overall_performance_score != pytest.approx(expected[0].performance.overall_performance_score)
     assert (await cohort_days())[1] == pytest.approx(rescored.overall_performance_score)
+
+
+def _dropout_file(tmp_path, seed: int) -> tuple[bytes, str]:
+    """CH1 with a wireless dropout (constant fill) in a rest period after the contractions, CH2 clean."""
+    spec = SyntheticSpec(duration_s=80.0, seed=seed, channels=[
+        ChannelSpec(contractions=regular_contractions(10, 2.5, 6.0), dropouts=[(71.0, 800)]),
+        ChannelSpec(contractions=regular_contractions(6, 1.0, 8.0, amplitude_v=200e-6)),
+    ])
+    name = ghostly_file_name(spec, seconds=seed % 60)
+    write_synthetic_c3d(tmp_path / name, spec)
+    return (tmp_path / name).read_bytes(), name
+
+
+async def test_dropout_flag_is_stored_and_served(stub, stats, db, patient, tmp_path):
+    """A dropout in the C3D comes back as 'dropout' in the row and in ChannelStatistics."""
+    data, name = _dropout_file(tmp_path, seed=83)
+    expected = {c.channel_name: c for c in analyze_file(tmp_path / name).channels}
+    assert expected["CH1"].signal_flags == ["dropout"]          # the EMG core's verdict for this file
+    reply = await _upload(stub, data, name, patient)
+    rows = {r["channel_name"]: r for r in await db.fetch(
+        "SELECT channel_name, signal_flags, usable FROM emg_statistics WHERE session_id = $1::uuid",
+        reply.session_id)}
+    assert rows["CH1"]["signal_flags"] == ["dropout"] and rows["CH2"]["signal_flags"] == []
+    for ch, exp in expected.items():
+        assert rows[ch]["signal_flags"] == exp.signal_flags and rows[ch]["usable"] is exp.usable
+
+    got = {c.channel_name: c for c in (await stats.GetEmgStatistics(spb.GetEmgStatisticsRequest(
+        session_id=reply.session_id))).channels}
+    assert list(got["CH1"].signal_flags) == ["dropout"] and list(got["CH2"].signal_flags) == []
+    assert got["CH1"].usable is expected["CH1"].usable and got["CH2"].usable is expected["CH2"].usable
+    batch = await stats.BatchGetSessionStatistics(spb.BatchGetSessionStatisticsRequest(
+        session_ids=[reply.session_id]))
+    [item] = batch.sessions
+    assert {c.channel_name: list(c.signal_flags) for c in item.channels} == {"CH1": ["dropout"], "CH2": []}
+    assert {c.channel_name: c.usable for c in item.channels} == {c: got[c].usable for c in got}
+
+
+async def test_write_results_stores_flags_usable_and_masked_contractions(stub, stats, db, patient, tmp_path):
+    """Every new field of the analysis reaches the database and the API unchanged (set by hand
+    here, independently of which flags the EMG core raises for a given file)."""
+    from services.ingest import repository
+
+    data, name = synthetic_bytes(tmp_path, seed=89)
+    reply = await _upload(stub, data, name, patient)
+    path = tmp_path / name
+    path.write_bytes(data)
+    settings = AnalysisSettings()
+    analysis = analyze_file(path, settings)
+    ch1, ch2 = analysis.channel("CH1"), analysis.channel("CH2")
+    ch1.signal_flags, ch1.usable = ["saturation", "weak_signal", "partially_masked"], False
+    ch2.signal_flags, ch2.usable = [], True
+    assert len(ch1.contractions) >= 3
+    ch1.contractions[1].partially_masked, ch1.contractions[1].masked_s = True, 0.375
+    ch1.contractions[2].partially_masked, ch1.contractions[2].masked_s = True, 1.25
+    await repository.write_results(db, uuid.UUID(reply.session_id), analysis,
+                                   settings, bfr=None, game_difficulty_level=None, processing_time_ms=1,
+                                   game_metadata={})
+
+    res = await stats.GetEmgStatistics(spb.GetEmgStatisticsRequest(session_id=reply.session_id,
+                                                                   include_contractions=True))
+    got = {c.channel_name: c for c in res.channels}
+    assert list(got["CH1"].signal_flags) == ["saturation", "weak_signal", "partially_masked"]
+    assert got["CH1"].usable is False
+    assert list(got["CH2"].signal_flags) == [] and got["CH2"].usable is True
+    masked = [(c.index, c.partially_masked, c.masked_s) for c in got["CH1"].contractions]
+    assert masked[:3] == [(0, False, 0.0), (1, True, 0.375), (2, True, 1.25)]
+    assert all(not m and s == 0.0 for _, m, s in masked[3:])
+    assert all(not c.partially_masked and c.masked_s == 0.0 for c in got["CH2"].contractions)
+    assert len(got["CH1"].contractions) == len(ch1.contractions)
+    rows = await db.fetch("SELECT contraction_index, partially_masked, masked_s FROM emg_contractions "
+                          "WHERE session_id = $1::uuid AND channel_name = 'CH1' ORDER BY contraction_index",
+                          reply.session_id)
+    assert [tuple(r) for r in rows[:3]] == [(0, False, 0.0), (1, True, 0.375), (2, True, 1.25)]
+    batch = await stats.BatchGetSessionStatistics(spb.BatchGetSessionStatisticsRequest(
+        session_ids=[reply.session_id], channels=["CH1"]))
+    [c] = batch.sessions[0].channels
+    assert list(c.signal_flags) == ["saturation", "weak_signal", "partially_masked"] and c.usable is False

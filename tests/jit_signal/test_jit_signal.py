@@ -382,3 +382,25 @@ async def test_twenty_concurrent_streams_compute_once(stub, sessions, servicer, 
     assert servicer.inflight == 0
     assert await db.fetchval("SELECT count(*) FROM signal_processing_cache WHERE session_id = $1::uuid",
                              reply.session_id) == 4
+
+
+async def test_contraction_markers_carry_masking(stub, sessions, db):
+    """Contraction.partially_masked / masked_s (migration 015) come from emg_contractions."""
+    reply, _ = await sessions.synthetic()
+    sid = reply.session_id
+    await db.execute("UPDATE emg_contractions SET partially_masked = true, masked_s = 0.75 "
+                     "WHERE session_id = $1::uuid AND channel_name = 'CH1' AND contraction_index = 2", sid)
+    chunks = await collect(stub, session_id=sid, kind=ENVELOPE, include_contractions=True)
+    marks = {c.channel: list(c.contractions) for c in chunks if c.contractions}
+    assert [(m.index, m.partially_masked, m.masked_s) for m in marks["CH1"]][:3] == [
+        (0, False, 0.0), (1, False, 0.0), (2, True, 0.75)]
+    assert all(not m.partially_masked and m.masked_s == 0.0 for m in marks["CH2"])
+
+
+def test_contraction_markers_of_payloads_cached_before_015():
+    """A payload cached before migration 015 holds 9 values per contraction: read as not masked."""
+    from services.jit_signal.signals import _contraction_pb
+    old = _contraction_pb([3, 1.0, 2.5, 1.5, 1e-4, 5e-5, True, False, False])
+    assert (old.index, old.end_s, old.partially_masked, old.masked_s) == (3, 2.5, False, 0.0)
+    new = _contraction_pb([3, 1.0, 2.5, 1.5, 1e-4, 5e-5, True, False, False, True, 0.5])
+    assert (new.partially_masked, new.masked_s, new.meets_intensity) == (True, 0.5, True)

@@ -228,6 +228,41 @@ async def test_emg_statistics_and_contractions(stub, world):
     assert list(failed.channels) == []
 
 
+async def test_signal_flags_usable_and_masked_contractions(stub, admin):
+    """Migration 015 columns, served by GetEmgStatistics (with and without contractions) and
+    BatchGetSessionStatistics; rows that never set them read as the defaults."""
+    t = await add_therapist(admin)
+    p = await add_patient(admin, t)
+    sid = await add_session(admin, p, date=T0, therapist=t, score=55.0, contractions=3)
+    plain = await add_session(admin, p, date=T0 + dt.timedelta(hours=1), therapist=t, score=60.0, contractions=1)
+    await admin.execute("UPDATE emg_statistics SET signal_flags = '{mains_interference,dropout,no_usable_emg}', "
+                        "usable = false WHERE session_id = $1 AND channel_name = 'CH1'", sid)
+    await admin.execute("UPDATE emg_contractions SET partially_masked = true, masked_s = 0.625 "
+                        "WHERE session_id = $1 AND channel_name = 'CH2' AND contraction_index = 1", sid)
+
+    res = await stub.GetEmgStatistics(pb.GetEmgStatisticsRequest(session_id=str(sid), include_contractions=True))
+    ch1, ch2 = res.channels
+    assert list(ch1.signal_flags) == ["mains_interference", "dropout", "no_usable_emg"] and ch1.usable is False
+    assert list(ch2.signal_flags) == [] and ch2.usable is True
+    assert [(c.partially_masked, c.masked_s) for c in ch2.contractions] == [(False, 0.0), (True, 0.625),
+                                                                            (False, 0.0)]
+    assert all(not c.partially_masked and c.masked_s == 0.0 for c in ch1.contractions)
+    only = await stub.GetEmgStatistics(pb.GetEmgStatisticsRequest(session_id=str(sid), channels=["CH2"],
+                                                                  include_contractions=True))
+    assert only.channels[0].contractions[1].partially_masked and only.channels[0].contractions[1].masked_s == 0.625
+
+    batch = await stub.BatchGetSessionStatistics(pb.BatchGetSessionStatisticsRequest(
+        session_ids=[str(sid), str(plain)]))
+    flagged, unflagged = batch.sessions
+    assert [list(c.signal_flags) for c in flagged.channels] == [["mains_interference", "dropout", "no_usable_emg"], []]
+    assert [c.usable for c in flagged.channels] == [False, True]
+    assert [list(c.signal_flags) for c in unflagged.channels] == [[], []]
+    assert all(c.usable for c in unflagged.channels)
+    defaults = await stub.GetEmgStatistics(pb.GetEmgStatisticsRequest(session_id=str(plain),
+                                                                      include_contractions=True))
+    assert all(not k.partially_masked and k.masked_s == 0.0 for c in defaults.channels for k in c.contractions)
+
+
 async def test_performance_score_full_and_excluded_components(stub, world):
     full = await stub.GetPerformanceScore(pb.SessionKey(session_id=str(world["ids"][0])))
     assert full.overall_performance_score == 50 and full.compliance_score == 55

@@ -24,19 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eghostly/common/v1/common.proto\x12\x11ghostly.common.v1\"\xbf\x01\n\x0b\x43ontraction\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0f\n\x07start_s\x18\x02 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x03 \x01(\x01\x12\x12\n\nduration_s\x18\x04 \x01(\x01\x12\x16\n\x0epeak_amplitude\x18\x05 \x01(\x01\x12\x16\n\x0emean_amplitude\x18\x06 \x01(\x01\x12\x17\n\x0fmeets_intensity\x18\x07 \x01(\x08\x12\x16\n\x0emeets_duration\x18\x08 \x01(\x08\x12\x0c\n\x04good\x18\t \x01(\x08\"X\n\x12PerformanceWeights\x12\x12\n\ncompliance\x18\x01 \x01(\x01\x12\x10\n\x08symmetry\x18\x02 \x01(\x01\x12\x0e\n\x06\x65\x66\x66ort\x18\x03 \x01(\x01\x12\x0c\n\x04game\x18\x04 \x01(\x01*\xb5\x01\n\x10ProcessingStatus\x12!\n\x1dPROCESSING_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19PROCESSING_STATUS_PENDING\x10\x01\x12 \n\x1cPROCESSING_STATUS_PROCESSING\x10\x02\x12\x1f\n\x1bPROCESSING_STATUS_COMPLETED\x10\x03\x12\x1c\n\x18PROCESSING_STATUS_FAILED\x10\x04*~\n\x0bSessionType\x12\x1c\n\x18SESSION_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15SESSION_TYPE_BASELINE\x10\x01\x12\x19\n\x15SESSION_TYPE_TRAINING\x10\x02\x12\x1b\n\x17SESSION_TYPE_ASSESSMENT\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eghostly/common/v1/common.proto\x12\x11ghostly.common.v1\"\xeb\x01\n\x0b\x43ontraction\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0f\n\x07start_s\x18\x02 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x03 \x01(\x01\x12\x12\n\nduration_s\x18\x04 \x01(\x01\x12\x16\n\x0epeak_amplitude\x18\x05 \x01(\x01\x12\x16\n\x0emean_amplitude\x18\x06 \x01(\x01\x12\x17\n\x0fmeets_intensity\x18\x07 \x01(\x08\x12\x16\n\x0emeets_duration\x18\x08 \x01(\x08\x12\x0c\n\x04good\x18\t \x01(\x08\x12\x18\n\x10partially_masked\x18\n \x01(\x08\x12\x10\n\x08masked_s\x18\x0b \x01(\x01\"X\n\x12PerformanceWeights\x12\x12\n\ncompliance\x18\x01 \x01(\x01\x12\x10\n\x08symmetry\x18\x02 \x01(\x01\x12\x0e\n\x06\x65\x66\x66ort\x18\x03 \x01(\x01\x12\x0c\n\x04game\x18\x04 \x01(\x01*\xb5\x01\n\x10ProcessingStatus\x12!\n\x1dPROCESSING_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19PROCESSING_STATUS_PENDING\x10\x01\x12 \n\x1cPROCESSING_STATUS_PROCESSING\x10\x02\x12\x1f\n\x1bPROCESSING_STATUS_COMPLETED\x10\x03\x12\x1c\n\x18PROCESSING_STATUS_FAILED\x10\x04*~\n\x0bSessionType\x12\x1c\n\x18SESSION_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15SESSION_TYPE_BASELINE\x10\x01\x12\x19\n\x15SESSION_TYPE_TRAINING\x10\x02\x12\x1b\n\x17SESSION_TYPE_ASSESSMENT\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ghostly.common.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROCESSINGSTATUS']._serialized_start=338
-  _globals['_PROCESSINGSTATUS']._serialized_end=519
-  _globals['_SESSIONTYPE']._serialized_start=521
-  _globals['_SESSIONTYPE']._serialized_end=647
+  _globals['_PROCESSINGSTATUS']._serialized_start=382
+  _globals['_PROCESSINGSTATUS']._serialized_end=563
+  _globals['_SESSIONTYPE']._serialized_start=565
+  _globals['_SESSIONTYPE']._serialized_end=691
   _globals['_CONTRACTION']._serialized_start=54
-  _globals['_CONTRACTION']._serialized_end=245
-  _globals['_PERFORMANCEWEIGHTS']._serialized_start=247
-  _globals['_PERFORMANCEWEIGHTS']._serialized_end=335
+  _globals['_CONTRACTION']._serialized_end=289
+  _globals['_PERFORMANCEWEIGHTS']._serialized_start=291
+  _globals['_PERFORMANCEWEIGHTS']._serialized_end=379
 # @@protoc_insertion_point(module_scope)

@@ -30,7 +30,7 @@ SESSION_TYPE_TRAINING: SessionType
 SESSION_TYPE_ASSESSMENT: SessionType
 
 class Contraction(_message.Message):
-    __slots__ = ("index", "start_s", "end_s", "duration_s", "peak_amplitude", "mean_amplitude", "meets_intensity", "meets_duration", "good")
+    __slots__ = ("index", "start_s", "end_s", "duration_s", "peak_amplitude", "mean_amplitude", "meets_intensity", "meets_duration", "good", "partially_masked", "masked_s")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     START_S_FIELD_NUMBER: _ClassVar[int]
     END_S_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +40,8 @@ class Contraction(_message.Message):
     MEETS_INTENSITY_FIELD_NUMBER: _ClassVar[int]
     MEETS_DURATION_FIELD_NUMBER: _ClassVar[int]
     GOOD_FIELD_NUMBER: _ClassVar[int]
+    PARTIALLY_MASKED_FIELD_NUMBER: _ClassVar[int]
+    MASKED_S_FIELD_NUMBER: _ClassVar[int]
     index: int
     start_s: float
     end_s: float
@@ -49,7 +51,9 @@ class Contraction(_message.Message):
     meets_intensity: bool
     meets_duration: bool
     good: bool
-    def __init__(self, index: _Optional[int] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., duration_s: _Optional[float] = ..., peak_amplitude: _Optional[float] = ..., mean_amplitude: _Optional[float] = ..., meets_intensity: _Optional[bool] = ..., meets_duration: _Optional[bool] = ..., good: _Optional[bool] = ...) -> None: ...
+    partially_masked: bool
+    masked_s: float
+    def __init__(self, index: _Optional[int] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., duration_s: _Optional[float] = ..., peak_amplitude: _Optional[float] = ..., mean_amplitude: _Optional[float] = ..., meets_intensity: _Optional[bool] = ..., meets_duration: _Optional[bool] = ..., good: _Optional[bool] = ..., partially_masked: _Optional[bool] = ..., masked_s: _Optional[float] = ...) -> None: ...
 
 class PerformanceWeights(_message.Message):
     __slots__ = ("compliance", "symmetry", "effort", "game")

@@ -133,7 +133,7 @@ class GetEmgStatisticsRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., channels: _Optional[_Iterable[str]] = ..., include_contractions: _Optional[bool] = ...) -> None: ...
 
 class ChannelStatistics(_message.Message):
-    __slots__ = ("id", "session_id", "channel_name", "mvc_peak_value", "mvc_rms_value", "mvc_confidence_score", "mvc_calculation_method", "total_contractions", "good_contractions_intensity", "good_contractions_duration", "good_contractions_both", "completion_rate", "intensity_rate", "duration_rate", "muscle_compliance_score", "signal_quality_score", "noise_level_db", "artifacts_detected", "processing_confidence", "processing_pipeline", "processing_version", "processing_time_ms", "mvc_threshold_percentage", "duration_threshold_seconds", "processed_at", "contractions", "side")
+    __slots__ = ("id", "session_id", "channel_name", "mvc_peak_value", "mvc_rms_value", "mvc_confidence_score", "mvc_calculation_method", "total_contractions", "good_contractions_intensity", "good_contractions_duration", "good_contractions_both", "completion_rate", "intensity_rate", "duration_rate", "muscle_compliance_score", "signal_quality_score", "noise_level_db", "artifacts_detected", "processing_confidence", "processing_pipeline", "processing_version", "processing_time_ms", "mvc_threshold_percentage", "duration_threshold_seconds", "processed_at", "contractions", "side", "signal_flags", "usable")
     ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -161,6 +161,8 @@ class ChannelStatistics(_message.Message):
     PROCESSED_AT_FIELD_NUMBER: _ClassVar[int]
     CONTRACTIONS_FIELD_NUMBER: _ClassVar[int]
     SIDE_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FLAGS_FIELD_NUMBER: _ClassVar[int]
+    USABLE_FIELD_NUMBER: _ClassVar[int]
     id: str
     session_id: str
     channel_name: str
@@ -188,7 +190,9 @@ class ChannelStatistics(_message.Message):
     processed_at: _timestamp_pb2.Timestamp
     contractions: _containers.RepeatedCompositeFieldContainer[_common_pb2.Contraction]
     side: str
-    def __init__(self, id: _Optional[str] = ..., session_id: _Optional[str] = ..., channel_name: _Optional[str] = ..., mvc_peak_value: _Optional[float] = ..., mvc_rms_value: _Optional[float] = ..., mvc_confidence_score: _Optional[float] = ..., mvc_calculation_method: _Optional[str] = ..., total_contractions: _Optional[int] = ..., good_contractions_intensity: _Optional[int] = ..., good_contractions_duration: _Optional[int] = ..., good_contractions_both: _Optional[int] = ..., completion_rate: _Optional[float] = ..., intensity_rate: _Optional[float] = ..., duration_rate: _Optional[float] = ..., muscle_compliance_score: _Optional[float] = ..., signal_quality_score: _Optional[float] = ..., noise_level_db: _Optional[float] = ..., artifacts_detected: _Optional[int] = ..., processing_confidence: _Optional[float] = ..., processing_pipeline: _Optional[str] = ..., processing_version: _Optional[str] = ..., processing_time_ms: _Optional[int] = ..., mvc_threshold_percentage: _Optional[float] = ..., duration_threshold_seconds: _Optional[float] = ..., processed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., contractions: _Optional[_Iterable[_Union[_common_pb2.Contraction, _Mapping]]] = ..., side: _Optional[str] = ...) -> None: ...
+    signal_flags: _containers.RepeatedScalarFieldContainer[str]
+    usable: bool
+    def __init__(self, id: _Optional[str] = ..., session_id: _Optional[str] = ..., channel_name: _Optional[str] = ..., mvc_peak_value: _Optional[float] = ..., mvc_rms_value: _Optional[float] = ..., mvc_confidence_score: _Optional[float] = ..., mvc_calculation_method: _Optional[str] = ..., total_contractions: _Optional[int] = ..., good_contractions_intensity: _Optional[int] = ..., good_contractions_duration: _Optional[int] = ..., good_contractions_both: _Optional[int] = ..., completion_rate: _Optional[float] = ..., intensity_rate: _Optional[float] = ..., duration_rate: _Optional[float] = ..., muscle_compliance_score: _Optional[float] = ..., signal_quality_score: _Optional[float] = ..., noise_level_db: _Optional[float] = ..., artifacts_detected: _Optional[int] = ..., processing_confidence: _Optional[float] = ..., processing_pipeline: _Optional[str] = ..., processing_version: _Optional[str] = ..., processing_time_ms: _Optional[int] = ..., mvc_threshold_percentage: _Optional[float] = ..., duration_threshold_seconds: _Optional[float] = ..., processed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., contractions: _Optional[_Iterable[_Union[_common_pb2.Contraction, _Mapping]]] = ..., side: _Optional[str] = ..., signal_flags: _Optional[_Iterable[str]] = ..., usable: _Optional[bool] = ...) -> None: ...
 
 class GetEmgStatisticsResponse(_message.Message):
     __slots__ = ("channels",)
