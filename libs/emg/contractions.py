@@ -29,9 +29,10 @@ keeps the span of its uncorrupted samples when they still make a valid contracti
 with the masked seconds; its peak and mean come from uncorrupted samples only; otherwise it is
 lost and counted) -> drop bursts shorter than ``min_contraction_ms`` -> merge contractions
 separated by less than ``merge_gap_ms`` of uncorrupted signal -> edges: onset moved back and
-offset forward to where the envelope falls below ``edge_baseline_factor`` x noise floor
-(never into an artefact or past the midpoint to a neighbour), so the onset is where activity
-starts, not where it reached the task-relative threshold. A long contraction is never split:
+offset forward to where the envelope falls below max(``edge_baseline_factor`` x noise floor,
+``edge_peak_fraction`` x the contraction's peak) (never into an artefact or past the midpoint
+to a neighbour), so the onset is where activity starts, not where it reached the
+task-relative threshold, and a low-level tail is not taken in. A long contraction is never split:
 there is no maximum duration.
 """
 
@@ -208,7 +209,8 @@ def detect(env: np.ndarray, mask: np.ndarray, rate: float, params: ProcessingPar
                 n_merged += 1
                 continue
         merged.append(list(it))
-    _extend_edges(merged, env, mask if has_mask else None, params.edge_baseline_factor * baseline)
+    _extend_edges(merged, env, mask if has_mask else None, params.edge_baseline_factor * baseline,
+                  params.edge_peak_fraction)
     out: list[Contraction] = []
     partial = 0
     cut_s = 0.0
@@ -225,23 +227,21 @@ def detect(env: np.ndarray, mask: np.ndarray, rate: float, params: ProcessingPar
                      n_merged, high)
 
 
-def _extend_edges(items: list[list[int]], env: np.ndarray, mask: np.ndarray | None, level: float) -> None:
+def _extend_edges(items: list[list[int]], env: np.ndarray, mask: np.ndarray | None, noise_level: float,
+                  peak_fraction: float) -> None:
     """Move each contraction's onset back and offset forward to where the envelope falls below
-    ``level`` (a noise-relative edge level under the offset threshold), so onsets are not late
-    by the ramp up to a task-relative threshold; never into masked samples and never past the
-    midpoint to a neighbour (in place)."""
-    if not items or level <= 0:
+    its edge level, max(noise-relative level, ``peak_fraction`` x its own peak): onsets are
+    then not late by the ramp up to a task-relative threshold, and a low-level tail after the
+    contraction is not taken in. Never into masked samples, never past the midpoint to a
+    neighbour (in place)."""
+    if not items:
         return
-    rs, re = _runs(env > level)
     masked_idx = np.flatnonzero(mask) if mask is not None else np.zeros(0, dtype=np.int64)
+    bounds = []
     for i, it in enumerate(items):
         s, e = it[0], it[1]
         lo = (items[i - 1][1] + s + 1) // 2 if i else 0
         hi = (e + items[i + 1][0]) // 2 if i + 1 < len(items) else env.size
-        k = int(np.searchsorted(rs, s, side="right")) - 1
-        new_s = int(rs[k]) if k >= 0 and re[k] > s else s
-        k = int(np.searchsorted(rs, e - 1, side="right")) - 1
-        new_e = int(re[k]) if k >= 0 and re[k] > e - 1 else e
         if masked_idx.size:
             j = int(np.searchsorted(masked_idx, s)) - 1  # last masked sample before s
             if j >= 0:
@@ -249,8 +249,15 @@ def _extend_edges(items: list[list[int]], env: np.ndarray, mask: np.ndarray | No
             j = int(np.searchsorted(masked_idx, e))  # first masked sample at or after e
             if j < masked_idx.size:
                 hi = min(hi, int(masked_idx[j]))
-        it[0] = min(s, max(new_s, lo))
-        it[1] = max(e, min(new_e, hi))
+        bounds.append((lo, hi))
+    for it, (lo, hi) in zip(items, bounds):
+        s, e = it[0], it[1]
+        level = max(noise_level, peak_fraction * float(env[s:e].max()))
+        below = np.flatnonzero(env[lo:s] <= level)
+        new_s = lo + int(below[-1]) + 1 if below.size else lo
+        below = np.flatnonzero(env[e:hi] <= level)
+        new_e = e + int(below[0]) if below.size else hi
+        it[0], it[1] = min(s, new_s), max(e, new_e)
 
 
 def backend_mvc(env: np.ndarray, contractions: list[Contraction], percentile: float) -> float | None:

@@ -87,11 +87,12 @@ def plot_analysis(rec: Recording, res: SessionAnalysis, path: str | Path, *, dpi
                             clip_on=True)
         ax_env.set_ylim(0, top)
         ax_env.set_ylabel("envelope (uV)")
-        handles, labels = ax_env.get_legend_handles_labels()
-        handles += [Patch(color="#2ca02c", alpha=0.3), Patch(color="#ff9f1c", alpha=0.3),
-                    Patch(color="#9e9e9e", alpha=0.3), Patch(color="#d62728", alpha=0.35)]
-        labels += ["good (I+D)", "one criterion", "neither", "artefact"]
-        ax_env.legend(handles, labels, loc="upper right", fontsize=7, ncol=3)
+        if k == 0:
+            handles, labels = ax_env.get_legend_handles_labels()
+    handles += [Patch(color="#2ca02c", alpha=0.3), Patch(color="#ff9f1c", alpha=0.3),
+                Patch(color="#9e9e9e", alpha=0.3), Patch(color="#d62728", alpha=0.35)]
+    labels += ["contraction: intensity + duration (I D)", "one criterion", "neither", "artefact (masked)"]
+    fig.legend(handles, labels, loc="lower center", fontsize=8, ncol=len(labels), frameon=False)
     axes[-1].set_xlabel("time (s)")
     if t_range is not None:
         axes[-1].set_xlim(*t_range)
@@ -100,7 +101,7 @@ def plot_analysis(rec: Recording, res: SessionAnalysis, path: str | Path, *, dpi
     score = "not scored" if p.overall_performance_score is None else f"P_overall {p.overall_performance_score:.1f}"
     fig.suptitle(f"{r['file_name']}  {r['rate_hz']:g} Hz, {r['duration_s']:.1f} s  |  {score}  |  "
                  f"analysis {res.processing_version}", fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1, 0.98))
+    fig.tight_layout(rect=(0, 0.03, 1, 0.98))
     out = Path(path)
     fig.savefig(out, dpi=dpi)
     plt.close(fig)

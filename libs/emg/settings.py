@@ -60,7 +60,8 @@ class ProcessingParams:
     min_threshold_v: float = 10e-6  # ... and never below this absolute floor (V envelope)
     offset_fraction: float = 0.5  # offset threshold = this x onset threshold ...
     offset_baseline_factor: float = 2.5  # ... but at least this x noise floor
-    edge_baseline_factor: float = 2.5  # reported onset/offset: where the envelope falls below this x noise floor
+    edge_baseline_factor: float = 2.5  # reported onset/offset: where the envelope falls below this x noise floor ...
+    edge_peak_fraction: float = 0.1  # ... or below this x the contraction's own peak, whichever is higher
     strong_top_fraction: float = 0.1  # strong level: median peak of the strongest 10 % of bursts (>= 3)
     min_contraction_ms: float = 100.0  # shorter bursts (between offset crossings) are not contractions
     merge_gap_ms: float = 200.0  # contractions separated by a shorter gap are one contraction
@@ -85,7 +86,7 @@ class ProcessingParams:
                      "edge_baseline_factor",
                      "min_activity_ratio"):
             _positive(name, getattr(self, name))
-        for name in ("mains_rest_fraction", "mains_min_share", "activity_fraction", "mvc_onset_fraction",
+        for name in ("mains_rest_fraction", "mains_min_share", "activity_fraction", "mvc_onset_fraction", "edge_peak_fraction",
                      "offset_fraction", "strong_top_fraction", "max_masked_fraction", "clip_tolerance"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 1:

@@ -315,3 +315,49 @@ async def test_cli_ingest_folder_summary(ingest_server, patient, tmp_path):
     assert "Ghostly_Emg_broken.c3d: INVALID_ARGUMENT" in first.stdout
     again = await asyncio.to_thread(subprocess.run, cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True)
     assert "0 new, 2 duplicate, 1 failed" in again.stdout
+
+
+async def test_reprocess_only_outdated_brings_old_sessions_up_to_date(stub, db, patient, tmp_path):
+    """Sessions analysed by an older algorithm (processing_version) are the only ones redone,
+    and come back with the current version's statistics (signal flags included)."""
+    replies = []
+    for seed in (41, 43):
+        data, name = synthetic_bytes(tmp_path, seed=seed)
+        replies.append(await _upload(stub, data, name, patient))
+    old, current = replies
+    # As a 1.0.0 analysis left it: older version, no flags recorded.
+    await db.execute("UPDATE therapy_sessions SET processing_version = '1.0.0' WHERE id = $1::uuid", old.session_id)
+    await db.execute("UPDATE emg_statistics SET processing_version = '1.0.0', signal_flags = '{}' "
+                     "WHERE session_id = $1::uuid", old.session_id)
+    before = await db.fetchval("SELECT processed_at FROM therapy_sessions WHERE id = $1::uuid", current.session_id)
+    progress = [m async for m in stub.Reprocess(ingest_pb2.ReprocessRequest(patient_code=patient, only_outdated=True))]
+    assert [m.session_id for m in progress[:-1]] == [old.session_id]
+    assert progress[-1].done and progress[-1].total_count == 1 and progress[-1].failed_count == 0
+    rows = await db.fetch("SELECT id::text, processing_version, processed_at FROM therapy_sessions "
+                          "WHERE patient_id = $1", patient)
+    assert {r["processing_version"] for r in rows} == {PROCESSING_VERSION}
+    assert {r["id"]: r["processed_at"] for r in rows}[current.session_id] == before  # untouched
+    versions = await db.fetch("SELECT DISTINCT processing_version FROM emg_statistics WHERE session_id = $1::uuid",
+                              old.session_id)
+    assert [r["processing_version"] for r in versions] == [PROCESSING_VERSION]
+    again = [m async for m in stub.Reprocess(ingest_pb2.ReprocessRequest(patient_code=patient, only_outdated=True))]
+    assert again[-1].done and again[-1].total_count == 0
+
+
+async def test_session_with_no_usable_emg_is_completed_but_not_scored(stub, db, patient, tmp_path):
+    """Two disconnected electrodes are not the patient's 0: the statistics are stored with the
+    flags, no performance score is written, and the reply says which electrodes to check."""
+    spec = SyntheticSpec(duration_s=40.0, seed=47, channels=[ChannelSpec(noise_sd_v=13e-6), ChannelSpec(noise_sd_v=9e-6)])
+    name = ghostly_file_name(spec, seconds=47)
+    write_synthetic_c3d(tmp_path / name, spec)
+    reply = await _upload(stub, (tmp_path / name).read_bytes(), name, patient)
+    assert reply.status == common_pb2.PROCESSING_STATUS_COMPLETED
+    assert not reply.HasField("overall_performance_score")
+    assert any("check the CH1 (left) electrode" in w for w in reply.warnings)
+    assert any("check the CH2 (right) electrode" in w for w in reply.warnings)
+    assert any(w.startswith("Session not scored") for w in reply.warnings)
+    counts = await _counts(db, reply.session_id)
+    assert counts["emg_statistics"] == 2 and counts["performance_scores"] == 0
+    flags = await db.fetch("SELECT signal_flags, usable FROM emg_statistics WHERE session_id = $1::uuid",
+                           reply.session_id)
+    assert all(r["signal_flags"] == ["no_usable_emg"] and r["usable"] is False for r in flags)
