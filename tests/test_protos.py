@@ -13,10 +13,15 @@ from google.protobuf import descriptor_pb2
 from libs import protogen
 
 SERVICES = {
-    "ghostly.ingest.v1": {"IngestService": {"Upload", "IngestStoredFile", "Reprocess", "GetProcessingStatus"}},
+    "ghostly.ingest.v1": {
+        "IngestService": {"Upload", "IngestStoredFile", "Reprocess", "GetProcessingStatus", "RecordSessionOutcome",
+                          "SetScoringConfig"},
+        "PatientService": {"CreateTherapist", "CreatePatient", "UpdatePatient", "DeactivatePatient",
+                           "SetPatientCalibration", "CalibrateFromSession"}},
     "ghostly.statistics.v1": {"StatisticsService": {
         "GetSession", "ListSessions", "GetEmgStatistics", "GetPerformanceScore", "GetBfrMonitoring",
-        "GetSessionSettings", "GetPatientProgress", "GetCohortSummary", "BatchGetSessionStatistics"}},
+        "GetSessionSettings", "GetPatientProgress", "GetCohortSummary", "BatchGetSessionStatistics",
+        "GetPatient", "ListPatients", "ListPatientCalibrations", "GetScoringConfig"}},
     "ghostly.jit_signal.v1": {"JitSignalService": {"StreamSignals", "ListChannels"}},
     "ghostly.export.v1": {"ExportService": {"CreateExport", "ListExportHistory"}},
 }

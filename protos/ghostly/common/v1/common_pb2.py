@@ -22,21 +22,38 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eghostly/common/v1/common.proto\x12\x11ghostly.common.v1\"\xeb\x01\n\x0b\x43ontraction\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0f\n\x07start_s\x18\x02 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x03 \x01(\x01\x12\x12\n\nduration_s\x18\x04 \x01(\x01\x12\x16\n\x0epeak_amplitude\x18\x05 \x01(\x01\x12\x16\n\x0emean_amplitude\x18\x06 \x01(\x01\x12\x17\n\x0fmeets_intensity\x18\x07 \x01(\x08\x12\x16\n\x0emeets_duration\x18\x08 \x01(\x08\x12\x0c\n\x04good\x18\t \x01(\x08\x12\x18\n\x10partially_masked\x18\n \x01(\x08\x12\x10\n\x08masked_s\x18\x0b \x01(\x01\"X\n\x12PerformanceWeights\x12\x12\n\ncompliance\x18\x01 \x01(\x01\x12\x10\n\x08symmetry\x18\x02 \x01(\x01\x12\x0e\n\x06\x65\x66\x66ort\x18\x03 \x01(\x01\x12\x0c\n\x04game\x18\x04 \x01(\x01*\xb5\x01\n\x10ProcessingStatus\x12!\n\x1dPROCESSING_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19PROCESSING_STATUS_PENDING\x10\x01\x12 \n\x1cPROCESSING_STATUS_PROCESSING\x10\x02\x12\x1f\n\x1bPROCESSING_STATUS_COMPLETED\x10\x03\x12\x1c\n\x18PROCESSING_STATUS_FAILED\x10\x04*~\n\x0bSessionType\x12\x1c\n\x18SESSION_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15SESSION_TYPE_BASELINE\x10\x01\x12\x19\n\x15SESSION_TYPE_TRAINING\x10\x02\x12\x1b\n\x17SESSION_TYPE_ASSESSMENT\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eghostly/common/v1/common.proto\x12\x11ghostly.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xeb\x01\n\x0b\x43ontraction\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0f\n\x07start_s\x18\x02 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x03 \x01(\x01\x12\x12\n\nduration_s\x18\x04 \x01(\x01\x12\x16\n\x0epeak_amplitude\x18\x05 \x01(\x01\x12\x16\n\x0emean_amplitude\x18\x06 \x01(\x01\x12\x17\n\x0fmeets_intensity\x18\x07 \x01(\x08\x12\x16\n\x0emeets_duration\x18\x08 \x01(\x08\x12\x0c\n\x04good\x18\t \x01(\x08\x12\x18\n\x10partially_masked\x18\n \x01(\x08\x12\x10\n\x08masked_s\x18\x0b \x01(\x01\"X\n\x12PerformanceWeights\x12\x12\n\ncompliance\x18\x01 \x01(\x01\x12\x10\n\x08symmetry\x18\x02 \x01(\x01\x12\x0e\n\x06\x65\x66\x66ort\x18\x03 \x01(\x01\x12\x0c\n\x04game\x18\x04 \x01(\x01\"L\n\x11\x43omplianceWeights\x12\x12\n\ncompletion\x18\x01 \x01(\x01\x12\x11\n\tintensity\x18\x02 \x01(\x01\x12\x10\n\x08\x64uration\x18\x03 \x01(\x01\"\x7f\n\tTherapist\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x12\n\nfirst_name\x18\x03 \x01(\t\x12\x11\n\tlast_name\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xdd\x04\n\x12PatientCalibration\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0cpatient_code\x18\x02 \x01(\t\x12\x17\n\nmvc_left_v\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x18\n\x0bmvc_right_v\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12&\n\x19\x64uration_threshold_left_s\x18\x05 \x01(\x01H\x02\x88\x01\x01\x12\'\n\x1a\x64uration_threshold_right_s\x18\x06 \x01(\x01H\x03\x88\x01\x01\x12 \n\x13target_contractions\x18\x07 \x01(\rH\x04\x88\x01\x01\x12$\n\x17\x62\x66r_target_pressure_aop\x18\x08 \x01(\x01H\x05\x88\x01\x01\x12\x34\n\x06source\x18\t \x01(\x0e\x32$.ghostly.common.v1.CalibrationSource\x12\x19\n\x11source_session_id\x18\n \x01(\t\x12\x0c\n\x04rule\x18\x0b \x01(\t\x12\x12\n\ncreated_by\x18\x0c \x01(\t\x12\x17\n\x0f\x63reated_by_role\x18\r \x01(\t\x12.\n\ncreated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05notes\x18\x0f \x01(\tB\r\n\x0b_mvc_left_vB\x0e\n\x0c_mvc_right_vB\x1c\n\x1a_duration_threshold_left_sB\x1d\n\x1b_duration_threshold_right_sB\x16\n\x14_target_contractionsB\x1a\n\x18_bfr_target_pressure_aop\"\xce\x02\n\x07Patient\x12\x14\n\x0cpatient_code\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x14\n\x0ctherapist_id\x18\x03 \x01(\t\x12\x12\n\nfirst_name\x18\x04 \x01(\t\x12\x11\n\tlast_name\x18\x05 \x01(\t\x12\x15\n\rdate_of_birth\x18\x06 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x07 \x01(\x08\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x64\x65\x61\x63tivated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x42\n\x13\x63urrent_calibration\x18\n \x01(\x0b\x32%.ghostly.common.v1.PatientCalibration\x12\x15\n\rsession_count\x18\x0b \x01(\r\".\n\tRpeEffort\x12\x0b\n\x03rpe\x18\x01 \x01(\r\x12\x14\n\x0c\x65\x66\x66ort_score\x18\x02 \x01(\x01\"1\n\x0cGameLevelMax\x12\r\n\x05level\x18\x01 \x01(\r\x12\x12\n\nmax_points\x18\x02 \x01(\r\"\x9a\x03\n\rScoringConfig\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x42\n\x13performance_weights\x18\x02 \x01(\x0b\x32%.ghostly.common.v1.PerformanceWeights\x12@\n\x12\x63ompliance_weights\x18\x03 \x01(\x0b\x32$.ghostly.common.v1.ComplianceWeights\x12\x30\n\nrpe_effort\x18\x04 \x03(\x0b\x32\x1c.ghostly.common.v1.RpeEffort\x12\x18\n\x10\x62\x66r_gate_low_aop\x18\x05 \x01(\x01\x12\x19\n\x11\x62\x66r_gate_high_aop\x18\x06 \x01(\x01\x12\x38\n\x0fgame_points_max\x18\x07 \x03(\x0b\x32\x1f.ghostly.common.v1.GameLevelMax\x12\x12\n\ncreated_by\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05notes\x18\n \x01(\t*\xb5\x01\n\x10ProcessingStatus\x12!\n\x1dPROCESSING_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19PROCESSING_STATUS_PENDING\x10\x01\x12 \n\x1cPROCESSING_STATUS_PROCESSING\x10\x02\x12\x1f\n\x1bPROCESSING_STATUS_COMPLETED\x10\x03\x12\x1c\n\x18PROCESSING_STATUS_FAILED\x10\x04*~\n\x0bSessionType\x12\x1c\n\x18SESSION_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15SESSION_TYPE_BASELINE\x10\x01\x12\x19\n\x15SESSION_TYPE_TRAINING\x10\x02\x12\x1b\n\x17SESSION_TYPE_ASSESSMENT\x10\x03*\x8c\x01\n\x11\x43\x61librationSource\x12\"\n\x1e\x43\x41LIBRATION_SOURCE_UNSPECIFIED\x10\x00\x12(\n$CALIBRATION_SOURCE_THERAPIST_ENTERED\x10\x01\x12)\n%CALIBRATION_SOURCE_ASSESSMENT_SESSION\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ghostly.common.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROCESSINGSTATUS']._serialized_start=382
-  _globals['_PROCESSINGSTATUS']._serialized_end=563
-  _globals['_SESSIONTYPE']._serialized_start=565
-  _globals['_SESSIONTYPE']._serialized_end=691
-  _globals['_CONTRACTION']._serialized_start=54
-  _globals['_CONTRACTION']._serialized_end=289
-  _globals['_PERFORMANCEWEIGHTS']._serialized_start=291
-  _globals['_PERFORMANCEWEIGHTS']._serialized_end=379
+  _globals['_PROCESSINGSTATUS']._serialized_start=2079
+  _globals['_PROCESSINGSTATUS']._serialized_end=2260
+  _globals['_SESSIONTYPE']._serialized_start=2262
+  _globals['_SESSIONTYPE']._serialized_end=2388
+  _globals['_CALIBRATIONSOURCE']._serialized_start=2391
+  _globals['_CALIBRATIONSOURCE']._serialized_end=2531
+  _globals['_CONTRACTION']._serialized_start=87
+  _globals['_CONTRACTION']._serialized_end=322
+  _globals['_PERFORMANCEWEIGHTS']._serialized_start=324
+  _globals['_PERFORMANCEWEIGHTS']._serialized_end=412
+  _globals['_COMPLIANCEWEIGHTS']._serialized_start=414
+  _globals['_COMPLIANCEWEIGHTS']._serialized_end=490
+  _globals['_THERAPIST']._serialized_start=492
+  _globals['_THERAPIST']._serialized_end=619
+  _globals['_PATIENTCALIBRATION']._serialized_start=622
+  _globals['_PATIENTCALIBRATION']._serialized_end=1227
+  _globals['_PATIENT']._serialized_start=1230
+  _globals['_PATIENT']._serialized_end=1564
+  _globals['_RPEEFFORT']._serialized_start=1566
+  _globals['_RPEEFFORT']._serialized_end=1612
+  _globals['_GAMELEVELMAX']._serialized_start=1614
+  _globals['_GAMELEVELMAX']._serialized_end=1663
+  _globals['_SCORINGCONFIG']._serialized_start=1666
+  _globals['_SCORINGCONFIG']._serialized_end=2076
 # @@protoc_insertion_point(module_scope)

@@ -10,6 +10,135 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class CreateTherapistRequest(_message.Message):
+    __slots__ = ("user_id", "first_name", "last_name")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    FIRST_NAME_FIELD_NUMBER: _ClassVar[int]
+    LAST_NAME_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    first_name: str
+    last_name: str
+    def __init__(self, user_id: _Optional[str] = ..., first_name: _Optional[str] = ..., last_name: _Optional[str] = ...) -> None: ...
+
+class CreatePatientRequest(_message.Message):
+    __slots__ = ("patient_code", "therapist_id", "first_name", "last_name", "date_of_birth")
+    PATIENT_CODE_FIELD_NUMBER: _ClassVar[int]
+    THERAPIST_ID_FIELD_NUMBER: _ClassVar[int]
+    FIRST_NAME_FIELD_NUMBER: _ClassVar[int]
+    LAST_NAME_FIELD_NUMBER: _ClassVar[int]
+    DATE_OF_BIRTH_FIELD_NUMBER: _ClassVar[int]
+    patient_code: str
+    therapist_id: str
+    first_name: str
+    last_name: str
+    date_of_birth: str
+    def __init__(self, patient_code: _Optional[str] = ..., therapist_id: _Optional[str] = ..., first_name: _Optional[str] = ..., last_name: _Optional[str] = ..., date_of_birth: _Optional[str] = ...) -> None: ...
+
+class UpdatePatientRequest(_message.Message):
+    __slots__ = ("patient_code", "first_name", "last_name", "date_of_birth", "therapist_id")
+    PATIENT_CODE_FIELD_NUMBER: _ClassVar[int]
+    FIRST_NAME_FIELD_NUMBER: _ClassVar[int]
+    LAST_NAME_FIELD_NUMBER: _ClassVar[int]
+    DATE_OF_BIRTH_FIELD_NUMBER: _ClassVar[int]
+    THERAPIST_ID_FIELD_NUMBER: _ClassVar[int]
+    patient_code: str
+    first_name: str
+    last_name: str
+    date_of_birth: str
+    therapist_id: str
+    def __init__(self, patient_code: _Optional[str] = ..., first_name: _Optional[str] = ..., last_name: _Optional[str] = ..., date_of_birth: _Optional[str] = ..., therapist_id: _Optional[str] = ...) -> None: ...
+
+class DeactivatePatientRequest(_message.Message):
+    __slots__ = ("patient_code",)
+    PATIENT_CODE_FIELD_NUMBER: _ClassVar[int]
+    patient_code: str
+    def __init__(self, patient_code: _Optional[str] = ...) -> None: ...
+
+class SetPatientCalibrationRequest(_message.Message):
+    __slots__ = ("patient_code", "mvc_left_v", "mvc_right_v", "duration_threshold_left_s", "duration_threshold_right_s", "target_contractions", "bfr_target_pressure_aop", "notes")
+    PATIENT_CODE_FIELD_NUMBER: _ClassVar[int]
+    MVC_LEFT_V_FIELD_NUMBER: _ClassVar[int]
+    MVC_RIGHT_V_FIELD_NUMBER: _ClassVar[int]
+    DURATION_THRESHOLD_LEFT_S_FIELD_NUMBER: _ClassVar[int]
+    DURATION_THRESHOLD_RIGHT_S_FIELD_NUMBER: _ClassVar[int]
+    TARGET_CONTRACTIONS_FIELD_NUMBER: _ClassVar[int]
+    BFR_TARGET_PRESSURE_AOP_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    patient_code: str
+    mvc_left_v: float
+    mvc_right_v: float
+    duration_threshold_left_s: float
+    duration_threshold_right_s: float
+    target_contractions: int
+    bfr_target_pressure_aop: float
+    notes: str
+    def __init__(self, patient_code: _Optional[str] = ..., mvc_left_v: _Optional[float] = ..., mvc_right_v: _Optional[float] = ..., duration_threshold_left_s: _Optional[float] = ..., duration_threshold_right_s: _Optional[float] = ..., target_contractions: _Optional[int] = ..., bfr_target_pressure_aop: _Optional[float] = ..., notes: _Optional[str] = ...) -> None: ...
+
+class CalibrateFromSessionRequest(_message.Message):
+    __slots__ = ("session_id", "top_n", "allow_any_session_type", "notes")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    TOP_N_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_ANY_SESSION_TYPE_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    top_n: int
+    allow_any_session_type: bool
+    notes: str
+    def __init__(self, session_id: _Optional[str] = ..., top_n: _Optional[int] = ..., allow_any_session_type: _Optional[bool] = ..., notes: _Optional[str] = ...) -> None: ...
+
+class RecordSessionOutcomeRequest(_message.Message):
+    __slots__ = ("session_id", "rpe_post_session", "game_points", "game_points_max", "bfr")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    RPE_POST_SESSION_FIELD_NUMBER: _ClassVar[int]
+    GAME_POINTS_FIELD_NUMBER: _ClassVar[int]
+    GAME_POINTS_MAX_FIELD_NUMBER: _ClassVar[int]
+    BFR_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    rpe_post_session: int
+    game_points: int
+    game_points_max: int
+    bfr: BfrInput
+    def __init__(self, session_id: _Optional[str] = ..., rpe_post_session: _Optional[int] = ..., game_points: _Optional[int] = ..., game_points_max: _Optional[int] = ..., bfr: _Optional[_Union[BfrInput, _Mapping]] = ...) -> None: ...
+
+class SessionOutcomeReply(_message.Message):
+    __slots__ = ("session_id", "changed", "rpe_post_session", "game_points", "game_points_max", "bfr_actual_pressure_aop", "overall_performance_score", "components_excluded", "scoring_config_version", "recorded_by", "recorded_at")
+    class ComponentsExcludedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    RPE_POST_SESSION_FIELD_NUMBER: _ClassVar[int]
+    GAME_POINTS_FIELD_NUMBER: _ClassVar[int]
+    GAME_POINTS_MAX_FIELD_NUMBER: _ClassVar[int]
+    BFR_ACTUAL_PRESSURE_AOP_FIELD_NUMBER: _ClassVar[int]
+    OVERALL_PERFORMANCE_SCORE_FIELD_NUMBER: _ClassVar[int]
+    COMPONENTS_EXCLUDED_FIELD_NUMBER: _ClassVar[int]
+    SCORING_CONFIG_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RECORDED_BY_FIELD_NUMBER: _ClassVar[int]
+    RECORDED_AT_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    changed: bool
+    rpe_post_session: int
+    game_points: int
+    game_points_max: int
+    bfr_actual_pressure_aop: float
+    overall_performance_score: float
+    components_excluded: _containers.ScalarMap[str, str]
+    scoring_config_version: int
+    recorded_by: str
+    recorded_at: _timestamp_pb2.Timestamp
+    def __init__(self, session_id: _Optional[str] = ..., changed: _Optional[bool] = ..., rpe_post_session: _Optional[int] = ..., game_points: _Optional[int] = ..., game_points_max: _Optional[int] = ..., bfr_actual_pressure_aop: _Optional[float] = ..., overall_performance_score: _Optional[float] = ..., components_excluded: _Optional[_Mapping[str, str]] = ..., scoring_config_version: _Optional[int] = ..., recorded_by: _Optional[str] = ..., recorded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class SetScoringConfigRequest(_message.Message):
+    __slots__ = ("config",)
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    config: _common_pb2.ScoringConfig
+    def __init__(self, config: _Optional[_Union[_common_pb2.ScoringConfig, _Mapping]] = ...) -> None: ...
+
 class AnalysisOptions(_message.Message):
     __slots__ = ("mvc_threshold_percentage", "mvc_user_left", "mvc_user_right", "duration_threshold_s", "duration_threshold_left_s", "duration_threshold_right_s", "target_contractions", "performance_weights", "game_difficulty_level")
     MVC_THRESHOLD_PERCENTAGE_FIELD_NUMBER: _ClassVar[int]
@@ -147,18 +276,22 @@ class IngestReply(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., created: _Optional[bool] = ..., status: _Optional[_Union[_common_pb2.ProcessingStatus, str]] = ..., file_hash: _Optional[str] = ..., file_path: _Optional[str] = ..., file_size_bytes: _Optional[int] = ..., processing_version: _Optional[str] = ..., processing_time_ms: _Optional[int] = ..., overall_performance_score: _Optional[float] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ReprocessRequest(_message.Message):
-    __slots__ = ("session_id", "patient_code", "all", "options", "only_outdated")
+    __slots__ = ("session_id", "patient_code", "all", "options", "only_outdated", "apply_current_calibration", "apply_current_scoring_config")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PATIENT_CODE_FIELD_NUMBER: _ClassVar[int]
     ALL_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     ONLY_OUTDATED_FIELD_NUMBER: _ClassVar[int]
+    APPLY_CURRENT_CALIBRATION_FIELD_NUMBER: _ClassVar[int]
+    APPLY_CURRENT_SCORING_CONFIG_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     patient_code: str
     all: bool
     options: AnalysisOptions
     only_outdated: bool
-    def __init__(self, session_id: _Optional[str] = ..., patient_code: _Optional[str] = ..., all: _Optional[bool] = ..., options: _Optional[_Union[AnalysisOptions, _Mapping]] = ..., only_outdated: _Optional[bool] = ...) -> None: ...
+    apply_current_calibration: bool
+    apply_current_scoring_config: bool
+    def __init__(self, session_id: _Optional[str] = ..., patient_code: _Optional[str] = ..., all: _Optional[bool] = ..., options: _Optional[_Union[AnalysisOptions, _Mapping]] = ..., only_outdated: _Optional[bool] = ..., apply_current_calibration: _Optional[bool] = ..., apply_current_scoring_config: _Optional[bool] = ...) -> None: ...
 
 class ReprocessProgress(_message.Message):
     __slots__ = ("session_id", "status", "error_message", "done_count", "total_count", "failed_count", "done", "processing_version")

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from ghostly.common.v1 import common_pb2 as ghostly_dot_common_dot_v1_dot_common__pb2
 from ghostly.ingest.v1 import ingest_pb2 as ghostly_dot_ingest_dot_v1_dot_ingest__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -57,6 +58,16 @@ class IngestServiceStub:
                 request_serializer=ghostly_dot_ingest_dot_v1_dot_ingest__pb2.GetProcessingStatusRequest.SerializeToString,
                 response_deserializer=ghostly_dot_ingest_dot_v1_dot_ingest__pb2.ProcessingStatusReply.FromString,
                 _registered_method=True)
+        self.RecordSessionOutcome = channel.unary_unary(
+                '/ghostly.ingest.v1.IngestService/RecordSessionOutcome',
+                request_serializer=ghostly_dot_ingest_dot_v1_dot_ingest__pb2.RecordSessionOutcomeRequest.SerializeToString,
+                response_deserializer=ghostly_dot_ingest_dot_v1_dot_ingest__pb2.SessionOutcomeReply.FromString,
+                _registered_method=True)
+        self.SetScoringConfig = channel.unary_unary(
+                '/ghostly.ingest.v1.IngestService/SetScoringConfig',
+                request_serializer=ghostly_dot_ingest_dot_v1_dot_ingest__pb2.SetScoringConfigRequest.SerializeToString,
+                response_deserializer=ghostly_dot_common_dot_v1_dot_common__pb2.ScoringConfig.FromString,
+                _registered_method=True)
 
 
 class IngestServiceServicer:
@@ -101,6 +112,34 @@ class IngestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordSessionOutcome(self, request, context):
+        """Post-session data that the tablet's C3D does not carry: RPE, game points and their
+        maximum, BFR measurements. Partial: only the fields set are changed; the others keep
+        their recorded values. The session is re-scored from its stored statistics (the C3D is
+        not read again) with the scoring configuration version it was scored with. Recording the
+        same values again changes nothing (changed=false, recorded_at unchanged).
+        Who: admin, service, or the patient's own therapist.
+        INVALID_ARGUMENT: bad session_id, RPE outside 0-10, negative points, points_max <= 0,
+        pressures outside 0-100, nothing to record. NOT_FOUND: unknown session (or not in the
+        therapist's caseload: same message). FAILED_PRECONDITION: the session is not completed.
+        ABORTED: a concurrent writer holds the session (retry).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetScoringConfig(self, request, context):
+        """Install a new version of the trial-wide scoring configuration (admin only). New sessions
+        and outcomes of sessions never scored use it; sessions already scored keep their version
+        until Reprocess with apply_current_scoring_config.
+        INVALID_ARGUMENT: weights not summing to 1 or negative, RPE table not exactly 0..10,
+        scores outside 0-100, gate range outside 0-100 or inverted, levels outside 1-10 or repeated,
+        max points 0. PERMISSION_DENIED: not an admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -123,6 +162,16 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.GetProcessingStatus,
                     request_deserializer=ghostly_dot_ingest_dot_v1_dot_ingest__pb2.GetProcessingStatusRequest.FromString,
                     response_serializer=ghostly_dot_ingest_dot_v1_dot_ingest__pb2.ProcessingStatusReply.SerializeToString,
+            ),
+            'RecordSessionOutcome': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordSessionOutcome,
+                    request_deserializer=ghostly_dot_ingest_dot_v1_dot_ingest__pb2.RecordSessionOutcomeRequest.FromString,
+                    response_serializer=ghostly_dot_ingest_dot_v1_dot_ingest__pb2.SessionOutcomeReply.SerializeToString,
+            ),
+            'SetScoringConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetScoringConfig,
+                    request_deserializer=ghostly_dot_ingest_dot_v1_dot_ingest__pb2.SetScoringConfigRequest.FromString,
+                    response_serializer=ghostly_dot_common_dot_v1_dot_common__pb2.ScoringConfig.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -236,6 +285,385 @@ class IngestService:
             '/ghostly.ingest.v1.IngestService/GetProcessingStatus',
             ghostly_dot_ingest_dot_v1_dot_ingest__pb2.GetProcessingStatusRequest.SerializeToString,
             ghostly_dot_ingest_dot_v1_dot_ingest__pb2.ProcessingStatusReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordSessionOutcome(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ghostly.ingest.v1.IngestService/RecordSessionOutcome',
+            ghostly_dot_ingest_dot_v1_dot_ingest__pb2.RecordSessionOutcomeRequest.SerializeToString,
+            ghostly_dot_ingest_dot_v1_dot_ingest__pb2.SessionOutcomeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetScoringConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ghostly.ingest.v1.IngestService/SetScoringConfig',
+            ghostly_dot_ingest_dot_v1_dot_ingest__pb2.SetScoringConfigRequest.SerializeToString,
+            ghostly_dot_common_dot_v1_dot_common__pb2.ScoringConfig.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class PatientServiceStub:
+    """Patient registry and per-patient calibration: the clinic's writes (reads are on
+    ghostly.statistics.v1.StatisticsService: GetPatient, ListPatients, ListPatientCalibrations).
+    Who: admin and service write anything; a therapist creates and edits patients of their own
+    caseload only (a patient of another therapist answers NOT_FOUND, as an unknown one);
+    researchers only read (PERMISSION_DENIED here).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateTherapist = channel.unary_unary(
+                '/ghostly.ingest.v1.PatientService/CreateTherapist',
+                request_serializer=ghostly_dot_ingest_dot_v1_dot_ingest__pb2.CreateTherapistRequest.SerializeToString,
+                response_deserializer=ghostly_dot_common_dot_v1_dot_common__pb2.Therapist.FromString,
+                _registered_method=True)
+        self.CreatePatient = channel.unary_unary(
+                '/ghostly.ingest.v1.PatientService/CreatePatient',
+                request_serializer=ghostly_dot_ingest_dot_v1_dot_ingest__pb2.CreatePatientRequest.SerializeToString,
+                response_deserializer=ghostly_dot_common_dot_v1_dot_common__pb2.Patient.FromString,
+                _registered_method=True)
+        self.UpdatePatient = channel.unary_unary(
+                '/ghostly.ingest.v1.PatientService/UpdatePatient',
+                request_serializer=ghostly_dot_ingest_dot_v1_dot_ingest__pb2.UpdatePatientRequest.SerializeToString,
+                response_deserializer=ghostly_dot_common_dot_v1_dot_common__pb2.Patient.FromString,
+                _registered_method=True)
+        self.DeactivatePatient = channel.unary_unary(
+                '/ghostly.ingest.v1.PatientService/DeactivatePatient',
+                request_serializer=ghostly_dot_ingest_dot_v1_dot_ingest__pb2.DeactivatePatientRequest.SerializeToString,
+                response_deserializer=ghostly_dot_common_dot_v1_dot_common__pb2.Patient.FromString,
+                _registered_method=True)
+        self.SetPatientCalibration = channel.unary_unary(
+                '/ghostly.ingest.v1.PatientService/SetPatientCalibration',
+                request_serializer=ghostly_dot_ingest_dot_v1_dot_ingest__pb2.SetPatientCalibrationRequest.SerializeToString,
+                response_deserializer=ghostly_dot_common_dot_v1_dot_common__pb2.PatientCalibration.FromString,
+                _registered_method=True)
+        self.CalibrateFromSession = channel.unary_unary(
+                '/ghostly.ingest.v1.PatientService/CalibrateFromSession',
+                request_serializer=ghostly_dot_ingest_dot_v1_dot_ingest__pb2.CalibrateFromSessionRequest.SerializeToString,
+                response_deserializer=ghostly_dot_common_dot_v1_dot_common__pb2.PatientCalibration.FromString,
+                _registered_method=True)
+
+
+class PatientServiceServicer:
+    """Patient registry and per-patient calibration: the clinic's writes (reads are on
+    ghostly.statistics.v1.StatisticsService: GetPatient, ListPatients, ListPatientCalibrations).
+    Who: admin and service write anything; a therapist creates and edits patients of their own
+    caseload only (a patient of another therapist answers NOT_FOUND, as an unknown one);
+    researchers only read (PERMISSION_DENIED here).
+    """
+
+    def CreateTherapist(self, request, context):
+        """Register a therapist (admin/service only). ALREADY_EXISTS: the user_id is registered.
+        INVALID_ARGUMENT: user_id not a UUID, empty or over-long names.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreatePatient(self, request, context):
+        """Register a patient. A therapist always registers into their own caseload (therapist_id
+        empty or their own); admin/service must name the therapist. ALREADY_EXISTS: the code is
+        taken. INVALID_ARGUMENT: bad code (1-32 of letters, digits, '-', '_'), names, date of
+        birth (YYYY-MM-DD, in the past, after 1900). FAILED_PRECONDITION: unknown therapist, or
+        the calling therapist is not registered.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdatePatient(self, request, context):
+        """Change a patient's names, date of birth or (admin/service only) therapist; fields left
+        unset keep their value. NOT_FOUND: unknown code or not in the caller's caseload.
+        INVALID_ARGUMENT as CreatePatient; PERMISSION_DENIED: a therapist moving a patient.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeactivatePatient(self, request, context):
+        """Mark a patient inactive (history kept; idempotent). NOT_FOUND as UpdatePatient.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetPatientCalibration(self, request, context):
+        """Record a therapist-entered calibration; it becomes the patient's current calibration
+        for sessions ingested from now on. Past sessions are not changed (Reprocess with
+        apply_current_calibration applies it). INVALID_ARGUMENT: MVC <= 0 or over 0.1 V, duration
+        <= 0 or over 60 s, target 0 or over 1000, BFR target outside 0-100, nothing set.
+        NOT_FOUND as UpdatePatient; FAILED_PRECONDITION: patient deactivated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CalibrateFromSession(self, request, context):
+        """Derive the MVCs from an assessment session and make them the patient's current
+        calibration. Rule: per muscle, the median envelope peak of the `top_n` (default 3)
+        strongest contractions that no artefact touched; a muscle whose channel is unusable or
+        has fewer than `top_n` such contractions keeps its previous value (and is named in the
+        reply's rule). Other values are carried over. INVALID_ARGUMENT: bad id, top_n over 20.
+        NOT_FOUND: unknown session / not in the caseload. FAILED_PRECONDITION: the session is not
+        completed, is not of type assessment (unless allow_any_session_type), or yields no MVC.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_PatientServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateTherapist': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateTherapist,
+                    request_deserializer=ghostly_dot_ingest_dot_v1_dot_ingest__pb2.CreateTherapistRequest.FromString,
+                    response_serializer=ghostly_dot_common_dot_v1_dot_common__pb2.Therapist.SerializeToString,
+            ),
+            'CreatePatient': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePatient,
+                    request_deserializer=ghostly_dot_ingest_dot_v1_dot_ingest__pb2.CreatePatientRequest.FromString,
+                    response_serializer=ghostly_dot_common_dot_v1_dot_common__pb2.Patient.SerializeToString,
+            ),
+            'UpdatePatient': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdatePatient,
+                    request_deserializer=ghostly_dot_ingest_dot_v1_dot_ingest__pb2.UpdatePatientRequest.FromString,
+                    response_serializer=ghostly_dot_common_dot_v1_dot_common__pb2.Patient.SerializeToString,
+            ),
+            'DeactivatePatient': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeactivatePatient,
+                    request_deserializer=ghostly_dot_ingest_dot_v1_dot_ingest__pb2.DeactivatePatientRequest.FromString,
+                    response_serializer=ghostly_dot_common_dot_v1_dot_common__pb2.Patient.SerializeToString,
+            ),
+            'SetPatientCalibration': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPatientCalibration,
+                    request_deserializer=ghostly_dot_ingest_dot_v1_dot_ingest__pb2.SetPatientCalibrationRequest.FromString,
+                    response_serializer=ghostly_dot_common_dot_v1_dot_common__pb2.PatientCalibration.SerializeToString,
+            ),
+            'CalibrateFromSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.CalibrateFromSession,
+                    request_deserializer=ghostly_dot_ingest_dot_v1_dot_ingest__pb2.CalibrateFromSessionRequest.FromString,
+                    response_serializer=ghostly_dot_common_dot_v1_dot_common__pb2.PatientCalibration.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'ghostly.ingest.v1.PatientService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('ghostly.ingest.v1.PatientService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class PatientService:
+    """Patient registry and per-patient calibration: the clinic's writes (reads are on
+    ghostly.statistics.v1.StatisticsService: GetPatient, ListPatients, ListPatientCalibrations).
+    Who: admin and service write anything; a therapist creates and edits patients of their own
+    caseload only (a patient of another therapist answers NOT_FOUND, as an unknown one);
+    researchers only read (PERMISSION_DENIED here).
+    """
+
+    @staticmethod
+    def CreateTherapist(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ghostly.ingest.v1.PatientService/CreateTherapist',
+            ghostly_dot_ingest_dot_v1_dot_ingest__pb2.CreateTherapistRequest.SerializeToString,
+            ghostly_dot_common_dot_v1_dot_common__pb2.Therapist.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreatePatient(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ghostly.ingest.v1.PatientService/CreatePatient',
+            ghostly_dot_ingest_dot_v1_dot_ingest__pb2.CreatePatientRequest.SerializeToString,
+            ghostly_dot_common_dot_v1_dot_common__pb2.Patient.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdatePatient(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ghostly.ingest.v1.PatientService/UpdatePatient',
+            ghostly_dot_ingest_dot_v1_dot_ingest__pb2.UpdatePatientRequest.SerializeToString,
+            ghostly_dot_common_dot_v1_dot_common__pb2.Patient.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeactivatePatient(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ghostly.ingest.v1.PatientService/DeactivatePatient',
+            ghostly_dot_ingest_dot_v1_dot_ingest__pb2.DeactivatePatientRequest.SerializeToString,
+            ghostly_dot_common_dot_v1_dot_common__pb2.Patient.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPatientCalibration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ghostly.ingest.v1.PatientService/SetPatientCalibration',
+            ghostly_dot_ingest_dot_v1_dot_ingest__pb2.SetPatientCalibrationRequest.SerializeToString,
+            ghostly_dot_common_dot_v1_dot_common__pb2.PatientCalibration.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CalibrateFromSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ghostly.ingest.v1.PatientService/CalibrateFromSession',
+            ghostly_dot_ingest_dot_v1_dot_ingest__pb2.CalibrateFromSessionRequest.SerializeToString,
+            ghostly_dot_common_dot_v1_dot_common__pb2.PatientCalibration.FromString,
             options,
             channel_credentials,
             insecure,

@@ -10,6 +10,50 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class GetPatientRequest(_message.Message):
+    __slots__ = ("patient_code",)
+    PATIENT_CODE_FIELD_NUMBER: _ClassVar[int]
+    patient_code: str
+    def __init__(self, patient_code: _Optional[str] = ...) -> None: ...
+
+class ListPatientsRequest(_message.Message):
+    __slots__ = ("therapist_id", "include_inactive", "page_size", "page_token")
+    THERAPIST_ID_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_INACTIVE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    therapist_id: str
+    include_inactive: bool
+    page_size: int
+    page_token: str
+    def __init__(self, therapist_id: _Optional[str] = ..., include_inactive: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListPatientsResponse(_message.Message):
+    __slots__ = ("patients", "next_page_token")
+    PATIENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    patients: _containers.RepeatedCompositeFieldContainer[_common_pb2.Patient]
+    next_page_token: str
+    def __init__(self, patients: _Optional[_Iterable[_Union[_common_pb2.Patient, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ListPatientCalibrationsRequest(_message.Message):
+    __slots__ = ("patient_code",)
+    PATIENT_CODE_FIELD_NUMBER: _ClassVar[int]
+    patient_code: str
+    def __init__(self, patient_code: _Optional[str] = ...) -> None: ...
+
+class ListPatientCalibrationsResponse(_message.Message):
+    __slots__ = ("calibrations",)
+    CALIBRATIONS_FIELD_NUMBER: _ClassVar[int]
+    calibrations: _containers.RepeatedCompositeFieldContainer[_common_pb2.PatientCalibration]
+    def __init__(self, calibrations: _Optional[_Iterable[_Union[_common_pb2.PatientCalibration, _Mapping]]] = ...) -> None: ...
+
+class GetScoringConfigRequest(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    def __init__(self, version: _Optional[int] = ...) -> None: ...
+
 class BatchGetSessionStatisticsRequest(_message.Message):
     __slots__ = ("session_ids", "channels")
     SESSION_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -201,7 +245,7 @@ class GetEmgStatisticsResponse(_message.Message):
     def __init__(self, channels: _Optional[_Iterable[_Union[ChannelStatistics, _Mapping]]] = ...) -> None: ...
 
 class PerformanceScore(_message.Message):
-    __slots__ = ("id", "session_id", "overall_performance_score", "compliance_score", "symmetry_score", "effort_score", "game_score", "effective_weights", "requested_weights", "excluded_components", "bfr_pressure_aop", "bfr_compliance_gate", "rpe_post_session", "game_points_achieved", "game_points_maximum", "session_duration_minutes", "left_muscle_completion_rate", "left_muscle_intensity_rate", "left_muscle_duration_rate", "right_muscle_completion_rate", "right_muscle_intensity_rate", "right_muscle_duration_rate", "calculated_at")
+    __slots__ = ("id", "session_id", "overall_performance_score", "compliance_score", "symmetry_score", "effort_score", "game_score", "effective_weights", "requested_weights", "excluded_components", "bfr_pressure_aop", "bfr_compliance_gate", "rpe_post_session", "game_points_achieved", "game_points_maximum", "session_duration_minutes", "left_muscle_completion_rate", "left_muscle_intensity_rate", "left_muscle_duration_rate", "right_muscle_completion_rate", "right_muscle_intensity_rate", "right_muscle_duration_rate", "calculated_at", "scoring_config_version", "outcome")
     class ExcludedComponentsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -232,6 +276,8 @@ class PerformanceScore(_message.Message):
     RIGHT_MUSCLE_INTENSITY_RATE_FIELD_NUMBER: _ClassVar[int]
     RIGHT_MUSCLE_DURATION_RATE_FIELD_NUMBER: _ClassVar[int]
     CALCULATED_AT_FIELD_NUMBER: _ClassVar[int]
+    SCORING_CONFIG_VERSION_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
     id: str
     session_id: str
     overall_performance_score: float
@@ -255,7 +301,25 @@ class PerformanceScore(_message.Message):
     right_muscle_intensity_rate: float
     right_muscle_duration_rate: float
     calculated_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., session_id: _Optional[str] = ..., overall_performance_score: _Optional[float] = ..., compliance_score: _Optional[float] = ..., symmetry_score: _Optional[float] = ..., effort_score: _Optional[float] = ..., game_score: _Optional[float] = ..., effective_weights: _Optional[_Union[_common_pb2.PerformanceWeights, _Mapping]] = ..., requested_weights: _Optional[_Union[_common_pb2.PerformanceWeights, _Mapping]] = ..., excluded_components: _Optional[_Mapping[str, str]] = ..., bfr_pressure_aop: _Optional[float] = ..., bfr_compliance_gate: _Optional[float] = ..., rpe_post_session: _Optional[int] = ..., game_points_achieved: _Optional[int] = ..., game_points_maximum: _Optional[int] = ..., session_duration_minutes: _Optional[float] = ..., left_muscle_completion_rate: _Optional[float] = ..., left_muscle_intensity_rate: _Optional[float] = ..., left_muscle_duration_rate: _Optional[float] = ..., right_muscle_completion_rate: _Optional[float] = ..., right_muscle_intensity_rate: _Optional[float] = ..., right_muscle_duration_rate: _Optional[float] = ..., calculated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    scoring_config_version: int
+    outcome: SessionOutcome
+    def __init__(self, id: _Optional[str] = ..., session_id: _Optional[str] = ..., overall_performance_score: _Optional[float] = ..., compliance_score: _Optional[float] = ..., symmetry_score: _Optional[float] = ..., effort_score: _Optional[float] = ..., game_score: _Optional[float] = ..., effective_weights: _Optional[_Union[_common_pb2.PerformanceWeights, _Mapping]] = ..., requested_weights: _Optional[_Union[_common_pb2.PerformanceWeights, _Mapping]] = ..., excluded_components: _Optional[_Mapping[str, str]] = ..., bfr_pressure_aop: _Optional[float] = ..., bfr_compliance_gate: _Optional[float] = ..., rpe_post_session: _Optional[int] = ..., game_points_achieved: _Optional[int] = ..., game_points_maximum: _Optional[int] = ..., session_duration_minutes: _Optional[float] = ..., left_muscle_completion_rate: _Optional[float] = ..., left_muscle_intensity_rate: _Optional[float] = ..., left_muscle_duration_rate: _Optional[float] = ..., right_muscle_completion_rate: _Optional[float] = ..., right_muscle_intensity_rate: _Optional[float] = ..., right_muscle_duration_rate: _Optional[float] = ..., calculated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scoring_config_version: _Optional[int] = ..., outcome: _Optional[_Union[SessionOutcome, _Mapping]] = ...) -> None: ...
+
+class SessionOutcome(_message.Message):
+    __slots__ = ("rpe_post_session", "game_points", "game_points_max", "bfr_actual_pressure_aop", "recorded_by", "recorded_at")
+    RPE_POST_SESSION_FIELD_NUMBER: _ClassVar[int]
+    GAME_POINTS_FIELD_NUMBER: _ClassVar[int]
+    GAME_POINTS_MAX_FIELD_NUMBER: _ClassVar[int]
+    BFR_ACTUAL_PRESSURE_AOP_FIELD_NUMBER: _ClassVar[int]
+    RECORDED_BY_FIELD_NUMBER: _ClassVar[int]
+    RECORDED_AT_FIELD_NUMBER: _ClassVar[int]
+    rpe_post_session: int
+    game_points: int
+    game_points_max: int
+    bfr_actual_pressure_aop: float
+    recorded_by: str
+    recorded_at: _timestamp_pb2.Timestamp
+    def __init__(self, rpe_post_session: _Optional[int] = ..., game_points: _Optional[int] = ..., game_points_max: _Optional[int] = ..., bfr_actual_pressure_aop: _Optional[float] = ..., recorded_by: _Optional[str] = ..., recorded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class BfrMonitoring(_message.Message):
     __slots__ = ("id", "session_id", "target_pressure_aop", "actual_pressure_aop", "pressure_stability_coefficient", "safety_gate_status", "safety_violations_count", "safety_violations_duration_seconds", "max_pressure_deviation_aop", "patient_aop_baseline_mmhg", "patient_limb_circumference_cm", "cuff_size", "cuff_position", "monitoring_device", "device_calibration_date", "device_serial_number", "bfr_session_duration_minutes", "monitoring_frequency_hz", "created_at")
@@ -300,7 +364,14 @@ class BfrMonitoring(_message.Message):
     def __init__(self, id: _Optional[str] = ..., session_id: _Optional[str] = ..., target_pressure_aop: _Optional[float] = ..., actual_pressure_aop: _Optional[float] = ..., pressure_stability_coefficient: _Optional[float] = ..., safety_gate_status: _Optional[bool] = ..., safety_violations_count: _Optional[int] = ..., safety_violations_duration_seconds: _Optional[float] = ..., max_pressure_deviation_aop: _Optional[float] = ..., patient_aop_baseline_mmhg: _Optional[float] = ..., patient_limb_circumference_cm: _Optional[float] = ..., cuff_size: _Optional[str] = ..., cuff_position: _Optional[str] = ..., monitoring_device: _Optional[str] = ..., device_calibration_date: _Optional[str] = ..., device_serial_number: _Optional[str] = ..., bfr_session_duration_minutes: _Optional[float] = ..., monitoring_frequency_hz: _Optional[float] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class SessionSettings(_message.Message):
-    __slots__ = ("id", "session_id", "mvc_calculation_method", "mvc_threshold_percentage", "mvc_user_left_quad", "mvc_user_right_quad", "performance_weights", "duration_threshold_seconds", "duration_threshold_left_quad", "duration_threshold_right_quad", "target_contractions_per_muscle", "rest_period_between_contractions_seconds", "rest_period_between_sets_seconds", "bfr_enabled", "bfr_target_pressure_aop", "game_difficulty_level", "visual_feedback_enabled", "audio_feedback_enabled", "real_time_mvc_display", "created_at", "updated_at")
+    __slots__ = ("id", "session_id", "mvc_calculation_method", "mvc_threshold_percentage", "mvc_user_left_quad", "mvc_user_right_quad", "performance_weights", "duration_threshold_seconds", "duration_threshold_left_quad", "duration_threshold_right_quad", "target_contractions_per_muscle", "rest_period_between_contractions_seconds", "rest_period_between_sets_seconds", "bfr_enabled", "bfr_target_pressure_aop", "game_difficulty_level", "visual_feedback_enabled", "audio_feedback_enabled", "real_time_mvc_display", "created_at", "updated_at", "calibration_id", "calibration_source", "value_sources")
+    class ValueSourcesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     MVC_CALCULATION_METHOD_FIELD_NUMBER: _ClassVar[int]
@@ -322,6 +393,9 @@ class SessionSettings(_message.Message):
     REAL_TIME_MVC_DISPLAY_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_ID_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_SOURCES_FIELD_NUMBER: _ClassVar[int]
     id: str
     session_id: str
     mvc_calculation_method: str
@@ -343,7 +417,10 @@ class SessionSettings(_message.Message):
     real_time_mvc_display: bool
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., session_id: _Optional[str] = ..., mvc_calculation_method: _Optional[str] = ..., mvc_threshold_percentage: _Optional[float] = ..., mvc_user_left_quad: _Optional[float] = ..., mvc_user_right_quad: _Optional[float] = ..., performance_weights: _Optional[_Union[_common_pb2.PerformanceWeights, _Mapping]] = ..., duration_threshold_seconds: _Optional[float] = ..., duration_threshold_left_quad: _Optional[float] = ..., duration_threshold_right_quad: _Optional[float] = ..., target_contractions_per_muscle: _Optional[int] = ..., rest_period_between_contractions_seconds: _Optional[int] = ..., rest_period_between_sets_seconds: _Optional[int] = ..., bfr_enabled: _Optional[bool] = ..., bfr_target_pressure_aop: _Optional[float] = ..., game_difficulty_level: _Optional[int] = ..., visual_feedback_enabled: _Optional[bool] = ..., audio_feedback_enabled: _Optional[bool] = ..., real_time_mvc_display: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    calibration_id: str
+    calibration_source: str
+    value_sources: _containers.ScalarMap[str, str]
+    def __init__(self, id: _Optional[str] = ..., session_id: _Optional[str] = ..., mvc_calculation_method: _Optional[str] = ..., mvc_threshold_percentage: _Optional[float] = ..., mvc_user_left_quad: _Optional[float] = ..., mvc_user_right_quad: _Optional[float] = ..., performance_weights: _Optional[_Union[_common_pb2.PerformanceWeights, _Mapping]] = ..., duration_threshold_seconds: _Optional[float] = ..., duration_threshold_left_quad: _Optional[float] = ..., duration_threshold_right_quad: _Optional[float] = ..., target_contractions_per_muscle: _Optional[int] = ..., rest_period_between_contractions_seconds: _Optional[int] = ..., rest_period_between_sets_seconds: _Optional[int] = ..., bfr_enabled: _Optional[bool] = ..., bfr_target_pressure_aop: _Optional[float] = ..., game_difficulty_level: _Optional[int] = ..., visual_feedback_enabled: _Optional[bool] = ..., audio_feedback_enabled: _Optional[bool] = ..., real_time_mvc_display: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., calibration_id: _Optional[str] = ..., calibration_source: _Optional[str] = ..., value_sources: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class GetPatientProgressRequest(_message.Message):
     __slots__ = ("patient_id", "date_from", "date_to")

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from ghostly.common.v1 import common_pb2 as ghostly_dot_common_dot_v1_dot_common__pb2
 from ghostly.statistics.v1 import statistics_pb2 as ghostly_dot_statistics_dot_v1_dot_statistics__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -82,6 +83,26 @@ class StatisticsServiceStub:
                 request_serializer=ghostly_dot_statistics_dot_v1_dot_statistics__pb2.BatchGetSessionStatisticsRequest.SerializeToString,
                 response_deserializer=ghostly_dot_statistics_dot_v1_dot_statistics__pb2.BatchGetSessionStatisticsResponse.FromString,
                 _registered_method=True)
+        self.GetPatient = channel.unary_unary(
+                '/ghostly.statistics.v1.StatisticsService/GetPatient',
+                request_serializer=ghostly_dot_statistics_dot_v1_dot_statistics__pb2.GetPatientRequest.SerializeToString,
+                response_deserializer=ghostly_dot_common_dot_v1_dot_common__pb2.Patient.FromString,
+                _registered_method=True)
+        self.ListPatients = channel.unary_unary(
+                '/ghostly.statistics.v1.StatisticsService/ListPatients',
+                request_serializer=ghostly_dot_statistics_dot_v1_dot_statistics__pb2.ListPatientsRequest.SerializeToString,
+                response_deserializer=ghostly_dot_statistics_dot_v1_dot_statistics__pb2.ListPatientsResponse.FromString,
+                _registered_method=True)
+        self.ListPatientCalibrations = channel.unary_unary(
+                '/ghostly.statistics.v1.StatisticsService/ListPatientCalibrations',
+                request_serializer=ghostly_dot_statistics_dot_v1_dot_statistics__pb2.ListPatientCalibrationsRequest.SerializeToString,
+                response_deserializer=ghostly_dot_statistics_dot_v1_dot_statistics__pb2.ListPatientCalibrationsResponse.FromString,
+                _registered_method=True)
+        self.GetScoringConfig = channel.unary_unary(
+                '/ghostly.statistics.v1.StatisticsService/GetScoringConfig',
+                request_serializer=ghostly_dot_statistics_dot_v1_dot_statistics__pb2.GetScoringConfigRequest.SerializeToString,
+                response_deserializer=ghostly_dot_common_dot_v1_dot_common__pb2.ScoringConfig.FromString,
+                _registered_method=True)
 
 
 class StatisticsServiceServicer:
@@ -156,6 +177,37 @@ class StatisticsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPatient(self, request, context):
+        """One registered patient with the current calibration. NOT_FOUND for an unknown code or a
+        patient outside the therapist's caseload (same message).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPatients(self, request, context):
+        """Registered patients by patient code, with a cursor; a therapist sees their own caseload.
+        INVALID_ARGUMENT for a bad cursor or page size.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPatientCalibrations(self, request, context):
+        """A patient's calibrations, newest (= current) first. NOT_FOUND as GetPatient.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetScoringConfig(self, request, context):
+        """The current trial-wide scoring configuration, or the given version. NOT_FOUND for an
+        unknown version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StatisticsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -203,6 +255,26 @@ def add_StatisticsServiceServicer_to_server(servicer, server):
                     servicer.BatchGetSessionStatistics,
                     request_deserializer=ghostly_dot_statistics_dot_v1_dot_statistics__pb2.BatchGetSessionStatisticsRequest.FromString,
                     response_serializer=ghostly_dot_statistics_dot_v1_dot_statistics__pb2.BatchGetSessionStatisticsResponse.SerializeToString,
+            ),
+            'GetPatient': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPatient,
+                    request_deserializer=ghostly_dot_statistics_dot_v1_dot_statistics__pb2.GetPatientRequest.FromString,
+                    response_serializer=ghostly_dot_common_dot_v1_dot_common__pb2.Patient.SerializeToString,
+            ),
+            'ListPatients': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPatients,
+                    request_deserializer=ghostly_dot_statistics_dot_v1_dot_statistics__pb2.ListPatientsRequest.FromString,
+                    response_serializer=ghostly_dot_statistics_dot_v1_dot_statistics__pb2.ListPatientsResponse.SerializeToString,
+            ),
+            'ListPatientCalibrations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPatientCalibrations,
+                    request_deserializer=ghostly_dot_statistics_dot_v1_dot_statistics__pb2.ListPatientCalibrationsRequest.FromString,
+                    response_serializer=ghostly_dot_statistics_dot_v1_dot_statistics__pb2.ListPatientCalibrationsResponse.SerializeToString,
+            ),
+            'GetScoringConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetScoringConfig,
+                    request_deserializer=ghostly_dot_statistics_dot_v1_dot_statistics__pb2.GetScoringConfigRequest.FromString,
+                    response_serializer=ghostly_dot_common_dot_v1_dot_common__pb2.ScoringConfig.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -451,6 +523,114 @@ class StatisticsService:
             '/ghostly.statistics.v1.StatisticsService/BatchGetSessionStatistics',
             ghostly_dot_statistics_dot_v1_dot_statistics__pb2.BatchGetSessionStatisticsRequest.SerializeToString,
             ghostly_dot_statistics_dot_v1_dot_statistics__pb2.BatchGetSessionStatisticsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPatient(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ghostly.statistics.v1.StatisticsService/GetPatient',
+            ghostly_dot_statistics_dot_v1_dot_statistics__pb2.GetPatientRequest.SerializeToString,
+            ghostly_dot_common_dot_v1_dot_common__pb2.Patient.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPatients(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ghostly.statistics.v1.StatisticsService/ListPatients',
+            ghostly_dot_statistics_dot_v1_dot_statistics__pb2.ListPatientsRequest.SerializeToString,
+            ghostly_dot_statistics_dot_v1_dot_statistics__pb2.ListPatientsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPatientCalibrations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ghostly.statistics.v1.StatisticsService/ListPatientCalibrations',
+            ghostly_dot_statistics_dot_v1_dot_statistics__pb2.ListPatientCalibrationsRequest.SerializeToString,
+            ghostly_dot_statistics_dot_v1_dot_statistics__pb2.ListPatientCalibrationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetScoringConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ghostly.statistics.v1.StatisticsService/GetScoringConfig',
+            ghostly_dot_statistics_dot_v1_dot_statistics__pb2.GetScoringConfigRequest.SerializeToString,
+            ghostly_dot_common_dot_v1_dot_common__pb2.ScoringConfig.FromString,
             options,
             channel_credentials,
             insecure,
