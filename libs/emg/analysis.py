@@ -55,7 +55,7 @@ class ChannelAnalysis:
     mvc_rms_value: float  # the MVC reference (envelope V RMS) used for the intensity criterion
     mvc_confidence_score: float
     mvc_calculation_method: str  # 'backend_95percentile' | 'user_defined'
-    mvc_source: str  # 'user_muscle' | 'session' | 'backend' | 'backend_fallback_no_contractions'
+    mvc_source: str  # 'user_muscle' | 'patient_calibration' | 'session' | 'backend' | 'backend_fallback_no_contractions'
     total_contractions: int
     good_contractions_intensity: int
     good_contractions_duration: int
@@ -155,7 +155,10 @@ def _mvc(settings: AnalysisSettings, mc: MuscleChannel, env: np.ndarray, det: cx
             conf = 0.5
             warnings.append(f"{mc.name}: user MVC {mvc:.3g} is inconsistent with observed peaks "
                             f"(max {max(peaks):.3g}); confidence lowered to 0.5.")
-        return mvc, "user_defined", chosen[1], conf
+        source = chosen[1]
+        if user is not None:
+            source = settings.per_muscle(settings.mvc_sources, mc.name, mc.side) or source  # type: ignore[arg-type]
+        return mvc, "user_defined", source, conf
     est = cx.backend_mvc(env, det.contractions, settings.processing.mvc_percentile)
     if est is not None:
         conf = cx.mvc_confidence(len(det.contractions), q.snr_factor, q.artifact_factor)
@@ -406,15 +409,26 @@ def analyze(recording: Recording, settings: AnalysisSettings | None = None,
             return None
         return {k: getattr(c, k) for k in ("completion_rate", "intensity_rate", "duration_rate", "muscle_compliance_score")}
 
-    if settings.game_points is None and recording.metadata.game_score is not None:
-        warnings.append(f"Game points not provided; the file's SUBJECTS:GAME_SCORE ({recording.metadata.game_score:g}) "
-                        "is not used because its scale relative to game_points_max is unknown.")
+    game_points, game_points_max = settings.game_points, settings.game_points_max
+    md = recording.metadata
+    if game_points is None and md.game_score is not None:
+        level_max = settings.game_points_max_by_level.get(md.game_level) if md.game_level is not None else None
+        if level_max is not None and md.game_score >= 0:
+            # The trial configuration knows the scale of this level: the file's score counts.
+            game_points, game_points_max = int(round(md.game_score)), level_max
+            warnings.append(f"Game points taken from the file: SUBJECTS:GAME_SCORE {md.game_score:g} of "
+                            f"{level_max} at level {md.game_level} (scoring configuration).")
+        else:
+            warnings.append(f"Game points not provided; the file's SUBJECTS:GAME_SCORE ({md.game_score:g}) "
+                            f"is not used because the scoring configuration defines no maximum for game level "
+                            f"{md.game_level if md.game_level is not None else 'unknown'}.")
     perf = scoring.performance(
         side_rates(by_side.get("left")), side_rates(by_side.get("right")),
-        rpe=settings.rpe, bfr_pressure_aop=settings.bfr_pressure_aop, game_points=settings.game_points,
-        game_points_max=settings.game_points_max, weights=settings.performance_weights,
+        rpe=settings.rpe, bfr_pressure_aop=settings.bfr_pressure_aop, game_points=game_points,
+        game_points_max=game_points_max, weights=settings.performance_weights,
         bfr_range=settings.bfr_gate_range, session_duration_minutes=recording.duration_s / 60.0,
         unusable_sides={k: v for k, v in unusable.items() if k not in by_side},
+        rpe_effort=settings.rpe_effort,
     )
     if perf.overall_performance_score is None:
         warnings.append("Session not scored: " + "; ".join(f"{k} ({v})" for k, v in perf.components_excluded.items()))

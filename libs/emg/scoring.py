@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from .errors import SettingsError
-from .settings import _check_weights
+from .settings import _check_weights, default_rpe_effort
 
 COMPONENTS = ("compliance", "symmetry", "effort", "game")
 
@@ -37,19 +37,14 @@ def rates(total: int, good_intensity: int, good_duration: int, target: int) -> t
     return completion, good_intensity / total, good_duration / total
 
 
-def effort_score(rpe: int | None) -> float | None:
-    """Borg CR10 post-session RPE -> 0-100: 4-6 -> 100, 3/7 -> 80, 2/8 -> 60, 0-1/9-10 -> 20."""
+def effort_score(rpe: int | None, table: dict[int, float] | None = None) -> float | None:
+    """Borg CR10 post-session RPE -> 0-100 through the trial's table (default: 4-6 -> 100,
+    3/7 -> 80, 2/8 -> 60, 0-1/9-10 -> 20; see settings.default_rpe_effort)."""
     if rpe is None:
         return None
     if not isinstance(rpe, int) or not 0 <= rpe <= 10:
         raise SettingsError(f"RPE must be an integer 0..10, got {rpe!r}.")
-    if 4 <= rpe <= 6:
-        return 100.0
-    if rpe in (3, 7):
-        return 80.0
-    if rpe in (2, 8):
-        return 60.0
-    return 20.0
+    return float((table or default_rpe_effort())[rpe])
 
 
 def bfr_gate(pressure_aop: float | None, low: float = 45.0, high: float = 55.0) -> float | None:
@@ -141,7 +136,8 @@ def performance(left: dict | None, right: dict | None, *, rpe: int | None, bfr_p
                 game_points: int | None, game_points_max: int, weights: dict[str, float],
                 bfr_range: tuple[float, float] = (45.0, 55.0),
                 session_duration_minutes: float | None = None,
-                unusable_sides: dict[str, str] | None = None) -> PerformanceResult:
+                unusable_sides: dict[str, str] | None = None,
+                rpe_effort: dict[int, float] | None = None) -> PerformanceResult:
     """Session score from per-side rates.
 
     ``left``/``right``: dicts with completion_rate, intensity_rate, duration_rate and
@@ -174,7 +170,7 @@ def performance(left: dict | None, right: dict | None, *, rpe: int | None, bfr_p
         s_sym = None
         reasons["symmetry"] = "needs both a left and a right muscle" + (
             " (" + "; ".join(unusable.values()) + ")" if unusable else "")
-    s_eff = effort_score(rpe)
+    s_eff = effort_score(rpe, rpe_effort)
     if s_eff is None:
         reasons["effort"] = "post-session RPE missing"
     s_game = game_score(game_points, game_points_max)

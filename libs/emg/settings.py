@@ -113,6 +113,11 @@ class ProcessingParams:
             raise SettingsError("clip_min_samples must be >= 2 (one sample at the maximum is not clipping).")
 
 
+def default_rpe_effort() -> dict[int, float]:
+    """Borg CR10 post-session RPE -> S_effort: 4-6 -> 100, 3/7 -> 80, 2/8 -> 60, 0-1/9-10 -> 20."""
+    return {0: 20.0, 1: 20.0, 2: 60.0, 3: 80.0, 4: 100.0, 5: 100.0, 6: 100.0, 7: 80.0, 8: 60.0, 9: 20.0, 10: 20.0}
+
+
 def _default_performance_weights() -> dict[str, float]:
     return {"compliance": 0.40, "symmetry": 0.25, "effort": 0.20, "game": 0.15}
 
@@ -138,6 +143,10 @@ class AnalysisSettings:
     bfr_gate_range: tuple[float, float] = (45.0, 55.0)  # inclusive safe range (% AOP)
     game_points: int | None = None  # points achieved in the game
     game_points_max: int = 1000  # max points at the played difficulty
+    # Trial scoring configuration (versioned in the database; these are version 1's values).
+    rpe_effort: dict[int, float] = field(default_factory=default_rpe_effort)  # Borg CR10 RPE -> S_effort
+    game_points_max_by_level: dict[int, int] = field(default_factory=dict)  # C3D game level -> max points
+    mvc_sources: dict[str, str] = field(default_factory=dict)  # per muscle/side: label of a given MVC's origin
     channel_map: dict[str, str] | None = None  # {muscle: 'left'|'right'}; None = CH1 left, CH2 right
     processing: ProcessingParams = field(default_factory=ProcessingParams)
 
@@ -171,6 +180,17 @@ class AnalysisSettings:
             raise SettingsError(f"game_points must be an integer >= 0, got {self.game_points!r}.")
         if not isinstance(self.game_points_max, int) or self.game_points_max <= 0:
             raise SettingsError(f"game_points_max must be a positive integer, got {self.game_points_max!r}.")
+        if set(self.rpe_effort) != set(range(11)):
+            raise SettingsError("rpe_effort must give S_effort for every RPE 0..10 exactly once, got keys "
+                                f"{sorted(self.rpe_effort)}.")
+        for rpe, score in self.rpe_effort.items():
+            if not isinstance(score, (int, float)) or not math.isfinite(score) or not 0 <= score <= 100:
+                raise SettingsError(f"rpe_effort[{rpe}] must be a score 0..100, got {score!r}.")
+        for level, pts in self.game_points_max_by_level.items():
+            if not isinstance(level, int) or not 1 <= level <= 10:
+                raise SettingsError(f"game_points_max_by_level: level must be 1..10, got {level!r}.")
+            if not isinstance(pts, int) or isinstance(pts, bool) or pts <= 0:
+                raise SettingsError(f"game_points_max_by_level[{level}] must be a positive integer, got {pts!r}.")
         if self.channel_map is not None:
             for k, side in self.channel_map.items():
                 if side not in ("left", "right"):

@@ -38,7 +38,13 @@ def options_overrides(o: ingest_pb2.AnalysisOptions) -> dict[str, Any]:
 
 
 def settings_from_request(meta: ingest_pb2.SessionMetadata) -> AnalysisSettings:
-    """AnalysisSettings for a new session. Invalid values raise SettingsError (INVALID_ARGUMENT)."""
+    """AnalysisSettings of what the request alone sets (validation before anything is stored).
+    Invalid values raise SettingsError (INVALID_ARGUMENT)."""
+    return AnalysisSettings(**request_kwargs(meta))
+
+
+def request_kwargs(meta: ingest_pb2.SessionMetadata) -> dict[str, Any]:
+    """AnalysisSettings keyword arguments the session's request sets (unset: not present)."""
     kwargs = options_overrides(meta.options)
     kwargs["rpe"] = _opt(meta, "rpe_post_session")
     kwargs["game_points"] = _opt(meta, "game_points")
@@ -46,13 +52,20 @@ def settings_from_request(meta: ingest_pb2.SessionMetadata) -> AnalysisSettings:
         kwargs["game_points_max"] = v
     if meta.HasField("bfr"):
         kwargs["bfr_pressure_aop"] = meta.bfr.actual_pressure_aop
-    return AnalysisSettings(**kwargs)
+    return kwargs
 
 
 def settings_from_rows(settings_row, score_row, bfr_row,
                        overrides: dict[str, Any] | None = None) -> AnalysisSettings:
     """Rebuild the inputs a session was analysed with from session_settings, performance_scores
     and bfr_monitoring, then apply `overrides` (Reprocess options)."""
+    return AnalysisSettings(**kwargs_from_rows(settings_row, score_row, bfr_row, overrides))
+
+
+def kwargs_from_rows(settings_row, score_row, bfr_row, overrides: dict[str, Any] | None = None,
+                     outcome_row=None) -> dict[str, Any]:
+    """settings_from_rows as keyword arguments; a recorded post-session outcome wins over the
+    values given at upload."""
     kwargs: dict[str, Any] = {}
     if settings_row is not None:
         kwargs["mvc_threshold_percentage"] = settings_row["mvc_threshold_percentage"]
@@ -79,5 +92,10 @@ def settings_from_rows(settings_row, score_row, bfr_row,
         kwargs["bfr_pressure_aop"] = score_row["bfr_pressure_aop"]
     if kwargs.get("bfr_pressure_aop") is None and bfr_row is not None:
         kwargs["bfr_pressure_aop"] = bfr_row["actual_pressure_aop"]
+    if outcome_row is not None:
+        for col, key in (("rpe_post_session", "rpe"), ("game_points", "game_points"),
+                         ("game_points_max", "game_points_max"), ("bfr_actual_pressure_aop", "bfr_pressure_aop")):
+            if outcome_row[col] is not None:
+                kwargs[key] = outcome_row[col]
     kwargs.update(overrides or {})
-    return AnalysisSettings(**kwargs)
+    return kwargs

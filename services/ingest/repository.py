@@ -12,6 +12,7 @@ import asyncpg
 
 from libs.db import signal_cache
 from libs.emg import PROCESSING_PIPELINE, AnalysisSettings, SessionAnalysis
+from libs.emg.scoring import PerformanceResult
 
 SESSION_TYPES = {1: "baseline", 2: "training", 3: "assessment"}
 
@@ -102,10 +103,9 @@ async def _delete_statistics(conn: asyncpg.Connection, session_id: uuid.UUID) ->
     await conn.execute("DELETE FROM performance_scores WHERE session_id = $1", session_id)
 
 
-def _weights_json(analysis: SessionAnalysis, settings: AnalysisSettings) -> dict[str, Any]:
-    perf = analysis.performance
-    out: dict[str, Any] = {k: float(perf.effective_weights.get(k, 0.0)) for k in settings.performance_weights}
-    out["requested"] = dict(settings.performance_weights)
+def weights_json(perf: PerformanceResult, requested: dict[str, float]) -> dict[str, Any]:
+    out: dict[str, Any] = {k: float(perf.effective_weights.get(k, 0.0)) for k in requested}
+    out["requested"] = dict(requested)
     out["excluded"] = dict(perf.components_excluded)
     return out
 
@@ -127,7 +127,9 @@ def _analysis_details(ch, analysis: SessionAnalysis) -> dict[str, Any]:
 async def write_results(conn: asyncpg.Connection, session_id: uuid.UUID, analysis: SessionAnalysis,
                         settings: AnalysisSettings, *, bfr: dict[str, Any] | None,
                         game_difficulty_level: int | None, processing_time_ms: int,
-                        game_metadata: dict[str, Any]) -> None:
+                        game_metadata: dict[str, Any], scoring_config_version: int = 1,
+                        calibration_id: uuid.UUID | None = None, value_sources: dict[str, str] | None = None,
+                        bfr_target: float | None = None) -> None:
     """Replace every derived row of the session and mark it completed, atomically."""
     rec = analysis.recording
     async with conn.transaction():
@@ -184,19 +186,26 @@ async def write_results(conn: asyncpg.Connection, session_id: uuid.UUID, analysi
                          "meets_duration", "is_good", "partially_masked", "masked_s"])
 
         if analysis.performance.overall_performance_score is not None:
-            await _insert_score(conn, session_id, analysis, settings)
+            await _insert_score(conn, session_id, analysis, settings, scoring_config_version)
         # else: nothing measurable (no usable EMG channel, no RPE or game): completed, not scored.
 
         await upsert_settings(conn, session_id, settings, game_difficulty_level=game_difficulty_level,
-                              bfr_target=(bfr or {}).get("target_pressure_aop"))
+                              bfr_target=bfr_target if bfr_target is not None else (bfr or {}).get("target_pressure_aop"),
+                              calibration_id=calibration_id, value_sources=value_sources)
         if bfr is not None:
             await upsert_bfr(conn, session_id, bfr)
         await signal_cache.invalidate(conn, session_id, "session_reprocessed")
 
 
 async def _insert_score(conn: asyncpg.Connection, session_id: uuid.UUID, analysis: SessionAnalysis,
-                        settings: AnalysisSettings) -> None:
-    p = analysis.performance
+                        settings: AnalysisSettings, scoring_config_version: int) -> None:
+    await insert_score(conn, session_id, analysis.performance, settings.performance_weights, scoring_config_version)
+
+
+async def insert_score(conn: asyncpg.Connection, session_id: uuid.UUID, p: PerformanceResult,
+                       requested_weights: dict[str, float], scoring_config_version: int) -> None:
+    """Write the session's performance_scores row (replacing any)."""
+    await conn.execute("DELETE FROM performance_scores WHERE session_id = $1", session_id)
     await conn.execute(
         """
         INSERT INTO performance_scores (session_id, overall_performance_score, compliance_score,
@@ -204,30 +213,32 @@ async def _insert_score(conn: asyncpg.Connection, session_id: uuid.UUID, analysi
             bfr_compliance_gate, rpe_post_session, game_points_achieved, game_points_maximum,
             session_duration_minutes, left_muscle_completion_rate, left_muscle_intensity_rate,
             left_muscle_duration_rate, right_muscle_completion_rate, right_muscle_intensity_rate,
-            right_muscle_duration_rate)
-        VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)
+            right_muscle_duration_rate, scoring_config_version)
+        VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20)
         """,
         session_id, p.overall_performance_score, p.compliance_score or 0.0, p.symmetry_score or 0.0,
-        p.effort_score or 0.0, p.game_score or 0.0, _weights_json(analysis, settings),
+        p.effort_score or 0.0, p.game_score or 0.0, weights_json(p, requested_weights),
         p.bfr_pressure_aop,
         # Not evaluated (no BFR pressure) is stored as 1.0 with bfr_pressure_aop NULL.
         1.0 if p.bfr_compliance_gate is None else p.bfr_compliance_gate,
         p.rpe_post_session, p.game_points_achieved or 0, p.game_points_maximum,
         p.session_duration_minutes, p.left_muscle_completion_rate, p.left_muscle_intensity_rate,
         p.left_muscle_duration_rate, p.right_muscle_completion_rate, p.right_muscle_intensity_rate,
-        p.right_muscle_duration_rate)
+        p.right_muscle_duration_rate, scoring_config_version)
 
 
 async def upsert_settings(conn: asyncpg.Connection, session_id: uuid.UUID, s: AnalysisSettings, *,
-                          game_difficulty_level: int | None, bfr_target: float | None) -> None:
+                          game_difficulty_level: int | None, bfr_target: float | None,
+                          calibration_id: uuid.UUID | None = None, value_sources: dict[str, str] | None = None) -> None:
     per = lambda table, side: table.get(side)  # noqa: E731 - sides are how the table stores muscles
     await conn.execute(
         """
         INSERT INTO session_settings (session_id, mvc_calculation_method, mvc_threshold_percentage,
             mvc_user_left_quad, mvc_user_right_quad, performance_weights, duration_threshold_seconds,
             duration_threshold_left_quad, duration_threshold_right_quad, target_contractions_per_muscle,
-            bfr_enabled, bfr_target_pressure_aop, game_difficulty_level)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, COALESCE($12, 50.0), COALESCE($13, 1))
+            bfr_enabled, bfr_target_pressure_aop, game_difficulty_level, calibration_id, value_sources)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, COALESCE($12, 50.0), COALESCE($13, 1), $14,
+                COALESCE($15, '{}'::jsonb))
         ON CONFLICT (session_id) DO UPDATE SET
             mvc_calculation_method = EXCLUDED.mvc_calculation_method,
             mvc_threshold_percentage = EXCLUDED.mvc_threshold_percentage,
@@ -241,13 +252,15 @@ async def upsert_settings(conn: asyncpg.Connection, session_id: uuid.UUID, s: An
             bfr_enabled = EXCLUDED.bfr_enabled,
             bfr_target_pressure_aop = COALESCE($12, session_settings.bfr_target_pressure_aop),
             game_difficulty_level = COALESCE($13, session_settings.game_difficulty_level),
+            calibration_id = EXCLUDED.calibration_id,
+            value_sources = COALESCE($15, session_settings.value_sources),
             updated_at = now()
         """,
         session_id, "user_defined" if s.mvc_user or s.mvc_session else "backend_calculated",
         s.mvc_threshold_percentage, per(s.mvc_user, "left"), per(s.mvc_user, "right"),
         dict(s.performance_weights), s.duration_threshold_s, per(s.duration_threshold, "left"),
         per(s.duration_threshold, "right"), s.target_contractions, s.bfr_pressure_aop is not None,
-        bfr_target, game_difficulty_level)
+        bfr_target, game_difficulty_level, calibration_id, value_sources)
 
 
 async def upsert_bfr(conn: asyncpg.Connection, session_id: uuid.UUID, b: dict[str, Any]) -> None:
@@ -267,7 +280,7 @@ async def upsert_bfr(conn: asyncpg.Connection, session_id: uuid.UUID, b: dict[st
 async def load_inputs(conn: asyncpg.Connection, session_id: uuid.UUID):
     """(session row, settings row, score row, bfr row) for re-processing."""
     session = await conn.fetchrow(
-        "SELECT id, file_path, file_hash, processing_version, processing_status FROM therapy_sessions WHERE id = $1",
+        "SELECT id, file_path, file_hash, processing_version, processing_status, patient_id FROM therapy_sessions WHERE id = $1",
         session_id)
     settings = await conn.fetchrow("SELECT * FROM session_settings WHERE session_id = $1", session_id)
     score = await conn.fetchrow("SELECT * FROM performance_scores WHERE session_id = $1", session_id)
@@ -277,3 +290,150 @@ async def load_inputs(conn: asyncpg.Connection, session_id: uuid.UUID):
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, default=str)
+
+
+# --------------------------------------------------------------------------- registry
+
+PATIENT_COLUMNS = ("p.id, p.patient_code, p.therapist_id, p.first_name, p.last_name, p.date_of_birth, p.active, "
+                   "p.created_at, p.deactivated_at")
+
+
+async def therapist_by_user(conn: asyncpg.Connection, user_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM therapists WHERE user_id = $1", user_id)
+
+
+async def therapist_exists(conn: asyncpg.Connection, therapist_id: uuid.UUID) -> bool:
+    return bool(await conn.fetchval("SELECT true FROM therapists WHERE id = $1", therapist_id))
+
+
+async def create_therapist(conn: asyncpg.Connection, user_id: uuid.UUID, first: str, last: str) -> asyncpg.Record | None:
+    """The new row, or None when the user id is already registered."""
+    return await conn.fetchrow(
+        "INSERT INTO therapists (user_id, first_name, last_name) VALUES ($1, $2, $3) "
+        "ON CONFLICT (user_id) DO NOTHING RETURNING *", user_id, first, last)
+
+
+async def patient(conn: asyncpg.Connection, code: str, *, for_update: bool = False) -> asyncpg.Record | None:
+    lock = " FOR UPDATE OF p" if for_update else ""
+    return await conn.fetchrow(
+        f"SELECT {PATIENT_COLUMNS}, t.user_id AS therapist_user_id, "
+        f"(SELECT count(*) FROM therapy_sessions s WHERE s.patient_id = p.patient_code) AS session_count "
+        f"FROM patients p JOIN therapists t ON t.id = p.therapist_id WHERE p.patient_code = $1{lock}", code)
+
+
+async def create_patient(conn: asyncpg.Connection, code: str | None, therapist_id: uuid.UUID, first: str,
+                         last: str, dob) -> asyncpg.Record | None:
+    """The new patient's code, or None when the code is taken."""
+    if code:
+        return await conn.fetchval(
+            "INSERT INTO patients (patient_code, therapist_id, first_name, last_name, date_of_birth) "
+            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (patient_code) DO NOTHING RETURNING patient_code",
+            code, therapist_id, first, last, dob)
+    # Generated codes (P001, ...) may collide with codes chosen by hand: take the next free one.
+    for _ in range(1000):
+        got = await conn.fetchval(
+            "INSERT INTO patients (therapist_id, first_name, last_name, date_of_birth) VALUES ($1, $2, $3, $4) "
+            "ON CONFLICT (patient_code) DO NOTHING RETURNING patient_code", therapist_id, first, last, dob)
+        if got:
+            return got
+    raise RuntimeError("no free generated patient code")
+
+
+async def update_patient(conn: asyncpg.Connection, code: str, changes: dict[str, Any]) -> None:
+    sets = ", ".join(f"{col} = ${i + 2}" for i, col in enumerate(changes))
+    await conn.execute(f"UPDATE patients SET {sets} WHERE patient_code = $1", code, *changes.values())
+
+
+async def deactivate_patient(conn: asyncpg.Connection, code: str) -> None:
+    await conn.execute("UPDATE patients SET active = false, deactivated_at = now() "
+                       "WHERE patient_code = $1 AND active", code)
+
+
+# --------------------------------------------------------------------------- calibration
+
+async def current_calibration(conn: asyncpg.Connection, code: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM patient_calibrations WHERE patient_code = $1 ORDER BY created_at DESC, id DESC LIMIT 1", code)
+
+
+async def insert_calibration(conn: asyncpg.Connection, code: str, values: dict[str, Any], *, source: str,
+                             source_session_id: uuid.UUID | None, rule: str | None, created_by: str,
+                             created_by_role: str, notes: str | None) -> asyncpg.Record:
+    cols = list(values)
+    args = [values[c] for c in cols]
+    fixed = ["patient_code", "source", "source_session_id", "rule", "created_by", "created_by_role", "notes"]
+    names = cols + fixed
+    ph = ", ".join(f"${i + 1}" for i in range(len(names)))
+    return await conn.fetchrow(
+        f"INSERT INTO patient_calibrations ({', '.join(names)}) VALUES ({ph}) RETURNING *",
+        *args, code, source, source_session_id, rule, created_by, created_by_role, notes)
+
+
+async def strongest_peaks(conn: asyncpg.Connection, session_id: uuid.UUID) -> dict[str, dict[str, Any]]:
+    """Per channel of a session: side, usable, flags and the peaks of its contractions that no
+    artefact touched, strongest first."""
+    rows = await conn.fetch(
+        """
+        SELECT e.channel_name, e.side, e.usable, e.signal_flags,
+               COALESCE(array_agg(c.peak_amplitude ORDER BY c.peak_amplitude DESC)
+                        FILTER (WHERE c.id IS NOT NULL AND NOT c.partially_masked), '{}') AS peaks
+        FROM emg_statistics e
+        LEFT JOIN emg_contractions c ON c.statistics_id = e.id
+        WHERE e.session_id = $1
+        GROUP BY e.id, e.channel_name, e.side, e.usable, e.signal_flags
+        """, session_id)
+    return {r["channel_name"]: dict(r) for r in rows}
+
+
+# --------------------------------------------------------------------------- scoring configuration
+
+async def scoring_config(conn: asyncpg.Connection, version: int | None = None) -> asyncpg.Record:
+    """The given version, or the current (highest) one."""
+    if version is None:
+        return await conn.fetchrow("SELECT * FROM scoring_config ORDER BY version DESC LIMIT 1")
+    return await conn.fetchrow("SELECT * FROM scoring_config WHERE version = $1", version)
+
+
+async def insert_scoring_config(conn: asyncpg.Connection, config: dict[str, Any], created_by: str,
+                                notes: str | None) -> asyncpg.Record:
+    """The next version (writers serialised on the table, so versions never collide)."""
+    async with conn.transaction():
+        await conn.execute("LOCK TABLE scoring_config IN SHARE ROW EXCLUSIVE MODE")
+        return await conn.fetchrow(
+            "INSERT INTO scoring_config (version, config, created_by, notes) "
+            "SELECT COALESCE(max(version), 0) + 1, $1, $2, $3 FROM scoring_config RETURNING *",
+            config, created_by, notes)
+
+
+# --------------------------------------------------------------------------- post-session outcomes
+
+async def lock_session(conn: asyncpg.Connection, session_id: uuid.UUID) -> asyncpg.Record | None:
+    """The session row, locked until the transaction ends (one writer per session at a time)."""
+    return await conn.fetchrow(
+        "SELECT id, patient_id, processing_status, game_metadata FROM therapy_sessions WHERE id = $1 FOR UPDATE",
+        session_id)
+
+
+async def scoring_inputs(conn: asyncpg.Connection, session_id: uuid.UUID):
+    """(channel statistics rows, score row, outcome row, settings row, bfr row) of a session."""
+    channels = await conn.fetch(
+        "SELECT channel_name, side, usable, signal_flags, completion_rate, intensity_rate, duration_rate, "
+        "muscle_compliance_score FROM emg_statistics WHERE session_id = $1 ORDER BY channel_name", session_id)
+    score = await conn.fetchrow("SELECT * FROM performance_scores WHERE session_id = $1", session_id)
+    outcome = await conn.fetchrow("SELECT * FROM session_outcomes WHERE session_id = $1", session_id)
+    settings = await conn.fetchrow("SELECT * FROM session_settings WHERE session_id = $1", session_id)
+    bfr = await conn.fetchrow("SELECT * FROM bfr_monitoring WHERE session_id = $1", session_id)
+    return channels, score, outcome, settings, bfr
+
+
+async def upsert_outcome(conn: asyncpg.Connection, session_id: uuid.UUID, values: dict[str, Any],
+                         recorded_by: str) -> asyncpg.Record:
+    cols = ["rpe_post_session", "game_points", "game_points_max", "bfr_actual_pressure_aop"]
+    return await conn.fetchrow(
+        f"""
+        INSERT INTO session_outcomes (session_id, {', '.join(cols)}, recorded_by, recorded_at)
+        VALUES ($1, $2, $3, $4, $5, $6, now())
+        ON CONFLICT (session_id) DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in cols)},
+            recorded_by = EXCLUDED.recorded_by, recorded_at = now()
+        RETURNING *
+        """, session_id, *[values.get(c) for c in cols], recorded_by)

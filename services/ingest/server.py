@@ -8,15 +8,23 @@ from libs import auth
 from libs.grpc_server import ServiceContext, ServiceSpec
 
 FULL_NAME = ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name
+PATIENTS_FULL_NAME = ingest_pb2.DESCRIPTOR.services_by_name["PatientService"].full_name
+CLINIC = auth.WRITERS | {"therapist"}  # therapists: own caseload only (checked by the servicers)
 
 
 async def register(server: grpc.aio.Server, context: ServiceContext) -> None:
+    from services.ingest.patients import PatientServicer
     from services.ingest.servicer import build
     ingest_pb2_grpc.add_IngestServiceServicer_to_server(await build(context), server)
+    ingest_pb2_grpc.add_PatientServiceServicer_to_server(PatientServicer(context.pool), server)
 
 
-SPEC = ServiceSpec(name="ingest", full_names=(FULL_NAME,), register=register, permissions={
-    # Only admins and services (the storage-event bridge) write; researchers may follow status.
+SPEC = ServiceSpec(name="ingest", full_names=(FULL_NAME, PATIENTS_FULL_NAME), register=register, permissions={
+    # Only admins and services (the storage-event bridge) ingest; researchers may follow status.
     "Upload": auth.WRITERS, "IngestStoredFile": auth.WRITERS, "Reprocess": auth.WRITERS,
     "GetProcessingStatus": auth.WRITERS | {"researcher"},
+    "RecordSessionOutcome": CLINIC, "SetScoringConfig": frozenset({"admin"}),
+    # Registry and calibration: therapists for their own caseload; researchers only read.
+    "CreateTherapist": auth.WRITERS, "CreatePatient": CLINIC, "UpdatePatient": CLINIC,
+    "DeactivatePatient": CLINIC, "SetPatientCalibration": CLINIC, "CalibrateFromSession": CLINIC,
 })

@@ -20,7 +20,11 @@ from libs.grpc_server import ServiceContext
 from libs.grpc_server.interceptor import is_connection_error
 from libs.storage import ContentStore, StoredObject, validate_relative_path
 from services.ingest import events, repository as repo
-from services.ingest.options import options_overrides, settings_from_request, settings_from_rows
+from libs import auth
+from libs.scoring_config import ScoringConfig
+from services.ingest import outcomes
+from services.ingest import plan as plan_mod
+from services.ingest.options import options_overrides, settings_from_request
 from services.ingest.worker import AnalysisPool
 
 log = logging.getLogger("ghostly.ingest")
@@ -61,7 +65,7 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def bfr_row(meta: ingest_pb2.SessionMetadata) -> dict[str, Any] | None:
+def bfr_row(meta: ingest_pb2.SessionMetadata, gate: tuple[float, float] = (45.0, 55.0)) -> dict[str, Any] | None:
     """bfr_monitoring values from the request (None when the session had no BFR)."""
     if not meta.HasField("bfr"):
         return None
@@ -84,7 +88,7 @@ def bfr_row(meta: ingest_pb2.SessionMetadata) -> dict[str, Any] | None:
     for col in ("target_pressure_aop", "actual_pressure_aop"):
         if not 0 <= out[col] <= 100:
             raise InvalidArgument(f"bfr.{col} must be a percentage of AOP in [0, 100], got {out[col]}")
-    lo, hi = 45.0, 55.0
+    lo, hi = gate  # the scoring configuration's gate (callers that know it pass it)
     out["safety_gate_status"] = lo <= out["actual_pressure_aop"] <= hi
     out["safety_violations_count"] = out["safety_violations_count"] or 0
     if b.device_calibration_date:
@@ -205,7 +209,8 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
 
         async def one(sid: uuid.UUID):
             async with gate:
-                return sid, await self._reprocess_one(sid, overrides)
+                return sid, await self._reprocess_one(sid, overrides, apply_calibration=request.apply_current_calibration,
+                                                      apply_config=request.apply_current_scoring_config)
 
         tasks = [asyncio.create_task(one(sid)) for sid in ids]
         done = failed = 0
@@ -225,6 +230,19 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             # finishes its own transaction (nothing half-written).
             for t in tasks:
                 t.cancel()
+
+    async def RecordSessionOutcome(self, request: ingest_pb2.RecordSessionOutcomeRequest,
+                                   context) -> ingest_pb2.SessionOutcomeReply:
+        async with self.db.acquire() as conn:
+            return await outcomes.record(conn, request)
+
+    async def SetScoringConfig(self, request: ingest_pb2.SetScoringConfigRequest, context) -> common_pb2.ScoringConfig:
+        if not request.HasField("config"):
+            raise InvalidArgument("config is required")
+        cfg = ScoringConfig.from_proto(request.config)
+        async with self.db.acquire() as conn:
+            row = await repo.insert_scoring_config(conn, cfg.to_json(), auth.current().subject, cfg.notes)
+        return ScoringConfig.from_row(row).to_proto()
 
     # -- internals -------------------------------------------------------------------------
     async def _existing(self, file_hash: str) -> ingest_pb2.IngestReply | None:
@@ -274,6 +292,11 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             protocol_day=meta.protocol_day if meta.HasField("protocol_day") else None,
             processing_version=PROCESSING_VERSION)
         level = meta.options.game_difficulty_level if meta.options.HasField("game_difficulty_level") else None
+        async with self.db.acquire() as conn:
+            settings = await plan_mod.for_upload(conn, patient, meta)
+        if bfr is not None:
+            lo, hi = settings.settings.bfr_gate_range
+            bfr["safety_gate_status"] = lo <= bfr["actual_pressure_aop"] <= hi
         try:
             async with self.db.acquire() as conn:
                 sid = await repo.claim(conn, header)
@@ -291,8 +314,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         # Once claimed, finish even if the caller goes away: no session is left 'processing'.
         return await asyncio.shield(self._process(sid, obj, settings, bfr, level, created=True))
 
-    async def _process(self, sid: uuid.UUID, obj: StoredObject, settings: AnalysisSettings, bfr: dict | None,
+    async def _process(self, sid: uuid.UUID, obj: StoredObject, plan: plan_mod.Plan, bfr: dict | None,
                        game_difficulty_level: int | None, *, created: bool) -> ingest_pb2.IngestReply:
+        settings = plan.settings
         t0 = time.perf_counter()
         try:
             with self.store.local_path(obj.path) as local:
@@ -312,7 +336,10 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             async def write(conn):
                 await repo.write_results(conn, sid, analysis, settings, bfr=bfr,
                                          game_difficulty_level=game_difficulty_level,
-                                         processing_time_ms=elapsed, game_metadata=metadata)
+                                         processing_time_ms=elapsed, game_metadata=metadata,
+                                         scoring_config_version=plan.config_version,
+                                         calibration_id=plan.calibration_id, value_sources=plan.value_sources,
+                                         bfr_target=plan.bfr_target)
             await self._write_or_settle(sid, write, created)
         except InvalidArgument:
             raise
@@ -340,7 +367,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             file_hash=obj.sha256, file_path=obj.path, file_size_bytes=obj.size_bytes,
             processing_version=analysis.processing_version, processing_time_ms=elapsed,
             overall_performance_score=analysis.performance.overall_performance_score,
-            warnings=analysis.warnings)
+            warnings=analysis.warnings + plan.warnings)
 
     async def _write_or_settle(self, sid: uuid.UUID, write, created: bool) -> None:
         """`write(conn)` now; if the database connection is lost and the session was claimed
@@ -393,7 +420,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
 
         self._when_database_back(f"settle-{sid}", attempt, f"session {sid} left 'processing'; Reprocess it")
 
-    def _resume_later(self, obj: StoredObject, settings: AnalysisSettings, bfr: dict | None,
+    def _resume_later(self, obj: StoredObject, settings: plan_mod.Plan, bfr: dict | None,
                       level: int | None) -> None:
         """After an ambiguous claim: when the database answers again, process the session if
         the claim did commit and the session is still 'processing' (an identical second run is
@@ -422,10 +449,17 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             for t in list(self.settling):
                 t.cancel()
 
-    async def _reprocess_one(self, sid: uuid.UUID, overrides: dict[str, Any]) -> str | None:
+    async def _reprocess_one(self, sid: uuid.UUID, overrides: dict[str, Any], *, apply_calibration: bool = False,
+                             apply_config: bool = False) -> str | None:
         """Recompute one session from its stored C3D. Returns an error message or None."""
         async with self.db.acquire() as conn:
             session, settings_row, score_row, bfr_row_ = await repo.load_inputs(conn, sid)
+            outcome_row = await conn.fetchrow("SELECT * FROM session_outcomes WHERE session_id = $1", sid)
+            plan = None
+            if session is not None:
+                plan = await plan_mod.for_reprocess(conn, session["patient_id"],
+                                                    (settings_row, score_row, bfr_row_, outcome_row), overrides,
+                                                    apply_calibration=apply_calibration, apply_config=apply_config)
         if session is None:
             return "session disappeared"
         try:
@@ -434,9 +468,8 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             return f"source file {session['file_path']} is missing from the content store"
         if obj.sha256 != session["file_hash"]:
             return f"source file {session['file_path']} no longer matches its file_hash (data loss)"
-        settings = settings_from_rows(settings_row, score_row, bfr_row_, overrides)
         try:
-            await self._process(sid, obj, settings, None, None, created=False)
+            await self._process(sid, obj, plan, None, None, created=False)
         except InvalidArgument as exc:
             return str(exc)
         return None

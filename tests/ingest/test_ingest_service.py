@@ -321,7 +321,7 @@ async def test_reprocess_only_outdated_brings_old_sessions_up_to_date(stub, db, 
     """Sessions analysed by an older algorithm (processing_version) are the only ones redone,
     and come back with the current version's statistics (signal flags included)."""
     replies = []
-    for seed in (41, 43):
+    for seed in (241, 243):  # seeds no other test uploads (same bytes = same session)
         data, name = synthetic_bytes(tmp_path, seed=seed)
         replies.append(await _upload(stub, data, name, patient))
     old, current = replies
@@ -331,7 +331,7 @@ async def test_reprocess_only_outdated_brings_old_sessions_up_to_date(stub, db, 
                      "WHERE session_id = $1::uuid", old.session_id)
     before = await db.fetchval("SELECT processed_at FROM therapy_sessions WHERE id = $1::uuid", current.session_id)
     progress = [m async for m in stub.Reprocess(ingest_pb2.ReprocessRequest(patient_code=patient, only_outdated=True))]
-    assert [m.session_id for m in progress[:-1]] == [old.session_id]
+    assert [m.session_id for m in progress[:-1]] == [old.session_id], progress
     assert progress[-1].done and progress[-1].total_count == 1 and progress[-1].failed_count == 0
     rows = await db.fetch("SELECT id::text, processing_version, processed_at FROM therapy_sessions "
                           "WHERE patient_id = $1", patient)
