@@ -141,7 +141,7 @@ def _jsonable(obj: Any) -> Any:
 
 
 def _mvc(settings: AnalysisSettings, mc: MuscleChannel, env: np.ndarray, det: cx.Detection,
-         q: QualityDetail, warnings: list[str]) -> tuple[float, str, str, float]:
+         q: QualityDetail, warnings: list[str], mask: np.ndarray) -> tuple[float, str, str, float]:
     """(mvc value, column method, source, confidence) following the priority rule."""
     user = settings.per_muscle(settings.mvc_user, mc.name, mc.side)
     chosen = (user, "user_muscle") if user is not None else (settings.mvc_session, "session")
@@ -155,11 +155,18 @@ def _mvc(settings: AnalysisSettings, mc: MuscleChannel, env: np.ndarray, det: cx
             conf = 0.5
             warnings.append(f"{mc.name}: user MVC {mvc:.3g} is inconsistent with observed peaks "
                             f"(max {max(peaks):.3g}); confidence lowered to 0.5.")
+        elif det.threshold_rule == "mvc" and det.strong_level_v is not None and det.strong_level_v < det.threshold_v:
+            # The MVC term kept activity out: right if it is background twitching, wrong if the
+            # MVC is (e.g. 10x) too high. Say which activity was set aside.
+            conf = 0.5
+            warnings.append(f"{mc.name}: the channel's strongest activity ({det.strong_level_v:.3g}) stays below "
+                            f"{settings.processing.mvc_onset_fraction:.0%} of the calibrated MVC {mvc:.3g}, so it "
+                            "was not counted; check the calibration if the patient did contract.")
         source = chosen[1]
         if user is not None:
             source = settings.per_muscle(settings.mvc_sources, mc.name, mc.side) or source  # type: ignore[arg-type]
         return mvc, "user_defined", source, conf
-    est = cx.backend_mvc(env, det.contractions, settings.processing.mvc_percentile)
+    est = cx.backend_mvc(env, det.contractions, settings.processing.mvc_percentile, mask)
     if est is not None:
         conf = cx.mvc_confidence(len(det.contractions), q.snr_factor, q.artifact_factor)
         return est, "backend_95percentile", "backend", conf
@@ -204,17 +211,20 @@ def _usability(p, mc: MuscleChannel, det: cx.Detection, q: QualityDetail, cond: 
     Order: flat (nothing but quantisation), mostly artefacts, no activity distinguishable from
     the noise floor (disconnected, or hum-only once the hum is removed), very weak activity.
     """
-    hum = " (hum-only: mains interference and nothing else)" if cond.mains.present else ""
     if rms_v is None or rms_v < p.flat_rms_v * unit_scale:
         return {fl.NO_USABLE_EMG}, f"flat signal (filtered RMS {(rms_v or 0.0) * 1e6 / unit_scale:.2g} uV)"
     if q.masked_fraction > p.max_masked_fraction:
         return {fl.NO_USABLE_EMG}, f"{q.masked_fraction:.0%} of the recording is artefacts"
     strong = det.strong_level_v
     if strong is None or det.baseline_v <= 0 or strong / det.baseline_v < p.min_activity_ratio:
-        ratio = "" if strong is None or det.baseline_v <= 0 else f", strongest activity {strong / det.baseline_v:.1f}x"
-        return {fl.NO_USABLE_EMG}, f"no muscle activity above the noise floor{ratio}{hum}; disconnected electrode?"
-    if strong < p.weak_signal_v * unit_scale:
-        return {fl.WEAK_SIGNAL}, f"very weak signal (strongest activity {strong * 1e6 / unit_scale:.3g} uV envelope)"
+        # No activity: an electrode fault only on positive evidence (hum or high noise at rest);
+        # a quiet, connected electrode on a resting muscle is scored (the patient did nothing).
+        if cond.mains.present and cond.mains.rest_share >= 0.5:
+            return {fl.NO_USABLE_EMG}, "hum-only: mains interference and no muscle activity; disconnected electrode?"
+        if q.noise_rms_v >= p.disconnected_noise_v * unit_scale:
+            return {fl.NO_USABLE_EMG}, (f"noise only ({q.noise_rms_v * 1e6 / unit_scale:.3g} uV RMS at rest, no muscle "
+                                        "activity); disconnected electrode or poor skin contact?")
+        return set(), None
     return set(), None
 
 
@@ -238,7 +248,7 @@ def _analyze_channel(rec: Recording, mc: MuscleChannel, raw: np.ndarray, filtere
     # low-level activity as noise).
     rest_level = max(det.threshold_terms["noise"], det.threshold_terms["floor"])
     q = qx.assess(filtered, env, mask, spans, rest_level, det.baseline_v, det.high_level_v, scratch)
-    mvc, method, source, conf = _mvc(settings, mc, env, det, q, warnings)
+    mvc, method, source, conf = _mvc(settings, mc, env, det, q, warnings, mask)
     dur_thr = settings.per_muscle(settings.duration_threshold, mc.name, mc.side) or settings.duration_threshold_s
     cx.classify(det.contractions, mvc, settings.mvc_threshold_percentage, dur_thr)
     total = len(det.contractions)
@@ -281,6 +291,9 @@ def _analyze_channel(rec: Recording, mc: MuscleChannel, raw: np.ndarray, filtere
     excluding, reason = _usability(p, mc, det, q, cond, desc.rms_v, unit_scale)
     flags |= excluding
     usable = not excluding
+    if usable and total == 0:
+        warnings.append(f"{mc.name}: no muscle activity detected on the {_electrode(mc)} channel; scored as no "
+                        "contractions. If the patient exercised this leg, check the electrode.")
     if reason:
         warnings.append(f"{mc.name}: {reason}: check the {_electrode(mc)} electrode. "
                         "This channel is excluded from symmetry and the overall score.")

@@ -58,13 +58,16 @@ def _fmt(v: object, spec: str = ".3g") -> str:
     return str(v)
 
 
-def _uv(v: float | None) -> str:
-    return "-" if v is None else f"{v * 1e6:.1f}"
+def _uv(v: float | None, unit: str = "V") -> str:
+    """A value in the channel's unit (V, mV, uV) shown in uV."""
+    from .analysis import _UNIT_SCALE
+
+    return "-" if v is None else f"{v * 1e6 / _UNIT_SCALE.get(unit.upper(), 1.0):.1f}"
 
 
 def _contraction_table(ch) -> list[str]:
     """One line per contraction: start, duration, peak (uV), % of MVC, criteria met."""
-    lines = [f"  {ch.channel_name}: {len(ch.contractions)} contraction(s); MVC {_uv(ch.mvc_rms_value)} uV "
+    lines = [f"  {ch.channel_name}: {len(ch.contractions)} contraction(s); MVC {_uv(ch.mvc_rms_value, ch.unit)} uV "
              f"({ch.mvc_source}), intensity >= {ch.mvc_threshold_percentage:.0%} MVC, "
              f"duration >= {ch.duration_threshold_seconds:g} s"]
     if not ch.contractions:
@@ -74,7 +77,7 @@ def _contraction_table(ch) -> list[str]:
         pct = f"{100 * c.peak_v / ch.mvc_rms_value:.0f}" if ch.mvc_rms_value > 0 else "-"
         met = [name for name, ok in (("intensity", c.meets_intensity), ("duration", c.meets_duration)) if ok]
         note = " (partially masked: {:.2f} s cut)".format(c.masked_s) if c.partially_masked else ""
-        lines.append(f"  {i:>4} {c.start_s:>9.2f} {c.duration_s:>7.2f} {c.peak_v * 1e6:>9.1f} {pct:>7}  "
+        lines.append(f"  {i:>4} {c.start_s:>9.2f} {c.duration_s:>7.2f} {_uv(c.peak_v, ch.unit):>9} {pct:>7}  "
                      f"{' + '.join(met) or 'none'}{note}")
     return lines
 
@@ -100,14 +103,14 @@ def format_text(res: SessionAnalysis) -> str:
         ("intensity rate", lambda c: f"{c.intensity_rate:.2f}"),
         ("duration rate", lambda c: f"{c.duration_rate:.2f}"),
         ("muscle compliance", lambda c: f"{c.muscle_compliance_score:.2f}"),
-        ("MVC (uV RMS)", lambda c: _uv(c.mvc_rms_value)), ("MVC source", lambda c: c.mvc_source),
+        ("MVC (uV RMS)", lambda c: _uv(c.mvc_rms_value, c.unit)), ("MVC source", lambda c: c.mvc_source),
         ("MVC confidence", lambda c: f"{c.mvc_confidence_score:.2f}"),
-        ("max peak (uV)", lambda c: _uv(c.mvc_peak_value)),
-        ("onset thr. (uV)", lambda c: _uv(c.detection["threshold_v"])),
-        ("offset thr. (uV)", lambda c: _uv(c.detection["offset_threshold_v"])),
+        ("max peak (uV)", lambda c: _uv(c.mvc_peak_value, c.unit)),
+        ("onset thr. (uV)", lambda c: _uv(c.detection["threshold_v"], c.unit)),
+        ("offset thr. (uV)", lambda c: _uv(c.detection["offset_threshold_v"], c.unit)),
         ("onset rule", lambda c: c.detection["threshold_rule"]),
-        ("noise floor (uV)", lambda c: _uv(c.detection["baseline_v"])),
-        ("strong level (uV)", lambda c: _uv(c.detection["strong_level_v"])),
+        ("noise floor (uV)", lambda c: _uv(c.detection["baseline_v"], c.unit)),
+        ("strong level (uV)", lambda c: _uv(c.detection["strong_level_v"], c.unit)),
         ("mains (Hz)", lambda c: _fmt(c.detection["mains"]["frequency_hz"], ".2f")
          if c.detection["mains"]["present"] else "-"),
         ("artifacts", lambda c: c.artifacts_detected), ("noise (dBuV)", lambda c: _fmt(c.noise_level_db, ".1f")),

@@ -140,12 +140,16 @@ def _burst_peaks(env: np.ndarray, valid: np.ndarray | None, starts: np.ndarray, 
     return np.maximum.reduceat(x, np.column_stack((starts, ends)).ravel())[::2]
 
 
+STRONG_MIN_BURSTS, STRONG_MAX_BURSTS = 3, 10
+
+
 def strong_level(peaks: np.ndarray, top_fraction: float) -> float | None:
-    """Median peak of the strongest ``top_fraction`` of the bursts, at least three of them
-    (all when fewer), so one outlier burst does not set the level."""
+    """Median peak of the strongest ``top_fraction`` of the bursts, at least three of them (all
+    when fewer: one outlier burst does not set the level) and at most ten (hundreds of
+    background bursts do not pull it down to their own level)."""
     if peaks.size == 0:
         return None
-    k = min(peaks.size, max(3, int(np.ceil(peaks.size * top_fraction))))
+    k = min(peaks.size, max(STRONG_MIN_BURSTS, min(STRONG_MAX_BURSTS, int(np.ceil(peaks.size * top_fraction)))))
     return float(np.median(np.sort(peaks)[-k:]))
 
 
@@ -174,7 +178,9 @@ def detect(env: np.ndarray, mask: np.ndarray, rate: float, params: ProcessingPar
     rule = max(terms, key=lambda k: terms[k])
     on = terms[rule]
     off = max(params.offset_fraction * on, noise_off)
-    starts, ends = hysteresis(env, valid, on, off)
+    # Masked samples may trigger here: a contraction hidden by an artefact is then counted as
+    # lost (and said so) instead of vanishing silently.
+    starts, ends = hysteresis(env, None, on, off)
 
     # Artefacts cost only what they touch: a burst that overlaps the mask keeps the span of
     # its artefact-free samples when they still make a valid contraction.
@@ -194,17 +200,18 @@ def detect(env: np.ndarray, mask: np.ndarray, rate: float, params: ProcessingPar
             lost_s += (e - s) / rate
             continue
         a, b = s + int(free[0]), s + int(free[-1]) + 1
-        items.append([a, b, (b - a) - int(free.size)])
+        items.append([a, b, (e - s) - int(free.size)])  # masked inside and at the trimmed ends
     # Merge contractions separated by less than merge_gap_ms of artefact-free signal: masked
     # samples in a gap are no evidence that the muscle rested (a dropout inside a plateau).
     gap = int(round(params.merge_gap_ms * rate / 1000.0))
+    max_hole = int(round(params.max_masked_gap_ms * rate / 1000.0))
     merged: list[list[int]] = []
     n_merged = 0
     for it in items:
         if merged:
             prev = merged[-1]
             hole = int(mask[prev[1]:it[0]].sum()) if has_mask else 0
-            if (it[0] - prev[1]) - hole < gap:
+            if (it[0] - prev[1]) - hole < gap and hole <= max_hole:
                 prev[1], prev[2] = it[1], prev[2] + hole + it[2]
                 n_merged += 1
                 continue
@@ -260,7 +267,8 @@ def _extend_edges(items: list[list[int]], env: np.ndarray, mask: np.ndarray | No
         it[0], it[1] = min(s, new_s), max(e, new_e)
 
 
-def backend_mvc(env: np.ndarray, contractions: list[Contraction], percentile: float) -> float | None:
+def backend_mvc(env: np.ndarray, contractions: list[Contraction], percentile: float,
+                mask: np.ndarray | None = None) -> float | None:
     """Percentile of the envelope over contraction samples only (rest excluded).
 
     Including rest (the previous implementation) puts the 95th percentile near the resting
@@ -268,8 +276,10 @@ def backend_mvc(env: np.ndarray, contractions: list[Contraction], percentile: fl
     """
     if not contractions:
         return None
-    samples = np.concatenate([env[c.start_index:c.end_index] for c in contractions])
-    return float(np.percentile(samples, percentile))
+    parts = [env[c.start_index:c.end_index] if mask is None or not c.partially_masked
+             else env[c.start_index:c.end_index][~mask[c.start_index:c.end_index]] for c in contractions]
+    samples = np.concatenate(parts)  # artefact samples (a saturated push) never set the MVC
+    return float(np.percentile(samples, percentile)) if samples.size else None
 
 
 def classify(contractions: list[Contraction], mvc: float, mvc_fraction: float, duration_s: float) -> None:
@@ -278,7 +288,8 @@ def classify(contractions: list[Contraction], mvc: float, mvc_fraction: float, d
     for c in contractions:
         c.meets_intensity = bool(c.peak_v >= limit)
         # Durations are whole samples: compare with a half-sample tolerance, not float noise.
-        c.meets_duration = bool(c.duration_s >= duration_s - 1e-9)
+        # Masked seconds are not evidence of a sustained contraction: only uncorrupted time counts.
+        c.meets_duration = bool(c.duration_s - c.masked_s >= duration_s - 1e-9)
         c.good = c.meets_intensity and c.meets_duration
 
 

@@ -94,6 +94,8 @@ def compute(filtered: np.ndarray, mask: np.ndarray, contractions: list[Contracti
     active = np.zeros(filtered.size, dtype=bool)
     for c in contractions:
         active[c.start_index:c.end_index] = True
+    if mask.any():
+        active &= valid  # masked samples inside partially masked contractions are not EMG
     xa = _select(active, filtered, scratch)
     c_rms = _rms(xa)
 

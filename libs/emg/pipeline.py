@@ -248,6 +248,9 @@ def chain_into(raw: np.ndarray, rate: float, params: ProcessingParams, filtered:
     ms = uniform_filter1d(sq, size=win, mode="nearest", output=env)
     np.maximum(ms, 0.0, out=ms)  # running sums can leave -1e-30 where the signal is ~0
     np.sqrt(ms, out=ms)
+    for a in spans:
+        if a.kind == "filter_edge":  # the notch's start-up transient is not EMG: no envelope there
+            env[int(round(a.start_s * rate)):int(round(a.start_s * rate)) + a.n_samples] = 0.0
     return Conditioning(spans, flag, hum)
 
 

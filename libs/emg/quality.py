@@ -87,27 +87,32 @@ def find_artifacts(raw: np.ndarray, rate: float, params: ProcessingParams,
         flag[s:e] = True
         spans.append(ArtifactSpan(kind, s / rate, e / rate, int(e - s), v))
 
-    # Saturation: samples within ``clip_tolerance`` (fraction of the rail) of the extreme values
-    # of what is left. Rails jitter in the last bits, so exact equality finds nothing on a
+    # Saturation: samples within ``clip_tolerance`` of the signal's range from its highest
+    # (resp. lowest) value. Rails jitter in the last bits, so exact equality finds nothing on a
     # saturated channel. A clean signal reaches its extreme once, in isolation; a saturated one
     # sits near the rail repeatedly and for consecutive samples: the channel counts as
-    # saturated at a rail when >= clip_min_samples samples are near it and at least one run of
-    # two or more consecutive samples is.
+    # saturated at a rail when >= clip_min_samples samples are near it, at least one run of two
+    # or more consecutive samples is, and they are a small part of the recording (a channel
+    # that is mostly "at its extremes" is quantisation noise or a stuck input, not saturation).
+    # A channel that takes only a few distinct values (quantisation noise: < 64 in 4096
+    # samples) has no meaningful rail.
     if flag.any():
         keep = ~flag
         rest = raw[keep] if scratch is None else np.compress(keep, raw, out=scratch[:np.count_nonzero(keep)])
     else:
         rest = raw
     clipped = np.zeros(n, dtype=bool)
-    if rest.size:
-        for rail in (float(rest.min()), float(rest.max())):
-            if rail == 0.0:
-                continue
-            tol = params.clip_tolerance * abs(rail)
-            at = (raw >= rail - tol) if rail > 0 else (raw <= rail + tol)
-            at &= ~flag
-            if np.count_nonzero(at) >= params.clip_min_samples and bool((at[1:] & at[:-1]).any()):
-                clipped |= at
+    if rest.size > 2:
+        lo, hi = float(rest.min()), float(rest.max())
+        span = hi - lo
+        distinct = np.unique(rest[::max(1, rest.size // 4096)]).size
+        if span > 0 and distinct >= 64:
+            tol = params.clip_tolerance * span
+            for at in (raw >= hi - tol, raw <= lo + tol):
+                at &= ~flag
+                count = int(np.count_nonzero(at))
+                if params.clip_min_samples <= count <= 0.2 * n and bool((at[1:] & at[:-1]).any()):
+                    clipped |= at
     n_clipped = int(clipped.sum())
     if n_clipped:
         gap = int(round(params.clip_merge_ms * rate / 1000.0))

@@ -8,7 +8,8 @@ Pure functions, all scores on 0-100. Missing inputs are never scored as perfect:
 - a single side (no left/right pair) -> symmetry is excluded;
 - a side whose channel is unusable (flat, disconnected, hum-only, very weak: see
   libs/emg/flags.py) counts as absent, with the reason, never as the patient's 0;
-- nothing measurable at all -> no overall score (None): the session is reported, not scored.
+- no usable muscle channel, or nothing measurable at all -> no overall score (None): the
+  session is reported, not scored (an RPE alone is not the session's performance).
 Renormalisation makes P a weighted mean of the components actually measured, so P can never
 exceed what it would be if the missing component had been scored 100 (the old behaviour).
 """
@@ -177,6 +178,11 @@ def performance(left: dict | None, right: dict | None, *, rpe: int | None, bfr_p
     if s_game is None:
         reasons["game"] = "game points missing"
     scores = {"compliance": s_comp, "symmetry": s_sym, "effort": s_eff, "game": s_game}
+    if s_comp is None and unusable:
+        # No muscle could be measured: effort or game alone are not the session's performance.
+        scores = {k: None for k in scores}
+        for k in ("effort", "game"):
+            reasons[k] = reasons.get(k) or "not scored without a usable muscle channel"
     p, used, excluded, eff = combine(scores, weights, reasons)
 
     def side(s: dict | None, key: str) -> float | None:

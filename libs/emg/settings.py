@@ -65,6 +65,7 @@ class ProcessingParams:
     strong_top_fraction: float = 0.1  # strong level: median peak of the strongest 10 % of bursts (>= 3)
     min_contraction_ms: float = 100.0  # shorter bursts (between offset crossings) are not contractions
     merge_gap_ms: float = 200.0  # contractions separated by a shorter gap are one contraction
+    max_masked_gap_ms: float = 600.0  # ... a merge bridges at most this much artefact (a dropout + margins)
     mvc_percentile: float = 95.0  # backend MVC: this percentile of envelope inside contractions
     # Artefacts (libs/emg/quality.py).
     artifact_min_run_ms: float = 10.0  # constant raw runs at least this long are dropouts/flatlines
@@ -74,7 +75,8 @@ class ProcessingParams:
     clip_merge_ms: float = 50.0  # saturated samples closer than this form one artefact span
     # Channel usability: flagged channels are excluded from symmetry and the overall score.
     weak_signal_v: float = 15e-6  # strong-activity level below this (V envelope): weak_signal
-    min_activity_ratio: float = 8.0  # strong level / noise floor below this: no_usable_emg
+    min_activity_ratio: float = 8.0  # strong level / noise floor below this: no activity ...
+    disconnected_noise_v: float = 10e-6  # ... with rest noise RMS above this (V) or hum-only: no_usable_emg
     flat_rms_v: float = 0.5e-6  # filtered RMS below this (V): flat channel, no_usable_emg
     max_masked_fraction: float = 0.5  # more of the recording masked than this: no_usable_emg
     welch_window_ms: float = 250.0  # Welch segment length for MNF/MDF (rounded to a power of 2)
@@ -98,8 +100,11 @@ class ProcessingParams:
                                 "offset crossings.")
         if self.offset_fraction > 1:
             raise SettingsError("offset_fraction must be <= 1: the offset threshold is below the onset threshold.")
+        if self.offset_baseline_factor > self.threshold_baseline_factor:
+            raise SettingsError("offset_baseline_factor must be <= threshold_baseline_factor: the offset threshold "
+                                "lies below the onset threshold.")
         for name in ("min_threshold_v", "merge_gap_ms", "artifact_margin_ms", "clip_merge_ms", "weak_signal_v",
-                     "flat_rms_v"):
+                     "flat_rms_v", "max_masked_gap_ms", "disconnected_noise_v"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise SettingsError(f"{name} must be a number >= 0, got {v!r}.")

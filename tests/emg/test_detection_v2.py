@@ -169,7 +169,7 @@ def test_dead_channel_is_flagged_and_excluded_not_scored_zero(write):
 
 
 def test_nothing_measurable_is_not_scored(write):
-    spec = SyntheticSpec(duration_s=30.0, channels=[ChannelSpec(noise_sd_v=10e-6), ChannelSpec(noise_sd_v=10e-6)])
+    spec = SyntheticSpec(duration_s=30.0, channels=[ChannelSpec(noise_sd_v=13e-6), ChannelSpec(noise_sd_v=13e-6)])
     path, _ = write(spec)
     res = analyze_file(path)
     assert [c.usable for c in res.channels] == [False, False]
@@ -199,3 +199,130 @@ def test_real_samples_flags():
 def test_contraction_spec_helpers_still_exact():
     # The synthetic generator's default ramp stays 20 ms (the old tests' truth).
     assert ContractionSpec(0.0, 1.0).ramp_s == pytest.approx(0.02)
+
+
+# --------------------------------------------------------------------------- review findings
+
+def _noise(n: int, sd: float = 3e-6, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0, sd, n)
+
+
+def _emg(x: np.ndarray, s: float, e: float, amp: float = 300e-6, seed: int = 1, ramp: float = 0.05) -> np.ndarray:
+    from scipy import signal
+
+    rng = np.random.default_rng(seed)
+    i0, i1 = int(s * RATE), int(e * RATE)
+    b, a = signal.butter(4, [20, 450], btype="band", fs=RATE)
+    z = signal.lfilter(b, a, rng.normal(0, 1, i1 - i0))
+    z /= z.std()
+    r = int(ramp * RATE)
+    w = np.ones(i1 - i0)
+    w[:r], w[-r:] = np.linspace(0, 1, r), np.linspace(1, 0, r)
+    x[i0:i1] += amp * z * w
+    return x
+
+
+def _analyze(rows, settings=None):
+    from libs.emg import analyze
+    from libs.emg.c3d_reader import GameMetadata, Recording
+
+    rows = np.atleast_2d(np.asarray(rows, float))
+    rec = Recording(RATE, [f"CH{i + 1} Raw" for i in range(rows.shape[0])], rows, ["V"] * rows.shape[0],
+                    GameMetadata())
+    return analyze(rec, settings or AnalysisSettings())
+
+
+def _twelve(n: int, seed: int = 0) -> np.ndarray:
+    x = _noise(n, seed=seed)
+    for k in range(12):
+        x = _emg(x, 2 + 4.5 * k, 4.5 + 4.5 * k, seed=10 + k + seed)
+    return x
+
+
+def test_a_dc_offset_is_not_saturation():
+    x = _twelve(int(60 * RATE))
+    for offset in (2e-3, -2e-3):
+        ch = _analyze([x + offset, x]).channel("CH1")
+        assert "saturation" not in ch.signal_flags and ch.usable and ch.total_contractions == 12
+
+
+def test_a_saturated_push_does_not_set_the_mvc():
+    n = int(60 * RATE)
+    clean, pushed = _twelve(n), _twelve(n)
+    i0, i1 = int(2.5 * RATE), int(4.0 * RATE)
+    push = _emg(np.zeros(n), 2.5, 4.0, amp=8e-3, seed=99)[i0:i1]
+    pushed[i0:i1] = np.clip(push, -5.49e-3, 5.49e-3) + np.random.default_rng(3).normal(0, 5e-7, i1 - i0)
+    ref, sat = _analyze([clean, clean]).channel("CH1"), _analyze([pushed, clean]).channel("CH1")
+    assert "saturation" in sat.signal_flags
+    assert sat.mvc_rms_value == pytest.approx(ref.mvc_rms_value, rel=0.15)
+    assert sat.good_contractions_intensity >= ref.good_contractions_intensity - 1
+    assert sat.descriptors.contraction_rms_v == pytest.approx(ref.descriptors.contraction_rms_v, rel=0.15)
+
+
+def test_a_contraction_hidden_by_an_artefact_is_counted_as_lost():
+    n = int(30 * RATE)
+    x = _noise(n)
+    for s in (3.0, 13.0, 23.0):
+        x = _emg(x, s, s + 1.5, seed=int(s))
+    # The middle contraction saturates from start to end.
+    i0, i1 = int(12.9 * RATE), int(14.6 * RATE)
+    x[i0:i1] = np.sign(x[i0:i1]) * 5.49e-3 + np.random.default_rng(2).normal(0, 5e-7, i1 - i0)
+    ch = _analyze([x, x]).channel("CH1")
+    assert ch.total_contractions == 2 and ch.detection["rejected_artifact"] == 1
+    assert "partially_masked" in ch.signal_flags
+    assert any("1 contraction(s)" in w and "lost to artefacts" in w for w in ch.warnings)
+
+
+def test_a_long_dropout_does_not_join_two_contractions():
+    from libs.emg.synthetic import DROPOUT_VALUE
+
+    n = int(20 * RATE)
+    x = _noise(n)
+    x = _emg(x, 3.0, 4.2, seed=1)
+    x = _emg(x, 7.0, 8.2, seed=2)
+    x[int(4.2 * RATE):int(7.0 * RATE)] = DROPOUT_VALUE
+    ch = _analyze([x, x], AnalysisSettings(duration_threshold_s=2.0)).channel("CH1")
+    assert ch.total_contractions == 2 and ch.good_contractions_duration == 0
+
+
+def test_masked_ends_are_counted_and_do_not_make_a_good_duration():
+    """An artefact over the first 0.3 s of a 2.2 s contraction: kept, flagged, the masked time
+    is reported and does not count towards the 2 s duration criterion."""
+    n = int(20 * RATE)
+    x = _noise(n)
+    x = _emg(x, 5.0, 7.2, seed=4)
+    s = int(5.0 * RATE)
+    x[s:s + 300] = np.sign(x[s:s + 300] + 1e-9) * 5.49e-3
+    ch = _analyze([x, _emg(_noise(n), 5.0, 7.2, seed=4)]).channel("CH1")
+    [c] = ch.contractions
+    assert c.partially_masked and c.masked_s >= 0.3 and not c.meets_duration
+
+
+def test_a_far_too_high_calibrated_mvc_is_reported():
+    x = _twelve(int(60 * RATE))
+    ch = _analyze([x, x], AnalysisSettings(mvc_user={"left": 3e-3})).channel("CH1")
+    assert ch.total_contractions == 0 and ch.mvc_confidence_score == 0.5
+    assert any("check the calibration" in w for w in ch.warnings)
+
+
+def test_a_resting_leg_on_a_connected_electrode_is_scored():
+    """A quiet, connected electrode (3 uV noise) on a leg that did nothing is the patient's 0:
+    usable, scored, with a warning; only positive evidence (hum, high noise, flat) excludes."""
+    n = int(60 * RATE)
+    res = _analyze([_twelve(n), _noise(n, seed=5)])
+    rest = res.channel("CH2")
+    assert rest.usable and rest.signal_flags == [] and rest.total_contractions == 0
+    assert res.performance.symmetry_score == 0.0
+    assert any("no muscle activity detected on the CH2 (right)" in w for w in res.warnings)
+
+
+def test_rpe_alone_is_not_a_session_score():
+    n = int(30 * RATE)
+    res = _analyze([_noise(n, 13e-6, 1), _noise(n, 13e-6, 2)], AnalysisSettings(rpe=5))
+    assert res.performance.overall_performance_score is None
+    assert "effort" in res.performance.components_excluded
+
+
+def test_hundreds_of_background_bursts_do_not_lower_the_strong_level():
+    peaks = np.r_[np.full(300, 60e-6), np.full(12, 300e-6)]
+    assert cx.strong_level(peaks, 0.1) == pytest.approx(300e-6)

@@ -41,7 +41,12 @@ def reference_chain(raw: np.ndarray, rate: float, params: ProcessingParams) -> t
     win = max(1, int(round(params.rms_window_ms * rate / 1000.0)))
     win += 1 - win % 2
     ms = uniform_filter1d(low * low, size=win, mode="nearest")
-    return filtered, np.sqrt(np.maximum(ms, 0.0))
+    env = np.sqrt(np.maximum(ms, 0.0))
+    edge = pl.notch_padlen(rate, params, raw.size)
+    if hum.present and raw.size > 4 * edge:  # the notch's start-up transient: no envelope there
+        env[:edge] = 0.0
+        env[raw.size - edge:] = 0.0
+    return filtered, env
 
 
 def _signals():
