@@ -144,6 +144,20 @@ def _excluded_text(p: spb.PerformanceScore) -> str | None:
     return "; ".join(f"{k}: {v}" for k, v in sorted(p.excluded_components.items()))
 
 
+def game_points(p: spb.PerformanceScore) -> int | None:
+    """Points achieved, None when they were never given.
+
+    performance_scores.game_points_achieved is NOT NULL: a score whose game component is
+    excluded stores 0 when no points were reported (ingest: "game points missing"; legacy
+    rows without a numeric score: 0 listed under `defaulted`), and PerformanceScore carries
+    that 0 (a plain int32). A 0 next to an excluded game component is therefore "missing",
+    never the patient's 0. Points that were known although the game was excluded for another
+    reason (legacy rows: no maximum score) are kept."""
+    if "game" in p.excluded_components and p.game_points_achieved == 0:
+        return None
+    return p.game_points_achieved
+
+
 def bfr_status(gate: float | None) -> str:
     """migrations/README.md: unknown pressure -> 'unknown', never 'compliant'."""
     if gate is None:
@@ -174,7 +188,7 @@ PERFORMANCE_COLUMNS: list[tuple[Column, Callable[[spb.PerformanceScore], Any]]] 
     (_c("bfr_status", TEXT, desc="compliant / non-compliant / unknown"),
      lambda p: bfr_status(opt(p, "bfr_compliance_gate"))),
     (_c("rpe_post_session", INT, "RPE 0-10"), lambda p: opt(p, "rpe_post_session")),
-    (_c("game_points_achieved", INT, "points"), lambda p: p.game_points_achieved),
+    (_c("game_points_achieved", INT, "points", "empty when not reported (game component excluded)"), game_points),
     (_c("game_points_maximum", INT, "points"), lambda p: p.game_points_maximum),
     (_c("session_duration_minutes", FLOAT, "min"), lambda p: opt(p, "session_duration_minutes")),
     (_c("left_muscle_completion_rate", FLOAT, "fraction 0-1"), lambda p: opt(p, "left_muscle_completion_rate")),

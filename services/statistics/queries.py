@@ -58,9 +58,14 @@ _PERFORMANCE_COLS = """p.session_id AS sid,
     p.rpe_post_session, p.game_points_achieved, p.game_points_maximum,
     p.session_duration_minutes, p.left_muscle_completion_rate, p.left_muscle_intensity_rate,
     p.left_muscle_duration_rate, p.right_muscle_completion_rate, p.right_muscle_intensity_rate,
-    p.right_muscle_duration_rate, p.calculated_at"""
+    p.right_muscle_duration_rate, p.calculated_at, p.scoring_config_version,
+    o.session_id IS NOT NULL AS has_outcome, o.rpe_post_session AS o_rpe, o.game_points AS o_game_points,
+    o.game_points_max AS o_game_points_max, o.bfr_actual_pressure_aop AS o_bfr_pressure,
+    o.recorded_by AS o_recorded_by, o.recorded_at AS o_recorded_at"""
+# The post-session outcome (migration 016) by its primary key, in the same statement.
+_PERFORMANCE_FROM = "performance_scores p LEFT JOIN session_outcomes o ON o.session_id = p.session_id"
 
-PERFORMANCE_SCORE = f"SELECT {_PERFORMANCE_COLS} FROM performance_scores p WHERE p.session_id = $1"
+PERFORMANCE_SCORE = f"SELECT {_PERFORMANCE_COLS} FROM {_PERFORMANCE_FROM} WHERE p.session_id = $1"
 
 SESSION_STATUS = "SELECT processing_status FROM therapy_sessions WHERE id = $1"
 
@@ -71,7 +76,7 @@ SELECT e.session_id AS sid, {_STAT_COLS}
 FROM emg_statistics e
 WHERE e.session_id = ANY($1::uuid[]) AND (cardinality($2::text[]) = 0 OR e.channel_name = ANY($2::text[]))
 ORDER BY e.session_id, e.channel_name"""
-BATCH_PERFORMANCE = f"SELECT {_PERFORMANCE_COLS} FROM performance_scores p WHERE p.session_id = ANY($1::uuid[])"
+BATCH_PERFORMANCE = f"SELECT {_PERFORMANCE_COLS} FROM {_PERFORMANCE_FROM} WHERE p.session_id = ANY($1::uuid[])"
 
 BFR_MONITORING = """
 SELECT b.session_id AS sid, b.id, b.target_pressure_aop, b.actual_pressure_aop,
@@ -90,8 +95,10 @@ SELECT t.session_id AS sid, t.id, t.mvc_calculation_method, t.mvc_threshold_perc
     t.target_contractions_per_muscle, t.rest_period_between_contractions_seconds,
     t.rest_period_between_sets_seconds, t.bfr_enabled, t.bfr_target_pressure_aop,
     t.game_difficulty_level, t.visual_feedback_enabled, t.audio_feedback_enabled,
-    t.real_time_mvc_display, t.created_at, t.updated_at
+    t.real_time_mvc_display, t.created_at, t.updated_at, t.calibration_id, t.value_sources,
+    c.source AS calibration_source
 FROM session_settings t
+LEFT JOIN patient_calibrations c ON c.id = t.calibration_id
 WHERE t.session_id = $1"""
 
 
@@ -236,3 +243,68 @@ def list_sessions(conds: list[str], cursor_date_arg: int | None, cursor_id_arg: 
         return branches[0][1:-1]
     return (f"SELECT * FROM ({' UNION ALL '.join(branches)}) page "
             f"ORDER BY session_date DESC NULLS LAST, id DESC LIMIT ${limit_arg}")
+
+
+# --------------------------------------------------------------------------- patients (016)
+#
+# patients, therapists and scoring_config have no row-level security: a therapist's caseload is
+# filtered here, in the statement (`therapist_condition`). patient_calibrations and
+# session_outcomes also have RLS (migration 016), the second wall.
+
+PATIENT_COLS = """p.id, p.patient_code, p.therapist_id, p.first_name, p.last_name, p.date_of_birth,
+    p.active, p.created_at, p.deactivated_at"""
+
+CALIBRATION_COLUMNS = ("id", "patient_code", "mvc_left_v", "mvc_right_v", "duration_threshold_left_s",
+                       "duration_threshold_right_s", "target_contractions", "bfr_target_pressure_aop",
+                       "source", "source_session_id", "rule", "created_by", "created_by_role", "created_at",
+                       "notes")
+_CAL_COLS = ", ".join(f"c.{col} AS cal_{col}" for col in CALIBRATION_COLUMNS)
+
+
+def therapist_condition(subject_placeholder: str | None) -> str:
+    """Patients (alias p) of the therapist whose auth user id is bound to the placeholder
+    (therapists.user_id is UNIQUE; idx_patients_therapist). None: the caller's subject is not
+    a UUID, so no therapist can be theirs."""
+    if subject_placeholder is None:
+        return "false"
+    return f"p.therapist_id IN (SELECT t.id FROM therapists t WHERE t.user_id = {subject_placeholder})"
+
+
+def patients(conds: list[str], limit_arg: int | None = None) -> str:
+    """Patients matching `conds` (alias p) by patient code, each with its session count and its
+    current calibration.
+
+    The page is cut first (the unique patient_code index walked in order, or a caseload's
+    idx_patients_therapist rows sorted; LIMIT), then each
+    patient of the page gets its newest calibration by idx_patient_calibrations_current
+    (patient_code, created_at DESC, id DESC; one index probe, LIMIT 1) and its session count
+    from idx_therapy_sessions_patient_date (patient_id leading)."""
+    where = " AND ".join(["p.patient_code IS NOT NULL", *conds])
+    limit = f" LIMIT ${limit_arg}" if limit_arg is not None else ""
+    return f"""
+SELECT p.*,
+    (SELECT count(*) FROM therapy_sessions s WHERE s.patient_id = p.patient_code) AS session_count,
+    {_CAL_COLS}
+FROM (SELECT {PATIENT_COLS} FROM patients p WHERE {where} ORDER BY p.patient_code{limit}) p
+LEFT JOIN LATERAL (
+    SELECT * FROM patient_calibrations c WHERE c.patient_code = p.patient_code
+    ORDER BY c.created_at DESC, c.id DESC LIMIT 1) c ON true
+ORDER BY p.patient_code"""
+
+
+def patient_calibrations(caseload: str | None) -> str:
+    """A patient's calibrations, newest first; one row with NULL calibration columns when the
+    (visible) patient has none, no row when there is no such (visible) patient."""
+    extra = f" AND {caseload}" if caseload else ""
+    return f"""
+SELECT {_CAL_COLS}
+FROM patients p
+LEFT JOIN patient_calibrations c ON c.patient_code = p.patient_code
+WHERE p.patient_code = $1{extra}
+ORDER BY c.created_at DESC, c.id DESC"""
+
+
+# Highest version = current (primary key, read backwards).
+_SCORING_COLS = "version, config, created_by, created_at, notes"
+CURRENT_SCORING_CONFIG = f"SELECT {_SCORING_COLS} FROM scoring_config ORDER BY version DESC LIMIT 1"
+SCORING_CONFIG = f"SELECT {_SCORING_COLS} FROM scoring_config WHERE version = $1"

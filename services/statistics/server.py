@@ -18,6 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from ghostly.common.v1 import common_pb2
 from ghostly.statistics.v1 import statistics_pb2 as pb
 from ghostly.statistics.v1 import statistics_pb2_grpc
+from libs.scoring_config import ScoringConfig
 from libs import auth, errors, paging
 from libs.convert import EPOCH, MICROSECOND, parse_uuid, to_timestamp
 from libs.db import access
@@ -28,7 +29,10 @@ from services.statistics.db import keep_session, statistics_dsn
 FULL_NAME = pb.DESCRIPTOR.services_by_name["StatisticsService"].full_name
 
 DEFAULT_PAGE_SIZE = 50
+DEFAULT_PATIENT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500
+# scoring_config.version is an INTEGER: a larger uint32 cannot name a stored version.
+MAX_SCORING_VERSION = 2**31 - 1
 MAX_BATCH = 500
 # Protocol: 5 therapy sessions a week over the 14-day protocol.
 SESSIONS_EXPECTED = 10
@@ -42,6 +46,9 @@ STATUS = {"pending": common_pb2.PROCESSING_STATUS_PENDING,
           "completed": common_pb2.PROCESSING_STATUS_COMPLETED,
           "failed": common_pb2.PROCESSING_STATUS_FAILED}
 STATUS_NAME = {v: k for k, v in STATUS.items()}
+
+CALIBRATION_SOURCE = {"therapist_entered": common_pb2.CALIBRATION_SOURCE_THERAPIST_ENTERED,
+                      "assessment_session": common_pb2.CALIBRATION_SOURCE_ASSESSMENT_SESSION}
 
 _EPOCH, _US = EPOCH, MICROSECOND
 _COMPONENTS = ("compliance", "symmetry", "effort", "game")
@@ -163,7 +170,80 @@ def _performance(r: asyncpg.Record) -> pb.PerformanceScore:
         right_muscle_completion_rate=r["right_muscle_completion_rate"],
         right_muscle_intensity_rate=r["right_muscle_intensity_rate"],
         right_muscle_duration_rate=r["right_muscle_duration_rate"],
-        calculated_at=to_timestamp(r["calculated_at"]))
+        calculated_at=to_timestamp(r["calculated_at"]),
+        scoring_config_version=r["scoring_config_version"] or 0, outcome=_outcome(r))
+
+
+def _outcome(r: asyncpg.Record) -> pb.SessionOutcome | None:
+    """The session_outcomes row joined to a score (unset when none was recorded)."""
+    if not r["has_outcome"]:
+        return None
+    return pb.SessionOutcome(rpe_post_session=r["o_rpe"], game_points=r["o_game_points"],
+                             game_points_max=r["o_game_points_max"],
+                             bfr_actual_pressure_aop=r["o_bfr_pressure"], recorded_by=r["o_recorded_by"] or "",
+                             recorded_at=to_timestamp(r["o_recorded_at"]))
+
+
+def _calibration(r: asyncpg.Record) -> common_pb2.PatientCalibration:
+    """A patient_calibrations row read with the `cal_` column prefix (queries.CALIBRATION_COLUMNS)."""
+    source = r["cal_source_session_id"]
+    return common_pb2.PatientCalibration(
+        id=str(r["cal_id"]), patient_code=r["cal_patient_code"], mvc_left_v=r["cal_mvc_left_v"],
+        mvc_right_v=r["cal_mvc_right_v"], duration_threshold_left_s=r["cal_duration_threshold_left_s"],
+        duration_threshold_right_s=r["cal_duration_threshold_right_s"],
+        target_contractions=r["cal_target_contractions"],
+        bfr_target_pressure_aop=r["cal_bfr_target_pressure_aop"],
+        source=CALIBRATION_SOURCE.get(r["cal_source"], common_pb2.CALIBRATION_SOURCE_UNSPECIFIED),
+        source_session_id=str(source) if source else "", rule=r["cal_rule"] or "",
+        created_by=r["cal_created_by"], created_by_role=r["cal_created_by_role"],
+        created_at=to_timestamp(r["cal_created_at"]), notes=r["cal_notes"] or "")
+
+
+def _patient(r: asyncpg.Record) -> common_pb2.Patient:
+    dob = r["date_of_birth"]
+    out = common_pb2.Patient(
+        patient_code=r["patient_code"], id=str(r["id"]), therapist_id=str(r["therapist_id"]),
+        first_name=r["first_name"], last_name=r["last_name"], date_of_birth=dob.isoformat() if dob else "",
+        active=r["active"], created_at=to_timestamp(r["created_at"]),
+        deactivated_at=to_timestamp(r["deactivated_at"]), session_count=r["session_count"])
+    if r["cal_id"] is not None:
+        out.current_calibration.CopyFrom(_calibration(r))
+    return out
+
+
+def _patient_cursor(data: dict) -> str:
+    code = data["c"]
+    if not isinstance(code, str) or not code:
+        raise ValueError("patient code")
+    return code
+
+
+def encode_patient_page_token(patient_code: str, filters: str) -> str:
+    return paging.encode({"c": patient_code}, filters)
+
+
+def _patient_code(value: str) -> str:
+    if not value:
+        raise errors.InvalidArgument("patient_code is required (a patient code, e.g. P005)")
+    return value
+
+
+class _Params(list):
+    """Statement parameters: `params(value)` appends a value and returns its placeholder."""
+
+    def __call__(self, value) -> str:
+        self.append(value)
+        return f"${len(self)}"
+
+
+def _caseload(arg: _Params) -> str | None:
+    """The caller's caseload as a condition on patients (alias p); None = every patient
+    (the caller's subject is bound through `arg` when needed)."""
+    caller = auth.current()
+    if not caller.is_therapist:
+        return None
+    subject = caller.subject_uuid()
+    return q.therapist_condition(arg(subject) if subject is not None else None)
 
 
 def encode_page_token(date_us: int | None, session_id: str, filters: str) -> str:
@@ -342,6 +422,7 @@ class StatisticsServicer(statistics_pb2_grpc.StatisticsServiceServicer):
 
     async def GetSessionSettings(self, request, context):
         r = await self._child_row(q.SESSION_SETTINGS, request.session_id, "session settings")
+        sources = r["value_sources"] if isinstance(r["value_sources"], dict) else {}
         return pb.SessionSettings(
             id=str(r["id"]), session_id=str(r["sid"]),
             mvc_calculation_method=r["mvc_calculation_method"],
@@ -359,7 +440,10 @@ class StatisticsServicer(statistics_pb2_grpc.StatisticsServiceServicer):
             visual_feedback_enabled=bool(r["visual_feedback_enabled"]),
             audio_feedback_enabled=bool(r["audio_feedback_enabled"]),
             real_time_mvc_display=bool(r["real_time_mvc_display"]),
-            created_at=to_timestamp(r["created_at"]), updated_at=to_timestamp(r["updated_at"]))
+            created_at=to_timestamp(r["created_at"]), updated_at=to_timestamp(r["updated_at"]),
+            calibration_id=str(r["calibration_id"]) if r["calibration_id"] else "",
+            calibration_source=r["calibration_source"] or "",
+            value_sources={str(k): str(v) for k, v in sources.items()})
 
     async def BatchGetSessionStatistics(self, request, context):
         ids = list(dict.fromkeys(_uuid(v, "session_ids") for v in request.session_ids))
@@ -475,6 +559,65 @@ class StatisticsServicer(statistics_pb2_grpc.StatisticsServiceServicer):
                          mean_symmetry_score=r["mean_symmetry"])
         return out
 
+    # -- patients, calibrations, scoring configuration (migration 016) ------------------------
+    async def GetPatient(self, request, context):
+        code = _patient_code(request.patient_code)
+        args = _Params([code])
+        conds = ["p.patient_code = $1"]
+        if (caseload := _caseload(args)) is not None:
+            conds.append(caseload)
+        rows = await self._rows(q.patients(conds), *args)
+        if not rows:   # unknown, or outside the therapist's caseload: the same answer
+            raise errors.NotFound(f"patient {code!r} does not exist")
+        return _patient(rows[0])
+
+    async def ListPatients(self, request, context):
+        size = request.page_size or DEFAULT_PATIENT_PAGE_SIZE
+        if size > MAX_PAGE_SIZE:
+            raise errors.InvalidArgument(f"page_size must be 1-{MAX_PAGE_SIZE} (0 = {DEFAULT_PATIENT_PAGE_SIZE}), "
+                                         f"got {request.page_size}")
+        therapist = _uuid(request.therapist_id, "therapist_id") if request.therapist_id else None
+        filters = paging.filter_hash(["patients", str(therapist or ""), bool(request.include_inactive)])
+        args = _Params()
+        conds: list[str] = []
+        if (caseload := _caseload(args)) is not None:
+            conds.append(caseload)
+        if therapist is not None:
+            conds.append(f"p.therapist_id = {args(therapist)}")
+        if not request.include_inactive:
+            conds.append("p.active")
+        if request.page_token:
+            after = paging.decode(request.page_token, filters, _patient_cursor)
+            conds.append(f"p.patient_code > {args(after)}")
+        args(size + 1)
+        rows = await self._rows(q.patients(conds, limit_arg=len(args)), *args)
+        token = ""
+        if len(rows) > size:
+            rows = rows[:size]
+            token = encode_patient_page_token(rows[-1]["patient_code"], filters)
+        return pb.ListPatientsResponse(patients=[_patient(r) for r in rows], next_page_token=token)
+
+    async def ListPatientCalibrations(self, request, context):
+        code = _patient_code(request.patient_code)
+        args = _Params([code])
+        rows = await self._rows(q.patient_calibrations(_caseload(args)), *args)
+        if not rows:   # same answer as GetPatient for an unknown or foreign patient
+            raise errors.NotFound(f"patient {code!r} does not exist")
+        return pb.ListPatientCalibrationsResponse(
+            calibrations=[_calibration(r) for r in rows if r["cal_id"] is not None])
+
+    async def GetScoringConfig(self, request, context):
+        version = request.version
+        if version == 0:
+            rows = await self._rows(q.CURRENT_SCORING_CONFIG)
+            if not rows:
+                raise errors.NotFound("no scoring configuration is stored")
+        else:
+            rows = await self._rows(q.SCORING_CONFIG, version) if version <= MAX_SCORING_VERSION else []
+            if not rows:
+                raise errors.NotFound(f"scoring configuration version {version} does not exist")
+        return ScoringConfig.from_row(rows[0]).to_proto()   # the one codec (libs/scoring_config.py)
+
 
 async def register(server: grpc.aio.Server, context: ServiceContext) -> None:
     statistics_pb2_grpc.add_StatisticsServiceServicer_to_server(StatisticsServicer(context.pool), server)
@@ -484,5 +627,9 @@ async def register(server: grpc.aio.Server, context: ServiceContext) -> None:
     gc.freeze()
 
 
-SPEC = ServiceSpec(name="statistics", full_names=(FULL_NAME,), register=register,
+# Every role reads every RPC; a therapist's rows are limited to their own caseload by the
+# queries (and by RLS on the read-only role), not by the method.
+PERMISSIONS = {m.name: auth.ALL_ROLES for m in pb.DESCRIPTOR.services_by_name["StatisticsService"].methods}
+
+SPEC = ServiceSpec(name="statistics", full_names=(FULL_NAME,), register=register, permissions=PERMISSIONS,
                    dsn=statistics_dsn, pool_options={"reset": keep_session})

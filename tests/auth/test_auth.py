@@ -29,13 +29,20 @@ WRITERS = {"admin", "service"}
 MATRIX = {
     ("ingest", "Upload"): WRITERS, ("ingest", "IngestStoredFile"): WRITERS, ("ingest", "Reprocess"): WRITERS,
     ("ingest", "GetProcessingStatus"): WRITERS | {"researcher"},
+    # Clinic writes: therapists too (their own caseload, checked by the servicer); scoring: admins.
+    ("ingest", "RecordSessionOutcome"): WRITERS | {"therapist"}, ("ingest", "SetScoringConfig"): {"admin"},
+    ("patients", "CreateTherapist"): WRITERS,
+    **{("patients", m): WRITERS | {"therapist"} for m in (
+        "CreatePatient", "UpdatePatient", "DeactivatePatient", "SetPatientCalibration", "CalibrateFromSession")},
     **{("statistics", m): EVERYONE for m in (
         "GetSession", "ListSessions", "GetEmgStatistics", "GetPerformanceScore", "GetBfrMonitoring",
-        "GetSessionSettings", "GetPatientProgress", "GetCohortSummary")},
+        "GetSessionSettings", "GetPatientProgress", "GetCohortSummary", "BatchGetSessionStatistics",
+        "GetPatient", "ListPatients", "ListPatientCalibrations", "GetScoringConfig")},
     ("jit_signal", "StreamSignals"): EVERYONE, ("jit_signal", "ListChannels"): EVERYONE,
     ("export", "CreateExport"): EVERYONE, ("export", "ListExportHistory"): {"researcher", "admin", "service"},
 }
-STUBS = {"ingest": (ingest_pb2_grpc.IngestServiceStub, ingest_pb2), "statistics":
+STUBS = {"ingest": (ingest_pb2_grpc.IngestServiceStub, ingest_pb2),
+         "patients": (ingest_pb2_grpc.PatientServiceStub, ingest_pb2), "statistics":
          (statistics_pb2_grpc.StatisticsServiceStub, statistics_pb2),
          "jit_signal": (jit_signal_pb2_grpc.JitSignalServiceStub, jit_signal_pb2),
          "export": (export_pb2_grpc.ExportServiceStub, export_pb2)}
@@ -58,6 +65,7 @@ async def stack(database_url, shared_data_dir):
     cfg = dataclasses.replace(cfg, ports=dict(cfg.ports, **{n: s.port for n, s in servers.items() if n in cfg.ports}))
     servers["export"] = await start_service(EXPORT, cfg, port=0)
     channels = {n: grpc.aio.insecure_channel(s.address) for n, s in servers.items()}
+    channels["patients"] = grpc.aio.insecure_channel(servers["ingest"].address)  # same server, PatientService
     yield channels
     for ch in channels.values():
         await ch.close()

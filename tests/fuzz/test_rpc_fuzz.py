@@ -163,8 +163,7 @@ async def stack(db_factory, tmp_path_factory):
 
 def _methods(service_name: str):
     module = PROTOS[service_name]
-    (svc,) = module.DESCRIPTOR.services_by_name.values()
-    return [(svc.full_name, m) for m in svc.methods]
+    return [(svc.full_name, m) for svc in module.DESCRIPTOR.services_by_name.values() for m in svc.methods]
 
 
 CASES = [(name, m.name) for name in ("ingest", "statistics", "jit_signal", "export") for _, m in _methods(name)]

@@ -347,7 +347,7 @@ async def test_reprocess_only_outdated_brings_old_sessions_up_to_date(stub, db, 
 async def test_session_with_no_usable_emg_is_completed_but_not_scored(stub, db, patient, tmp_path):
     """Two disconnected electrodes are not the patient's 0: the statistics are stored with the
     flags, no performance score is written, and the reply says which electrodes to check."""
-    spec = SyntheticSpec(duration_s=40.0, seed=47, channels=[ChannelSpec(noise_sd_v=13e-6), ChannelSpec(noise_sd_v=9e-6)])
+    spec = SyntheticSpec(duration_s=40.0, seed=47, channels=[ChannelSpec(noise_sd_v=13e-6), ChannelSpec(noise_sd_v=12e-6)])
     name = ghostly_file_name(spec, seconds=47)
     write_synthetic_c3d(tmp_path / name, spec)
     reply = await _upload(stub, (tmp_path / name).read_bytes(), name, patient)
