@@ -19,8 +19,8 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import jwt
-
+# PyJWT (with `cryptography`, ~60 ms to import) is imported where tokens are made or checked,
+# not here: libs.config imports this module, and so does every `ghostly` command (start-up).
 from libs.errors import FailedPrecondition, PermissionDenied, Unauthenticated
 
 ROLES = ("therapist", "researcher", "admin", "service")
@@ -106,6 +106,7 @@ class Authenticator:
             raise ValueError(f"GHOSTLY_JWT_ALGORITHM must be HS256 or RS256, got {settings.algorithm!r}")
         self.settings = settings
         self._key = settings.verification_key()
+        import jwt  # noqa: F401 (imported once when the server starts, not on its first call)
         # token -> (identity, nbf, exp) of tokens whose signature and claims were verified. The
         # gateway sends the same token on many calls, and verifying it costs ~40 us (HS256;
         # RS256 more), as much as a point read's own work. A hit is re-checked against nbf/exp
@@ -135,6 +136,7 @@ class Authenticator:
         if not self._key:
             raise FailedPrecondition("the server has no token verification key configured "
                                      "(GHOSTLY_JWT_SECRET or GHOSTLY_JWT_PUBLIC_KEY)")
+        import jwt
         s = self.settings
         try:
             claims = jwt.decode(token, self._key, algorithms=[s.algorithm], audience=s.audience, issuer=s.issuer,
@@ -180,6 +182,7 @@ def issue_token(*, secret: str | None = None, private_key: str | None = None, al
                 ttl_s: float = 3600.0) -> str:
     """Mint a token (tests, local tooling, `ghostly token`). Production tokens come from the
     identity provider behind the gateway."""
+    import jwt
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")
     now = int(time.time())

@@ -1,14 +1,35 @@
-"""The `ghostly` command: run the stack, migrate, check health, analyse files.
+"""The `ghostly` command: run the stack, migrate, check health, analyse files, and the
+operator's clinical workflow (therapists, patients, calibration, sessions, outcomes).
 
+Run the stack
     ghostly up                 database (embedded unless DATABASE_URL) + migrations + 4 services
     ghostly serve NAME         one service, as in production
     ghostly migrate [--to N]   apply migrations (manual ones, e.g. 008, only with --to)
     ghostly status             health of each service
     ghostly token --role R --subject ID   mint a local bearer token (clients send $GHOSTLY_TOKEN)
-    ghostly analyze FILE.c3d   EMG analysis of one file (no database)
-    ghostly ingest PATH...     upload C3D files/folders through the ingest service
-    ghostly export ...         research/clinical export through the export service
     ghostly migrate-legacy     move legacy c3d_metadata/analysis_results into the new schema
+
+Clinical workflow (client commands: gRPC to the services at GHOSTLY_<NAME>_ADDRESS, default
+127.0.0.1:<port>; they send $GHOSTLY_TOKEN; errors print "error: <STATUS>: <message>", exit 2)
+    ghostly therapists add --user-id UUID --first NAME --last NAME
+    ghostly patients add CODE --first NAME --last NAME --dob YYYY-MM-DD [--therapist UUID]
+    ghostly patients list [--therapist UUID] [--all]
+    ghostly patients show CODE            patient, current calibration, history, recent sessions
+    ghostly patients calibrate CODE [--mvc-left UV] [--mvc-right UV] [--duration-left S]
+                               [--duration-right S] [--target N] [--bfr-target AOP]
+    ghostly patients calibrate CODE --from-session SESSION_ID [--top-n N] [--any-session-type]
+    ghostly patients deactivate CODE
+    ghostly ingest PATH... [--patient CODE] [--type TYPE]   per file: session, status, score, warnings
+    ghostly sessions list [--patient CODE] [--limit N]
+    ghostly sessions show SESSION_ID      scores, per-muscle statistics (uV), signal flags, warnings
+    ghostly outcome SESSION_ID [--rpe N] [--game-points N] [--game-points-max N] [--bfr-aop X]
+    ghostly export ...         research/clinical export through the export service (exit 1 on errors)
+
+Analysis (no database)
+    ghostly analyze FILE.c3d   EMG analysis of one file
+
+Start-up: only the module of the command being run is imported (libs/cli.py, COMMANDS), so
+`ghostly --help` and the client commands never load the EMG stack (libs.emg, numpy, scipy).
 """
 from __future__ import annotations
 
@@ -23,10 +44,23 @@ import time
 
 from libs import config as config_mod
 from libs.auth import ROLES
-from libs import logs
-from libs.db.embedded import ensure_database
 
 SERVICES = tuple(config_mod.SERVICE_PORTS)
+
+# Commands defined in other modules: name -> (module whose register(subparsers) adds it, the
+# one-line help of `ghostly --help`, which must equal the module's). Only the module of the
+# command being run is imported; the others appear in the parser as placeholders.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "therapists": ("libs.client.patients", "register a therapist (admin)"),
+    "patients": ("libs.client.patients", "patient registry: add, list, show, calibrate, deactivate"),
+    "ingest": ("services.ingest.cli", "upload C3D files or folders to the ingest service"),
+    "sessions": ("libs.client.sessions", "list sessions / show one session's scores, muscle statistics and flags"),
+    "outcome": ("libs.client.sessions", "record a session's RPE, game points or BFR pressure and re-score it"),
+    "export": ("services.export.cli", "download a research / clinical export (audited)"),
+    "analyze": ("libs.emg.cli", "analyse one C3D file (statistics + performance score)"),
+    "migrate-legacy": ("libs.legacy.cli",
+                       "migrate legacy c3d_metadata/analysis_results into the statistics-first tables"),
+}
 
 
 def _spec(name: str):
@@ -47,6 +81,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_migrate(args) -> int:
+    from libs.db.embedded import ensure_database
     from libs.db.migrate import MigrationError, migrate, status
     cfg, pg = ensure_database(config_mod.load())
     try:
@@ -74,6 +109,8 @@ def cmd_serve(args) -> int:
 
 def cmd_up(args) -> int:
     """Database + migrations + the four services as child processes, until Ctrl-C."""
+    from libs import logs
+    from libs.db.embedded import ensure_database
     from libs.db.migrate import migrate
     cfg = config_mod.load()
     logs.setup(cfg.log_level)
@@ -142,7 +179,14 @@ def cmd_token(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_word(argv: list[str]) -> str | None:
+    """The subcommand named on the command line (the top level has no options but -h)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The `ghostly` parser. With `argv`, only the module of the command it names is imported
+    (the other commands are placeholders that carry their help line); without, every module."""
     parser = argparse.ArgumentParser(prog="ghostly", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -160,19 +204,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subject", required=True, help="auth user id (therapists.user_id / researcher_profiles.id)")
     p.add_argument("--ttl", type=float, default=3600.0, help="seconds of validity (default 3600)")
     p.set_defaults(func=cmd_token)
-    from libs.emg import cli as emg_cli
-    from libs.legacy import cli as legacy_cli
-    from services.export import cli as export_cli
-    from services.ingest import cli as ingest_cli
-    emg_cli.register(sub)
-    ingest_cli.register(sub)
-    export_cli.register(sub)
-    legacy_cli.register(sub)
+
+    wanted = _command_word(argv) if argv is not None else None
+    loaded: set[str] = set()
+    for name, (module, help_line) in COMMANDS.items():
+        if argv is None or COMMANDS.get(wanted, ("",))[0] == module:
+            if module not in loaded:
+                loaded.add(module)
+                importlib.import_module(module).register(sub)
+        else:
+            sub.add_parser(name, help=help_line, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     return args.func(args) or 0
 
 

@@ -20,28 +20,27 @@ import os
 import sys
 from pathlib import Path
 
-import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
-
-from ghostly.export.v1 import export_pb2 as pb
-from ghostly.export.v1 import export_pb2_grpc
 from libs import auth
 from libs import config as config_mod
 
-TYPES = {"statistics_only": pb.EXPORT_TYPE_STATISTICS_ONLY, "performance_report": pb.EXPORT_TYPE_PERFORMANCE_REPORT,
-         "signals_visualization": pb.EXPORT_TYPE_SIGNALS_VISUALIZATION,
-         "signals_research_full": pb.EXPORT_TYPE_SIGNALS_RESEARCH_FULL,
-         "clinical_summary": pb.EXPORT_TYPE_CLINICAL_SUMMARY, "bfr_safety_report": pb.EXPORT_TYPE_BFR_SAFETY_REPORT}
-FORMATS = {"json": pb.EXPORT_FORMAT_JSON, "csv": pb.EXPORT_FORMAT_CSV, "excel": pb.EXPORT_FORMAT_EXCEL,
-           "matlab": pb.EXPORT_FORMAT_MATLAB}
-STATUS = {pb.EXPORT_STATUS_SUCCESS: "success", pb.EXPORT_STATUS_PARTIAL: "partial", pb.EXPORT_STATUS_FAILED: "failed"}
+# grpc and the generated code are imported when the command runs, not when the `ghostly`
+# parser is built (start-up time of the CLI): the choices are plain names here.
+TYPES = ("statistics_only", "performance_report", "signals_visualization", "signals_research_full",
+         "clinical_summary", "bfr_safety_report")
+FORMATS = ("json", "csv", "excel", "matlab")
+
+
+def _pb():
+    from ghostly.export.v1 import export_pb2
+    return export_pb2
 
 
 class ExportFailed(Exception):
     pass
 
 
-def _timestamp(text: str) -> Timestamp:
+def _timestamp(text: str):
+    from google.protobuf.timestamp_pb2 import Timestamp
     d = dt.datetime.fromisoformat(text)
     if d.tzinfo is None:
         d = d.replace(tzinfo=dt.timezone.utc)
@@ -50,8 +49,10 @@ def _timestamp(text: str) -> Timestamp:
     return ts
 
 
-def build_request(args) -> pb.CreateExportRequest:
-    req = pb.CreateExportRequest(type=TYPES[args.type], format=FORMATS[args.format],
+def build_request(args):
+    pb = _pb()
+    req = pb.CreateExportRequest(type=pb.ExportType.Value(f"EXPORT_TYPE_{args.type.upper()}"),
+                                 format=pb.ExportFormat.Value(f"EXPORT_FORMAT_{args.format.upper()}"),
                                  session_ids=args.session or [], patient_id=args.patient or "",
                                  channels=args.channel or [], signal_kinds=args.kind or [],
                                  max_points=args.max_points or 0, exported_by=args.exported_by or "")
@@ -62,9 +63,14 @@ def build_request(args) -> pb.CreateExportRequest:
     return req
 
 
-async def download(address: str, request: pb.CreateExportRequest, out: Path, *, timeout: float | None = None,
-                   progress=None, sidecar: bool = True) -> pb.ExportCompleted:
-    """Stream an export into `out` (atomically), verify size and SHA-256; returns `completed`."""
+async def download(address: str, request, out: Path, *, timeout: float | None = None,
+                   progress=None, sidecar: bool = True):
+    """Stream an export into `out` (atomically), verify size and SHA-256; returns `completed`
+    (an ExportCompleted)."""
+    import grpc
+
+    from ghostly.export.v1 import export_pb2_grpc
+    pb = _pb()
     part = out.with_name(out.name + ".part")
     digest, size = hashlib.sha256(), 0
     started = completed = None
@@ -103,7 +109,9 @@ async def download(address: str, request: pb.CreateExportRequest, out: Path, *, 
     return completed
 
 
-async def _find_record(stub, export_id: str, request: pb.CreateExportRequest, timeout):
+async def _find_record(stub, export_id: str, request, timeout):
+    import grpc
+    pb = _pb()
     filters = pb.ListExportHistoryRequest(type=request.type, format=request.format, page_size=50,
                                           exported_by=request.exported_by,
                                           session_id=request.session_ids[0] if len(request.session_ids) == 1 else "")
@@ -123,7 +131,9 @@ async def _find_record(stub, export_id: str, request: pb.CreateExportRequest, ti
 
 
 def run_export(args) -> int:
+    import grpc
     from tqdm import tqdm
+    pb = _pb()
     address = args.address or config_mod.load().target("export")
     out = Path(args.output)
     try:
@@ -143,7 +153,8 @@ def run_export(args) -> int:
             bar.close()
             print(f"ghostly export: {exc}", file=sys.stderr)
             return 1
-    status = STATUS.get(completed.status, "unknown")
+    status = {pb.EXPORT_STATUS_SUCCESS: "success", pb.EXPORT_STATUS_PARTIAL: "partial",
+              pb.EXPORT_STATUS_FAILED: "failed"}.get(completed.status, "unknown")
     print(f"{out}  {completed.size_bytes} bytes  sha256 {completed.sha256} (verified)  status {status}  "
           f"export {completed.export_id}")
     for c in completed.validation_checks:
@@ -152,8 +163,11 @@ def run_export(args) -> int:
     return 0 if completed.status == pb.EXPORT_STATUS_SUCCESS else 3
 
 
+HELP = "download a research / clinical export (audited)"
+
+
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("export", help="download a research / clinical export (audited)",
+    p = subparsers.add_parser("export", help=HELP,
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--type", required=True, choices=list(TYPES))
     p.add_argument("--format", required=True, choices=list(FORMATS))

@@ -53,7 +53,7 @@ def requested_values(req: ingest_pb2.RecordSessionOutcomeRequest) -> dict[str, A
     return out
 
 
-def _sides(channels: list[asyncpg.Record]) -> tuple[dict[str, dict | None], dict[str, str]]:
+def _sides(channels: list[dict]) -> tuple[dict[str, dict | None], dict[str, str]]:
     """Per-side rates of the usable channels (first channel per side, as the analysis) and the
     reasons of unusable sides."""
     rates: dict[str, dict | None] = {"left": None, "right": None}
@@ -71,19 +71,45 @@ def _sides(channels: list[asyncpg.Record]) -> tuple[dict[str, dict | None], dict
     return rates, {k: v for k, v in unusable.items() if rates.get(k) is None}
 
 
-def _baseline_values(score: asyncpg.Record | None, settings: asyncpg.Record | None,
-                     bfr: asyncpg.Record | None) -> dict[str, Any]:
-    """What the session was scored with before any recorded outcome (upload values)."""
+_CONFIGS: dict[int, ScoringConfig] = {}  # scoring_config rows are immutable: cached by version
+
+
+async def _config(conn: asyncpg.Connection, version: int | None) -> ScoringConfig:
+    if version is not None and version in _CONFIGS:
+        return _CONFIGS[version]
+    cfg = ScoringConfig.from_row(await repo.scoring_config(conn, version))
+    _CONFIGS[cfg.version] = cfg
+    return cfg
+
+
+def _recorded(row: asyncpg.Record) -> dict[str, Any] | None:
+    if row["o_recorded_by"] is None:
+        return None
+    return {"rpe_post_session": row["o_rpe"], "game_points": row["o_game_points"],
+            "game_points_max": row["o_game_points_max"], "bfr_actual_pressure_aop": row["o_bfr"],
+            "recorded_by": row["o_recorded_by"], "recorded_at": row["o_recorded_at"]}
+
+
+def _baseline(row: asyncpg.Record) -> dict[str, Any]:
+    """What the session was scored with before any recorded outcome (the upload's values)."""
     out: dict[str, Any] = {c: None for c in OUTCOME_COLUMNS}
-    if score is not None:
-        excluded = (score["performance_weights"] or {}).get("excluded", {})
-        out["rpe_post_session"] = score["rpe_post_session"]
-        out["game_points"] = None if "game" in excluded else score["game_points_achieved"]
-        out["game_points_max"] = score["game_points_maximum"]
-        out["bfr_actual_pressure_aop"] = score["bfr_pressure_aop"]
-    if out["bfr_actual_pressure_aop"] is None and bfr is not None:
-        out["bfr_actual_pressure_aop"] = bfr["actual_pressure_aop"]
+    if row["score_id"] is not None:
+        excluded = (row["score_weights"] or {}).get("excluded", {})
+        out["rpe_post_session"] = row["rpe_post_session"]
+        out["game_points"] = None if "game" in excluded else row["game_points_achieved"]
+        out["game_points_max"] = row["game_points_maximum"]
+        out["bfr_actual_pressure_aop"] = row["bfr_pressure_aop"]
+    if out["bfr_actual_pressure_aop"] is None:
+        out["bfr_actual_pressure_aop"] = row["bfr_actual"]
     return out
+
+
+def _requested_weights(row: asyncpg.Record, config: ScoringConfig) -> dict[str, float]:
+    if row["score_weights"] and row["score_weights"].get("requested"):
+        return {k: float(v) for k, v in row["score_weights"]["requested"].items()}
+    if row["settings_weights"]:
+        return {k: float(v) for k, v in row["settings_weights"].items()}
+    return dict(config.performance_weights)
 
 
 async def record(conn: asyncpg.Connection, req: ingest_pb2.RecordSessionOutcomeRequest) -> ingest_pb2.SessionOutcomeReply:
@@ -91,80 +117,77 @@ async def record(conn: asyncpg.Connection, req: ingest_pb2.RecordSessionOutcomeR
     given = requested_values(req)
     me = auth.current()
     async with conn.transaction():
-        session = await repo.lock_session(conn, sid)
-        if session is None or not await _visible(conn, session, me):
+        row = await repo.outcome_inputs(conn, sid)   # locks the session: one writer at a time
+        if row is None or (me.is_therapist and row["owner_user_id"] != me.subject):
             raise NotFound(f"session {sid} does not exist")
-        if session["processing_status"] != "completed":
-            raise FailedPrecondition(f"session {sid} is {session['processing_status']}: an outcome can be recorded "
+        if row["processing_status"] != "completed":
+            raise FailedPrecondition(f"session {sid} is {row['processing_status']}: an outcome can be recorded "
                                      "once it is completed")
-        channels, score, outcome, settings, bfr = await repo.scoring_inputs(conn, sid)
-        current = dict(outcome) if outcome is not None else _baseline_values(score, settings, bfr)
+        outcome = _recorded(row)
+        current = outcome if outcome is not None else _baseline(row)
         merged = {c: given.get(c, current.get(c)) for c in OUTCOME_COLUMNS}
+        config = await _config(conn, row["scoring_config_version"])
+        level = int(row["game_level"]) if row["game_level"] and row["game_level"].isdigit() else None
+        merged["game_points_max"] = int(merged["game_points_max"] or config.game_points_max_by_level.get(level)
+                                        or DEFAULT_GAME_POINTS_MAX)
         if outcome is not None and all(merged[c] == outcome[c] for c in OUTCOME_COLUMNS):
-            return _reply(sid, outcome, score, changed=False)
-        version = score["scoring_config_version"] if score is not None else None
-        config = ScoringConfig.from_row(await repo.scoring_config(conn, version))
-        level = (session["game_metadata"] or {}).get("game_level")
-        points_max = merged["game_points_max"] or config.game_points_max_by_level.get(level) \
-            or (score["game_points_maximum"] if score is not None else None) or DEFAULT_GAME_POINTS_MAX
-        merged["game_points_max"] = int(points_max)
-        rates, unusable = _sides(channels)
+            return _reply(sid, outcome, row["score_id"] is not None and row, changed=False,
+                          config_version=config.version)
+        rates, unusable = _sides(row["channels"])
+        weights = _requested_weights(row, config)
         perf = scoring.performance(
             rates["left"], rates["right"], rpe=merged["rpe_post_session"],
             bfr_pressure_aop=merged["bfr_actual_pressure_aop"], game_points=merged["game_points"],
-            game_points_max=merged["game_points_max"], weights=_requested_weights(score, settings, config),
-            bfr_range=config.bfr_gate, session_duration_minutes=score["session_duration_minutes"] if score else None,
-            unusable_sides=unusable, rpe_effort=config.rpe_effort)
-        saved = await repo.upsert_outcome(conn, sid, merged, me.subject)
+            game_points_max=merged["game_points_max"], weights=weights, bfr_range=config.bfr_gate,
+            session_duration_minutes=row["session_duration_minutes"], unusable_sides=unusable,
+            rpe_effort=config.rpe_effort)
+        saved = dict(await repo.upsert_outcome(conn, sid, merged, me.subject))
+        score: Any = None
         if perf.overall_performance_score is not None:
-            await repo.insert_score(conn, sid, perf, _requested_weights(score, settings, config), config.version)
-        else:
+            score = await repo.update_score(conn, sid, perf, weights, config.version)
+            if score is None:   # never scored before (e.g. nothing was measurable without the outcome)
+                await repo.insert_score(conn, sid, perf, weights, config.version)
+                score = {"overall_performance_score": perf.overall_performance_score,
+                         "performance_weights": repo.weights_json(perf, weights),
+                         "scoring_config_version": config.version}
+        elif row["score_id"] is not None:
             await conn.execute("DELETE FROM performance_scores WHERE session_id = $1", sid)
         if "bfr_actual_pressure_aop" in given:
-            await _record_bfr(conn, sid, req.bfr, bfr, config)
-        score = await conn.fetchrow("SELECT * FROM performance_scores WHERE session_id = $1", sid)
+            await _record_bfr(conn, sid, req.bfr, config)
         return _reply(sid, saved, score, changed=True, config_version=config.version)
 
 
-def _requested_weights(score, settings, config: ScoringConfig) -> dict[str, float]:
-    if score is not None and (score["performance_weights"] or {}).get("requested"):
-        return {k: float(v) for k, v in score["performance_weights"]["requested"].items()}
-    if settings is not None and settings["performance_weights"]:
-        return {k: float(v) for k, v in settings["performance_weights"].items()}
-    return dict(config.performance_weights)
-
-
-async def _record_bfr(conn: asyncpg.Connection, sid: uuid.UUID, b: ingest_pb2.BfrInput, existing, config) -> None:
+async def _record_bfr(conn: asyncpg.Connection, sid: uuid.UUID, b: ingest_pb2.BfrInput, config: ScoringConfig) -> None:
+    """The measured BFR data of the outcome, merged into the session's bfr_monitoring row:
+    fields the request leaves unset keep their recorded values."""
     from services.ingest.servicer import bfr_row  # one reading of BfrInput (lazy: servicer imports us)
 
-    meta = ingest_pb2.SessionMetadata(bfr=b)
-    row = bfr_row(meta, config.bfr_gate)
-    if existing is not None and not b.HasField("target_pressure_aop"):
-        row["target_pressure_aop"] = existing["target_pressure_aop"]
-    await repo.upsert_bfr(conn, sid, row)
+    existing = await conn.fetchrow("SELECT * FROM bfr_monitoring WHERE session_id = $1", sid)
+    new = bfr_row(ingest_pb2.SessionMetadata(bfr=b), config.bfr_gate)
+    if existing is not None:
+        for col, value in list(new.items()):
+            if col in existing.keys() and col not in ("actual_pressure_aop", "safety_gate_status") and (
+                    value is None or (col == "target_pressure_aop" and not b.HasField("target_pressure_aop"))
+                    or (col == "safety_violations_count" and not b.HasField("safety_violations_count"))):
+                new[col] = existing[col]
+    await repo.upsert_bfr(conn, sid, new)
 
 
-async def _visible(conn: asyncpg.Connection, session: asyncpg.Record, me: auth.Identity) -> bool:
-    if not me.is_therapist:
-        return True
-    owner = await conn.fetchval(
-        "SELECT t.user_id::text FROM patients p JOIN therapists t ON t.id = p.therapist_id WHERE p.patient_code = $1",
-        session["patient_id"])
-    return owner == me.subject
-
-
-def _reply(sid: uuid.UUID, outcome, score, *, changed: bool, config_version: int | None = None
-           ) -> ingest_pb2.SessionOutcomeReply:
+def _reply(sid: uuid.UUID, outcome: dict[str, Any], score: Any, *, changed: bool,
+           config_version: int | None = None) -> ingest_pb2.SessionOutcomeReply:
+    """``score``: a row with overall_performance_score, performance_weights (JSON) and
+    scoring_config_version, or None/False when the session has no score."""
     msg = ingest_pb2.SessionOutcomeReply(session_id=str(sid), changed=changed, recorded_by=outcome["recorded_by"],
                                          recorded_at=to_timestamp(outcome["recorded_at"]))
     for col, field in (("rpe_post_session", "rpe_post_session"), ("game_points", "game_points"),
                        ("game_points_max", "game_points_max"), ("bfr_actual_pressure_aop", "bfr_actual_pressure_aop")):
         if outcome[col] is not None:
             setattr(msg, field, outcome[col])
-    if score is not None:
+    if score:
         msg.overall_performance_score = score["overall_performance_score"]
         msg.scoring_config_version = score["scoring_config_version"]
-        for k, v in ((score["performance_weights"] or {}).get("excluded") or {}).items():
+        weights = score["performance_weights"] if "performance_weights" in score.keys() else score["score_weights"]
+        for k, v in ((weights or {}).get("excluded") or {}).items():
             msg.components_excluded[k] = v
     elif config_version is not None:
         msg.scoring_config_version = config_version

@@ -407,23 +407,54 @@ async def insert_scoring_config(conn: asyncpg.Connection, config: dict[str, Any]
 
 # --------------------------------------------------------------------------- post-session outcomes
 
-async def lock_session(conn: asyncpg.Connection, session_id: uuid.UUID) -> asyncpg.Record | None:
-    """The session row, locked until the transaction ends (one writer per session at a time)."""
+OUTCOME_INPUTS = """
+SELECT s.id, s.patient_id, s.processing_status, s.game_metadata->>'game_level' AS game_level,
+       (SELECT t.user_id::text FROM patients pa JOIN therapists t ON t.id = pa.therapist_id
+        WHERE pa.patient_code = s.patient_id) AS owner_user_id,
+       (SELECT coalesce(json_agg(json_build_object(
+                'channel_name', e.channel_name, 'side', e.side, 'usable', e.usable, 'signal_flags', e.signal_flags,
+                'completion_rate', e.completion_rate, 'intensity_rate', e.intensity_rate,
+                'duration_rate', e.duration_rate, 'muscle_compliance_score', e.muscle_compliance_score)
+                ORDER BY e.channel_name), '[]'::json)
+        FROM emg_statistics e WHERE e.session_id = s.id) AS channels,
+       p.id AS score_id, p.overall_performance_score, p.rpe_post_session, p.game_points_achieved, p.game_points_maximum, p.bfr_pressure_aop,
+       p.performance_weights AS score_weights, p.scoring_config_version, p.session_duration_minutes,
+       o.rpe_post_session AS o_rpe, o.game_points AS o_game_points, o.game_points_max AS o_game_points_max,
+       o.bfr_actual_pressure_aop AS o_bfr, o.recorded_by AS o_recorded_by, o.recorded_at AS o_recorded_at,
+       ss.performance_weights AS settings_weights, b.actual_pressure_aop AS bfr_actual
+FROM therapy_sessions s
+LEFT JOIN performance_scores p ON p.session_id = s.id
+LEFT JOIN session_outcomes o ON o.session_id = s.id
+LEFT JOIN session_settings ss ON ss.session_id = s.id
+LEFT JOIN bfr_monitoring b ON b.session_id = s.id
+WHERE s.id = $1
+FOR UPDATE OF s
+"""
+
+
+async def outcome_inputs(conn: asyncpg.Connection, session_id: uuid.UUID) -> asyncpg.Record | None:
+    """Everything RecordSessionOutcome reads, in one round trip, with the session row locked
+    until the transaction ends (one writer per session at a time)."""
+    return await conn.fetchrow(OUTCOME_INPUTS, session_id)
+
+
+async def update_score(conn: asyncpg.Connection, session_id: uuid.UUID, p: PerformanceResult,
+                       requested_weights: dict[str, float], scoring_config_version: int) -> asyncpg.Record | None:
+    """Re-score an existing performance_scores row in place (the per-side rates are unchanged);
+    returns what the API reports, or None when the session had no score row."""
     return await conn.fetchrow(
-        "SELECT id, patient_id, processing_status, game_metadata FROM therapy_sessions WHERE id = $1 FOR UPDATE",
-        session_id)
-
-
-async def scoring_inputs(conn: asyncpg.Connection, session_id: uuid.UUID):
-    """(channel statistics rows, score row, outcome row, settings row, bfr row) of a session."""
-    channels = await conn.fetch(
-        "SELECT channel_name, side, usable, signal_flags, completion_rate, intensity_rate, duration_rate, "
-        "muscle_compliance_score FROM emg_statistics WHERE session_id = $1 ORDER BY channel_name", session_id)
-    score = await conn.fetchrow("SELECT * FROM performance_scores WHERE session_id = $1", session_id)
-    outcome = await conn.fetchrow("SELECT * FROM session_outcomes WHERE session_id = $1", session_id)
-    settings = await conn.fetchrow("SELECT * FROM session_settings WHERE session_id = $1", session_id)
-    bfr = await conn.fetchrow("SELECT * FROM bfr_monitoring WHERE session_id = $1", session_id)
-    return channels, score, outcome, settings, bfr
+        """
+        UPDATE performance_scores SET overall_performance_score = $2, compliance_score = $3, symmetry_score = $4,
+            effort_score = $5, game_score = $6, performance_weights = $7, bfr_pressure_aop = $8,
+            bfr_compliance_gate = $9, rpe_post_session = $10, game_points_achieved = $11, game_points_maximum = $12,
+            scoring_config_version = $13, calculated_at = now()
+        WHERE session_id = $1
+        RETURNING overall_performance_score, performance_weights, scoring_config_version
+        """,
+        session_id, p.overall_performance_score, p.compliance_score or 0.0, p.symmetry_score or 0.0,
+        p.effort_score or 0.0, p.game_score or 0.0, weights_json(p, requested_weights), p.bfr_pressure_aop,
+        1.0 if p.bfr_compliance_gate is None else p.bfr_compliance_gate, p.rpe_post_session,
+        p.game_points_achieved or 0, p.game_points_maximum, scoring_config_version)
 
 
 async def upsert_outcome(conn: asyncpg.Connection, session_id: uuid.UUID, values: dict[str, Any],

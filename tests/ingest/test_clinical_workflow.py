@@ -260,3 +260,26 @@ async def test_longitudinal_intensity_rises_against_a_fixed_calibration(stub, pa
     assert f[-3:].mean() - f[:3].mean() >= 0.5, f   # from few to most contractions intense
     assert np.polyfit(np.arange(10), f, 1)[0] > 0.05
     assert np.ptp(r) <= 0.35 and abs(np.polyfit(np.arange(10), r, 1)[0]) < 0.02, r
+
+
+async def test_outcome_bfr_measurement_merges_and_gates(stub, patients, db, tmp_path):
+    """A BFR pressure recorded after the session replaces the measured value only (cuff and
+    device details stay) and the safety gate re-scores compliance."""
+    _, _, code = await _register(patients)
+    data, name = _file(tmp_path, seed=5131)
+    bfr = ingest_pb2.BfrInput(actual_pressure_aop=50.0, target_pressure_aop=50.0, cuff_size="11.5 cm",
+                              monitoring_device="Delfi PTSii")
+    s = await stub.Upload(upload_messages(data, name, code, bfr=bfr))
+    before = await db.fetchrow("SELECT compliance_score, bfr_compliance_gate FROM performance_scores "
+                               "WHERE session_id = $1::uuid", s.session_id)
+    assert before["bfr_compliance_gate"] == 1.0 and before["compliance_score"] > 0
+    reply = await stub.RecordSessionOutcome(ingest_pb2.RecordSessionOutcomeRequest(
+        session_id=s.session_id, bfr=ingest_pb2.BfrInput(actual_pressure_aop=62.0)))
+    assert reply.changed and reply.bfr_actual_pressure_aop == 62.0
+    row = await db.fetchrow("SELECT * FROM bfr_monitoring WHERE session_id = $1::uuid", s.session_id)
+    assert row["actual_pressure_aop"] == 62.0 and not row["safety_gate_status"]
+    assert row["cuff_size"] == "11.5 cm" and row["monitoring_device"] == "Delfi PTSii"
+    assert row["target_pressure_aop"] == 50.0
+    after = await db.fetchrow("SELECT compliance_score, bfr_compliance_gate FROM performance_scores "
+                              "WHERE session_id = $1::uuid", s.session_id)
+    assert after["bfr_compliance_gate"] == 0.0 and after["compliance_score"] == 0.0
