@@ -123,9 +123,9 @@ def hysteresis(env: np.ndarray, valid: np.ndarray | None, on: float, off: float)
     trig = env > on
     if valid is not None:
         trig &= valid
-    # Runs are disjoint and in order: reduceat over their starts sums each run plus the gap
-    # after it, and a gap (env <= off < on) holds no trigger, so the sums are per run.
-    keep = np.add.reduceat(trig, starts, dtype=np.int64) > 0
+    # Runs are disjoint and in order: reduceat over their starts covers each run plus the gap
+    # after it, and a gap (env <= off <= on) holds no trigger, so the result is per run.
+    keep = np.logical_or.reduceat(trig, starts)
     return starts[keep], ends[keep]
 
 

@@ -69,8 +69,19 @@ def _mnf_mdf(freqs: np.ndarray, psd: np.ndarray) -> tuple[float | None, float | 
 
 def _windows_inside(valid: np.ndarray, n: int, step: int) -> np.ndarray:
     """Start indices (multiples of ``step``) of length-n windows where ``valid`` is all True."""
-    c = np.concatenate(([0], np.cumsum(valid, dtype=np.int64)))
     starts = np.arange(0, valid.size - n + 1, step)
+    if starts.size == 0:
+        return starts
+    if n % step == 0:
+        # A window is n / step consecutive blocks of ``step`` samples: all-True blocks via one
+        # logical_and.reduceat (no signal-sized int64 cumsum).
+        k = n // step
+        blocks = np.logical_and.reduceat(valid[:(starts[-1] + n)], np.arange(0, starts[-1] + n, step))
+        ok = np.ones(starts.size, dtype=bool)
+        for j in range(k):
+            ok &= blocks[j:j + starts.size]
+        return starts[ok]
+    c = np.concatenate(([0], np.cumsum(valid, dtype=np.int64)))
     return starts[(c[starts + n] - c[starts]) == n]
 
 
