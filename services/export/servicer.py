@@ -378,7 +378,9 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         if t in ("statistics_only", "clinical_summary"):
             jobs["channels"] = d.emg_statistics(sid, sel.channels, call)
         if t in ("performance_report", "clinical_summary"):
-            jobs["performance"] = d.performance(sid, call)
+            # A completed session may be unscored (no usable EMG): exported with empty score
+            # cells, its channel rows and flags saying why (checked below).
+            jobs["performance"] = optional(d.performance(sid, call))
         if t == "bfr_safety_report":
             jobs["bfr"] = optional(d.bfr(sid, call))
             jobs["settings"] = optional(d.settings(sid, call))
@@ -394,12 +396,15 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         b.performance = results.get("performance")
         b.bfr = results.get("bfr")
         b.settings = results.get("settings")
+        status = common_pb2.ProcessingStatus.Name(b.session.processing_status).removeprefix(
+            "PROCESSING_STATUS_").lower()
+        reason = f": {b.session.error_message}" if b.session.error_message else ""
         if t in ("statistics_only", "clinical_summary") and not b.channels:
-            status = common_pb2.ProcessingStatus.Name(b.session.processing_status).removeprefix(
-                "PROCESSING_STATUS_").lower()
-            reason = f": {b.session.error_message}" if b.session.error_message else ""
             b.error = f"session {sid} has no EMG statistics (processing status {status}{reason})"
             b.error_code = "FailedPrecondition"
+        elif t in ("performance_report", "clinical_summary") and b.performance is None and status != "completed":
+            b.error = f"session {sid} has no performance score (processing status: {status}{reason})"
+            b.error_code = "NotFound"
 
     async def _fetch_batch(self, bundles: list[layouts.SessionBundle], sel: Selection, call: CallOptions) -> None:
         """Statistics, performance and registry rows of many sessions in batches of BATCH
@@ -434,7 +439,8 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
                 elif t in ("statistics_only", "clinical_summary") and not b.channels:
                     b.error = f"session {b.session_id} has no EMG statistics (processing status {status}{reason})"
                     b.error_code = "FailedPrecondition"
-                elif t in ("performance_report", "clinical_summary") and b.performance is None:
+                elif t in ("performance_report", "clinical_summary") and b.performance is None \
+                        and status != "completed":  # completed + no score: not scorable, exported empty
                     b.error = (f"session {b.session.id} has no performance score "
                                f"(processing status: {status}{reason})")
                     b.error_code = "NotFound"

@@ -436,3 +436,32 @@ def test_export_flag_vocabulary_is_the_emg_cores():
     from libs.emg.flags import SIGNAL_FLAGS
     from services.export import layouts
     assert layouts.SIGNAL_FLAGS == SIGNAL_FLAGS and list(layouts.SIGNAL_FLAGS) == list(SIGNAL_FLAGS)
+
+
+@pytest.fixture(scope="module")
+async def unscored_session(ingest_stub, db, tmp_path_factory):
+    """Two disconnected electrodes (noise only): completed, statistics stored, not scored."""
+    tmp = tmp_path_factory.mktemp("export-unscored")
+    spec = SyntheticSpec(duration_s=30.0, seed=31, time=(2024, 5, 8, 9, 15),
+                         channels=[ChannelSpec(noise_sd_v=13e-6), ChannelSpec(noise_sd_v=14e-6)])
+    name = ghostly_file_name(spec, seconds=31)
+    write_synthetic_c3d(tmp / name, spec)
+    r = await upload(ingest_stub, (tmp / name).read_bytes(), name, await new_patient(db))
+    assert not r.HasField("overall_performance_score")
+    return r.session_id
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+async def test_unscored_session_is_exported_with_empty_scores_and_its_flags(export_stub, unscored_session, fmt):
+    """Not a failed session and never a 0: the clinical summary carries the session with empty
+    score cells and the channel rows whose flags say why."""
+    _, payload, completed, _ = await run_export(export_stub, type=pb.EXPORT_TYPE_CLINICAL_SUMMARY,
+                                                format=FORMATS[fmt], session_ids=[unscored_session])
+    assert completed.status == pb.EXPORT_STATUS_SUCCESS
+    rows = tables(payload, fmt)["csv" if fmt == "csv" else "channels"]
+    assert {r["channel_name"]: flag_list(r["signal_flags"], fmt) for r in rows} == \
+        {"CH1": ["no_usable_emg"], "CH2": ["no_usable_emg"]}
+    if fmt != "csv":
+        [session] = tables(payload, fmt)["sessions"]
+        assert session["overall_performance_score"] in (None, "") or session["overall_performance_score"] != \
+            session["overall_performance_score"]  # empty / null / NaN
