@@ -70,7 +70,7 @@ def find_artifacts(raw: np.ndarray, rate: float, params: ProcessingParams,
                    scratch: np.ndarray | None = None) -> tuple[list[ArtifactSpan], np.ndarray]:
     """Artefact spans and a boolean per-sample artefact flag (without margins).
 
-    ``scratch`` (>= raw.size float64, clobbered) avoids a signal-sized copy when spans exist.
+    ``scratch`` is accepted for the callers' uniformity and not needed (no signal-sized copies).
     """
     n = raw.size
     flag = np.zeros(n, dtype=bool)
@@ -96,16 +96,15 @@ def find_artifacts(raw: np.ndarray, rate: float, params: ProcessingParams,
     # that is mostly "at its extremes" is quantisation noise or a stuck input, not saturation).
     # A channel that takes only a few distinct values (quantisation noise: < 64 in 4096
     # samples) has no meaningful rail.
-    if flag.any():
-        keep = ~flag
-        rest = raw[keep] if scratch is None else np.compress(keep, raw, out=scratch[:np.count_nonzero(keep)])
-    else:
-        rest = raw
     clipped = np.zeros(n, dtype=bool)
-    if rest.size > 2:
-        lo, hi = float(rest.min()), float(rest.max())
+    keep = ~flag if flag.any() else None
+    if n - (0 if keep is None else int(np.count_nonzero(flag))) > 2:
+        # Extremes of what is left, without copying it (reductions with where=).
+        lo = float(raw.min(where=keep, initial=np.inf)) if keep is not None else float(raw.min())
+        hi = float(raw.max(where=keep, initial=-np.inf)) if keep is not None else float(raw.max())
         span = hi - lo
-        distinct = np.unique(rest[::max(1, rest.size // 4096)]).size
+        sub = raw[::max(1, n // 4096)]
+        distinct = np.unique(sub if keep is None else sub[keep[::max(1, n // 4096)]]).size
         if span > 0 and distinct >= 64:
             tol = params.clip_tolerance * span
             for at in (raw >= hi - tol, raw <= lo + tol):
