@@ -53,17 +53,37 @@ class Identity:
 
 
 DEV_IDENTITY = Identity(subject=DEV_SUBJECT, role="admin", dev=True)
-# Local use without a server (unit tests of servicers, scripts): full access.
-_CURRENT: contextvars.ContextVar[Identity] = contextvars.ContextVar("identity", default=DEV_IDENTITY)
+# Fail closed: no identity unless the interceptor set one (dev mode sets DEV_IDENTITY
+# explicitly for calls without a token). Code outside an RPC that needs one sets it itself
+# (set_current / acting_as).
+_CURRENT: contextvars.ContextVar[Identity | None] = contextvars.ContextVar("identity", default=None)
 
 
 def current() -> Identity:
-    """The identity of the RPC being served (set by the interceptor)."""
-    return _CURRENT.get()
+    """The identity of the RPC being served (set by the interceptor); PERMISSION_DENIED when
+    nothing set one, never an implicit admin."""
+    identity = _CURRENT.get()
+    if identity is None:
+        raise PermissionDenied("no authenticated caller for this operation")
+    return identity
 
 
 def set_current(identity: Identity) -> contextvars.Token:
     return _CURRENT.set(identity)
+
+
+class acting_as:  # noqa: N801 - a context manager, used like open()
+    """``with auth.acting_as(identity):`` sets the identity outside an RPC (scripts, tests)."""
+
+    def __init__(self, identity: Identity):
+        self.identity = identity
+
+    def __enter__(self) -> Identity:
+        self._token = set_current(self.identity)
+        return self.identity
+
+    def __exit__(self, *exc: object) -> None:
+        reset_current(self._token)
 
 
 def reset_current(token: contextvars.Token) -> None:

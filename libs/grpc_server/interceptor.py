@@ -147,7 +147,7 @@ class _Call:
         """Who is calling, and may they call this method (`allowed` roles)? (raises
         Unauthenticated / PermissionDenied, mapped like any domain error). Sets
         libs.auth.current()."""
-        if authenticator is None:
+        if authenticator is None:  # no identity is set: anything needing one is refused (fail closed)
             return
         identity = authenticator.authenticate(self.metadata)
         self.role = identity.role

@@ -468,3 +468,18 @@ async def upsert_outcome(conn: asyncpg.Connection, session_id: uuid.UUID, values
             recorded_by = EXCLUDED.recorded_by, recorded_at = now()
         RETURNING *
         """, session_id, *[values.get(c) for c in cols], recorded_by)
+
+
+# --------------------------------------------------------------------------- storage events
+
+async def record_event(conn: asyncpg.Connection, event_id: str, request_sha256: str, window_s: int) -> str | None:
+    """Record a signed storage event; returns the digest it was first seen with (None: new).
+    Rows older than twice the clock window are dropped on the way."""
+    async with conn.transaction():
+        await conn.execute("DELETE FROM storage_event_replays WHERE received_at < now() - make_interval(secs => $1)",
+                           2 * window_s)
+        seen = await conn.fetchval("INSERT INTO storage_event_replays (event_id, request_sha256) VALUES ($1, $2) "
+                                   "ON CONFLICT (event_id) DO NOTHING RETURNING request_sha256", event_id, request_sha256)
+        if seen is not None:
+            return None
+        return await conn.fetchval("SELECT request_sha256 FROM storage_event_replays WHERE event_id = $1", event_id)

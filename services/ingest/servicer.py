@@ -148,7 +148,15 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
 
     async def IngestStoredFile(self, request, context) -> ingest_pb2.IngestReply:
         path = validate_relative_path(request.file_path)
-        events.verify(self.ctx.config.event_secret, request.event_id, request.file_path, request.signature)
+        secret = self.ctx.config.event_secret
+        events.verify(secret, request)
+        if secret is not None:
+            if not request.event_id or len(request.event_id) > 512 or "\x00" in request.event_id:
+                raise InvalidArgument("event_id must be 1-512 characters without NUL for a signed event")
+            async with self.db.acquire() as conn:
+                first = await repo.record_event(conn, request.event_id, events.digest(request), events.MAX_SKEW_S)
+            if first is not None and first != events.digest(request):
+                raise FailedPrecondition(f"storage event {request.event_id!r} was already used for another request")
         settings = settings_from_request(request.session)
         bfr = bfr_row(request.session)
         obj = await self.store.stat(path)   # NOT_FOUND; refuses paths leaving the store

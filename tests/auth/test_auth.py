@@ -342,3 +342,21 @@ def test_a_cached_token_expires_when_pyjwt_says_so():
     _time.sleep(max(0.0, start + 1.2 - _time.time()))   # past int(exp), before exp
     with pytest.raises(Unauthenticated, match="expired"):
         a.authenticate(_md(token))
+
+
+def test_no_identity_is_no_access():
+    """Fail closed: outside an authenticated call there is no implicit admin."""
+    import contextvars
+
+    from libs import auth
+    from libs.errors import PermissionDenied
+
+    def outside():
+        with pytest.raises(PermissionDenied, match="no authenticated caller"):
+            auth.current()
+        with auth.acting_as(auth.DEV_IDENTITY) as me:
+            assert auth.current() is me
+        with pytest.raises(PermissionDenied):
+            auth.current()
+
+    contextvars.Context().run(outside)  # a fresh context, as a background task or script has

@@ -5,6 +5,7 @@ import asyncio
 import hashlib
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 import grpc
@@ -15,9 +16,9 @@ from ghostly.ingest.v1 import ingest_pb2
 from libs.emg import PROCESSING_VERSION, AnalysisSettings, analyze_file
 from libs.emg.synthetic import (ChannelSpec, SyntheticSpec, ghostly_file_name, regular_contractions,
                                 write_synthetic_c3d)
-from services.ingest.events import sign
+from services.ingest.events import MAX_SKEW_S, sign, signed
 from tests.conftest import sample_files
-from tests.ingest.conftest import upload_messages
+from tests.ingest.conftest import register_patient, upload_messages
 
 SAMPLES = sample_files()
 needs_samples = pytest.mark.skipif(not SAMPLES, reason="real GHOSTLY samples not found")
@@ -197,8 +198,7 @@ async def test_stored_file_symlink_out_of_store_refused(stub, ingest_server, tmp
     (store / patient / "link.c3d").symlink_to(outside)
     path = f"{patient}/link.c3d"
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await stub.IngestStoredFile(ingest_pb2.IngestStoredFileRequest(
-            file_path=path, event_id="e1", signature=sign("s3cret", "e1", path)))
+        await stub.IngestStoredFile(signed("s3cret", ingest_pb2.IngestStoredFileRequest(file_path=path, event_id="e1")))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "outside" in info.value.details()
 
 
@@ -213,16 +213,54 @@ async def test_storage_event_signed_idempotent(stub, db, ingest_server, tmp_path
             await stub.IngestStoredFile(ingest_pb2.IngestStoredFileRequest(file_path=path, event_id="ev-1",
                                                                            signature=signature))
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED and detail in info.value.details()
-    req = ingest_pb2.IngestStoredFileRequest(file_path=path, event_id="ev-1", signature=sign("s3cret", "ev-1", path))
+    event_id = f"ev-{uuid.uuid4().hex}"
+    req = signed("s3cret", ingest_pb2.IngestStoredFileRequest(file_path=path, event_id=event_id))
     first = await stub.IngestStoredFile(req)
     replay = await stub.IngestStoredFile(req)
     assert first.created and not replay.created and first.session_id == replay.session_id
     assert await db.fetchval("SELECT patient_id FROM therapy_sessions WHERE id = $1::uuid", first.session_id) == patient
     missing = f"{patient}/nope.c3d"
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await stub.IngestStoredFile(ingest_pb2.IngestStoredFileRequest(
-            file_path=missing, event_id="e", signature=sign("s3cret", "e", missing)))
+        await stub.IngestStoredFile(signed("s3cret", ingest_pb2.IngestStoredFileRequest(
+            file_path=missing, event_id=f"e-{uuid.uuid4().hex}")))
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_storage_event_signature_covers_the_whole_request(stub, db, ingest_server, tmp_path, patient):
+    """A captured event cannot be replayed with another patient (or any other body change),
+    nor later than the allowed clock skew, nor reuse its id for another request."""
+    import time
+
+    other = await register_patient(db, "X")
+    data, name = synthetic_bytes(tmp_path, seed=251)
+    store = ingest_server.context.config.store_dir
+    (store / patient).mkdir(parents=True, exist_ok=True)
+    (store / patient / name).write_bytes(data)
+    path = f"{patient}/{name}"
+    good = signed("s3cret", ingest_pb2.IngestStoredFileRequest(
+        file_path=path, event_id=f"ev-{uuid.uuid4().hex}", session=ingest_pb2.SessionMetadata(patient_code=patient)))
+    tampered = ingest_pb2.IngestStoredFileRequest()
+    tampered.CopyFrom(good)
+    tampered.session.patient_code = other
+    stale = signed("s3cret", ingest_pb2.IngestStoredFileRequest(file_path=path, event_id="ev-old"),
+                   now=time.time() - MAX_SKEW_S - 60)
+    future = signed("s3cret", ingest_pb2.IngestStoredFileRequest(file_path=path, event_id="ev-future"),
+                    now=time.time() + MAX_SKEW_S + 60)
+    for req, detail in ((tampered, "does not match"), (stale, "away from the server's clock"),
+                        (future, "away from the server's clock")):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.IngestStoredFile(req)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED and detail in info.value.details()
+    assert await db.fetchval("SELECT count(*) FROM therapy_sessions WHERE file_path = $1", path) == 0
+    first = await stub.IngestStoredFile(good)
+    assert first.created
+    # The same event id, validly signed, for another request: refused.
+    reused = signed("s3cret", ingest_pb2.IngestStoredFileRequest(
+        file_path=path, event_id=good.event_id, session=ingest_pb2.SessionMetadata(patient_code=patient, protocol_day=3)))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.IngestStoredFile(reused)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "already used" in info.value.details()
+    assert sign("s3cret", good) == good.signature
 
 
 async def test_processing_status(stub, patient, tmp_path):

@@ -240,16 +240,18 @@ class UploadRequest(_message.Message):
     def __init__(self, metadata: _Optional[_Union[UploadMetadata, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class IngestStoredFileRequest(_message.Message):
-    __slots__ = ("file_path", "session", "event_id", "signature")
+    __slots__ = ("file_path", "session", "event_id", "signature", "signed_at")
     FILE_PATH_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    SIGNED_AT_FIELD_NUMBER: _ClassVar[int]
     file_path: str
     session: SessionMetadata
     event_id: str
     signature: str
-    def __init__(self, file_path: _Optional[str] = ..., session: _Optional[_Union[SessionMetadata, _Mapping]] = ..., event_id: _Optional[str] = ..., signature: _Optional[str] = ...) -> None: ...
+    signed_at: _timestamp_pb2.Timestamp
+    def __init__(self, file_path: _Optional[str] = ..., session: _Optional[_Union[SessionMetadata, _Mapping]] = ..., event_id: _Optional[str] = ..., signature: _Optional[str] = ..., signed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class IngestReply(_message.Message):
     __slots__ = ("session_id", "created", "status", "file_hash", "file_path", "file_size_bytes", "processing_version", "processing_time_ms", "overall_performance_score", "warnings")
