@@ -1,5 +1,12 @@
 """Migration runner for the plain SQL files in migrations/.
 
+Where the files are: the package resource `libs.db/migrations` (importlib.resources), so an
+installed wheel finds the copy it ships. In the checkout `libs/db/migrations` is a symlink to the
+top-level `migrations/` (the one copy of each file, where the docs and tests look); the wheel
+holds them as package data (pyproject.toml) and tests/test_packaging.py checks the installed
+package. No file found at all is an error, never "0 applied": an install without its
+migrations must not look like an up-to-date database.
+
 Rules (see migrations/README.md):
 - files are `NNN_description.sql`, applied in numeric order, each in ONE transaction together
   with its row in `schema_migrations` (so a failed file leaves nothing behind);
@@ -17,11 +24,11 @@ import logging
 import re
 import time
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import asyncpg
-
-from libs.config import MIGRATIONS_DIR
 
 log = logging.getLogger("ghostly.migrate")
 
@@ -31,22 +38,40 @@ _MANUAL = "-- ghostly:manual"
 
 
 class MigrationError(RuntimeError):
-    """A migration cannot be applied safely (edited file, unknown version, SQL error)."""
+    """A migration cannot be applied safely (no files, edited file, unknown version, SQL error)."""
+
+
+def default_directory() -> Traversable:
+    """The migrations shipped with this code: package resource `libs.db/migrations`."""
+    return resources.files("libs.db").joinpath("migrations")
 
 
 @dataclass(frozen=True)
 class Migration:
     version: int
     name: str
-    path: Path
+    path: Path | Traversable  # a Path unless the package is imported from an archive
     sql: str
     checksum: str
     manual: bool
 
 
-def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+def discover(directory: Path | Traversable | None = None) -> list[Migration]:
+    """Every migration file of `directory` (default: the shipped ones), in version order.
+    Raises MigrationError when there is none: that is a broken installation or a wrong
+    directory, never a database with nothing left to do."""
+    directory = default_directory() if directory is None else directory
+    files = ([p for p in directory.iterdir()  # as glob("*.sql"): hidden files are not looked at
+              if p.name.endswith(".sql") and not p.name.startswith(".") and p.is_file()]
+             if directory.is_dir() else [])
+    if not files:
+        state = "it has no .sql file" if directory.is_dir() else "it does not exist"
+        raise MigrationError(
+            f"no migration files (NNN_name.sql) found in {directory} ({state}); refusing to "
+            "report the database as migrated: this installation is incomplete (the package "
+            "ships them as libs/db/migrations/*.sql; rebuild and reinstall the wheel)")
     found: dict[int, Migration] = {}
-    for path in sorted(directory.glob("*.sql")):
+    for path in sorted(files, key=lambda p: p.name):
         m = _NAME.match(path.name)
         if not m:
             raise MigrationError(f"migration file name {path.name!r} does not match NNN_name.sql")
@@ -98,7 +123,7 @@ def _check_applied(migrations: list[Migration], applied: dict[int, tuple[str, st
 
 
 async def migrate(dsn: str, *, to: int | None = None,
-                  directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+                  directory: Path | Traversable | None = None) -> list[Migration]:
     """Apply pending migrations up to `to` (default: all non-manual). Returns those applied."""
     migrations = discover(directory)
     conn = await asyncpg.connect(dsn)
@@ -137,7 +162,8 @@ async def migrate(dsn: str, *, to: int | None = None,
         await conn.close()
 
 
-async def status(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[tuple[Migration, bool]]:
+async def status(dsn: str,
+                 directory: Path | Traversable | None = None) -> list[tuple[Migration, bool]]:
     """Every known migration with whether it is applied (checks applied files are unedited)."""
     migrations = discover(directory)
     conn = await asyncpg.connect(dsn)
