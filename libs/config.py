@@ -1,5 +1,13 @@
 """Configuration from the environment (12-factor). Every variable has a documented default.
 
+load() checks every variable it is given (unset or empty: the default): a value that is not
+allowed raises ConfigError, which names each such variable, its value and what is allowed
+("GHOSTLY_AUTH_MODE='jtw' is not allowed: one of dev, jwt"), all of them at once. Ports are
+1-65535 (metrics ports 0-65535, 0 = off), pool sizes, limits and intervals positive (cache and
+memory budgets may be 0 = nothing kept), DATABASE_URLs postgresql:// or postgres://, directories
+paths that are not existing files; the service entry point and `ghostly` print the message and
+exit non-zero.
+
 | variable                    | default                          | meaning                                   |
 |-----------------------------|----------------------------------|-------------------------------------------|
 | DATABASE_URL                | (unset: embedded PostgreSQL)     | PostgreSQL DSN shared by all services     |
@@ -47,6 +55,7 @@
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -120,55 +129,276 @@ class Config:
                        statistics_database_url=self.statistics_database_url or url)
 
 
+class ConfigError(ValueError):
+    """Settings that are not allowed, all of them at once: `problems` has one line per variable,
+    each "NAME='value' is not allowed: <what is allowed>"."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        if len(self.problems) == 1:
+            message = self.problems[0]
+        else:
+            message = f"{len(self.problems)} settings are not allowed:\n" + "\n".join(
+                f"  {p}" for p in self.problems)
+        super().__init__(message)
+
+
+class _Refused(ValueError):
+    """Raised by a parser: its message says what is allowed."""
+
+
+# -- Parsers: text -> value, or _Refused("what is allowed"). ----------------------------------
+
+def _integer(lo: int | None = None, hi: int | None = None, note: str = ""):
+    if lo is not None and hi is not None:
+        allowed = f"an integer from {lo} to {hi}"
+    elif lo is not None:
+        allowed = f"an integer >= {lo}"
+    else:
+        allowed = "an integer"
+    allowed += f" ({note})" if note else ""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text.strip())
+        except ValueError:
+            raise _Refused(allowed) from None
+        if (lo is not None and n < lo) or (hi is not None and n > hi):
+            raise _Refused(allowed)
+        return n
+    return parse
+
+
+def _number(lo: float, *, inclusive: bool, note: str = ""):
+    allowed = f"a number {'>=' if inclusive else '>'} {lo:g}" + (f" ({note})" if note else "")
+
+    def parse(text: str) -> float:
+        try:
+            x = float(text.strip())
+        except ValueError:
+            raise _Refused(allowed) from None
+        if not math.isfinite(x) or x < lo or (x == lo and not inclusive):
+            raise _Refused(allowed)
+        return x
+    return parse
+
+
+def _choice(*options: str, normalise=str.lower):
+    allowed = "one of " + ", ".join(options)
+
+    def parse(text: str) -> str:
+        value = normalise(text.strip())
+        if value not in options:
+            raise _Refused(allowed)
+        return value
+    return parse
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _boolean(text: str) -> bool:
+    """For on/off settings: 1/true/yes/on or 0/false/no/off (any case)."""
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise _Refused("a boolean: one of " + ", ".join(_TRUE + _FALSE))
+
+
+def _text(text: str) -> str:
+    """Free text (secrets, issuer, audience): anything non-empty, kept as given."""
+    return text
+
+
+def _directory(text: str) -> Path:
+    allowed = "a directory path"
+    value = text.strip()
+    if "\0" in value:
+        raise _Refused(allowed)
+    path = Path(value)
+    try:
+        not_a_directory = path.exists() and not path.is_dir()
+    except OSError:   # cannot be looked at from here (permissions): left to its user to report
+        not_a_directory = False
+    if not_a_directory:
+        raise _Refused(f"{allowed}; this one exists and is not a directory")
+    return path
+
+
+def _host(text: str) -> str:
+    value = text.strip()
+    if not value or any(c.isspace() for c in value) or "/" in value:
+        raise _Refused("a host name or IP address to bind, e.g. 127.0.0.1, 0.0.0.0 or ::")
+    return value
+
+
+_TARGET_SCHEMES = ("dns:", "unix:", "unix-abstract:", "ipv4:", "ipv6:", "vsock:")
+
+
+def _address(text: str) -> str:
+    """host:port (a port from 1 to 65535), or a gRPC target URI (dns:///host:port, unix:/path)."""
+    value = text.strip()
+    allowed = "host:port with a port from 1 to 65535, or a gRPC target such as dns:///host:port"
+    if value.startswith(_TARGET_SCHEMES):
+        return value
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or any(c.isspace() for c in value) or "/" in value:
+        raise _Refused(allowed)
+    try:
+        if not 1 <= int(port) <= 65535:
+            raise ValueError
+    except ValueError:
+        raise _Refused(allowed) from None
+    return value
+
+
+def _postgres_url(text: str) -> str:
+    value = text.strip()
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.lower() not in ("postgres", "postgresql") or any(c.isspace() for c in value):
+        raise _Refused("a PostgreSQL URL: postgresql://user:password@host:port/database (or postgres://...)")
+    return value
+
+
+def _timezone(text: str) -> str:
+    from zoneinfo import ZoneInfo
+    value = text.strip()
+    try:
+        ZoneInfo(value)
+    except (ValueError, OSError, KeyError):   # ZoneInfoNotFoundError is a KeyError
+        raise _Refused("an IANA time zone name, e.g. UTC or Europe/Brussels") from None
+    return value
+
+
+def _public_key(text: str) -> str:
+    if text.startswith("@") and not Path(text[1:].strip()).is_file():
+        raise _Refused("a PEM public key, or @/path/to/key.pem naming an existing file")
+    return text
+
+
+_PORT = _integer(1, 65535)
+_PORT_OR_OFF = _integer(0, 65535, "0 = no endpoint")
+_GRPC_MAX = (1 << 31) - 1            # gRPC channel arguments are 32-bit integers
+
+
 # Scalar settings: field -> (environment variable, parser). Unset or empty: the field's default
 # (Config / AuthSettings above), so every default is written once.
 _SETTINGS = {
-    "cache_max_bytes": ("GHOSTLY_CACHE_MAX_BYTES", int),
-    "host": ("GHOSTLY_HOST", str),
-    "max_message_bytes": ("GHOSTLY_MAX_MESSAGE_BYTES", int),
-    "max_upload_bytes": ("GHOSTLY_MAX_UPLOAD_BYTES", int),
-    "event_secret": ("GHOSTLY_EVENT_SECRET", str),
-    "device_timezone": ("GHOSTLY_DEVICE_TIMEZONE", str),
-    "ingest_workers": ("GHOSTLY_INGEST_WORKERS", int),
-    "jit_signal_memory_bytes": ("GHOSTLY_JIT_SIGNAL_MEMORY_BYTES", int),
-    "jit_payload_memory_bytes": ("GHOSTLY_JIT_PAYLOAD_MEMORY_BYTES", int),
-    "export_session_concurrency": ("GHOSTLY_EXPORT_SESSION_CONCURRENCY", int),
-    "db_pool_min": ("GHOSTLY_DB_POOL_MIN", int),
-    "db_pool_max": ("GHOSTLY_DB_POOL_MAX", int),
-    "health_interval_s": ("GHOSTLY_HEALTH_INTERVAL_S", float),
-    "shutdown_grace_s": ("GHOSTLY_SHUTDOWN_GRACE_S", float),
-    "log_level": ("GHOSTLY_LOG_LEVEL", str.upper),
-    "event_loop": ("GHOSTLY_EVENT_LOOP", str.lower),
+    "cache_max_bytes": ("GHOSTLY_CACHE_MAX_BYTES", _integer(0, note="0 = nothing kept on disk")),
+    "host": ("GHOSTLY_HOST", _host),
+    "max_message_bytes": ("GHOSTLY_MAX_MESSAGE_BYTES", _integer(1024, _GRPC_MAX)),
+    "max_upload_bytes": ("GHOSTLY_MAX_UPLOAD_BYTES", _integer(1)),
+    "event_secret": ("GHOSTLY_EVENT_SECRET", _text),
+    "device_timezone": ("GHOSTLY_DEVICE_TIMEZONE", _timezone),
+    "ingest_workers": ("GHOSTLY_INGEST_WORKERS", _integer(0, note="0 = number of CPUs")),
+    "jit_signal_memory_bytes": ("GHOSTLY_JIT_SIGNAL_MEMORY_BYTES", _integer(0, note="0 = nothing kept")),
+    "jit_payload_memory_bytes": ("GHOSTLY_JIT_PAYLOAD_MEMORY_BYTES", _integer(0, note="0 = nothing kept")),
+    "export_session_concurrency": ("GHOSTLY_EXPORT_SESSION_CONCURRENCY", _integer(1)),
+    "db_pool_min": ("GHOSTLY_DB_POOL_MIN", _integer(0)),
+    "db_pool_max": ("GHOSTLY_DB_POOL_MAX", _integer(1)),
+    "health_interval_s": ("GHOSTLY_HEALTH_INTERVAL_S", _number(0, inclusive=False, note="seconds")),
+    "shutdown_grace_s": ("GHOSTLY_SHUTDOWN_GRACE_S", _number(0, inclusive=True, note="seconds")),
+    "log_level": ("GHOSTLY_LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL",
+                                               normalise=str.upper)),
+    "event_loop": ("GHOSTLY_EVENT_LOOP", _choice("uvloop", "asyncio")),
 }
 _AUTH_SETTINGS = {
-    "mode": ("GHOSTLY_AUTH_MODE", str.lower),
-    "algorithm": ("GHOSTLY_JWT_ALGORITHM", str.upper),
-    "secret": ("GHOSTLY_JWT_SECRET", str),
-    "public_key": ("GHOSTLY_JWT_PUBLIC_KEY", str),
-    "issuer": ("GHOSTLY_JWT_ISSUER", str),
-    "audience": ("GHOSTLY_JWT_AUDIENCE", str),
+    "mode": ("GHOSTLY_AUTH_MODE", _choice("dev", "jwt")),
+    "algorithm": ("GHOSTLY_JWT_ALGORITHM", _choice("HS256", "RS256", normalise=str.upper)),
+    "secret": ("GHOSTLY_JWT_SECRET", _text),
+    "public_key": ("GHOSTLY_JWT_PUBLIC_KEY", _public_key),
+    "issuer": ("GHOSTLY_JWT_ISSUER", _text),
+    "audience": ("GHOSTLY_JWT_AUDIENCE", _text),
+}
+# Read where they are used (libs.db.embedded, libs.emg.analysis, libs.auth), checked here too so
+# that a bad value is refused at start-up like the others.
+_CHECKED_ONLY = {
+    "GHOSTLY_PGDATA": _directory,
+    "GHOSTLY_PG_PORT": _PORT,
+    "GHOSTLY_PG_BIN": _directory,
+    "EMG_ANALYSIS_THREADS": _integer(1),
+    "GHOSTLY_TOKEN": _text,
 }
 
 
-def _given(env: dict[str, str], table: dict) -> dict:
-    return {name: parse(env[var]) for name, (var, parse) in table.items() if env.get(var)}
+def _shown(var: str, value: str) -> str:
+    """The value as an error message shows it: a URL's password is masked."""
+    if var.endswith("DATABASE_URL"):
+        from urllib.parse import urlsplit
+        try:
+            parts = urlsplit(value)
+            if parts.password:
+                value = value.replace(f":{parts.password}@", ":***@", 1)
+        except ValueError:
+            pass
+    return repr(value)
+
+
+class _Reader:
+    """Reads variables from `env`, collecting every refusal instead of stopping at the first."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env, self.problems, self.refused = env, [], set()
+
+    def get(self, var: str, parse, default=None):
+        text = self.env.get(var)
+        if text is None or not text.strip():
+            return default
+        try:
+            return parse(text)
+        except _Refused as exc:
+            self.problems.append(f"{var}={_shown(var, text)} is not allowed: {exc}")
+            self.refused.add(var)
+            return default
+
+    def table(self, table: dict) -> dict:
+        out = {}
+        for name, (var, parse) in table.items():
+            value = self.get(var, parse)
+            if value is not None:
+                out[name] = value
+        return out
 
 
 def load(env: dict[str, str] | None = None) -> Config:
+    """The configuration from `env` (default: the process environment). Every variable is
+    checked; ConfigError lists all the values that are not allowed."""
     env = dict(os.environ if env is None else env)
-    data_dir = Path(env.get("GHOSTLY_DATA_DIR") or PROJECT_ROOT / "var")
-    db = env.get("DATABASE_URL") or None
+    read = _Reader(env)
+    data_dir = read.get("GHOSTLY_DATA_DIR", _directory, PROJECT_ROOT / "var")
+    db = read.get("DATABASE_URL", _postgres_url)
+    statistics_db = read.get("STATISTICS_DATABASE_URL", _postgres_url, db)
+    store_dir = read.get("GHOSTLY_STORE_DIR", _directory, data_dir / "c3d-store")
+    cache_dir = read.get("GHOSTLY_CACHE_DIR", _directory, data_dir / "signal-cache")
+    ports = {name: read.get(var, _PORT, default) for name, (var, default) in SERVICE_PORTS.items()}
+    metrics_ports = {name: read.get(var, _PORT_OR_OFF, default) for name, (var, default) in METRICS_PORTS.items()}
+    targets = {}
+    for name in SERVICE_PORTS:
+        address = read.get(f"GHOSTLY_{name.upper()}_ADDRESS", _address)
+        if address:
+            targets[name] = address
+    auth = read.table(_AUTH_SETTINGS)
+    settings = read.table(_SETTINGS)
+    for var, parse in _CHECKED_ONLY.items():
+        read.get(var, parse)
+    lo = settings.get("db_pool_min", Config.db_pool_min)
+    hi = settings.get("db_pool_max", Config.db_pool_max)
+    if lo > hi and "GHOSTLY_DB_POOL_MAX" not in read.refused:   # (then MIN was given: default 1)
+        read.problems.append(f"GHOSTLY_DB_POOL_MIN={env['GHOSTLY_DB_POOL_MIN'].strip()!r} is not allowed: "
+                             f"at most GHOSTLY_DB_POOL_MAX ({hi})")
+    if read.problems:
+        raise ConfigError(read.problems)
     return Config(
         database_url=db,
-        statistics_database_url=env.get("STATISTICS_DATABASE_URL") or db,
+        statistics_database_url=statistics_db,
         data_dir=data_dir,
-        store_dir=Path(env.get("GHOSTLY_STORE_DIR") or data_dir / "c3d-store"),
-        cache_dir=Path(env.get("GHOSTLY_CACHE_DIR") or data_dir / "signal-cache"),
-        ports={name: int(env.get(var) or default) for name, (var, default) in SERVICE_PORTS.items()},
-        metrics_ports={name: int(env[var]) if env.get(var, "").strip() else default
-                       for name, (var, default) in METRICS_PORTS.items()},
-        targets={name: env[f"GHOSTLY_{name.upper()}_ADDRESS"] for name in SERVICE_PORTS
-                 if env.get(f"GHOSTLY_{name.upper()}_ADDRESS")},
-        auth=AuthSettings(**_given(env, _AUTH_SETTINGS)),
-        **_given(env, _SETTINGS),
+        store_dir=store_dir,
+        cache_dir=cache_dir,
+        ports=ports,
+        metrics_ports=metrics_ports,
+        targets=targets,
+        auth=AuthSettings(**auth),
+        **settings,
     )

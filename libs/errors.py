@@ -43,3 +43,19 @@ class DataLoss(DomainError):
 
 class Unavailable(DomainError):
     """A dependency (database, downstream service) is unreachable; retrying may succeed."""
+
+
+class StoreError(DomainError):
+    """The content store could not do what was asked (an I/O error, no permission, a file where
+    a folder belongs...): the server's storage failed, not the request and not the database.
+    INTERNAL, with this message (store-relative paths only). Raised by libs/storage for every
+    OSError of its own operations."""
+
+
+class StoreFull(StoreError):
+    """The content store's file system is full (ENOSPC, EDQUOT): RESOURCE_EXHAUSTED."""
+
+
+class StoreConflict(StoreError, FileExistsError):
+    """The immutable path already holds other bytes: FAILED_PRECONDITION. Also a
+    FileExistsError, which is what ContentStore.commit promises its callers for this case."""

@@ -35,7 +35,11 @@ def main(argv: list[str]) -> int:
         return 2
     target = argv[0]
     if target in config_mod.SERVICE_PORTS:
-        target = config_mod.load().target(target)
+        try:
+            target = config_mod.load().target(target)
+        except config_mod.ConfigError as exc:
+            print(f"healthcheck: {exc}", file=sys.stderr)
+            return 2
     return 0 if asyncio.run(check(target)) else 1
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 
 from libs import config as config_mod
 from libs import logs
@@ -28,7 +29,11 @@ def loop_factory(name: str):
 
 
 def main(spec: ServiceSpec) -> None:
-    cfg = config_mod.load()
+    try:
+        cfg = config_mod.load()
+    except config_mod.ConfigError as exc:   # a bad setting: its message, exit 2, no traceback
+        print(f"{spec.name}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     logs.setup(cfg.log_level)
     factory = loop_factory(cfg.event_loop)
     # Local use without a server: the project's own embedded cluster, migrated.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 import uuid
 from typing import Awaitable, Callable
@@ -65,10 +66,23 @@ def _access_log(level: int, fields: dict) -> None:
 # covers 57P01 admin shutdown / 57P02 crash shutdown / 57P03 cannot connect now (the server is
 # restarting); InternalClientError: asyncpg found the connection mid-operation, seen when the
 # server went away during a query; the connection is unusable, a retry on a fresh one works.
-CONNECTION_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+# Socket failures (refused, reset, broken pipe, unknown host) are connection failures too: the
+# database is the only server a handler opens sockets to. Any other OSError is one only when the
+# database driver raised it (is_connection_error): a content-store or file error is not.
+CONNECTION_ERRORS = (ConnectionError, socket.gaierror,
+                     asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                      asyncpg.exceptions.OperatorInterventionError, asyncpg.InternalClientError)
 
+# Exception class -> status, first match wins. Then an OSError (TimeoutError included) that is
+# not in this table: see status_for.
 STATUS_OF: list[tuple[type[BaseException] | tuple[type[BaseException], ...], grpc.StatusCode]] = [
+    # The content store failed (libs/storage wraps its OSErrors): never "database unavailable".
+    # An immutable path holding other bytes is the store's state; a full disk is the documented
+    # case of RESOURCE_EXHAUSTED; any other store failure is the server's (INTERNAL, with the
+    # store's message).
+    (errors.StoreConflict, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.StoreFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.StoreError, grpc.StatusCode.INTERNAL),
     (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
@@ -83,7 +97,6 @@ STATUS_OF: list[tuple[type[BaseException] | tuple[type[BaseException], ...], grp
     # The database went away mid-request (CONNECTION_ERRORS), or refuses more clients: retryable.
     (CONNECTION_ERRORS, grpc.StatusCode.UNAVAILABLE),
     (asyncpg.TooManyConnectionsError, grpc.StatusCode.UNAVAILABLE),
-    (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
     # The generated servicer base raises this for RPCs a service does not implement.
     (NotImplementedError, grpc.StatusCode.UNIMPLEMENTED),
 ]
@@ -93,7 +106,19 @@ STATUS_OF: list[tuple[type[BaseException] | tuple[type[BaseException], ...], grp
 _BAD_TEXT = (asyncpg.exceptions.CharacterNotInRepertoireError, asyncpg.exceptions.UntranslatableCharacterError)
 
 
-def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+def raised_by_database_driver(exc: BaseException) -> bool:
+    """True when asyncpg raised `exc` (or it passed through asyncpg: connect, acquire, query)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_globals.get("__name__", "").startswith("asyncpg"):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def status_for(exc: BaseException, deadline_passed: bool = False) -> tuple[grpc.StatusCode, str]:
+    """The status and message of an exception. `deadline_passed`: the call's deadline has
+    expired (a TimeoutError is then DEADLINE_EXCEEDED whatever raised it)."""
     if isinstance(exc, _BAD_TEXT):
         return grpc.StatusCode.INVALID_ARGUMENT, f"a text field holds a character that cannot be stored: {exc}"
     for cls, code in STATUS_OF:
@@ -101,12 +126,27 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
             if code is grpc.StatusCode.UNAVAILABLE and not isinstance(exc, errors.DomainError):
                 return code, f"database unavailable: {exc.__class__.__name__}: {exc}"
             return code, str(exc) or exc.__class__.__name__
+    if isinstance(exc, OSError):
+        from_database = raised_by_database_driver(exc)
+        if isinstance(exc, TimeoutError) and (deadline_passed or not from_database):
+            # A deadline or timeout of the call's own (e.g. a downstream call's deadline).
+            return grpc.StatusCode.DEADLINE_EXCEEDED, str(exc) or "deadline exceeded"
+        if from_database:
+            # Connecting to or waiting for the database failed (e.g. a connect timeout).
+            return grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc.__class__.__name__}: {exc}"
+    # Anything else, other OSErrors included (a file the handler opened itself): INTERNAL.
     return grpc.StatusCode.INTERNAL, ""
 
 
 def is_connection_error(exc: BaseException) -> bool:
-    """True for errors that mean the database connection itself is gone (CONNECTION_ERRORS)."""
-    return isinstance(exc, CONNECTION_ERRORS) and not isinstance(exc, errors.DomainError)
+    """True for errors that mean the database connection itself is gone: CONNECTION_ERRORS, or
+    an OSError (a connect timeout...) raised by the database driver. Never a DomainError (e.g. a
+    StoreError, even though it may also be an OSError)."""
+    if isinstance(exc, errors.DomainError):
+        return False
+    if isinstance(exc, CONNECTION_ERRORS):
+        return True
+    return isinstance(exc, OSError) and raised_by_database_driver(exc)
 
 
 def _request_id(metadata) -> str:
@@ -165,7 +205,7 @@ class _Call:
             self.code = code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
             self.error = self.context.details() if hasattr(self.context, "details") else ""
             raise exc
-        code, message = status_for(exc)
+        code, message = status_for(exc, self.deadline_passed())
         if self.on_connection_error is not None and is_connection_error(exc):
             # Broken or refused connection: drop the pool's idle connections too (they are
             # most likely broken the same way, e.g. after a database restart).
@@ -175,14 +215,18 @@ class _Call:
                 log.warning("could not expire database connections", exc_info=True)
         if code is grpc.StatusCode.INTERNAL:
             log.error("unhandled error in %s", self.method, exc_info=exc)
-            message = f"internal error (request id {self.request_id})"
+            # A store failure says what failed (its message names store-relative paths only);
+            # anything else is not shown to the caller.
+            message = (f"{message} (request id {self.request_id})" if isinstance(exc, errors.StoreError)
+                       else f"internal error (request id {self.request_id})")
         self.code, self.error = code, message
         await self.context.abort(code, message)
 
+    def deadline_passed(self) -> bool:
+        return self.deadline is not None and time.perf_counter() >= self.deadline - 0.001
+
     def cancelled(self) -> None:
-        now = time.perf_counter()
-        self.code = (grpc.StatusCode.DEADLINE_EXCEEDED if self.deadline is not None and now >= self.deadline - 0.001
-                     else grpc.StatusCode.CANCELLED)
+        self.code = grpc.StatusCode.DEADLINE_EXCEEDED if self.deadline_passed() else grpc.StatusCode.CANCELLED
 
     def finish(self) -> None:
         if self._finished:

@@ -21,6 +21,7 @@ from libs.config import Config
 from libs.db.pool import create_pool
 from libs.grpc_server import metrics
 from libs.grpc_server.interceptor import ErrorAndLoggingInterceptor, flush_access_log
+from libs.storage import collect_opened
 
 log = logging.getLogger("ghostly.server")
 
@@ -34,6 +35,9 @@ class ServiceContext:
     config: Config
     pool: asyncpg.Pool | None
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # The content stores the service opened while registering (libs.storage.open_store): the
+    # health probe checks them next to the database.
+    stores: list[Any] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -67,22 +71,50 @@ class RunningService:
         self.health, self.context, self._owns_pool = health_servicer, context, owns_pool
         self._monitor: asyncio.Task | None = None
         self.serving: bool | None = None
+        self.health_detail: str | None = None   # why it is NOT_SERVING (None while SERVING)
         self.metrics: metrics.MetricsEndpoint | None = None   # the /metrics endpoint, if any
 
     @property
     def address(self) -> str:
         return f"{self.context.config.host}:{self.port}"
 
-    async def set_serving(self, ok: bool) -> None:
-        if ok == self.serving:
+    async def set_serving(self, ok: bool, detail: str | None = None) -> None:
+        changed = ok != self.serving or (not ok and detail != self.health_detail)
+        self.health_detail = None if ok else detail
+        if not changed:
             return
-        self.serving = ok
-        metrics.SERVING.labels(self.spec.name).set(1 if ok else 0)
-        status = SERVING if ok else NOT_SERVING
-        for name in ("", *self.spec.full_names):
-            await self.health.set(name, status)
+        if ok != self.serving:
+            self.serving = ok
+            metrics.SERVING.labels(self.spec.name).set(1 if ok else 0)
+            status = SERVING if ok else NOT_SERVING
+            for name in ("", *self.spec.full_names):
+                await self.health.set(name, status)
         log.log(logging.INFO if ok else logging.WARNING, "health changed",
-                extra={"fields": {"service": self.spec.name, "serving": ok}})
+                extra={"fields": {"service": self.spec.name, "serving": ok, "reason": self.health_detail}})
+
+    async def probe(self) -> str | None:
+        """None when the service can serve, else why not: the database first, then each
+        content store it uses."""
+        if not await self.probe_database():
+            return "database unreachable"
+        return await self.probe_stores()
+
+    async def probe_stores(self) -> str | None:
+        for store in self.context.stores:
+            try:
+                async with asyncio.timeout(max(1.0, self.context.config.health_interval_s)):
+                    problem = await store.check()
+            except TimeoutError:
+                problem = "content store did not answer its health probe in time"
+            except Exception as exc:  # noqa: BLE001 - any failure means "not serving"
+                problem = f"content store health probe failed: {exc.__class__.__name__}: {exc}"
+            if problem:
+                return problem
+        return None
+
+    async def update_health(self) -> None:
+        problem = await self.probe()
+        await self.set_serving(problem is None, problem)
 
     async def probe_database(self) -> bool:
         pool = self.context.pool
@@ -102,7 +134,7 @@ class RunningService:
 
     async def _monitor_loop(self) -> None:
         while True:
-            await self.set_serving(await self.probe_database())
+            await self.update_health()
             await asyncio.sleep(self.context.config.health_interval_s)
 
     def start_monitor(self) -> None:
@@ -149,7 +181,9 @@ async def start_service(spec: ServiceSpec, config: Config, *, port: int | None =
     interceptor = ErrorAndLoggingInterceptor(spec.name, expire, auth.Authenticator(config.auth), spec.permissions)
     server = grpc.aio.server(interceptors=[interceptor],
                              options=server_options(config))
-    await spec.register(server, context)
+    with collect_opened() as stores:
+        await spec.register(server, context)
+    context.stores.extend(stores)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -160,7 +194,7 @@ async def start_service(spec: ServiceSpec, config: Config, *, port: int | None =
         raise RuntimeError(f"{spec.name}: cannot bind {config.host}:{wanted}")
     await server.start()
     running = RunningService(spec, server, bound, health_servicer, context, owns_pool)
-    await running.set_serving(await running.probe_database())
+    await running.update_health()
     running.start_monitor()
     mport = config.metrics_port(spec.name) if metrics_port is None else metrics_port
     running.metrics = metrics.open_endpoint(config.host, mport)
@@ -172,11 +206,13 @@ async def start_service(spec: ServiceSpec, config: Config, *, port: int | None =
 
 async def serve(spec: ServiceSpec, config: Config) -> None:
     """Run until SIGTERM/SIGINT, then drain gracefully."""
-    running = await start_service(spec, config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # Before starting: the server reports SERVING inside start_service, and a SIGTERM sent as
+    # soon as it does must drain it, not kill the process.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    running = await start_service(spec, config)
     await stop.wait()
     log.info("shutting down", extra={"fields": {"service": spec.name}})
     await running.stop()

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import errno as errno_mod
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import AsyncIterator, Iterator
 
-from libs.errors import InvalidArgument
+from libs.errors import InvalidArgument, StoreError, StoreFull
 
 MAX_PATH_LENGTH = 512
 _SEGMENT = re.compile(r"^[A-Za-z0-9._\- ()+]+$")
@@ -39,6 +40,32 @@ def validate_relative_path(path: str) -> str:
     return "/".join(parts)
 
 
+_FULL = frozenset({errno_mod.ENOSPC, errno_mod.EDQUOT})
+
+
+def store_error(exc: OSError, action: str, path: str | None = None) -> StoreError:
+    """The StoreError for an OSError of a store operation: "content store: cannot <action>
+    '<path>': <reason> (<ERRNO>)". Only the store-relative path is named (the absolute one
+    stays in the chained cause, for the logs)."""
+    reason = exc.strerror or str(exc) or exc.__class__.__name__
+    if exc.errno in errno_mod.errorcode:
+        reason += f" ({errno_mod.errorcode[exc.errno]})"
+    where = f" {path!r}" if path else ""
+    cls = StoreFull if exc.errno in _FULL else StoreError
+    return cls(f"content store: cannot {action}{where}: {reason}")
+
+
+@contextlib.contextmanager
+def store_errors(action: str, path: str | None = None) -> Iterator[None]:
+    """Turn the OSErrors of the block into StoreError (store_error); StoreErrors pass."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except OSError as exc:
+        raise store_error(exc, action, path) from exc
+
+
 @dataclass(frozen=True)
 class StoredObject:
     path: str           # store-relative
@@ -47,7 +74,11 @@ class StoredObject:
 
 
 class ContentStore(abc.ABC):
-    """Immutable objects addressed by store-relative paths."""
+    """Immutable objects addressed by store-relative paths.
+
+    Errors: NotFound (no such object), InvalidArgument (a path that is not allowed),
+    StoreConflict from commit (the path holds other bytes), and StoreError (StoreFull when the
+    disk is full) for every I/O failure of the store itself: never a bare OSError."""
 
     @abc.abstractmethod
     async def exists(self, path: str) -> bool: ...
@@ -68,6 +99,11 @@ class ContentStore(abc.ABC):
     @abc.abstractmethod
     async def delete(self, path: str) -> None: ...
 
+    async def check(self) -> str | None:
+        """Health probe: None when the store can be read and written, else what is wrong (for
+        the health log). An implementation without a probe is taken as healthy."""
+        return None
+
 
 class Staging(abc.ABC):
     """An upload in progress: bytes are hashed while written; nothing is visible until commit."""
@@ -82,7 +118,7 @@ class Staging(abc.ABC):
     @abc.abstractmethod
     async def commit(self, path: str) -> StoredObject:
         """Publish under `path` (atomic). If `path` already holds the same bytes, keep it; if it
-        holds different bytes, raise FileExistsError."""
+        holds different bytes, raise StoreConflict (a FileExistsError)."""
 
 
 def iter_chunks(data: bytes, size: int = 1 << 20) -> Iterator[bytes]:

@@ -1,15 +1,23 @@
-"""Local-directory content store (the default). Objects are regular files under the root."""
+"""Local-directory content store (the default). Objects are regular files under the root.
+
+Every OSError of the store's own operations comes out as libs.errors.StoreError (StoreFull for
+a full disk, StoreConflict when an immutable path holds other bytes), so the gRPC layer can
+tell a failing store from a failing database.
+"""
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import tempfile
 from pathlib import Path
 
-from libs.errors import InvalidArgument, NotFound
-from libs.storage.base import ContentStore, Staging, StoredObject, validate_relative_path
+from libs.errors import InvalidArgument, NotFound, StoreConflict
+from libs.storage.base import ContentStore, Staging, StoredObject, store_error, store_errors, validate_relative_path
+
+log = logging.getLogger("ghostly.storage")
 
 _STAGING_DIR = ".staging"
 
@@ -25,7 +33,12 @@ def _sha256_file(path: Path) -> str:
 class LocalContentStore(ContentStore):
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            # Not fatal: the service starts, its health probe (check) reports the store, and
+            # every operation fails with StoreError until the directory is usable.
+            log.warning("content store root %s cannot be created: %s", self.root, exc)
         self._real_root = self.root.resolve()
 
     def resolve(self, path: str) -> Path:
@@ -33,44 +46,88 @@ class LocalContentStore(ContentStore):
         (including through symlinks)."""
         rel = validate_relative_path(path)
         full = (self.root / rel)
-        real = full.resolve()
+        with store_errors("resolve", rel):
+            real = full.resolve()
         if real != self._real_root and self._real_root not in real.parents:
             raise InvalidArgument(f"file_path {path!r} resolves outside the content store")
         return real
 
+    def _is_file(self, full: Path, path: str) -> bool:
+        with store_errors("read", path):
+            return full.is_file()
+
     async def exists(self, path: str) -> bool:
-        return self.resolve(path).is_file()
+        return self._is_file(self.resolve(path), path)
 
     async def stat(self, path: str) -> StoredObject:
         full = self.resolve(path)
-        if not full.is_file():
+        if not self._is_file(full, path):
             raise NotFound(f"no file {path!r} in the content store")
-        digest = await asyncio.to_thread(_sha256_file, full)
-        return StoredObject(validate_relative_path(path), full.stat().st_size, digest)
+        with store_errors("read", path):
+            digest = await asyncio.to_thread(_sha256_file, full)
+            size = full.stat().st_size
+        return StoredObject(validate_relative_path(path), size, digest)
 
     @contextlib.contextmanager
     def local_path(self, path: str):
         full = self.resolve(path)
-        if not full.is_file():
+        if not self._is_file(full, path):
             raise NotFound(f"no file {path!r} in the content store")
         yield full
 
     @contextlib.asynccontextmanager
     async def staging(self):
         d = self.root / _STAGING_DIR
-        d.mkdir(exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=d, suffix=".part")
+        with store_errors("start an upload in the staging folder"):
+            d.mkdir(exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=d, suffix=".part")
         staging = _LocalStaging(self, Path(name), os.fdopen(fd, "wb"))
         try:
             yield staging
         finally:
-            staging.close()
-            with contextlib.suppress(FileNotFoundError):
+            # What matters was reported by write/commit; a failure to tidy up here is only
+            # logged (it must not hide the call's own outcome).
+            try:
+                staging.close()
+            except OSError as exc:
+                log.warning("content store: closing staging file %s failed: %s", name, exc)
+            try:
                 os.unlink(name)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("content store: staging file %s not removed: %s", name, exc)
 
     async def delete(self, path: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.resolve(path).unlink()
+        full = self.resolve(path)
+        with store_errors("delete", path), contextlib.suppress(FileNotFoundError):
+            full.unlink()
+
+    async def check(self) -> str | None:
+        return await asyncio.to_thread(self._probe)
+
+    def _probe(self) -> str | None:
+        """Readable (the root is a directory that lists) and writable (a file can be created,
+        written and removed in the staging folder, as an upload does)."""
+        try:
+            if not self.root.is_dir():
+                return f"content store root {self.root} is not a directory"
+            with os.scandir(self.root) as entries:
+                next(entries, None)
+        except OSError as exc:
+            return f"content store root {self.root} cannot be read: {exc}"
+        try:
+            d = self.root / _STAGING_DIR
+            d.mkdir(exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=d, prefix="health-", suffix=".probe")
+            try:
+                os.write(fd, b"ok")
+            finally:
+                os.close(fd)
+                os.unlink(name)
+        except OSError as exc:
+            return f"content store {self.root} cannot be written: {exc}"
+        return None
 
 
 class _LocalStaging(Staging):
@@ -85,7 +142,10 @@ class _LocalStaging(Staging):
 
     async def write(self, chunk: bytes) -> None:
         # Chunks are small (<= the gRPC message limit): a blocking write is cheaper than a thread hop.
-        self._handle.write(chunk)
+        try:
+            self._handle.write(chunk)
+        except OSError as exc:
+            raise store_error(exc, "write the upload to the staging folder") from exc
         self._hash.update(chunk)
         self.size_bytes += len(chunk)
 
@@ -94,14 +154,22 @@ class _LocalStaging(Staging):
             self._handle.close()
 
     async def commit(self, path: str) -> StoredObject:
-        self.close()
+        with store_errors("write the upload to the staging folder"):
+            self.close()   # flushes: a full disk may only show here
         target = self.store.resolve(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        rel = validate_relative_path(path)
+        with store_errors("create the folder of", rel):
+            target.parent.mkdir(parents=True, exist_ok=True)
         digest = self.sha256
         try:
             # link() fails if the target exists: no silent overwrite of an immutable source file.
             os.link(self.local, target)
         except FileExistsError:
-            if await asyncio.to_thread(_sha256_file, target) != digest:
-                raise
-        return StoredObject(validate_relative_path(path), self.size_bytes, digest)
+            with store_errors("read", rel):
+                same = await asyncio.to_thread(_sha256_file, target) == digest
+            if not same:
+                raise StoreConflict(f"content store: {rel!r} already holds different bytes "
+                                    "(stored files are immutable)") from None
+        except OSError as exc:
+            raise store_error(exc, "publish", rel) from exc
+        return StoredObject(rel, self.size_bytes, digest)
