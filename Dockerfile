@@ -22,7 +22,9 @@ COPY --from=build /wheels /tmp/wheels
 # The image build fails if the installed package cannot find its migrations (discover() raises).
 RUN pip install --no-cache-dir /tmp/wheels/*.whl && rm -rf /tmp/wheels \
     && python -c "from libs.db.migrate import discover; print(len(discover()), 'migrations installed')" \
-    && useradd --system --uid 10001 ghostly && mkdir -p /data && chown ghostly /data
+    && useradd --system --uid 10001 ghostly \
+    && mkdir -p /data/c3d-store /data/signal-cache && chown -R ghostly /data
+# (An empty named volume mounted on /data/* takes this ownership: writable by uid 10001.)
 # An empty, root-owned working directory: `python -m libs.healthcheck` puts it on sys.path.
 WORKDIR /app
 USER ghostly

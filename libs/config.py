@@ -34,6 +34,10 @@ exit non-zero.
 |                             |                                  | is RESOURCE_EXHAUSTED, refused by gRPC    |
 | GHOSTLY_MAX_UPLOAD_BYTES    | 268435456 (256 MiB)              | largest C3D accepted by Upload            |
 | GHOSTLY_EVENT_SECRET        | (unset: events not signed)       | HMAC-SHA256 secret of storage events      |
+| GHOSTLY_INGEST_DB_PASSWORD  | (unset: not changed)             | password `ghostly migrate --set-role-passwords` sets for ghostly_ingest |
+| GHOSTLY_STATISTICS_DB_PASSWORD | (unset: not changed)          | ... for ghostly_statistics                |
+| GHOSTLY_JIT_SIGNAL_DB_PASSWORD | (unset: not changed)          | ... for ghostly_jit_signal                |
+| GHOSTLY_EXPORT_DB_PASSWORD  | (unset: not changed)             | ... for ghostly_export                    |
 | GHOSTLY_DEVICE_TIMEZONE     | UTC                              | time zone of the tablets' C3D clock times |
 | GHOSTLY_INGEST_WORKERS      | number of CPUs                   | analysis worker processes of ingest       |
 | EMG_ANALYSIS_THREADS        | 1                                | threads per analysis for the channels (read by libs/emg in each worker process) |
@@ -96,6 +100,8 @@ class Config:
     max_message_bytes: int = 4 * 1024 * 1024
     max_upload_bytes: int = 256 * 1024 * 1024
     event_secret: str | None = None
+    # Passwords `ghostly migrate --set-role-passwords` gives the per-service roles (unset: kept).
+    role_passwords: dict[str, str] = field(default_factory=dict)
     device_timezone: str = "UTC"
     ingest_workers: int = 0
     jit_signal_memory_bytes: int = 256 << 20
@@ -283,6 +289,10 @@ _PORT_OR_OFF = _integer(0, 65535, "0 = no endpoint")
 _GRPC_MAX = (1 << 31) - 1            # gRPC channel arguments are 32-bit integers
 
 
+# Per-service database roles (migration 010) -> the variable holding the password to give it.
+ROLE_PASSWORDS = {"ghostly_ingest": "GHOSTLY_INGEST_DB_PASSWORD", "ghostly_statistics": "GHOSTLY_STATISTICS_DB_PASSWORD",
+                  "ghostly_jit_signal": "GHOSTLY_JIT_SIGNAL_DB_PASSWORD", "ghostly_export": "GHOSTLY_EXPORT_DB_PASSWORD"}
+
 # Scalar settings: field -> (environment variable, parser). Unset or empty: the field's default
 # (Config / AuthSettings above), so every default is written once.
 _SETTINGS = {
@@ -379,6 +389,11 @@ def load(env: dict[str, str] | None = None) -> Config:
         address = read.get(f"GHOSTLY_{name.upper()}_ADDRESS", _address)
         if address:
             targets[name] = address
+    role_passwords = {}
+    for role, var in ROLE_PASSWORDS.items():
+        pw = read.get(var, _text)
+        if pw:
+            role_passwords[role] = pw
     auth = read.table(_AUTH_SETTINGS)
     settings = read.table(_SETTINGS)
     for var, parse in _CHECKED_ONLY.items():
@@ -399,6 +414,7 @@ def load(env: dict[str, str] | None = None) -> Config:
         ports=ports,
         metrics_ports=metrics_ports,
         targets=targets,
+        role_passwords=role_passwords,
         auth=AuthSettings(**auth),
         **settings,
     )

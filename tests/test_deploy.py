@@ -16,8 +16,17 @@ from tests.helpers import ROOT, make_config
 COMPOSE = shutil.which("docker-compose")
 
 
-def _compose(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([COMPOSE, "-f", str(ROOT / "docker-compose.yml"), *args], cwd=ROOT,
+SECRETS = {"POSTGRES_PASSWORD": "pg-secret-for-tests", "GHOSTLY_INGEST_DB_PASSWORD": "ingest-secret-1",
+           "GHOSTLY_STATISTICS_DB_PASSWORD": "statistics-secret-1", "GHOSTLY_JIT_SIGNAL_DB_PASSWORD": "jit-secret-1",
+           "GHOSTLY_EXPORT_DB_PASSWORD": "export-secret-1"}
+
+
+def _compose(*args: str, secrets: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in SECRETS}
+    env.update(SECRETS if secrets is None else secrets)
+    return subprocess.run([COMPOSE, "-f", str(ROOT / "docker-compose.yml"), *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -32,6 +41,26 @@ def test_compose_file_is_valid_and_complete():
         assert f"libs.healthcheck\n      - {name}" in rendered or f"- libs.healthcheck\n      - {name}" in rendered, name
     assert rendered.count("condition: service_completed_successfully") == 4
     assert "c3d-store:/data/c3d-store" in rendered.replace("source: c3d-store\n        target: ", "c3d-store:")
+    # The role passwords reach the migrate job; the statistics role connects with its own.
+    assert "--set-role-passwords" in rendered and SECRETS["GHOSTLY_INGEST_DB_PASSWORD"] in rendered
+    assert f"ghostly_statistics:{SECRETS['GHOSTLY_STATISTICS_DB_PASSWORD']}@postgres" in rendered
+    # Metrics are not published on the host (only gRPC ports are).
+    for port in ("9101", "9102", "9103", "9104"):
+        assert f"published: {port}" not in rendered and f"{port}:{port}" not in rendered, port
+
+
+@pytest.mark.skipif(COMPOSE is None, reason="docker-compose not installed (scripts/setup installs it)")
+@pytest.mark.parametrize("missing", sorted(SECRETS))
+def test_compose_refuses_to_start_without_each_secret(missing):
+    """No default passwords: every secret must be given."""
+    result = _compose("config", "-q", secrets={k: v for k, v in SECRETS.items() if k != missing})
+    assert result.returncode != 0 and missing in result.stderr, result.stderr
+
+
+def test_dockerfile_prepares_volumes_for_the_service_user():
+    text = (ROOT / "Dockerfile").read_text()
+    assert "--uid 10001" in text and "chown -R ghostly /data" in text
+    assert "/data/c3d-store" in text and "/data/signal-cache" in text
 
 
 async def test_health_probe_exit_codes(database_url, tmp_path):
