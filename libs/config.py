@@ -56,6 +56,10 @@ exit non-zero.
 | GHOSTLY_JWT_ISSUER          | ghostly                          | required `iss` claim                      |
 | GHOSTLY_JWT_AUDIENCE        | ghostly-backend                  | required `aud` claim                      |
 | GHOSTLY_TOKEN               | (unset)                          | bearer token the `ghostly` client commands send |
+| GHOSTLY_TLS_CERT / _KEY     | (unset: plaintext gRPC)          | servers: PEM certificate chain and key (TLS on every port) |
+| GHOSTLY_TLS_CA              | (unset: plaintext clients)       | clients: CA that signs the servers' certificates; servers with client auth: CA of client certificates |
+| GHOSTLY_TLS_CLIENT_AUTH     | none                             | `require`: servers accept only clients with a certificate from GHOSTLY_TLS_CA (mutual TLS) |
+| GHOSTLY_TLS_CLIENT_CERT / _KEY | (unset)                       | clients (export, CLI, probe): certificate and key presented for mutual TLS |
 """
 from __future__ import annotations
 
@@ -114,6 +118,7 @@ class Config:
     log_level: str = "INFO"
     event_loop: str = "uvloop"
     auth: AuthSettings = field(default_factory=AuthSettings)
+    tls: TlsSettings = field(default_factory=lambda: TlsSettings())
 
     def port(self, service: str) -> int:
         return self.ports[service]
@@ -218,6 +223,21 @@ def _text(text: str) -> str:
     return text
 
 
+def _readable_file(text: str) -> Path:
+    allowed = "a readable file"
+    path = Path(text.strip())
+    if "\0" in text or not path.is_file():
+        raise _Refused(allowed)
+    return path
+
+
+def _on_off(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("none", "require"):
+        raise _Refused("one of none, require")
+    return value == "require"
+
+
 def _directory(text: str) -> Path:
     allowed = "a directory path"
     value = text.strip()
@@ -314,6 +334,15 @@ _SETTINGS = {
                                                normalise=str.upper)),
     "event_loop": ("GHOSTLY_EVENT_LOOP", _choice("uvloop", "asyncio")),
 }
+_TLS_SETTINGS = {
+    "cert_file": ("GHOSTLY_TLS_CERT", _readable_file),
+    "key_file": ("GHOSTLY_TLS_KEY", _readable_file),
+    "ca_file": ("GHOSTLY_TLS_CA", _readable_file),
+    "client_auth": ("GHOSTLY_TLS_CLIENT_AUTH", _on_off),
+    "client_cert_file": ("GHOSTLY_TLS_CLIENT_CERT", _readable_file),
+    "client_key_file": ("GHOSTLY_TLS_CLIENT_KEY", _readable_file),
+}
+
 _AUTH_SETTINGS = {
     "mode": ("GHOSTLY_AUTH_MODE", _choice("dev", "jwt")),
     "algorithm": ("GHOSTLY_JWT_ALGORITHM", _choice("HS256", "RS256", normalise=str.upper)),
@@ -395,6 +424,14 @@ def load(env: dict[str, str] | None = None) -> Config:
         if pw:
             role_passwords[role] = pw
     auth = read.table(_AUTH_SETTINGS)
+    tls = read.table(_TLS_SETTINGS)
+    for a, b in (("GHOSTLY_TLS_CERT", "GHOSTLY_TLS_KEY"), ("GHOSTLY_TLS_CLIENT_CERT", "GHOSTLY_TLS_CLIENT_KEY")):
+        if bool((env.get(a) or "").strip()) != bool((env.get(b) or "").strip()):
+            read.problems.append(f"{a} and {b} must be set together")
+    if tls.get("client_auth") and not tls.get("ca_file"):
+        read.problems.append("GHOSTLY_TLS_CLIENT_AUTH=require needs GHOSTLY_TLS_CA (the CA of the client certificates)")
+    if tls.get("client_auth") and not tls.get("cert_file"):
+        read.problems.append("GHOSTLY_TLS_CLIENT_AUTH=require needs the server's GHOSTLY_TLS_CERT and GHOSTLY_TLS_KEY")
     settings = read.table(_SETTINGS)
     for var, parse in _CHECKED_ONLY.items():
         read.get(var, parse)
@@ -416,5 +453,29 @@ def load(env: dict[str, str] | None = None) -> Config:
         targets=targets,
         role_passwords=role_passwords,
         auth=AuthSettings(**auth),
+        tls=TlsSettings(**tls),
         **settings,
     )
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """gRPC transport security (libs/tls.py). Servers: a certificate and key (TLS on every
+    port); with client_auth, a client certificate signed by ``ca_file`` is required (mutual TLS).
+    Clients (export's downstream calls, the CLI, the health probe): verify servers with
+    ``ca_file``; present ``client_cert_file``/``client_key_file`` for mutual TLS."""
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    ca_file: Path | None = None
+    client_auth: bool = False
+    client_cert_file: Path | None = None
+    client_key_file: Path | None = None
+
+    @property
+    def server_enabled(self) -> bool:
+        return self.cert_file is not None
+
+    @property
+    def client_enabled(self) -> bool:
+        return self.ca_file is not None
+

@@ -50,8 +50,8 @@ class Client:
 
     def _channel(self, service: str):
         if service not in self._channels:
-            import grpc
-            self._channels[service] = grpc.insecure_channel(self.target(service))
+            from libs.tls import channel
+            self._channels[service] = channel(self.target(service), self._cfg.tls)
         return self._channels[service]
 
     def _stub(self, service: str, stub_class) -> _Stub:

@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from libs import tls
 from libs import auth
 from libs.config import Config
 from libs.db.pool import create_pool
@@ -189,7 +190,9 @@ async def start_service(spec: ServiceSpec, config: Config, *, port: int | None =
     reflection.enable_server_reflection(
         (*spec.full_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     wanted = config.port(spec.name) if port is None else port
-    bound = server.add_insecure_port(f"{config.host}:{wanted}")
+    creds = tls.server_credentials(config.tls)
+    address = f"{config.host}:{wanted}"
+    bound = server.add_secure_port(address, creds) if creds is not None else server.add_insecure_port(address)
     if bound == 0:
         raise RuntimeError(f"{spec.name}: cannot bind {config.host}:{wanted}")
     await server.start()

@@ -74,7 +74,9 @@ async def download(address: str, request, out: Path, *, timeout: float | None = 
     part = out.with_name(out.name + ".part")
     digest, size = hashlib.sha256(), 0
     started = completed = None
-    async with grpc.aio.insecure_channel(address) as channel:
+    from libs import config as config_mod
+    from libs.tls import aio_channel
+    async with aio_channel(address, config_mod.load().tls) as channel:
         stub = export_pb2_grpc.ExportServiceStub(channel)
         try:
             with open(part, "wb") as f:

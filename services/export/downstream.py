@@ -18,6 +18,7 @@ from ghostly.jit_signal.v1 import jit_signal_pb2 as jpb
 from ghostly.jit_signal.v1 import jit_signal_pb2_grpc
 from ghostly.statistics.v1 import statistics_pb2 as spb
 from ghostly.statistics.v1 import statistics_pb2_grpc
+from libs.tls import aio_channel
 from libs import auth, errors
 from libs.logs import REQUEST_ID
 
@@ -74,14 +75,15 @@ class CallOptions:
 class Downstream:
     """Long-lived channels to StatisticsService and JitSignalService."""
 
-    def __init__(self, statistics_address: str, jit_signal_address: str, max_message_bytes: int = 4 << 20):
+    def __init__(self, statistics_address: str, jit_signal_address: str, max_message_bytes: int = 4 << 20,
+                 tls_settings=None):
         opts = [("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
                 ("grpc.keepalive_time_ms", 30_000)]
         self.statistics_address = statistics_address
         self.jit_signal_address = jit_signal_address
-        self._stats_channel = grpc.aio.insecure_channel(statistics_address, options=opts)
-        self._jit_channel = grpc.aio.insecure_channel(jit_signal_address, options=opts)
+        self._stats_channel = aio_channel(statistics_address, tls_settings, opts)
+        self._jit_channel = aio_channel(jit_signal_address, tls_settings, opts)
         self.stats = statistics_pb2_grpc.StatisticsServiceStub(self._stats_channel)
         self.jit = jit_signal_pb2_grpc.JitSignalServiceStub(self._jit_channel)
 

@@ -21,7 +21,7 @@ FULL_NAME = export_pb2.DESCRIPTOR.services_by_name["ExportService"].full_name
 
 async def register(server: grpc.aio.Server, context: ServiceContext) -> None:
     cfg = context.config
-    downstream = Downstream(cfg.target("statistics"), cfg.target("jit_signal"), cfg.max_message_bytes)
+    downstream = Downstream(cfg.target("statistics"), cfg.target("jit_signal"), cfg.max_message_bytes, cfg.tls)
     context.on_stop.append(downstream.close)
     export_pb2_grpc.add_ExportServiceServicer_to_server(ExportServicer(
         History(context.pool), downstream, cfg.export_session_concurrency), server)

@@ -62,7 +62,9 @@ async def ingest_files(address: str, files: list[Path], patient: str | None, con
 
     summary: dict[str, list] = {"new": [], "duplicate": [], "failed": []}
     gate = asyncio.Semaphore(concurrency)
-    async with grpc.aio.insecure_channel(address) as channel:
+    from libs import config as config_mod
+    from libs.tls import aio_channel
+    async with aio_channel(address, config_mod.load().tls) as channel:
         stub = ingest_pb2_grpc.IngestServiceStub(channel)
 
         async def one(path: Path):
