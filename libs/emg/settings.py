@@ -123,6 +123,35 @@ def default_rpe_effort() -> dict[int, float]:
     return {0: 20.0, 1: 20.0, 2: 60.0, 3: 80.0, 4: 100.0, 5: 100.0, 6: 100.0, 7: 80.0, 8: 60.0, 9: 20.0, 10: 20.0}
 
 
+# The processing parameters as stored with a session's statistics
+# (emg_statistics.analysis_details[PARAMS_KEY]) and read back by whoever re-runs the chain for
+# that session (jit_signal): ONE codec, so no service parses another's JSON layout.
+PARAMS_KEY = "processing_params"
+PARAMS_LAYOUT = 1
+
+
+def encode_params(params: ProcessingParams) -> dict:
+    """``params`` as a JSON object (with the layout version)."""
+    return {"layout": PARAMS_LAYOUT, **asdict(params)}
+
+
+def decode_params(obj: object) -> ProcessingParams:
+    """The ProcessingParams of a stored object (encode_params, or the settings.processing
+    object of rows written before the codec); defaults for absent or unknown fields, so a row
+    written by an older version still decodes. SettingsError for values out of range."""
+    import json
+    from dataclasses import fields
+
+    if isinstance(obj, str):
+        obj = json.loads(obj)
+    if not isinstance(obj, dict):
+        return ProcessingParams()
+    known = {f.name for f in fields(ProcessingParams)}
+    params = ProcessingParams(**{k: v for k, v in obj.items() if k in known})
+    params.validate()
+    return params
+
+
 def _default_performance_weights() -> dict[str, float]:
     return {"compliance": 0.40, "symmetry": 0.25, "effort": 0.20, "game": 0.15}
 

@@ -13,6 +13,7 @@ import asyncpg
 from libs.db import signal_cache
 from libs.emg import PROCESSING_PIPELINE, AnalysisSettings, SessionAnalysis
 from libs.emg.scoring import PerformanceResult
+from libs.emg.settings import PARAMS_KEY, ProcessingParams, encode_params
 
 SESSION_TYPES = {1: "baseline", 2: "training", 3: "assessment"}
 
@@ -110,7 +111,7 @@ def weights_json(perf: PerformanceResult, requested: dict[str, float]) -> dict[s
     return out
 
 
-def _analysis_details(ch, analysis: SessionAnalysis) -> dict[str, Any]:
+def _analysis_details(ch, analysis: SessionAnalysis, processing: ProcessingParams) -> dict[str, Any]:
     return {
         "mvc_source": ch.mvc_source,
         "detection_threshold_v": ch.detection_threshold_v,
@@ -121,6 +122,7 @@ def _analysis_details(ch, analysis: SessionAnalysis) -> dict[str, Any]:
         "raw_label": ch.raw_label,
         "unit": ch.unit,
         "parameters": analysis.parameters,
+        PARAMS_KEY: encode_params(processing),  # what jit_signal re-runs the chain with (one codec)
     }
 
 
@@ -159,7 +161,7 @@ async def write_results(conn: asyncpg.Connection, session_id: uuid.UUID, analysi
                 PROCESSING_PIPELINE, ch.processing_version, int(round(ch.timings_ms.get("total", 0) or 0)),
                 ch.mvc_threshold_percentage, ch.duration_threshold_seconds, ch.side,
                 d.rms_v, d.mav_v, d.mean_frequency_hz, d.median_frequency_hz, d.fatigue_index_hz_per_min,
-                _analysis_details(ch, analysis), list(ch.signal_flags), bool(ch.usable))))
+                _analysis_details(ch, analysis, settings.processing), list(ch.signal_flags), bool(ch.usable))))
         await conn.executemany(
             """
             INSERT INTO emg_statistics (id, session_id, channel_name, mvc_peak_value, mvc_rms_value,

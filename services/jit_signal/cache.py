@@ -199,7 +199,8 @@ WHERE s.id = $1
 # the same snapshot (it is the generation the payload belongs to).
 RUN_SQL = """
 SELECT s.processed_at, st.channel_name, st.side,
-       st.analysis_details -> 'parameters' -> 'settings' -> 'processing' AS processing,
+       COALESCE(st.analysis_details -> 'processing_params',   -- libs.emg.settings.PARAMS_KEY (codec)
+                st.analysis_details -> 'parameters' -> 'settings' -> 'processing') AS processing,
        CASE WHEN $2 THEN COALESCE((
            SELECT jsonb_agg(jsonb_build_array(c.contraction_index, c.start_time_s, c.end_time_s, c.duration_s,
                                               c.peak_amplitude, c.mean_amplitude, c.meets_intensity,

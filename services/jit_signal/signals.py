@@ -3,7 +3,6 @@ payloads and chunking. No database, no gRPC server, no event loop (callers run t
 functions in a thread)."""
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -23,6 +22,7 @@ from ghostly.common.v1 import common_pb2
 from ghostly.jit_signal.v1 import jit_signal_pb2 as pb
 from libs.convert import parse_uuid
 from libs.emg import PROCESSING_VERSION, ProcessingParams, chain_1d, muscle_channels, read_c3d
+from libs.emg.settings import decode_params
 from libs.errors import DataLoss, InvalidArgument, NotFound
 
 DEFAULT_POINTS = 1000
@@ -187,14 +187,9 @@ def process_bytes(data: bytes, file_name: str, params: ProcessingParams, with_ch
 
 
 def params_from_details(processing: Any) -> ProcessingParams:
-    """The ProcessingParams of the ingest run (emg_statistics.analysis_details ->
-    parameters.settings.processing); defaults when absent."""
-    if isinstance(processing, str):
-        processing = json.loads(processing)
-    if not isinstance(processing, dict):
-        return ProcessingParams()
-    known = {f.name for f in dataclasses.fields(ProcessingParams)}
-    return ProcessingParams(**{k: v for k, v in processing.items() if k in known})
+    """The ProcessingParams of the ingest run, through the EMG core's codec
+    (libs.emg.settings.decode_params of analysis_details[PARAMS_KEY]); defaults when absent."""
+    return decode_params(processing)
 
 
 def file_identity(st: os.stat_result) -> tuple[int, ...]:

@@ -326,3 +326,19 @@ def test_rpe_alone_is_not_a_session_score():
 def test_hundreds_of_background_bursts_do_not_lower_the_strong_level():
     peaks = np.r_[np.full(300, 60e-6), np.full(12, 300e-6)]
     assert cx.strong_level(peaks, 0.1) == pytest.approx(300e-6)
+
+
+def test_processing_params_codec_round_trips_and_reads_old_rows():
+    """One codec (libs.emg.settings) for what ingest stores and jit_signal re-runs the chain with."""
+    from libs.emg.settings import PARAMS_KEY, SettingsError, decode_params, encode_params
+
+    p = ProcessingParams(activity_fraction=0.35, notch_bandwidth_hz=1.5)
+    stored = encode_params(p)
+    assert stored["layout"] == 1 and decode_params(stored) == p
+    import json
+    assert decode_params(json.dumps(stored)) == p
+    old = {"highpass_hz": 20.0, "lowpass_hz": 10.0, "threshold_baseline_factor": 5.0, "a_removed_field": 1}
+    assert decode_params(old) == ProcessingParams()  # rows of 1.0.0: new fields take defaults
+    assert decode_params(None) == ProcessingParams() and PARAMS_KEY == "processing_params"
+    with pytest.raises(SettingsError):
+        decode_params({"activity_fraction": 3.0})
