@@ -69,7 +69,7 @@ def _spec(name: str):
 
 async def _all_health(cfg) -> list[str]:
     from libs.healthcheck import status
-    return list(await asyncio.gather(*(status(cfg.target(n), timeout=1.0) for n in SERVICES)))
+    return list(await asyncio.gather(*(status(cfg.target(n), timeout=1.0, tls_settings=cfg.tls) for n in SERVICES)))
 
 
 def cmd_status(args) -> int:
@@ -90,8 +90,23 @@ def cmd_migrate(args) -> int:
                 flag = "applied" if applied else ("pending (manual: --to)" if m.manual else "pending")
                 print(f"{m.path.name:<55} {flag}")
             return 0
+        if args.set_role_passwords:
+            from libs.db.roles import RolePasswordError, check
+            missing = [var for role, var in config_mod.ROLE_PASSWORDS.items() if role not in cfg.role_passwords]
+            if missing:
+                print(f"ghostly migrate: --set-role-passwords needs {', '.join(missing)}", file=sys.stderr)
+                return 2
+            try:
+                check(cfg.role_passwords)
+            except RolePasswordError as exc:
+                print(f"ghostly migrate: {exc}", file=sys.stderr)
+                return 2
         done = asyncio.run(migrate(cfg.database_url, to=args.to))
         print(f"applied {len(done)} migration(s)" + "".join(f"\n  {m.path.name}" for m in done))
+        if args.set_role_passwords:
+            from libs.db.roles import set_passwords
+            roles = asyncio.run(set_passwords(cfg.database_url, cfg.role_passwords))
+            print(f"set the passwords of {', '.join(roles)}")
         return 0
     except MigrationError as exc:
         print(f"ghostly migrate: {exc}", file=sys.stderr)
@@ -102,19 +117,57 @@ def cmd_migrate(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    """One service. Without DATABASE_URL it joins the embedded cluster (starting it if needed);
+    stopping leaves that cluster to the other processes using it (libs/db/embedded.py)."""
     from libs.service_main import main
     main(_spec(args.name))
     return 0
 
 
+def _up_port_problems(cfg, pg) -> list[str]:
+    """Why `ghostly up` could not listen on each port it needs (gRPC and metrics ports, and the
+    embedded cluster's unless that cluster already runs and is reused), one line per port."""
+    from libs.db.embedded import bind_problem
+    wanted = []
+    for name in SERVICES:
+        wanted.append((cfg.port(name), cfg.host, f"{name} gRPC, {config_mod.SERVICE_PORTS[name][0]}"))
+        if cfg.metrics_port(name):
+            wanted.append((cfg.metrics_port(name), cfg.host,
+                           f"{name} metrics, {config_mod.METRICS_PORTS[name][0]}"))
+    pg_port = pg.port_needed() if pg is not None else None
+    if pg_port:
+        wanted.append((pg_port, "127.0.0.1", "embedded PostgreSQL, GHOSTLY_PG_PORT"))
+    problems, seen = [], {}
+    for port, host, what in wanted:
+        if port in seen:
+            problems.append(f"port {port} ({what}) is also configured for {seen[port]}")
+            continue
+        seen[port] = what
+        why = bind_problem(host, port)
+        if why:
+            problems.append(f"port {port} ({what}) on {host} is not available: {why}")
+    return problems
+
+
 def cmd_up(args) -> int:
-    """Database + migrations + the four services as child processes, until Ctrl-C."""
+    """Database + migrations + the four services as child processes, until Ctrl-C. Every port
+    needed is checked first: any unavailable -> exit 1 naming it (and its holder), nothing started."""
     from libs import logs
-    from libs.db.embedded import ensure_database
+    from libs.db.embedded import EmbeddedPostgres, EmbeddedPostgresError, ensure_database, redact
     from libs.db.migrate import migrate
     cfg = config_mod.load()
     logs.setup(cfg.log_level)
-    cfg, pg = ensure_database(cfg)
+    pg = None if cfg.database_url else EmbeddedPostgres()
+    problems = _up_port_problems(cfg, pg)
+    if problems:
+        print("ghostly up: nothing started:\n" + "\n".join(f"  {p}" for p in problems)
+              + "\n  (stop what holds the port, or set the variable to a free port)", file=sys.stderr)
+        return 1
+    try:
+        cfg, pg = ensure_database(cfg, pg)
+    except EmbeddedPostgresError as exc:
+        print(f"ghostly up: {exc}", file=sys.stderr)
+        return 1
     children: list[tuple[str, subprocess.Popen]] = []
     stopping = False
 
@@ -139,7 +192,8 @@ def cmd_up(args) -> int:
             if all(s == "SERVING" for s in states) or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        print(f"database  {cfg.database_url}" + ("  (embedded)" if pg else ""))
+        print(f"database  {redact(cfg.database_url)}"
+              + (f"  (embedded, password in {pg.password_file})" if pg else ""))
         print(f"auth      {env['GHOSTLY_AUTH_MODE']}" + ("  (no token needed: local admin)"
                                                       if env["GHOSTLY_AUTH_MODE"] == "dev" else ""))
         for name, state in zip(SERVICES, states):
@@ -197,6 +251,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("migrate", help="apply database migrations")
     p.add_argument("--to", type=int, help="apply up to this version (includes manual ones)")
     p.add_argument("--status", action="store_true", help="list migrations and whether applied")
+    p.add_argument("--set-role-passwords", action="store_true",
+                   help="then give the per-service roles the passwords in GHOSTLY_<SERVICE>_DB_PASSWORD")
     p.set_defaults(func=cmd_migrate)
     sub.add_parser("status", help="health of each service").set_defaults(func=cmd_status)
     p = sub.add_parser("token", help="mint a bearer token (HS256, GHOSTLY_JWT_SECRET) for local use")
@@ -220,7 +276,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
-    return args.func(args) or 0
+    try:
+        return args.func(args) or 0
+    except config_mod.ConfigError as exc:   # a bad setting: its message, no traceback
+        print(f"ghostly: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -65,6 +65,10 @@ def test_every_documented_variable_accepts_a_good_value(tmp_path):
         "GHOSTLY_AUTH_MODE": "Dev", "GHOSTLY_JWT_ALGORITHM": "rs256", "GHOSTLY_JWT_SECRET": " spaces kept ",
         "GHOSTLY_JWT_PUBLIC_KEY": f"@{key}", "GHOSTLY_JWT_ISSUER": "idp", "GHOSTLY_JWT_AUDIENCE": "api",
         "GHOSTLY_TOKEN": "a.b.c",
+        "GHOSTLY_INGEST_DB_PASSWORD": "pw-ingest-0123", "GHOSTLY_STATISTICS_DB_PASSWORD": "pw-statistics-0",
+        "GHOSTLY_JIT_SIGNAL_DB_PASSWORD": "pw-jit-0123456", "GHOSTLY_EXPORT_DB_PASSWORD": "pw-export-01234",
+        "GHOSTLY_TLS_CERT": str(key), "GHOSTLY_TLS_KEY": str(key), "GHOSTLY_TLS_CA": str(key),
+        "GHOSTLY_TLS_CLIENT_AUTH": "require", "GHOSTLY_TLS_CLIENT_CERT": str(key), "GHOSTLY_TLS_CLIENT_KEY": str(key),
     }
     documented = set(re.findall(r"^\| ([A-Z][A-Z0-9_]+)", config_mod.__doc__, re.M))
     documented.discard("GHOSTLY_")   # the GHOSTLY_<NAME>_ADDRESS row
