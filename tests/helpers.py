@@ -80,6 +80,24 @@ async def register_patient(conn, prefix: str = "T") -> str:
     return code
 
 
+async def caseload_with_session(conn, name: str, prefix: str = "R") -> tuple[str, str, str]:
+    """A therapist (last name ``name``) with one patient and one completed session, inserted on
+    ``conn`` (the owner); returns (therapist user id, patient code, session id)."""
+    import uuid
+    user = uuid.uuid4()
+    therapist = await conn.fetchval("INSERT INTO therapists (user_id, first_name, last_name) VALUES ($1, 'T', $2) "
+                                    "RETURNING id", user, name)
+    code = f"{prefix}{uuid.uuid4().hex[:6].upper()}"
+    await conn.execute("INSERT INTO patients (therapist_id, patient_code, first_name, last_name, date_of_birth) "
+                       "VALUES ($1, $2, 'P', $3, '1940-01-01')", therapist, code, name)
+    sid = await conn.fetchval(
+        "INSERT INTO therapy_sessions (file_path, file_hash, file_size_bytes, patient_id, original_sampling_rate, "
+        "original_duration_seconds, original_sample_count, channel_names, channel_count, processing_version, "
+        "processing_status) VALUES ($1, $2, 1, $3, 990, 1, 990, '[]', 0, 'v', 'completed') RETURNING id",
+        f"{code}/x.c3d", uuid.uuid4().hex, code)
+    return str(user), code, sid
+
+
 def upload_messages(data: bytes, file_name: str, patient: str, chunk: int = 1 << 20, **session):
     """An Upload request stream: metadata first, then the file in chunks."""
     from ghostly.ingest.v1 import ingest_pb2

@@ -6,26 +6,18 @@ import uuid
 import asyncpg
 import pytest
 
+from tests.helpers import caseload_with_session
+
 
 @pytest.fixture
 async def two_caseloads(conn):
     out = {}
     for name in ("a", "b"):
-        user = uuid.uuid4()
-        therapist = await conn.fetchval("INSERT INTO therapists (user_id, first_name, last_name) VALUES ($1, 'T', $2) "
-                                        "RETURNING id", user, name)
-        code = f"R{uuid.uuid4().hex[:6].upper()}"
-        await conn.execute("INSERT INTO patients (therapist_id, patient_code, first_name, last_name, date_of_birth) "
-                           "VALUES ($1, $2, 'P', $3, '1940-01-01')", therapist, code, name)
-        sid = await conn.fetchval(
-            "INSERT INTO therapy_sessions (file_path, file_hash, file_size_bytes, patient_id, original_sampling_rate, "
-            "original_duration_seconds, original_sample_count, channel_names, channel_count, processing_version, "
-            "processing_status) VALUES ($1, $2, 1, $3, 990, 1, 990, '[]', 0, 'v', 'completed') RETURNING id",
-            f"{code}/x.c3d", uuid.uuid4().hex, code)
+        user, code, sid = await caseload_with_session(conn, name, "R")
         await conn.execute(
             "INSERT INTO performance_scores (session_id, overall_performance_score, compliance_score, symmetry_score, "
             "effort_score, game_score) VALUES ($1, 50, 50, 50, 50, 50)", sid)
-        out[name] = {"user": str(user), "session": sid}
+        out[name] = {"user": user, "session": sid}
     return out
 
 

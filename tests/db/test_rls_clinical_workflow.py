@@ -9,6 +9,8 @@ import uuid
 import asyncpg
 import pytest
 
+from tests.helpers import caseload_with_session
+
 READERS = ("ghostly_statistics", "ghostly_export")
 
 
@@ -16,23 +18,13 @@ READERS = ("ghostly_statistics", "ghostly_export")
 async def two_caseloads(conn):
     out = {}
     for name in ("a", "b"):
-        user = uuid.uuid4()
-        therapist = await conn.fetchval("INSERT INTO therapists (user_id, first_name, last_name) VALUES ($1, 'T', $2) "
-                                        "RETURNING id", user, name)
-        code = f"W{uuid.uuid4().hex[:6].upper()}"
-        await conn.execute("INSERT INTO patients (therapist_id, patient_code, first_name, last_name, date_of_birth) "
-                           "VALUES ($1, $2, 'P', $3, '1940-01-01')", therapist, code, name)
-        sid = await conn.fetchval(
-            "INSERT INTO therapy_sessions (file_path, file_hash, file_size_bytes, patient_id, original_sampling_rate, "
-            "original_duration_seconds, original_sample_count, channel_names, channel_count, processing_version, "
-            "processing_status) VALUES ($1, $2, 1, $3, 990, 1, 990, '[]', 0, 'v', 'completed') RETURNING id",
-            f"{code}/x.c3d", uuid.uuid4().hex, code)
+        user, code, sid = await caseload_with_session(conn, name, "W")
         cal = await conn.fetchval(
             "INSERT INTO patient_calibrations (patient_code, mvc_left_v, source, created_by, created_by_role) "
             "VALUES ($1, 0.001, 'therapist_entered', $2, 'therapist') RETURNING id", code, str(user))
         await conn.execute("INSERT INTO session_outcomes (session_id, rpe_post_session, recorded_by) "
                            "VALUES ($1, 5, $2)", sid, str(user))
-        out[name] = {"user": str(user), "patient": code, "session": sid, "calibration": cal}
+        out[name] = {"user": user, "patient": code, "session": sid, "calibration": cal}
     return out
 
 
