@@ -121,8 +121,8 @@ def run_show(args, client) -> int:
     if perf is None:
         print("score       not scored")
     else:
-        print(f"score       {score(perf.overall_performance_score)}   compliance {score(perf.compliance_score)}   "
-              f"symmetry {score(perf.symmetry_score)}   effort {score(optional(perf, 'effort_score'))}   "
+        print(f"score       {score(perf.overall_performance_score)}   compliance {score(optional(perf, 'compliance_score'))}   "
+              f"symmetry {score(optional(perf, 'symmetry_score'))}   effort {score(optional(perf, 'effort_score'))}   "
               f"game {score(optional(perf, 'game_score'))}")
         w = perf.effective_weights
         print(f"weights     compliance {w.compliance:.2f}  symmetry {w.symmetry:.2f}  effort {w.effort:.2f}  "

@@ -167,8 +167,10 @@ def bfr_status(gate: float | None) -> str:
 
 PERFORMANCE_COLUMNS: list[tuple[Column, Callable[[spb.PerformanceScore], Any]]] = [
     (_c("overall_performance_score", FLOAT, "score 0-100", "P_overall"), lambda p: p.overall_performance_score),
-    (_c("compliance_score", FLOAT, "score 0-100"), lambda p: p.compliance_score),
-    (_c("symmetry_score", FLOAT, "score 0-100"), lambda p: p.symmetry_score),
+    (_c("compliance_score", FLOAT, "score 0-100", "empty when excluded (no usable muscle channel)"),
+     lambda p: opt(p, "compliance_score")),
+    (_c("symmetry_score", FLOAT, "score 0-100", "empty when excluded (a side missing or unusable)"),
+     lambda p: opt(p, "symmetry_score")),
     (_c("effort_score", FLOAT, "score 0-100", "empty when excluded (RPE missing)"),
      lambda p: opt(p, "effort_score")),
     (_c("game_score", FLOAT, "score 0-100", "empty when excluded (game points missing)"),

@@ -155,7 +155,8 @@ def _performance(r: asyncpg.Record) -> pb.PerformanceScore:
     return pb.PerformanceScore(
         id=str(r["id"]), session_id=str(r["sid"]),
         overall_performance_score=r["overall_performance_score"],
-        compliance_score=r["compliance_score"], symmetry_score=r["symmetry_score"],
+        compliance_score=None if "compliance" in excluded else r["compliance_score"],
+        symmetry_score=None if "symmetry" in excluded else r["symmetry_score"],
         effort_score=None if "effort" in excluded else r["effort_score"],
         game_score=None if "game" in excluded else r["game_score"],
         effective_weights=_weights(w), requested_weights=_weights(requested),
@@ -495,8 +496,9 @@ class StatisticsServicer(statistics_pb2_grpc.StatisticsServiceServicer):
                         session_id=str(current), session_date=to_timestamp(r["session_date"]),
                         protocol_day=r["protocol_day"] or 0,
                         session_type=SESSION_TYPE.get(r["session_type"], 0),
-                        overall_performance_score=r["overall"], compliance_score=r["compliance_score"],
-                        symmetry_score=r["symmetry_score"],
+                        overall_performance_score=r["overall"],
+                        compliance_score=None if "compliance" in excluded else r["compliance_score"],
+                        symmetry_score=None if "symmetry" in excluded else r["symmetry_score"],
                         effort_score=None if "effort" in excluded else r["effort_score"],
                         game_score=None if "game" in excluded else r["game_score"])
                 name = r["channel_name"]

@@ -152,3 +152,20 @@ async def test_write_results_stores_flags_usable_and_masked_contractions(stub, s
         session_ids=[reply.session_id], channels=["CH1"]))
     [c] = batch.sessions[0].channels
     assert list(c.signal_flags) == ["saturation", "weak_signal", "partially_masked"] and c.usable is False
+
+
+async def test_an_unusable_side_shows_no_symmetry_rather_than_zero(stub, stats, db, patient, tmp_path):
+    """A disconnected right electrode: symmetry is excluded and served unset (never a 0 the
+    patient did not earn); compliance is the left side's."""
+    spec = SyntheticSpec(duration_s=60.0, seed=97, channels=[
+        ChannelSpec(contractions=regular_contractions(10, 2.5, 5.5)), ChannelSpec(noise_sd_v=13e-6)])
+    name = ghostly_file_name(spec, seconds=37)
+    write_synthetic_c3d(tmp_path / name, spec)
+    reply = await _upload(stub, (tmp_path / name).read_bytes(), name, patient)
+    score = await stats.GetPerformanceScore(spb.SessionKey(session_id=reply.session_id))
+    assert not score.HasField("symmetry_score") and "symmetry" in score.excluded_components
+    assert "CH2 (right)" in score.excluded_components["symmetry"]
+    assert score.HasField("compliance_score") and score.compliance_score > 0
+    progress = await stats.GetPatientProgress(spb.GetPatientProgressRequest(patient_id=patient))
+    [point] = [pt for pt in progress.points if pt.session_id == reply.session_id]
+    assert not point.HasField("symmetry_score")
