@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from libs.db import access
 from libs import paging
 from libs.convert import EPOCH, MICROSECOND
 
@@ -53,7 +54,7 @@ class History:
     async def start(self, *, export_id: uuid.UUID, session_id: uuid.UUID | None, export_type: str,
                     channels: list[str] | None, data_format: str, options: dict[str, Any],
                     processing_method: str, data_source: str, exported_by: uuid.UUID | None) -> Started:
-        async with self.pool.acquire() as conn:
+        async with access.acquire(self.pool) as conn:   # the caller's identity: RLS on therapy_sessions
             row = await conn.fetchrow(INSERT, export_id, session_id, export_type, channels, data_format, options,
                                       processing_method, data_source, exported_by, IN_PROGRESS)
         return Started(row["exported_by"], row["export_timestamp"])
@@ -61,7 +62,7 @@ class History:
     async def finish(self, export_id: uuid.UUID, *, status: str, processing_time_ms: int,
                      size: int | None, sha256: str | None, checks: list[dict] | None,
                      error_message: str | None, options: dict[str, Any]) -> None:
-        async with self.pool.acquire() as conn:
+        async with access.acquire(self.pool) as conn:
             await conn.execute(FINISH, export_id, status, processing_time_ms, size, sha256,
                                checks or None, error_message, options)
 
@@ -98,7 +99,7 @@ class History:
         where = ("WHERE " + " AND ".join(conds)) if conds else ""
         sql = (f"SELECT {COLUMNS} FROM export_history {where} "
                f"ORDER BY export_timestamp DESC, id DESC LIMIT {arg(limit)}")
-        async with self.pool.acquire() as conn:
+        async with access.acquire(self.pool) as conn:
             return await conn.fetch(sql, *args)
 
 

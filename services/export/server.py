@@ -11,6 +11,8 @@ from __future__ import annotations
 import grpc
 
 from ghostly.export.v1 import export_pb2, export_pb2_grpc
+from libs.db import access
+from libs.db.dsn import service_dsn
 from libs.grpc_server import ServiceContext, ServiceSpec
 from services.export.downstream import Downstream
 from services.export.history import History
@@ -27,8 +29,11 @@ async def register(server: grpc.aio.Server, context: ServiceContext) -> None:
         History(context.pool), downstream, cfg.export_session_concurrency), server)
 
 
+ROLE = "ghostly_export"
+
 SPEC = ServiceSpec(name="export", full_names=(FULL_NAME,), register=register, permissions={
     # The audit trail is for researchers and operators; every role may export (a therapist
     # only their own patients: the token is forwarded and checked downstream).
     "ListExportHistory": frozenset({"researcher", "admin", "service"}),
-})
+}, dsn=lambda c: service_dsn(c.database_url, ROLE, c.role_passwords.get(ROLE)),  # its own role, RLS in force
+    pool_options={"reset": access.reset_connection})  # identity settings reset with the connection

@@ -181,11 +181,18 @@ async def write_results(conn: asyncpg.Connection, session_id: uuid.UUID, analysi
              c.meets_intensity, c.meets_duration, c.good, bool(c.partially_masked), float(c.masked_s))
             for row, ch in zip(stat_rows, analysis.channels) for i, c in enumerate(ch.contractions)]
         if contraction_rows:
-            await conn.copy_records_to_table(
-                "emg_contractions", records=contraction_rows,
-                columns=["statistics_id", "session_id", "channel_name", "contraction_index", "start_time_s",
-                         "end_time_s", "duration_s", "peak_amplitude", "mean_amplitude", "meets_intensity",
-                         "meets_duration", "is_good", "partially_masked", "masked_s"])
+            # One INSERT of unnested arrays (COPY is refused on a table with row-level security,
+            # which the ingest role has; executemany would cost a round trip per row).
+            cols = list(zip(*contraction_rows))
+            await conn.execute(
+                """
+                INSERT INTO emg_contractions (statistics_id, session_id, channel_name, contraction_index,
+                    start_time_s, end_time_s, duration_s, peak_amplitude, mean_amplitude, meets_intensity,
+                    meets_duration, is_good, partially_masked, masked_s)
+                SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int[], $5::float8[], $6::float8[],
+                                     $7::float8[], $8::float8[], $9::float8[], $10::bool[], $11::bool[], $12::bool[],
+                                     $13::bool[], $14::float8[])
+                """, *[list(c) for c in cols])
 
         if analysis.performance.overall_performance_score is not None:
             await _insert_score(conn, session_id, analysis, settings, scoring_config_version)
@@ -400,7 +407,8 @@ async def insert_scoring_config(conn: asyncpg.Connection, config: dict[str, Any]
                                 notes: str | None) -> asyncpg.Record:
     """The next version (writers serialised on the table, so versions never collide)."""
     async with conn.transaction():
-        await conn.execute("LOCK TABLE scoring_config IN SHARE ROW EXCLUSIVE MODE")
+        # Writers take turns (an advisory lock needs no table privilege beyond INSERT).
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('ghostly.scoring_config'))")
         return await conn.fetchrow(
             "INSERT INTO scoring_config (version, config, created_by, notes) "
             "SELECT COALESCE(max(version), 0) + 1, $1, $2, $3 FROM scoring_config RETURNING *",

@@ -5,11 +5,13 @@ import grpc
 
 from ghostly.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from libs import auth
+from libs.db.dsn import service_dsn
 from libs.grpc_server import ServiceContext, ServiceSpec
 
 FULL_NAME = ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name
 PATIENTS_FULL_NAME = ingest_pb2.DESCRIPTOR.services_by_name["PatientService"].full_name
-CLINIC = auth.WRITERS | {"therapist"}  # therapists: own caseload only (checked by the servicers)
+CLINIC = auth.WRITERS | {"therapist"}
+ROLE = "ghostly_ingest"  # therapists: own caseload only (checked by the servicers)
 
 
 async def register(server: grpc.aio.Server, context: ServiceContext) -> None:
@@ -27,4 +29,5 @@ SPEC = ServiceSpec(name="ingest", full_names=(FULL_NAME, PATIENTS_FULL_NAME), re
     # Registry and calibration: therapists for their own caseload; researchers only read.
     "CreateTherapist": auth.WRITERS, "CreatePatient": CLINIC, "UpdatePatient": CLINIC,
     "DeactivatePatient": CLINIC, "SetPatientCalibration": CLINIC, "CalibrateFromSession": CLINIC,
-})
+},  # its own role (migration 010): writes exactly what its grants allow, RLS in force
+    dsn=lambda c: service_dsn(c.database_url, ROLE, c.role_passwords.get(ROLE)))

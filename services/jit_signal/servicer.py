@@ -72,15 +72,33 @@ class JitSignalServicer(jit_signal_pb2_grpc.JitSignalServiceServicer):
         finally:
             self.inflight -= 1
 
+    # Queries run as the caller (RLS of the ghostly_jit_signal role); cache writes detached
+    # from a request keep its identity (tasks copy the request's context).
+    async def _fetchrow(self, sql: str, *args):
+        async with access.acquire(self.db) as conn:
+            return await conn.fetchrow(sql, *args)
+
+    async def _fetch(self, sql: str, *args):
+        async with access.acquire(self.db) as conn:
+            return await conn.fetch(sql, *args)
+
+    async def _fetchval(self, sql: str, *args):
+        async with access.acquire(self.db) as conn:
+            return await conn.fetchval(sql, *args)
+
+    async def _execute(self, sql: str, *args):
+        async with access.acquire(self.db) as conn:
+            return await conn.execute(sql, *args)
+
     async def _ensure_visible(self, row, session_id) -> None:
         """A therapist sees only their own patients' sessions (NOT_FOUND otherwise)."""
         if auth.current().is_therapist:
-            async with self.db.acquire() as conn:
+            async with access.acquire(self.db) as conn:
                 await access.ensure_patient_visible(conn, row["patient_id"], f"session {session_id}")
 
     async def ListChannels(self, request, context) -> pb.ListChannelsResponse:
         sid = parse_uuid(request.session_id, "session_id")
-        row = await self.db.fetchrow(c.LIST_SQL, sid)
+        row = await self._fetchrow(c.LIST_SQL, sid)
         if row is None:
             raise NotFound(f"session {request.session_id} does not exist")
         await self._ensure_visible(row, sid)
@@ -97,7 +115,7 @@ class JitSignalServicer(jit_signal_pb2_grpc.JitSignalServiceServicer):
 
     # -- resolution ------------------------------------------------------------------------
     async def _resolve(self, plan: Plan) -> tuple[Payload, bool]:
-        row = await self.db.fetchrow(c.HOT_SQL, plan.session_id, plan.key_suffix())
+        row = await self._fetchrow(c.HOT_SQL, plan.session_id, plan.key_suffix())
         if row is None:
             raise NotFound(f"session {plan.session_id} does not exist")
         await self._ensure_visible(row, plan.session_id)
@@ -111,7 +129,7 @@ class JitSignalServicer(jit_signal_pb2_grpc.JitSignalServiceServicer):
                 data = await self._verify(path, row)
                 if row["cache_id"] is not None and row["cache_valid"]:
                     if row["cache_expired"]:
-                        await self.db.execute(c.MARK_EXPIRED_SQL, row["cache_id"])
+                        await self._execute(c.MARK_EXPIRED_SQL, row["cache_id"])
                         self.stats["expired"] += 1
                     elif row["cache_version"] == PROCESSING_VERSION:
                         payload = await self._cached(key, gen)
@@ -177,7 +195,7 @@ class JitSignalServicer(jit_signal_pb2_grpc.JitSignalServiceServicer):
 
     async def _compute(self, plan: Plan, row, channels: list[str], window: tuple[int, int], key: str,
                        path: Path, data: bytes | None) -> Payload:
-        run = await self.db.fetch(c.RUN_SQL, plan.session_id, plan.include_contractions)
+        run = await self._fetch(c.RUN_SQL, plan.session_id, plan.include_contractions)
         processed_at = run[0]["processed_at"] if run else row["processed_at"]
         gen = processed_at.isoformat() if processed_at else ""
         params = next((params_from_details(r["processing"]) for r in run if r["processing"] is not None), None)
@@ -231,8 +249,8 @@ class JitSignalServicer(jit_signal_pb2_grpc.JitSignalServiceServicer):
             blob = await asyncio.to_thread(encode_payload, payload)
             if not await asyncio.to_thread(self.disk.put, key, blob):
                 return      # larger than the whole cache: not cached
-            stored = await self.db.fetchval(c.UPSERT_SQL, plan.session_id, key, processed_at, PROCESSING_VERSION,
-                                            plan.cache_type)
+            stored = await self._fetchval(c.UPSERT_SQL, plan.session_id, key, processed_at, PROCESSING_VERSION,
+                                          plan.cache_type)
             self.stats["stored" if stored else "store_skipped"] += 1
         except asyncio.CancelledError:
             raise

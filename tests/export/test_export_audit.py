@@ -278,6 +278,9 @@ async def test_history_sql_runs_as_the_ghostly_export_role(database_url, researc
         assert await pool.fetchval("SELECT current_user") == "ghostly_export"
         h = History(pool)
         eid = uuid.uuid4()
+        from libs import auth  # outside an RPC: the caller is set explicitly (fail closed otherwise)
+        acting = auth.acting_as(auth.Identity(subject=researcher, role="researcher"))
+        acting.__enter__()
         started = await h.start(export_id=eid, session_id=uuid.UUID(audit_world["ids"][0]),
                                 export_type="statistics_only", channels=None, data_format="csv",
                                 options={"session_ids": audit_world["ids"][:1]}, processing_method="database_query",
@@ -289,6 +292,7 @@ async def test_history_sql_runs_as_the_ghostly_export_role(database_url, researc
                             export_type="statistics_only", data_format="csv", status="success", time_from=None,
                             time_to=None, cursor=None, limit=100)
         assert eid in [r["id"] for r in rows]
+        acting.__exit__(None, None, None)
     finally:
         await pool.close()
 

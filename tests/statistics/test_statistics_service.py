@@ -638,7 +638,8 @@ async def test_role_privileges(conn):
             assert not await priv("ghostly_statistics", table, what), (table, what)
         assert await priv("ghostly_statistics", table, "SELECT") == (table in readable), table
     assert await priv("ghostly_ingest", "performance_scores", "INSERT")
-    assert await priv("ghostly_ingest", "emg_contractions", "DELETE")
+    assert not await priv("ghostly_ingest", "emg_contractions", "DELETE")  # cascades from emg_statistics (019)
+    assert await priv("ghostly_ingest", "emg_statistics", "DELETE")
     assert not await priv("ghostly_ingest", "export_history", "INSERT")
     assert await priv("ghostly_jit_signal", "signal_processing_cache", "INSERT")
     assert not await priv("ghostly_jit_signal", "performance_scores", "UPDATE")
