@@ -60,19 +60,30 @@ def _joined(value: Any) -> str:
     return LIST_SEPARATOR.join(str(x) for x in value)
 
 
+_FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(text: str) -> str:
+    """A text cell a spreadsheet will not run: one starting with = + - @ tab or CR gets a
+    leading apostrophe (OWASP CSV injection rule). Numbers are written as numbers, never here."""
+    return "'" + text if text.startswith(_FORMULA_TRIGGERS) else text
+
+
 def _cell(value: Any, kind: str) -> str:
     """One CSV cell: '' for missing, shortest repr for floats, true/false for booleans, lists
     joined by ';'."""
     if value is None:
         return ""
     if kind == TEXT_LIST or isinstance(value, (list, tuple)):
-        return _joined(value)
+        return csv_safe(_joined(value))
     if kind == BOOL or isinstance(value, bool):
         return "true" if value else "false"
     if kind == FLOAT:
         f = float(value)
         return repr(f) if math.isfinite(f) else ""
-    return str(value)
+    if kind == INT or isinstance(value, int):
+        return str(value)
+    return csv_safe(str(value))
 
 
 def _json_value(value: Any) -> Any:
@@ -201,7 +212,7 @@ def write_csv(doc: ExportDocument) -> bytes:
     table = doc.csv_override if doc.csv_override is not None else doc.tables[0]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(table.column_names)
+    w.writerow([csv_safe(n) for n in table.column_names])
     kinds = [c.kind for c in table.columns]
     w.writerows([_cell(v, k) for v, k in zip(r, kinds)] for r in table.rows)
     return buf.getvalue().encode("utf-8")
@@ -218,16 +229,23 @@ def _signal_string_columns(signals: SignalSet) -> list[list[str]]:
     channel, kind, index, time, value = [], [], [], [], []
     for t in traces:
         n = len(t.values)
-        channel += [t.channel] * n
-        kind += [t.kind] * n
+        channel += [_csv_field(csv_safe(t.channel))] * n
+        kind += [_csv_field(csv_safe(t.kind))] * n
         index += _int_strings(t.index())
         time += _f64_strings(t.time_s())
         value += _f32_strings(t.values)
     return [channel, kind, index, time, value]
 
 
+def _csv_field(text: str) -> str:
+    """``text`` as one CSV field (quoted when it holds a separator, quote or line break)."""
+    if any(ch in text for ch in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
 def _signals_csv(signals: SignalSet) -> str:
-    header = ",".join(name for name, *_ in signal_columns(signals))
+    header = ",".join(_csv_field(csv_safe(name)) for name, *_ in signal_columns(signals))
     if not signals.traces:
         return header + "\n"
     cols = _signal_string_columns(signals)
