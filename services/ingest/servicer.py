@@ -212,7 +212,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         ids = [r["id"] for r in await self.db.fetch(
             f"SELECT id FROM therapy_sessions WHERE {where} ORDER BY session_date NULLS LAST, id", *args)]
         if scope == "session_id" and not ids and not request.only_outdated:
-            raise NotFound(f"session {request.session_id} does not exist")
+            raise NotFound(f"session {args[0]} does not exist")  # the parsed id, whatever case was sent
         gate = asyncio.Semaphore(self.analysis.workers)
 
         async def one(sid: uuid.UUID):

@@ -100,7 +100,7 @@ class JitSignalServicer(jit_signal_pb2_grpc.JitSignalServiceServicer):
         sid = parse_uuid(request.session_id, "session_id")
         row = await self._fetchrow(c.LIST_SQL, sid)
         if row is None:
-            raise NotFound(f"session {request.session_id} does not exist")
+            raise NotFound(f"session {sid} does not exist")  # the parsed id: same text as for a foreign one
         await self._ensure_visible(row, sid)
         _check_status(row)
         stats = row["stats"] or {}

@@ -244,6 +244,19 @@ async def test_therapist_signals_and_exports_limited(stack, caseloads, database_
         _ = [c async for c in jit.StreamSignals(jit_signal_pb2.StreamSignalsRequest(session_id=b["session"]),
                                                 metadata=me)]
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    # A foreign session and an unknown one give the same message, whatever case the id is in.
+    unknown = str(uuid.uuid4())
+    texts = []
+    for sid in (b["session"].upper(), unknown.upper()):
+        for call in (lambda s=sid: jit.ListChannels(jit_signal_pb2.ListChannelsRequest(session_id=s), metadata=me),):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call()
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
+            texts.append(info.value.details().replace(sid.lower(), "<id>"))
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            _ = [c async for c in jit.StreamSignals(jit_signal_pb2.StreamSignalsRequest(session_id=sid), metadata=me)]
+        texts.append(info.value.details().replace(sid.lower(), "<id>"))
+    assert texts[0] == texts[2] and texts[1] == texts[3], texts
 
     export = export_pb2_grpc.ExportServiceStub(stack["export"])
     req = lambda sid, **kw: export_pb2.CreateExportRequest(  # noqa: E731
