@@ -26,3 +26,15 @@ def to_timestamp(value: dt.datetime | None) -> Timestamp | None:
         return None
     us = (value - EPOCH) // MICROSECOND
     return Timestamp(seconds=us // 1_000_000, nanos=(us % 1_000_000) * 1000)
+
+
+def no_nul(value):
+    """PostgreSQL text/jsonb cannot hold NUL: strings from C3D files or requests may. Replaced
+    by U+FFFD, recursively through dicts, lists and tuples."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {no_nul(k): no_nul(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(no_nul(v) for v in value)
+    return value

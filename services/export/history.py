@@ -17,9 +17,16 @@ import asyncpg
 
 from libs.db import access
 from libs import paging
-from libs.convert import EPOCH, MICROSECOND
+from libs.convert import EPOCH, MICROSECOND, no_nul
 
 IN_PROGRESS = "export in progress (not completed)"
+STALE_AFTER_S = 3600.0  # an export still in progress after this long has lost its process
+
+SWEEP = """
+UPDATE export_history SET error_message = $3
+ WHERE export_status = 'failed' AND error_message = $1
+   AND export_timestamp < now() - make_interval(secs => $2)
+"""
 
 INSERT = """
 INSERT INTO export_history (id, session_id, export_type, channels_exported, data_format, export_options,
@@ -54,6 +61,7 @@ class History:
     async def start(self, *, export_id: uuid.UUID, session_id: uuid.UUID | None, export_type: str,
                     channels: list[str] | None, data_format: str, options: dict[str, Any],
                     processing_method: str, data_source: str, exported_by: uuid.UUID | None) -> Started:
+        channels, options = no_nul(channels), no_nul(options)  # NUL from a request: never a stuck row
         async with access.acquire(self.pool) as conn:   # the caller's identity: RLS on therapy_sessions
             row = await conn.fetchrow(INSERT, export_id, session_id, export_type, channels, data_format, options,
                                       processing_method, data_source, exported_by, IN_PROGRESS)
@@ -64,7 +72,15 @@ class History:
                      error_message: str | None, options: dict[str, Any]) -> None:
         async with access.acquire(self.pool) as conn:
             await conn.execute(FINISH, export_id, status, processing_time_ms, size, sha256,
-                               checks or None, error_message, options)
+                               no_nul(checks) or None, no_nul(error_message), no_nul(options))
+
+    async def sweep_stale(self, older_than_s: float = STALE_AFTER_S) -> int:
+        """Close rows still 'in progress' whose export process died (no export runs this long):
+        failed, with the reason. Returns how many were closed."""
+        async with self.pool.acquire() as conn:
+            done = await conn.execute(SWEEP, IN_PROGRESS, older_than_s,
+                                      f"the export process ended before completing (swept after {older_than_s:g} s)")
+        return int(done.split()[-1])
 
     async def list(self, *, session_id: uuid.UUID | None, exported_by: uuid.UUID | None,
                    export_type: str | None, data_format: str | None, status: str | None,

@@ -8,6 +8,8 @@ hold the actual ports (dataclasses.replace(cfg, ports={...})).
 """
 from __future__ import annotations
 
+import logging
+
 import grpc
 
 from ghostly.export.v1 import export_pb2, export_pb2_grpc
@@ -18,6 +20,7 @@ from services.export.downstream import Downstream
 from services.export.history import History
 from services.export.servicer import ExportServicer
 
+log = logging.getLogger("ghostly.export")
 FULL_NAME = export_pb2.DESCRIPTOR.services_by_name["ExportService"].full_name
 
 
@@ -25,8 +28,15 @@ async def register(server: grpc.aio.Server, context: ServiceContext) -> None:
     cfg = context.config
     downstream = Downstream(cfg.target("statistics"), cfg.target("jit_signal"), cfg.max_message_bytes, cfg.tls)
     context.on_stop.append(downstream.close)
+    history = History(context.pool)
+    try:  # rows left 'in progress' by a process that died (startup sweep)
+        closed = await history.sweep_stale()
+        if closed:
+            log.info("closed %d export(s) left in progress by a stopped process", closed)
+    except Exception:  # noqa: BLE001 - the database may be down at start: health says so, later sweeps retry
+        log.warning("could not sweep stale exports", exc_info=True)
     export_pb2_grpc.add_ExportServiceServicer_to_server(ExportServicer(
-        History(context.pool), downstream, cfg.export_session_concurrency), server)
+        history, downstream, cfg.export_session_concurrency), server)
 
 
 ROLE = "ghostly_export"

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from libs.convert import no_nul
 from libs.db import signal_cache
 from libs.emg import PROCESSING_PIPELINE, AnalysisSettings, SessionAnalysis
 from libs.emg.scoring import PerformanceResult
@@ -74,16 +75,7 @@ async def claim(conn: asyncpg.Connection, h: SessionHeader) -> uuid.UUID | None:
         h.session_date, h.session_type, h.protocol_day, h.processing_version)
 
 
-def _no_nul(value: Any) -> Any:
-    """PostgreSQL text/jsonb cannot hold NUL: C3D strings (labels, metadata, and error messages
-    quoting a corrupt parameter name) may contain it. Replaced by U+FFFD, recursively."""
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd") if "\x00" in value else value
-    if isinstance(value, dict):
-        return {_no_nul(k): _no_nul(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_no_nul(v) for v in value)
-    return value
+_no_nul = no_nul  # one copy: libs/convert.py
 
 
 async def mark_failed(conn: asyncpg.Connection, session_id: uuid.UUID, message: str,

@@ -333,3 +333,47 @@ async def test_cli_downloads_verifies_and_writes_the_csv_sidecar(stack, audit_wo
     from scipy.io import loadmat
     g = loadmat(tmp_path / "v.mat", squeeze_me=True, struct_as_record=False)["ghostly"]
     assert g.data.shape == (300, 4) and list(g.kinds) == ["raw", "envelope", "raw", "envelope"]
+
+
+async def test_a_nul_in_the_selection_ends_as_a_failed_row_not_in_progress(export_stub, db):
+    """A NUL character anywhere in the request: refused, and its audit row closed as failed
+    with the reason (PostgreSQL cannot store NUL; before, the closing write failed and the row
+    stayed 'in progress' forever)."""
+    from services.export.history import IN_PROGRESS
+
+    marker = f"nul-{uuid.uuid4().hex}"
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        _ = [m async for m in export_stub.CreateExport(pb.CreateExportRequest(
+            type=pb.EXPORT_TYPE_STATISTICS_ONLY, format=pb.EXPORT_FORMAT_CSV,
+            session_ids=[f"{marker}\x00x"], channels=["CH1\x00"]))]
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    export_id = info.value.details().split("(export ")[1].split(" ")[0]
+    row = await db.fetchrow("SELECT * FROM export_history WHERE id = $1::uuid", export_id)
+    assert row["export_status"] == "failed" and row["error_message"] != IN_PROGRESS and row["error_message"]
+    assert marker in str(row["export_options"])
+
+
+async def test_sweep_closes_rows_of_a_dead_export_process(db, database_url):
+    """A row left 'in progress' by a process that died is closed by the next export process."""
+    import asyncpg
+
+    from libs.db.pool import init_connection
+    from services.export.history import IN_PROGRESS, History
+
+    eid = uuid.uuid4()
+    await db.execute("INSERT INTO export_history (id, export_type, data_format, export_options, processing_method, "
+                     "data_source, export_status, error_message, export_timestamp) VALUES ($1, 'statistics_only', "
+                     "'csv', '{}', 'database_query', 'cached_statistics', 'failed', $2, now() - interval '2 hours')",
+                     eid, IN_PROGRESS)
+    recent = uuid.uuid4()
+    await db.execute("INSERT INTO export_history (id, export_type, data_format, export_options, processing_method, "
+                     "data_source, export_status, error_message) VALUES ($1, 'statistics_only', 'csv', '{}', "
+                     "'database_query', 'cached_statistics', 'failed', $2)", recent, IN_PROGRESS)
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1, init=init_connection)
+    try:
+        assert await History(pool).sweep_stale() >= 1
+    finally:
+        await pool.close()
+    msg = await db.fetchval("SELECT error_message FROM export_history WHERE id = $1", eid)
+    assert msg.startswith("the export process ended before completing")
+    assert await db.fetchval("SELECT error_message FROM export_history WHERE id = $1", recent) == IN_PROGRESS
