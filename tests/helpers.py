@@ -71,25 +71,26 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 async def register_patient(conn, prefix: str = "T") -> str:
     """Register a therapist and one patient on `conn` (asyncpg connection); return the code."""
     import uuid
-    therapist = await conn.fetchval(
-        "INSERT INTO therapists (user_id, first_name, last_name) VALUES ($1, 'Tess', 'Therapist') RETURNING id",
-        uuid.uuid4())
-    code = f"{prefix}{uuid.uuid4().hex[:7].upper()}"
-    await conn.execute("INSERT INTO patients (therapist_id, patient_code, first_name, last_name, date_of_birth) "
-                       "VALUES ($1, $2, 'Pat', 'Ient', '1940-01-01')", therapist, code)
+    _, code = await _therapist_and_patient(conn, f"{prefix}{uuid.uuid4().hex[:7].upper()}", "Therapist", "Ient")
     return code
+
+
+async def _therapist_and_patient(conn, code: str, therapist_last: str, patient_last: str):
+    """A new therapist and their patient ``code``; returns (therapist user id, code)."""
+    import uuid
+    user = uuid.uuid4()
+    therapist = await conn.fetchval("INSERT INTO therapists (user_id, first_name, last_name) VALUES ($1, 'T', $2) "
+                                    "RETURNING id", user, therapist_last)
+    await conn.execute("INSERT INTO patients (therapist_id, patient_code, first_name, last_name, date_of_birth) "
+                       "VALUES ($1, $2, 'P', $3, '1940-01-01')", therapist, code, patient_last)
+    return user, code
 
 
 async def caseload_with_session(conn, name: str, prefix: str = "R") -> tuple[str, str, str]:
     """A therapist (last name ``name``) with one patient and one completed session, inserted on
     ``conn`` (the owner); returns (therapist user id, patient code, session id)."""
     import uuid
-    user = uuid.uuid4()
-    therapist = await conn.fetchval("INSERT INTO therapists (user_id, first_name, last_name) VALUES ($1, 'T', $2) "
-                                    "RETURNING id", user, name)
-    code = f"{prefix}{uuid.uuid4().hex[:6].upper()}"
-    await conn.execute("INSERT INTO patients (therapist_id, patient_code, first_name, last_name, date_of_birth) "
-                       "VALUES ($1, $2, 'P', $3, '1940-01-01')", therapist, code, name)
+    user, code = await _therapist_and_patient(conn, f"{prefix}{uuid.uuid4().hex[:6].upper()}", name, name)
     sid = await conn.fetchval(
         "INSERT INTO therapy_sessions (file_path, file_hash, file_size_bytes, patient_id, original_sampling_rate, "
         "original_duration_seconds, original_sample_count, channel_names, channel_count, processing_version, "

@@ -19,6 +19,7 @@ from ghostly.common.v1 import common_pb2
 from ghostly.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from libs import auth
 from libs.convert import parse_uuid, to_timestamp
+from libs.registry_pb import CALIBRATION_VALUES, calibration_pb, patient_pb
 from libs.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from services.ingest import repository as repo
 
@@ -26,13 +27,12 @@ CODE_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 NAME_MAX = 100
 NOTES_MAX = 1000
 DEFAULT_TOP_N, MAX_TOP_N = 3, 20
-SOURCES = {"therapist_entered": common_pb2.CALIBRATION_SOURCE_THERAPIST_ENTERED,
-           "assessment_session": common_pb2.CALIBRATION_SOURCE_ASSESSMENT_SESSION}
 # Calibration value -> (proto field, valid range (exclusive low?, low, high), unit for messages)
 CAL_LIMITS = {"mvc_left_v": (0.0, 0.1, "V"), "mvc_right_v": (0.0, 0.1, "V"),
               "duration_threshold_left_s": (0.0, 60.0, "s"), "duration_threshold_right_s": (0.0, 60.0, "s"),
               "target_contractions": (0, 1000, ""), "bfr_target_pressure_aop": (-1e-9, 100.0, "% AOP")}
-CAL_VALUES = tuple(CAL_LIMITS)
+CAL_VALUES = CALIBRATION_VALUES
+assert tuple(CAL_LIMITS) == CALIBRATION_VALUES
 
 
 def _name(value: str, field: str) -> str:
@@ -67,30 +67,6 @@ def _notes(value: str) -> str | None:
 def therapist_pb(row: asyncpg.Record) -> common_pb2.Therapist:
     return common_pb2.Therapist(id=str(row["id"]), user_id=str(row["user_id"]), first_name=row["first_name"],
                                 last_name=row["last_name"], created_at=to_timestamp(row["created_at"]))
-
-
-def calibration_pb(row: asyncpg.Record) -> common_pb2.PatientCalibration:
-    msg = common_pb2.PatientCalibration(
-        id=str(row["id"]), patient_code=row["patient_code"], source=SOURCES[row["source"]],
-        source_session_id=str(row["source_session_id"] or ""), rule=row["rule"] or "",
-        created_by=row["created_by"], created_by_role=row["created_by_role"],
-        created_at=to_timestamp(row["created_at"]), notes=row["notes"] or "")
-    for col in CAL_VALUES:
-        if row[col] is not None:
-            setattr(msg, col, row[col])
-    return msg
-
-
-def patient_pb(row: asyncpg.Record, calibration: asyncpg.Record | None) -> common_pb2.Patient:
-    msg = common_pb2.Patient(
-        patient_code=row["patient_code"], id=str(row["id"]), therapist_id=str(row["therapist_id"]),
-        first_name=row["first_name"], last_name=row["last_name"], date_of_birth=row["date_of_birth"].isoformat(),
-        active=row["active"], created_at=to_timestamp(row["created_at"]), session_count=row["session_count"])
-    if row["deactivated_at"] is not None:
-        msg.deactivated_at.CopyFrom(to_timestamp(row["deactivated_at"]))
-    if calibration is not None:
-        msg.current_calibration.CopyFrom(calibration_pb(calibration))
-    return msg
 
 
 async def caller_therapist(conn: asyncpg.Connection, me: auth.Identity) -> asyncpg.Record | None:

@@ -49,8 +49,7 @@ async def for_upload(conn: asyncpg.Connection, patient_code: str, meta: ingest_p
         else None
     calibration = await repo.current_calibration(conn, patient_code)
     plan = _build(config, kwargs, cal.request_values(kwargs, bfr_target), calibration, WEIGHTS_KEY in kwargs)
-    row = await repo.patient(conn, patient_code)
-    if row is not None and not row["active"]:
+    if await repo.patient_active(conn, patient_code) is False:
         plan.warnings.append(f"patient {patient_code} is deactivated; the session was ingested all the same")
     return plan
 

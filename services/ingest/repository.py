@@ -322,6 +322,12 @@ async def patient(conn: asyncpg.Connection, code: str, *, for_update: bool = Fal
         f"FROM patients p JOIN therapists t ON t.id = p.therapist_id WHERE p.patient_code = $1{lock}", code)
 
 
+async def patient_active(conn: asyncpg.Connection, code: str) -> bool | None:
+    """Whether the patient is active (None: no such patient); a primary-key lookup for the
+    upload path (patient() also counts the sessions)."""
+    return await conn.fetchval("SELECT active FROM patients WHERE patient_code = $1", code)
+
+
 async def create_patient(conn: asyncpg.Connection, code: str | None, therapist_id: uuid.UUID, first: str,
                          last: str, dob) -> asyncpg.Record | None:
     """The new patient's code, or None when the code is taken."""

@@ -153,9 +153,10 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         if secret is not None:
             if not request.event_id or len(request.event_id) > 512 or "\x00" in request.event_id:
                 raise InvalidArgument("event_id must be 1-512 characters without NUL for a signed event")
+            digest = events.digest(request)
             async with self.db.acquire() as conn:
-                first = await repo.record_event(conn, request.event_id, events.digest(request), events.MAX_SKEW_S)
-            if first is not None and first != events.digest(request):
+                first = await repo.record_event(conn, request.event_id, digest, events.MAX_SKEW_S)
+            if first is not None and first != digest:
                 raise FailedPrecondition(f"storage event {request.event_id!r} was already used for another request")
         settings = settings_from_request(request.session)
         bfr = bfr_row(request.session)

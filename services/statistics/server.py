@@ -18,6 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from ghostly.common.v1 import common_pb2
 from ghostly.statistics.v1 import statistics_pb2 as pb
 from ghostly.statistics.v1 import statistics_pb2_grpc
+from libs.registry_pb import calibration_pb, patient_pb
 from libs.scoring_config import ScoringConfig
 from libs import auth, errors, paging
 from libs.convert import EPOCH, MICROSECOND, parse_uuid, to_timestamp
@@ -47,8 +48,6 @@ STATUS = {"pending": common_pb2.PROCESSING_STATUS_PENDING,
           "failed": common_pb2.PROCESSING_STATUS_FAILED}
 STATUS_NAME = {v: k for k, v in STATUS.items()}
 
-CALIBRATION_SOURCE = {"therapist_entered": common_pb2.CALIBRATION_SOURCE_THERAPIST_ENTERED,
-                      "assessment_session": common_pb2.CALIBRATION_SOURCE_ASSESSMENT_SESSION}
 
 _EPOCH, _US = EPOCH, MICROSECOND
 _COMPONENTS = ("compliance", "symmetry", "effort", "game")
@@ -187,29 +186,11 @@ def _outcome(r: asyncpg.Record) -> pb.SessionOutcome | None:
 
 def _calibration(r: asyncpg.Record) -> common_pb2.PatientCalibration:
     """A patient_calibrations row read with the `cal_` column prefix (queries.CALIBRATION_COLUMNS)."""
-    source = r["cal_source_session_id"]
-    return common_pb2.PatientCalibration(
-        id=str(r["cal_id"]), patient_code=r["cal_patient_code"], mvc_left_v=r["cal_mvc_left_v"],
-        mvc_right_v=r["cal_mvc_right_v"], duration_threshold_left_s=r["cal_duration_threshold_left_s"],
-        duration_threshold_right_s=r["cal_duration_threshold_right_s"],
-        target_contractions=r["cal_target_contractions"],
-        bfr_target_pressure_aop=r["cal_bfr_target_pressure_aop"],
-        source=CALIBRATION_SOURCE.get(r["cal_source"], common_pb2.CALIBRATION_SOURCE_UNSPECIFIED),
-        source_session_id=str(source) if source else "", rule=r["cal_rule"] or "",
-        created_by=r["cal_created_by"], created_by_role=r["cal_created_by_role"],
-        created_at=to_timestamp(r["cal_created_at"]), notes=r["cal_notes"] or "")
+    return calibration_pb(r, "cal_")
 
 
 def _patient(r: asyncpg.Record) -> common_pb2.Patient:
-    dob = r["date_of_birth"]
-    out = common_pb2.Patient(
-        patient_code=r["patient_code"], id=str(r["id"]), therapist_id=str(r["therapist_id"]),
-        first_name=r["first_name"], last_name=r["last_name"], date_of_birth=dob.isoformat() if dob else "",
-        active=r["active"], created_at=to_timestamp(r["created_at"]),
-        deactivated_at=to_timestamp(r["deactivated_at"]), session_count=r["session_count"])
-    if r["cal_id"] is not None:
-        out.current_calibration.CopyFrom(_calibration(r))
-    return out
+    return patient_pb(r, r if r["cal_id"] is not None else None, "cal_")
 
 
 def _patient_cursor(data: dict) -> str:
