@@ -40,6 +40,8 @@ exit non-zero.
 | GHOSTLY_EXPORT_DB_PASSWORD  | (unset: not changed)             | ... for ghostly_export                    |
 | GHOSTLY_DEVICE_TIMEZONE     | UTC                              | time zone of the tablets' C3D clock times |
 | GHOSTLY_INGEST_WORKERS      | number of CPUs                   | analysis worker processes of ingest       |
+| GHOSTLY_INGEST_CLAIM_LEASE_S | 60                              | ingest: a 'processing' session whose owner has not renewed its lease for this long is taken over and processed by another ingest process (heartbeat every third of it) |
+| GHOSTLY_INGEST_SWEEP_GRACE_S | 3600 (1 h)                      | ingest: staging files and files ingest stored without registering a session are removed after this long |
 | EMG_ANALYSIS_THREADS        | 1                                | threads per analysis for the channels (read by libs/emg in each worker process) |
 | GHOSTLY_JIT_SIGNAL_MEMORY_BYTES | 268435456 (256 MiB)          | jit_signal: processed recordings kept in memory |
 | GHOSTLY_JIT_PAYLOAD_MEMORY_BYTES | 67108864 (64 MiB)           | jit_signal: decoded plot payloads kept in memory |
@@ -108,6 +110,8 @@ class Config:
     role_passwords: dict[str, str] = field(default_factory=dict)
     device_timezone: str = "UTC"
     ingest_workers: int = 0
+    ingest_claim_lease_s: float = 60.0
+    ingest_sweep_grace_s: float = 3600.0
     jit_signal_memory_bytes: int = 256 << 20
     jit_payload_memory_bytes: int = 64 << 20
     export_session_concurrency: int = 16
@@ -323,6 +327,8 @@ _SETTINGS = {
     "event_secret": ("GHOSTLY_EVENT_SECRET", _text),
     "device_timezone": ("GHOSTLY_DEVICE_TIMEZONE", _timezone),
     "ingest_workers": ("GHOSTLY_INGEST_WORKERS", _integer(0, note="0 = number of CPUs")),
+    "ingest_claim_lease_s": ("GHOSTLY_INGEST_CLAIM_LEASE_S", _number(0, inclusive=False, note="seconds")),
+    "ingest_sweep_grace_s": ("GHOSTLY_INGEST_SWEEP_GRACE_S", _number(0, inclusive=True, note="seconds")),
     "jit_signal_memory_bytes": ("GHOSTLY_JIT_SIGNAL_MEMORY_BYTES", _integer(0, note="0 = nothing kept")),
     "jit_payload_memory_bytes": ("GHOSTLY_JIT_PAYLOAD_MEMORY_BYTES", _integer(0, note="0 = nothing kept")),
     "export_session_concurrency": ("GHOSTLY_EXPORT_SESSION_CONCURRENCY", _integer(1)),

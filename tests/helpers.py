@@ -34,7 +34,10 @@ def make_config(database_url: str | None, tmp_path: Path | None = None, **overri
            "GHOSTLY_SHUTDOWN_GRACE_S": "2",
            # Dev mode: calls without a token act as admin; tokens that are sent are verified
            # (tests/auth uses them to act as each role).
-           "GHOSTLY_AUTH_MODE": "dev", "GHOSTLY_JWT_SECRET": TEST_JWT_SECRET}
+           "GHOSTLY_AUTH_MODE": "dev", "GHOSTLY_JWT_SECRET": TEST_JWT_SECRET,
+           # Servers of many tests share one database: none takes over another test's
+           # 'processing' sessions (tests/ingest/test_crash_recovery.py sets short leases).
+           "GHOSTLY_INGEST_CLAIM_LEASE_S": "3600"}
     # Many servers share the test process: no fixed /metrics ports (tests/ops scrapes its own).
     env.update({var: "0" for var, _ in config_mod.METRICS_PORTS.values()})
     if tmp_path is not None:

@@ -104,6 +104,11 @@ class ContentStore(abc.ABC):
         the health log). An implementation without a probe is taken as healthy."""
         return None
 
+    async def sweep_staging(self, older_than_s: float) -> int:
+        """Remove staging files older than `older_than_s` seconds (uploads of a process that
+        died mid-stream); returns how many. A store without local staging has none."""
+        return 0
+
 
 class Staging(abc.ABC):
     """An upload in progress: bytes are hashed while written; nothing is visible until commit."""

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from libs.errors import InvalidArgument, NotFound, StoreConflict
@@ -105,6 +106,32 @@ class LocalContentStore(ContentStore):
 
     async def check(self) -> str | None:
         return await asyncio.to_thread(self._probe)
+
+    async def sweep_staging(self, older_than_s: float) -> int:
+        return await asyncio.to_thread(self._sweep_staging, older_than_s)
+
+    def _sweep_staging(self, older_than_s: float) -> int:
+        d = self.root / _STAGING_DIR
+        cutoff = time.time() - older_than_s
+        removed = 0
+        try:
+            entries = list(os.scandir(d))
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise store_error(exc, "sweep the staging folder") from exc
+        for entry in entries:
+            try:
+                if entry.name.endswith(".part") and entry.is_file() and entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                pass   # finished meanwhile
+            except OSError as exc:
+                log.warning("content store: stale staging file %s not removed: %s", entry.path, exc)
+        if removed:
+            log.info("content store: removed %d staging files older than %.0f s", removed, older_than_s)
+        return removed
 
     def _probe(self) -> str | None:
         """Readable (the root is a directory that lists) and writable (a file can be created,

@@ -56,23 +56,98 @@ async def find_by_path(conn: asyncpg.Connection, file_path: str) -> tuple[uuid.U
     return (row["id"], row["file_hash"]) if row else None
 
 
-async def claim(conn: asyncpg.Connection, h: SessionHeader) -> uuid.UUID | None:
-    """Register the session as 'processing'. Returns None when the same content is already
-    registered (a concurrent duplicate lost the race): the UNIQUE file_hash decides."""
+async def claim(conn: asyncpg.Connection, h: SessionHeader, *, owner: str, request: bytes) -> uuid.UUID | None:
+    """Register the session as 'processing' under `owner`'s lease (heartbeat now), keeping the
+    request's metadata for whoever completes it; the upload's pending-file note goes in the
+    same transaction. Returns None when the same content is already registered (a concurrent
+    duplicate lost the race): the UNIQUE file_hash decides."""
     # Technical columns are NOT NULL in the plan; they hold 0/[] until the analysis fills them
     # (and stay so for a file that is not a readable C3D — status 'failed' tells).
-    return await conn.fetchval(
+    async with conn.transaction():
+        sid = await conn.fetchval(
+            """
+            INSERT INTO therapy_sessions (file_path, file_hash, file_size_bytes, patient_id, therapist_id,
+                session_id, session_date, session_type, protocol_day, original_sampling_rate,
+                original_duration_seconds, original_sample_count, channel_names, channel_count,
+                processing_version, processing_status, claimed_by, claim_heartbeat_at, claim_request)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, 0, '[]'::jsonb, 0, $10, 'processing', $11, now(), $12)
+            ON CONFLICT (file_hash) DO NOTHING
+            RETURNING id
+            """,
+            h.file_path, h.file_hash, h.file_size_bytes, h.patient_id, h.therapist_id, h.session_label,
+            h.session_date, h.session_type, h.protocol_day, h.processing_version, owner, request)
+        await conn.execute("DELETE FROM ingest_pending_files WHERE file_hash = $1", h.file_hash)
+    return sid
+
+
+# -- leases of claimed sessions (crash recovery, migration 020) --------------------------------
+
+async def renew_leases(conn: asyncpg.Connection, owner: str, session_ids: list[uuid.UUID]) -> None:
+    await conn.execute(
+        "UPDATE therapy_sessions SET claim_heartbeat_at = now() "
+        "WHERE id = ANY($2::uuid[]) AND claimed_by = $1 AND processing_status = 'processing'",
+        owner, session_ids)
+
+
+async def stale_claims(conn: asyncpg.Connection, lease_s: float, limit: int = 100) -> list[uuid.UUID]:
+    """'processing' sessions whose lease was not renewed for `lease_s` (owner gone)."""
+    rows = await conn.fetch(
+        "SELECT id FROM therapy_sessions WHERE processing_status = 'processing' "
+        "AND COALESCE(claim_heartbeat_at, created_at) < now() - make_interval(secs => $1) "
+        "ORDER BY COALESCE(claim_heartbeat_at, created_at) LIMIT $2", lease_s, limit)
+    return [r["id"] for r in rows]
+
+
+async def take_over(conn: asyncpg.Connection, session_id: uuid.UUID, owner: str,
+                    lease_s: float) -> asyncpg.Record | None:
+    """Take a stale lease (one UPDATE: of two processes trying, exactly one gets the row)."""
+    return await conn.fetchrow(
+        "UPDATE therapy_sessions SET claimed_by = $2, claim_heartbeat_at = now() "
+        "WHERE id = $1 AND processing_status = 'processing' "
+        "AND COALESCE(claim_heartbeat_at, created_at) < now() - make_interval(secs => $3) "
+        "RETURNING file_path, file_hash, patient_id, claim_request", session_id, owner, lease_s)
+
+
+# -- files an upload stored before its claim (orphan sweep, migration 020) ----------------------
+
+async def note_pending_file(conn: asyncpg.Connection, file_hash: str, paths: list[str]) -> None:
+    await conn.execute(
+        "INSERT INTO ingest_pending_files (file_hash, file_paths) VALUES ($1, $2) "
+        "ON CONFLICT (file_hash) DO UPDATE SET file_paths = EXCLUDED.file_paths, created_at = now()",
+        file_hash, paths)
+
+
+async def forget_pending_file(conn: asyncpg.Connection, file_hash: str) -> None:
+    await conn.execute("DELETE FROM ingest_pending_files WHERE file_hash = $1", file_hash)
+
+
+async def stale_pending_files(conn: asyncpg.Connection, grace_s: float, limit: int = 100) -> list[asyncpg.Record]:
+    """Pending-file notes older than the grace period, with the candidate paths that no
+    session references (those are orphans if they still hold the note's bytes)."""
+    return await conn.fetch(
         """
-        INSERT INTO therapy_sessions (file_path, file_hash, file_size_bytes, patient_id, therapist_id,
-            session_id, session_date, session_type, protocol_day, original_sampling_rate,
-            original_duration_seconds, original_sample_count, channel_names, channel_count,
-            processing_version, processing_status)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, 0, '[]'::jsonb, 0, $10, 'processing')
-        ON CONFLICT (file_hash) DO NOTHING
-        RETURNING id
-        """,
-        h.file_path, h.file_hash, h.file_size_bytes, h.patient_id, h.therapist_id, h.session_label,
-        h.session_date, h.session_type, h.protocol_day, h.processing_version)
+        SELECT f.file_hash, ARRAY(SELECT p FROM unnest(f.file_paths) AS p
+                                  WHERE NOT EXISTS (SELECT 1 FROM therapy_sessions s WHERE s.file_path = p)) AS orphans
+        FROM ingest_pending_files f
+        WHERE f.created_at < now() - make_interval(secs => $1)
+        ORDER BY f.created_at LIMIT $2
+        """, grace_s, limit)
+
+
+class InputsChanged(Exception):
+    """The session's recorded outcome changed while it was being re-analysed: the results
+    were computed from stale inputs and are not written (the caller re-reads and retries)."""
+
+
+NOT_CHECKED = object()   # write_results(outcome_recorded_at=...) default: no outcome check
+
+
+async def lock_session(conn: asyncpg.Connection, session_id: uuid.UUID) -> str | None:
+    """Row lock on the session until the transaction ends: every writer of a session's derived
+    rows takes it first, so concurrent writers of one session take turns (never interleave
+    their deletes and inserts). Returns the status (None: no such session)."""
+    return await conn.fetchval("SELECT processing_status FROM therapy_sessions WHERE id = $1 FOR UPDATE",
+                               session_id)
 
 
 _no_nul = no_nul  # one copy: libs/convert.py
@@ -83,10 +158,12 @@ async def mark_failed(conn: asyncpg.Connection, session_id: uuid.UUID, message: 
     """Failed = the reason and no statistics (removes any from an earlier run)."""
     message = _no_nul(message)
     async with conn.transaction():
+        await lock_session(conn, session_id)
         await _delete_statistics(conn, session_id)
         await conn.execute(
             "UPDATE therapy_sessions SET processing_status = 'failed', error_message = $2, "
-            "processing_version = $3, processing_time_ms = $4, processed_at = now() WHERE id = $1",
+            "processing_version = $3, processing_time_ms = $4, processed_at = now(), "
+            "claimed_by = NULL, claim_heartbeat_at = NULL, claim_request = NULL WHERE id = $1",
             session_id, message, processing_version, processing_time_ms)
         await signal_cache.invalidate(conn, session_id, "session_reprocessed")
 
@@ -123,10 +200,19 @@ async def write_results(conn: asyncpg.Connection, session_id: uuid.UUID, analysi
                         game_difficulty_level: int | None, processing_time_ms: int,
                         game_metadata: dict[str, Any], scoring_config_version: int = 1,
                         calibration_id: uuid.UUID | None = None, value_sources: dict[str, str] | None = None,
-                        bfr_target: float | None = None) -> None:
-    """Replace every derived row of the session and mark it completed, atomically."""
+                        bfr_target: float | None = None, outcome_recorded_at: Any = NOT_CHECKED) -> None:
+    """Replace every derived row of the session and mark it completed, atomically.
+    `outcome_recorded_at`: the session_outcomes.recorded_at the analysis's inputs were read
+    with (None: no outcome); if another is recorded by now, InputsChanged and nothing written."""
     rec = analysis.recording
     async with conn.transaction():
+        # The session row first (as every writer): a concurrent writer of the same session waits
+        # here, then replaces these rows in its own transaction.
+        await lock_session(conn, session_id)
+        if outcome_recorded_at is not NOT_CHECKED:
+            now = await conn.fetchval("SELECT recorded_at FROM session_outcomes WHERE session_id = $1", session_id)
+            if now != outcome_recorded_at:
+                raise InputsChanged(f"session {session_id}: its outcome was recorded during re-analysis")
         await _delete_statistics(conn, session_id)
         await conn.execute(
             """
@@ -134,7 +220,8 @@ async def write_results(conn: asyncpg.Connection, session_id: uuid.UUID, analysi
                 original_sample_count = $4, channel_names = $5, channel_count = $6,
                 processing_version = $7, processing_status = 'completed', processing_time_ms = $8,
                 processed_at = now(), error_message = NULL, game_metadata = $9,
-                session_date = COALESCE(session_date, $10)
+                session_date = COALESCE(session_date, $10),
+                claimed_by = NULL, claim_heartbeat_at = NULL, claim_request = NULL
             WHERE id = $1
             """,
             session_id, float(rec["rate_hz"]), float(rec["duration_s"]), int(rec["n_samples"]),

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 import uuid
 from datetime import datetime, timezone
@@ -23,6 +25,7 @@ from services.ingest import events, repository as repo
 from libs import auth
 from libs.scoring_config import ScoringConfig
 from services.ingest import outcomes
+from services.ingest import request_checks
 from services.ingest import plan as plan_mod
 from services.ingest.options import options_overrides, settings_from_request
 from services.ingest.worker import AnalysisPool
@@ -31,6 +34,8 @@ log = logging.getLogger("ghostly.ingest")
 
 # How long a claimed session's results wait for the database to come back (see _settle_later).
 SETTLE_TIMEOUT_S = 300.0
+# Re-analyses of one session whose inputs changed meanwhile before Reprocess gives up (ABORTED).
+REPROCESS_ATTEMPTS = 3
 
 STATUS = {
     "pending": common_pb2.PROCESSING_STATUS_PENDING,
@@ -101,11 +106,33 @@ def bfr_row(meta: ingest_pb2.SessionMetadata, gate: tuple[float, float] = (45.0,
     return out
 
 
+def _content_named(path: str, sha256: str) -> str:
+    """Where an upload goes when its name is taken by other content (e.g. two tablets)."""
+    p = PurePosixPath(path)
+    return str(p.with_name(f"{p.stem}__{sha256[:12]}{p.suffix}"))
+
+
+def _level(meta: ingest_pb2.SessionMetadata) -> int | None:
+    return meta.options.game_difficulty_level if meta.options.HasField("game_difficulty_level") else None
+
+
+def _gated(bfr: dict | None, plan: plan_mod.Plan) -> dict | None:
+    """The BFR row with its safety gate from the plan's scoring configuration."""
+    if bfr is not None:
+        lo, hi = plan.settings.bfr_gate_range
+        bfr["safety_gate_status"] = lo <= bfr["actual_pressure_aop"] <= hi
+    return bfr
+
+
 class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     def __init__(self, ctx: ServiceContext, store: ContentStore, analysis_pool: AnalysisPool):
         self.ctx, self.db, self.store, self.analysis = ctx, ctx.pool, store, analysis_pool
         self.device_tz = ZoneInfo(ctx.config.device_timezone)
         self.settling: set[asyncio.Task] = set()   # results/failures waiting for the database
+        # Lease owner of the sessions this process claims: unique per process start.
+        self.owner = f"{socket.gethostname()[:100]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self.leases: set[uuid.UUID] = set()        # claimed sessions being processed here
+        self.recovering: set[uuid.UUID] = set()
 
     # -- RPCs ------------------------------------------------------------------------------
     async def Upload(self, request_iterator, context) -> ingest_pb2.IngestReply:
@@ -123,7 +150,8 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         if not patient_code:
             raise InvalidArgument("session.patient_code is required for an upload")
         validate_relative_path(patient_code)
-        settings = settings_from_request(meta.session)   # bad settings: nothing is stored
+        request_checks.check_session(meta.session)      # bad fields: nothing is stored
+        settings = settings_from_request(meta.session)
         bfr = bfr_row(meta.session)
         limit = self.ctx.config.max_upload_bytes
         async with self.store.staging() as staging:
@@ -143,13 +171,22 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             if existing:
                 return existing
             patient, therapist = await self._people(patient_code, meta.session.therapist_id)
-            obj = await self._commit(staging, f"{patient}/{file_name}")
-        return await self._register_and_process(obj, meta.session, settings, bfr, patient, therapist)
+            target = f"{patient}/{file_name}"
+            async with self.db.acquire() as conn:
+                # Until the claim: the paths this upload may write, so that a process dying in
+                # between leaves a note the orphan sweep follows (not an unknown file).
+                await repo.note_pending_file(conn, staging.sha256, [target, _content_named(target, staging.sha256)])
+            obj = await self._commit(staging, target)
+        return await self._register_and_process(obj, meta.session, settings, bfr, patient, therapist,
+                                                uploaded=True)
 
     async def IngestStoredFile(self, request, context) -> ingest_pb2.IngestReply:
         path = validate_relative_path(request.file_path)
         secret = self.ctx.config.event_secret
         events.verify(secret, request)
+        request_checks.check_session(request.session)   # before the event id is recorded
+        settings = settings_from_request(request.session)
+        bfr = bfr_row(request.session)
         if secret is not None:
             if not request.event_id or len(request.event_id) > 512 or "\x00" in request.event_id:
                 raise InvalidArgument("event_id must be 1-512 characters without NUL for a signed event")
@@ -158,8 +195,6 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 first = await repo.record_event(conn, request.event_id, digest, events.MAX_SKEW_S)
             if first is not None and first != digest:
                 raise FailedPrecondition(f"storage event {request.event_id!r} was already used for another request")
-        settings = settings_from_request(request.session)
-        bfr = bfr_row(request.session)
         obj = await self.store.stat(path)   # NOT_FOUND; refuses paths leaving the store
         existing = await self._existing(obj.sha256)
         if existing:
@@ -202,6 +237,8 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         scope = request.WhichOneof("scope")
         if scope is None or (scope == "all" and not request.all):
             raise InvalidArgument("give the scope: session_id, patient_code or all=true")
+        if request.HasField("options"):
+            request_checks.check_options(request.options, "options")
         overrides = options_overrides(request.options) if request.HasField("options") else {}
         AnalysisSettings(**overrides)   # invalid options fail the whole call before any work
         where, args = {"session_id": ("id = $1", [parse_uuid(request.session_id, "session_id")] if scope == "session_id" else []),
@@ -285,35 +322,39 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             return await staging.commit(path)
         except FileExistsError:
             # Same name, other content (e.g. two tablets): keep both, the new one content-named.
-            p = PurePosixPath(path)
-            return await staging.commit(str(p.with_name(f"{p.stem}__{staging.sha256[:12]}{p.suffix}")))
+            return await staging.commit(_content_named(path, staging.sha256))
 
     def _session_date(self, meta: ingest_pb2.SessionMetadata) -> datetime | None:
         return meta.session_date.ToDatetime(tzinfo=timezone.utc) if meta.HasField("session_date") else None
 
     async def _register_and_process(self, obj: StoredObject, meta: ingest_pb2.SessionMetadata,
                                     settings: AnalysisSettings, bfr: dict | None, patient: str,
-                                    therapist: uuid.UUID | None) -> ingest_pb2.IngestReply:
+                                    therapist: uuid.UUID | None, *, uploaded: bool = False) -> ingest_pb2.IngestReply:
         header = repo.SessionHeader(
             file_path=obj.path, file_hash=obj.sha256, file_size_bytes=obj.size_bytes, patient_id=patient,
             therapist_id=therapist, session_label=PurePosixPath(obj.path).stem,
             session_date=self._session_date(meta), session_type=SESSION_TYPES.get(meta.session_type),
             protocol_day=meta.protocol_day if meta.HasField("protocol_day") else None,
             processing_version=PROCESSING_VERSION)
-        level = meta.options.game_difficulty_level if meta.options.HasField("game_difficulty_level") else None
-        async with self.db.acquire() as conn:
-            settings = await plan_mod.for_upload(conn, patient, meta)
-        if bfr is not None:
-            lo, hi = settings.settings.bfr_gate_range
-            bfr["safety_gate_status"] = lo <= bfr["actual_pressure_aop"] <= hi
+        level = _level(meta)
         try:
             async with self.db.acquire() as conn:
-                sid = await repo.claim(conn, header)
+                plan = await plan_mod.for_upload(conn, patient, meta)
+        except BaseException:
+            if uploaded:
+                await self._discard_upload(obj)
+            raise
+        bfr = _gated(bfr, plan)
+        try:
+            async with self.db.acquire() as conn:
+                sid = await repo.claim(conn, header, owner=self.owner, request=meta.SerializeToString())
         except Exception as exc:
             if is_connection_error(exc):
                 # The claim may have committed without its reply reaching us: finish the
                 # session once the database is back, so it is not left 'processing'.
-                self._resume_later(obj, settings, bfr, level)
+                self._resume_later(obj, plan, bfr, level)
+            elif uploaded:
+                await self._discard_upload(obj)
             raise
         if sid is None:   # a concurrent upload of the same bytes won
             existing = await self._existing(obj.sha256)
@@ -321,12 +362,26 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 await self.store.delete(obj.path)
             return existing
         # Once claimed, finish even if the caller goes away: no session is left 'processing'.
-        return await asyncio.shield(self._process(sid, obj, settings, bfr, level, created=True))
+        return await asyncio.shield(self._process(sid, obj, plan, bfr, level, created=True))
+
+    async def _discard_upload(self, obj: StoredObject) -> None:
+        """An upload refused after its file was stored: remove the file unless a session uses
+        it (a concurrent duplicate). Best effort: what remains, the orphan sweep removes."""
+        try:
+            async with self.db.acquire() as conn:
+                if await repo.find_by_path(conn, obj.path) is None:
+                    await self.store.delete(obj.path)
+                    await repo.forget_pending_file(conn, obj.sha256)
+        except Exception:  # noqa: BLE001 - the request's own error is what the caller must see
+            log.warning("stored file %s of a refused upload left for the orphan sweep", obj.path, exc_info=True)
 
     async def _process(self, sid: uuid.UUID, obj: StoredObject, plan: plan_mod.Plan, bfr: dict | None,
-                       game_difficulty_level: int | None, *, created: bool) -> ingest_pb2.IngestReply:
+                       game_difficulty_level: int | None, *, created: bool,
+                       outcome_recorded_at: Any = repo.NOT_CHECKED) -> ingest_pb2.IngestReply:
         settings = plan.settings
         t0 = time.perf_counter()
+        if created:
+            self.leases.add(sid)   # renewed by the maintenance loop while this call works
         try:
             with self.store.local_path(obj.path) as local:
                 outcome = await self.analysis.analyze(str(local), settings, PurePosixPath(obj.path).name)
@@ -348,15 +403,16 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                                          processing_time_ms=elapsed, game_metadata=metadata,
                                          scoring_config_version=plan.config_version,
                                          calibration_id=plan.calibration_id, value_sources=plan.value_sources,
-                                         bfr_target=plan.bfr_target)
+                                         bfr_target=plan.bfr_target, outcome_recorded_at=outcome_recorded_at)
             await self._write_or_settle(sid, write, created)
-        except InvalidArgument:
+        except (InvalidArgument, repo.InputsChanged):
             raise
         except BaseException as exc:
             # Unexpected failure after the claim: record it rather than leave 'processing'. A
             # lost database connection is not the session's fault: its write is retried
-            # (_write_or_settle) and a reprocessed session keeps its previous results.
-            if not isinstance(exc, asyncio.CancelledError) and not is_connection_error(exc):
+            # (_write_or_settle). A reprocessed session keeps its previous results: the
+            # error is reported to the caller, the statistics are not deleted.
+            if created and not isinstance(exc, asyncio.CancelledError) and not is_connection_error(exc):
                 log.exception("processing of session %s failed", sid)
                 message = f"internal error: {exc.__class__.__name__}"
 
@@ -371,6 +427,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                     if created and is_connection_error(exc2):
                         self._settle_later(sid, fail)
             raise
+        finally:
+            if created:
+                self.leases.discard(sid)
         return ingest_pb2.IngestReply(
             session_id=str(sid), created=created, status=common_pb2.PROCESSING_STATUS_COMPLETED,
             file_hash=obj.sha256, file_path=obj.path, file_size_bytes=obj.size_bytes,
@@ -451,6 +510,78 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                                  f"could not check the claim of {obj.path}; Reprocess it if it stays 'processing'",
                                  then)
 
+    # -- crash recovery: leases, stale claims, orphan files ------------------------------------
+    async def maintain(self) -> None:
+        """Background loop of the service: renew the leases of the sessions this process
+        works on, take over claims whose owner stopped renewing (a dead process), and sweep
+        staging files and orphan uploads. Runs at start (the startup sweep) and then every
+        third of the lease period; database outages only delay it."""
+        lease = self.ctx.config.ingest_claim_lease_s
+        while True:
+            try:
+                await self.maintain_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - retried on the next tick
+                (log.debug if is_connection_error(exc) else log.warning)("ingest maintenance failed", exc_info=True)
+            await asyncio.sleep(lease / 3)
+
+    async def maintain_once(self) -> dict[str, int]:
+        cfg = self.ctx.config
+        counts = {"renewed": len(self.leases), "recovered": 0, "staging_removed": 0, "orphans_removed": 0}
+        async with self.db.acquire() as conn:
+            if self.leases:
+                await repo.renew_leases(conn, self.owner, list(self.leases))
+            stale = [sid for sid in await repo.stale_claims(conn, cfg.ingest_claim_lease_s)
+                     if sid not in self.leases and sid not in self.recovering]
+            pending = await repo.stale_pending_files(conn, cfg.ingest_sweep_grace_s)
+        results = await asyncio.gather(*(self._recover(sid) for sid in stale), return_exceptions=True)
+        counts["recovered"] = sum(r is True for r in results)
+        counts["staging_removed"] = await self.store.sweep_staging(cfg.ingest_sweep_grace_s)
+        for row in pending:
+            for path in row["orphans"]:
+                try:
+                    obj = await self.store.stat(path)
+                except NotFound:
+                    continue
+                if obj.sha256 == row["file_hash"]:   # never someone else's bytes under that name
+                    await self.store.delete(path)
+                    counts["orphans_removed"] += 1
+                    log.info("removed %s: stored by an upload that never registered its session", path)
+            async with self.db.acquire() as conn:
+                await repo.forget_pending_file(conn, row["file_hash"])
+        return counts
+
+    async def _recover(self, sid: uuid.UUID) -> bool:
+        """Take over a stale claim and process the session as its upload would have."""
+        self.recovering.add(sid)
+        try:
+            async with self.db.acquire() as conn:
+                row = await repo.take_over(conn, sid, self.owner, self.ctx.config.ingest_claim_lease_s)
+            if row is None:
+                return False   # renewed meanwhile, or another process took it
+            log.warning("session %s: its claim's owner stopped; processing it here", sid)
+            meta = ingest_pb2.SessionMetadata.FromString(row["claim_request"] or b"")
+            try:
+                obj = await self.store.stat(row["file_path"])
+                if obj.sha256 != row["file_hash"]:
+                    raise InvalidArgument(f"source file {row['file_path']} no longer matches its file_hash")
+                async with self.db.acquire() as conn:
+                    plan = await plan_mod.for_upload(conn, row["patient_id"], meta)
+                bfr = _gated(bfr_row(meta), plan)
+            except (NotFound, InvalidArgument) as exc:
+                async with self.db.acquire() as conn:
+                    await repo.mark_failed(conn, sid, f"recovery after the ingest process stopped: {exc}",
+                                           PROCESSING_VERSION, 0)
+                return True
+            try:
+                await self._process(sid, obj, plan, bfr, _level(meta), created=True)
+            except InvalidArgument:
+                pass   # recorded as failed by _process (an unreadable file)
+            return True
+        finally:
+            self.recovering.discard(sid)
+
     async def close(self) -> None:
         """Service stop: give pending settles a moment, then cancel them."""
         if self.settling:
@@ -460,7 +591,20 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
 
     async def _reprocess_one(self, sid: uuid.UUID, overrides: dict[str, Any], *, apply_calibration: bool = False,
                              apply_config: bool = False) -> str | None:
-        """Recompute one session from its stored C3D. Returns an error message or None."""
+        """Recompute one session from its stored C3D. Returns an error message or None.
+        Writers of one session take turns (row lock); an outcome recorded while the analysis
+        ran makes its inputs stale: re-read and re-analysed, a few times at most."""
+        for _ in range(REPROCESS_ATTEMPTS):
+            try:
+                return await self._reprocess_attempt(sid, overrides, apply_calibration=apply_calibration,
+                                                     apply_config=apply_config)
+            except repo.InputsChanged:
+                continue
+        return (f"ABORTED: session {sid} kept changing (outcome recorded during each of {REPROCESS_ATTEMPTS} "
+                "re-analyses); its previous results are kept, retry")
+
+    async def _reprocess_attempt(self, sid: uuid.UUID, overrides: dict[str, Any], *, apply_calibration: bool,
+                                 apply_config: bool) -> str | None:
         async with self.db.acquire() as conn:
             session, settings_row, score_row, bfr_row_ = await repo.load_inputs(conn, sid)
             outcome_row = await conn.fetchrow("SELECT * FROM session_outcomes WHERE session_id = $1", sid)
@@ -478,7 +622,8 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         if obj.sha256 != session["file_hash"]:
             return f"source file {session['file_path']} no longer matches its file_hash (data loss)"
         try:
-            await self._process(sid, obj, plan, None, None, created=False)
+            await self._process(sid, obj, plan, None, None, created=False,
+                                outcome_recorded_at=outcome_row["recorded_at"] if outcome_row else None)
         except InvalidArgument as exc:
             return str(exc)
         return None
@@ -491,5 +636,11 @@ async def build(ctx: ServiceContext) -> IngestServicer:
     ctx.on_stop.append(pool.close)
     servicer = IngestServicer(ctx, open_store(ctx.config.store_dir), pool)
     ctx.on_stop.append(servicer.close)
+    maintenance = asyncio.get_running_loop().create_task(servicer.maintain(), name="ingest-maintenance")
+
+    async def stop_maintenance() -> None:
+        maintenance.cancel()
+        await asyncio.gather(maintenance, return_exceptions=True)
+    ctx.on_stop.append(stop_maintenance)   # hooks run in reverse: stopped first
     ctx.ingest = servicer   # reachable from tests and embedding code through RunningService.context
     return servicer

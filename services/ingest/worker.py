@@ -16,6 +16,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 from libs.emg import AnalysisSettings, SessionAnalysis, analyze_file
+from libs.process import die_with_parent
 
 
 @dataclass
@@ -40,10 +41,13 @@ def _warm() -> int:
     return os.getpid()
 
 
-def _ignore_interrupts() -> None:
+def _init_worker() -> None:
     # Ctrl-C reaches the whole process group: the service shuts its workers down itself (a
     # worker interrupted mid-wait would only print a KeyboardInterrupt traceback).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A worker's parent is the fork server, which dies with the service (forkserver_guard):
+    # no analysis outlives a killed ingest process.
+    die_with_parent()
 
 
 class AnalysisPool:
@@ -58,8 +62,8 @@ class AnalysisPool:
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(var, "1")
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["libs.emg"])
-        return ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_ignore_interrupts)
+        ctx.set_forkserver_preload(["services.ingest.forkserver_guard", "libs.emg"])
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_init_worker)
 
     async def start(self) -> None:
         self._executor = self._new_executor()
