@@ -12,7 +12,11 @@ Realism:
   (no statistics), ~0.5 % still pending, ~40 % carry BFR data.
 
 Run: .venv/bin/python bench/gen_cohort.py [--patients N] [--sessions N] [--contractions]
-     (DATABASE_URL = target database, migrated first)
+     (DATABASE_URL = target database, migrated first; --sessions is per patient)
+
+Scale (2 CPUs, embedded PostgreSQL): 70k sessions load in ~15 s, 700k (--patients 10000) in
+~2 min, mostly COPY with its per-row foreign-key checks and the statement-level triggers of the
+cohort aggregates (migrations 014, 022: one refresh per COPY, not per row).
 """
 from __future__ import annotations
 

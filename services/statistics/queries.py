@@ -149,28 +149,40 @@ ORDER BY pts.session_date ASC NULLS LAST, pts.id ASC, e.channel_name"""
 def cohort_summary(therapist: bool, date_from: bool, date_to: bool) -> str:
     """Mean/stddev of the scores per protocol day plus the cohort totals, one statement.
 
-    Two-level aggregation: first per (protocol day, patient) with counts, sums and sums of
-    squares (~10k groups for 70k sessions), then per day (patients = groups of that day) and
-    the total row (distinct patients over the small intermediate set). stddev is the sample
-    standard deviation from the sums. Sessions without a protocol day are day 0 (unknown).
+    Without a date range: the rows of cohort_summary_scores (migration 022, kept by triggers) of
+    the whole cohort (therapist_id IS NULL) or of one therapist ($1), at most one per protocol
+    day plus the all-days row: O(days) whatever the size of the registry (unique index
+    (therapist_id, protocol_day)). The sums are NUMERIC (exact); the means and the sample stddev
+    are computed from them and returned as double precision. With no session the total line is
+    the empty total (0 sessions, 0 patients, no mean).
 
-    Without a date range the first level is read pre-computed from cohort_day_scores
-    (migration 014, kept by triggers); a date range aggregates the sessions themselves."""
+    With a date range: the two-level aggregation of the sessions of that range (see
+    `_cohort_per_from_sessions`). Sessions without a protocol day are day 0 (unknown).
+
+    With `therapist` ($1), every row also carries `therapist_known` (the therapist exists)."""
+    # A therapist's summary says in the same statement whether the therapist exists (every row,
+    # the total line included: one round trip for NOT_FOUND too).
+    known = ", EXISTS (SELECT 1 FROM therapists WHERE id = $1) AS therapist_known" if therapist else ""
     if not (date_from or date_to):
-        if therapist:
-            # Per patient of the caseload, its groups by primary key (OFFSET 0 keeps the
-            # lateral lookup from being flattened into a scan of the whole table).
-            source = """patients pt CROSS JOIN LATERAL (
-        SELECT * FROM cohort_day_scores c WHERE c.patient_key = pt.patient_code OFFSET 0) c
-    WHERE pt.therapist_id = $1"""
-        else:
-            source = "cohort_day_scores c"
-        per = f"""
-    SELECT c.protocol_day, c.patient_id, c.session_count AS n, c.sum_overall AS so,
-        c.sumsq_overall AS sq, c.sum_compliance AS sc, c.sum_symmetry AS ss
-    FROM {source}"""
-    else:
-        per = _cohort_per_from_sessions(therapist, date_from, date_to)
+        scope = "therapist_id = $1" if therapist else "therapist_id IS NULL"
+        return f"""
+WITH r AS MATERIALIZED (
+    SELECT protocol_day IS NULL AS is_total, COALESCE(protocol_day, 0) AS protocol_day,
+        session_count, patient_count,
+        (sum_overall / session_count)::float8 AS mean_overall,
+        CASE WHEN protocol_day IS NOT NULL AND session_count > 1
+             THEN sqrt(greatest(sumsq_overall - sum_overall * sum_overall / session_count, 0)
+                       / (session_count - 1))::float8 END AS stddev_overall,
+        CASE WHEN protocol_day IS NOT NULL THEN (sum_compliance / session_count)::float8 END AS mean_compliance,
+        CASE WHEN protocol_day IS NOT NULL THEN (sum_symmetry / session_count)::float8 END AS mean_symmetry
+    FROM cohort_summary_scores WHERE {scope}
+)
+SELECT *{known} FROM r
+UNION ALL
+SELECT true, 0, 0::bigint, 0::bigint, NULL::float8, NULL::float8, NULL::float8, NULL::float8{known}
+WHERE NOT EXISTS (SELECT 1 FROM r WHERE is_total)
+ORDER BY is_total DESC, protocol_day"""
+    per = _cohort_per_from_sessions(therapist, date_from, date_to)
     return f"""
 WITH per AS MATERIALIZED ({per}
 )
@@ -178,10 +190,10 @@ SELECT false AS is_total, protocol_day, sum(n)::bigint AS session_count, count(*
     sum(so) / sum(n) AS mean_overall,
     CASE WHEN sum(n) > 1
          THEN sqrt(greatest(sum(sq) - sum(so) * sum(so) / sum(n), 0) / (sum(n) - 1)) END AS stddev_overall,
-    sum(sc) / sum(n) AS mean_compliance, sum(ss) / sum(n) AS mean_symmetry
+    sum(sc) / sum(n) AS mean_compliance, sum(ss) / sum(n) AS mean_symmetry{known}
 FROM per GROUP BY protocol_day
 UNION ALL
-SELECT true, 0, COALESCE(sum(n), 0)::bigint, count(DISTINCT patient_id), sum(so) / sum(n), NULL, NULL, NULL
+SELECT true, 0, COALESCE(sum(n), 0)::bigint, count(DISTINCT patient_id), sum(so) / sum(n), NULL, NULL, NULL{known}
 FROM per
 ORDER BY is_total DESC, protocol_day"""
 
@@ -209,9 +221,6 @@ def _cohort_per_from_sessions(therapist: bool, date_from: bool, date_to: bool) -
     JOIN performance_scores p ON p.session_id = s.id
     WHERE {' AND '.join(conds)}
     GROUP BY 1, 2"""
-
-
-THERAPIST_EXISTS = "SELECT EXISTS (SELECT 1 FROM therapists WHERE id = $1)"
 
 
 def list_sessions(conds: list[str], cursor_date_arg: int | None, cursor_id_arg: int | None,

@@ -524,10 +524,9 @@ class StatisticsServicer(statistics_pb2_grpc.StatisticsServiceServicer):
             args: list = [therapist] if therapist is not None else []
             args += [v for v in (lo, hi) if v is not None]
             sql = q.cohort_summary(therapist is not None, lo is not None, hi is not None)
-            if therapist is not None and not caller.is_therapist and \
-                    not await conn.fetchval(q.THERAPIST_EXISTS, therapist):   # (a therapist's own id was just read)
-                raise errors.NotFound(f"therapist {therapist} does not exist")
             rows = await conn.fetch(sql, *args)
+        if therapist is not None and not rows[0]["therapist_known"]:   # (never for a therapist's own id)
+            raise errors.NotFound(f"therapist {therapist} does not exist")
         out = pb.CohortSummary()
         for r in rows:
             if r["is_total"]:

@@ -631,7 +631,7 @@ async def test_role_privileges(conn):
     tables = [r["tablename"] for r in await conn.fetch(
         "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
     readable = {"therapy_sessions", "emg_statistics", "emg_contractions", "performance_scores",
-                "bfr_monitoring", "session_settings", "patients", "therapists", "cohort_day_scores",
+                "bfr_monitoring", "session_settings", "patients", "therapists", "cohort_summary_scores",
                 "patient_calibrations", "session_outcomes", "scoring_config"}
     for table in tables:
         for what in ("INSERT", "UPDATE", "DELETE", "TRUNCATE"):
