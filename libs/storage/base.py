@@ -104,6 +104,11 @@ class ContentStore(abc.ABC):
         the health log). An implementation without a probe is taken as healthy."""
         return None
 
+    def identity(self) -> str:
+        """Where the objects live (e.g. file:///srv/c3d, s3://bucket/prefix): processes whose
+        stores have the same identity see the same objects (ingest replicas share work)."""
+        return type(self).__name__
+
     async def sweep_staging(self, older_than_s: float) -> int:
         """Remove staging files older than `older_than_s` seconds (uploads of a process that
         died mid-stream); returns how many. A store without local staging has none."""

@@ -107,6 +107,9 @@ class LocalContentStore(ContentStore):
     async def check(self) -> str | None:
         return await asyncio.to_thread(self._probe)
 
+    def identity(self) -> str:
+        return f"file://{self._real_root}"
+
     async def sweep_staging(self, older_than_s: float) -> int:
         return await asyncio.to_thread(self._sweep_staging, older_than_s)
 

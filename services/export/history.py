@@ -8,7 +8,10 @@ size, hash, checks, time). Besides export_history the service reads only
 """
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -18,9 +21,13 @@ import asyncpg
 from libs.db import access
 from libs import paging
 from libs.convert import EPOCH, MICROSECOND, no_nul
+from libs.grpc_server.interceptor import is_connection_error
+
+log = logging.getLogger("ghostly.export")
 
 IN_PROGRESS = "export in progress (not completed)"
 STALE_AFTER_S = 3600.0  # an export still in progress after this long has lost its process
+FINISH_RETRY_S = 300.0  # how long the closing of a row is retried while the database is away
 
 SWEEP = """
 UPDATE export_history SET error_message = $3
@@ -57,6 +64,8 @@ class Started:
 class History:
     def __init__(self, pool: asyncpg.Pool):
         self.pool = pool
+        self._unfinished: dict[uuid.UUID, tuple] = {}   # rows to close once the database is back
+        self._tasks: set[asyncio.Task] = set()
 
     async def start(self, *, export_id: uuid.UUID, session_id: uuid.UUID | None, export_type: str,
                     channels: list[str] | None, data_format: str, options: dict[str, Any],
@@ -70,9 +79,49 @@ class History:
     async def finish(self, export_id: uuid.UUID, *, status: str, processing_time_ms: int,
                      size: int | None, sha256: str | None, checks: list[dict] | None,
                      error_message: str | None, options: dict[str, Any]) -> None:
+        """Close the row. If the database connection is lost, the newest closing values of the
+        row are written in the background as soon as it is back (a row never stays 'in
+        progress' because of an outage), and the error is raised to the caller."""
+        values = (export_id, status, processing_time_ms, size, sha256, no_nul(checks) or None,
+                  no_nul(error_message), no_nul(options))
+        try:
+            await self._write(values)
+        except Exception as exc:
+            if is_connection_error(exc):
+                self._close_later(export_id, values)
+            raise
+
+    async def _write(self, values: tuple) -> None:
         async with access.acquire(self.pool) as conn:
-            await conn.execute(FINISH, export_id, status, processing_time_ms, size, sha256,
-                               no_nul(checks) or None, no_nul(error_message), no_nul(options))
+            await conn.execute(FINISH, *values)
+
+    def _close_later(self, export_id: uuid.UUID, values: tuple) -> None:
+        first = export_id not in self._unfinished
+        self._unfinished[export_id] = values   # the newest outcome wins (e.g. failed after success)
+        if not first:
+            return
+
+        async def retry() -> None:
+            delay, deadline = 0.2, time.monotonic() + FINISH_RETRY_S
+            try:
+                while True:
+                    await asyncio.sleep(delay)
+                    try:
+                        await self._write(self._unfinished[export_id])
+                        log.info("export %s recorded after a database outage", export_id)
+                        return
+                    except Exception as exc:  # noqa: BLE001
+                        if not is_connection_error(exc) or time.monotonic() > deadline:
+                            log.error("export %s left in progress (the startup sweep closes it)", export_id,
+                                      exc_info=True)
+                            return
+                        delay = min(delay * 2, 5.0)
+            finally:
+                self._unfinished.pop(export_id, None)
+
+        task = asyncio.get_running_loop().create_task(retry(), name=f"export-close-{export_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def sweep_stale(self, older_than_s: float = STALE_AFTER_S) -> int:
         """Close rows still 'in progress' whose export process died (no export runs this long):

@@ -578,3 +578,59 @@ async def record_event(conn: asyncpg.Connection, event_id: str, request_sha256: 
         if seen is not None:
             return None
         return await conn.fetchval("SELECT request_sha256 FROM storage_event_replays WHERE event_id = $1", event_id)
+
+
+# -- Reprocess work items shared by the ingest replicas (migration 023) -------------------------
+
+async def enqueue_reprocess(conn: asyncpg.Connection, batch_id: uuid.UUID, queue: str,
+                            session_ids: list[uuid.UUID], request: bytes) -> None:
+    await conn.execute(
+        "INSERT INTO reprocess_items (batch_id, queue, session_id, request) "
+        "SELECT $1, $2, s, $4 FROM unnest($3::uuid[]) WITH ORDINALITY AS t(s, n) ORDER BY n",
+        batch_id, queue, session_ids, request)
+
+
+async def claim_reprocess_item(conn: asyncpg.Connection, queue: str, owner: str, lease_s: float,
+                               max_attempts: int) -> asyncpg.Record | None:
+    """The oldest queued item of `queue`, or one whose replica stopped renewing its lease;
+    SKIP LOCKED: concurrent consumers never take the same item."""
+    return await conn.fetchrow(
+        """
+        UPDATE reprocess_items SET status = 'running', claimed_by = $2, heartbeat_at = now(),
+               attempts = attempts + 1
+        WHERE id = (SELECT id FROM reprocess_items
+                    WHERE queue = $1 AND (status = 'queued' OR (status = 'running'
+                          AND heartbeat_at < now() - make_interval(secs => $3)))
+                    ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1)
+        RETURNING id, batch_id, session_id, request, attempts, attempts > $4 AS exhausted
+        """, queue, owner, lease_s, max_attempts)
+
+
+async def finish_reprocess_item(conn: asyncpg.Connection, item_id: int, owner: str, error: str | None) -> None:
+    await conn.execute(
+        "UPDATE reprocess_items SET status = $3, error_message = $4, finished_at = now(), heartbeat_at = now() "
+        "WHERE id = $1 AND claimed_by = $2 AND status = 'running'",
+        item_id, owner, "failed" if error else "done", no_nul(error) if error else None)
+
+
+async def renew_reprocess_items(conn: asyncpg.Connection, owner: str, item_ids: list[int]) -> None:
+    await conn.execute("UPDATE reprocess_items SET heartbeat_at = now() "
+                       "WHERE id = ANY($2::bigint[]) AND claimed_by = $1 AND status = 'running'", owner, item_ids)
+
+
+async def finished_reprocess_items(conn: asyncpg.Connection, batch_id: uuid.UUID,
+                                   reported: list[int]) -> list[asyncpg.Record]:
+    """Finished items of the batch not reported yet (items finish in any order, on any replica)."""
+    return await conn.fetch(
+        "SELECT id, session_id, status, error_message FROM reprocess_items "
+        "WHERE batch_id = $1 AND finished_at IS NOT NULL AND id <> ALL($2::bigint[]) ORDER BY finished_at, id",
+        batch_id, reported)
+
+
+async def cancel_queued_reprocess(conn: asyncpg.Connection, batch_id: uuid.UUID) -> None:
+    await conn.execute("DELETE FROM reprocess_items WHERE batch_id = $1 AND status = 'queued'", batch_id)
+
+
+async def purge_finished_reprocess(conn: asyncpg.Connection, older_than_s: float) -> None:
+    await conn.execute("DELETE FROM reprocess_items WHERE finished_at < now() - make_interval(secs => $1)",
+                       older_than_s)

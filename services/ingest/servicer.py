@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
 import os
 import socket
@@ -36,6 +38,10 @@ log = logging.getLogger("ghostly.ingest")
 SETTLE_TIMEOUT_S = 300.0
 # Re-analyses of one session whose inputs changed meanwhile before Reprocess gives up (ABORTED).
 REPROCESS_ATTEMPTS = 3
+# A Reprocess work item is taken again when its replica died, at most this many times in all.
+ITEM_MAX_ATTEMPTS = 3
+REPROCESS_POLL_S = 0.25          # how often a Reprocess call looks for items other replicas finished
+FINISHED_ITEMS_KEPT_S = 86400.0  # finished work items are deleted a day later
 
 STATUS = {
     "pending": common_pb2.PROCESSING_STATUS_PENDING,
@@ -133,6 +139,11 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         self.owner = f"{socket.gethostname()[:100]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self.leases: set[uuid.UUID] = set()        # claimed sessions being processed here
         self.recovering: set[uuid.UUID] = set()
+        # Reprocess work items: replicas sharing one content store share one queue.
+        self.queue = hashlib.sha256(store.identity().encode()).hexdigest()[:16]
+        self.running_items: set[int] = set()
+        self._wake = asyncio.Event()
+        self._item_finished = asyncio.Event()
 
     # -- RPCs ------------------------------------------------------------------------------
     async def Upload(self, request_iterator, context) -> ingest_pb2.IngestReply:
@@ -251,31 +262,47 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             f"SELECT id FROM therapy_sessions WHERE {where} ORDER BY session_date NULLS LAST, id", *args)]
         if scope == "session_id" and not ids and not request.only_outdated:
             raise NotFound(f"session {args[0]} does not exist")  # the parsed id, whatever case was sent
-        gate = asyncio.Semaphore(self.analysis.workers)
-
-        async def one(sid: uuid.UUID):
-            async with gate:
-                return sid, await self._reprocess_one(sid, overrides, apply_calibration=request.apply_current_calibration,
-                                                      apply_config=request.apply_current_scoring_config)
-
-        tasks = [asyncio.create_task(one(sid)) for sid in ids]
+        # Work items every ingest replica sharing this content store consumes (SKIP LOCKED
+        # queue, migration 023); this call streams its items' progress wherever they ran.
+        batch = uuid.uuid4()
+        work = ingest_pb2.ReprocessRequest()
+        work.CopyFrom(request)
+        work.ClearField(scope)
+        async with self.db.acquire() as conn:
+            await repo.enqueue_reprocess(conn, batch, self.queue, ids, work.SerializeToString())
+        self._wake_consumers()
+        reported: list[int] = []
         done = failed = 0
         try:
-            for next_done in asyncio.as_completed(tasks):
-                sid, error = await next_done
-                done += 1
-                failed += error is not None
-                yield ingest_pb2.ReprocessProgress(
-                    session_id=str(sid), status=STATUS["failed" if error else "completed"],
-                    error_message=error or "", done_count=done, total_count=len(ids), failed_count=failed,
-                    processing_version=PROCESSING_VERSION)
+            while done < len(ids):
+                finished = self._item_finished
+                async with self.db.acquire() as conn:
+                    rows = await repo.finished_reprocess_items(conn, batch, reported)
+                for r in rows:
+                    reported.append(r["id"])
+                    done += 1
+                    failed += r["status"] == "failed"
+                    yield ingest_pb2.ReprocessProgress(
+                        session_id=str(r["session_id"]),
+                        status=STATUS["failed" if r["status"] == "failed" else "completed"],
+                        error_message=r["error_message"] or "", done_count=done, total_count=len(ids),
+                        failed_count=failed, processing_version=PROCESSING_VERSION)
+                if done < len(ids):
+                    # Woken at once by this replica's consumers; items another replica runs
+                    # are seen at the next poll.
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(finished.wait(), REPROCESS_POLL_S)
             yield ingest_pb2.ReprocessProgress(done=True, done_count=done, total_count=len(ids),
                                                failed_count=failed, processing_version=PROCESSING_VERSION)
         finally:
-            # Client gone or deadline: stop what has not started; each started session still
-            # finishes its own transaction (nothing half-written).
-            for t in tasks:
-                t.cancel()
+            if done < len(ids):
+                # Client gone or deadline: what has not started is dropped; each started item
+                # still finishes its own transaction (nothing half-written).
+                async def cancel():
+                    async with self.db.acquire() as conn:
+                        await repo.cancel_queued_reprocess(conn, batch)
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(cancel())
 
     async def RecordSessionOutcome(self, request: ingest_pb2.RecordSessionOutcomeRequest,
                                    context) -> ingest_pb2.SessionOutcomeReply:
@@ -510,6 +537,65 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                                  f"could not check the claim of {obj.path}; Reprocess it if it stays 'processing'",
                                  then)
 
+    # -- Reprocess work items (every replica consumes the shared queue) -----------------------
+    def _wake_consumers(self) -> None:
+        self._wake.set()
+
+    def _announce_finished(self) -> None:
+        finished, self._item_finished = self._item_finished, asyncio.Event()
+        finished.set()
+
+    async def consume(self) -> None:
+        """One consumer of the Reprocess queue (the service runs one per analysis worker)."""
+        cfg = self.ctx.config
+        while True:
+            try:
+                async with self.db.acquire() as conn:
+                    item = await repo.claim_reprocess_item(conn, self.queue, self.owner, cfg.ingest_claim_lease_s,
+                                                           ITEM_MAX_ATTEMPTS)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - database away: try again shortly
+                (log.debug if is_connection_error(exc) else log.warning)("reprocess queue unavailable", exc_info=True)
+                item = None
+                await asyncio.sleep(1.0)
+            if item is None:
+                self._wake.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), REPROCESS_POLL_S * 2)
+                continue
+            await self._run_item(item)
+
+    async def _run_item(self, item) -> None:
+        self.running_items.add(item["id"])
+        try:
+            if item["exhausted"]:
+                error = (f"gave up after {ITEM_MAX_ATTEMPTS} attempts: the ingest processes running it stopped; "
+                         "previous results are kept")
+            else:
+                req = ingest_pb2.ReprocessRequest.FromString(item["request"])
+                overrides = options_overrides(req.options) if req.HasField("options") else {}
+                try:
+                    error = await asyncio.shield(self._reprocess_one(
+                        item["session_id"], overrides, apply_calibration=req.apply_current_calibration,
+                        apply_config=req.apply_current_scoring_config))
+                except asyncio.CancelledError:
+                    raise   # service stopping: the item's lease runs out, another replica takes it
+                except Exception as exc:  # noqa: BLE001 - reported on the item; results kept
+                    if is_connection_error(exc):
+                        return   # lease runs out; the item is taken again
+                    log.exception("reprocess of session %s failed", item["session_id"])
+                    error = f"internal error: {exc.__class__.__name__}"
+            async with self.db.acquire() as conn:
+                await repo.finish_reprocess_item(conn, item["id"], self.owner, error)
+            self._announce_finished()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - finishing failed (database gone): the lease expires
+            log.warning("reprocess item %s not finished; it will be taken again", item["id"], exc_info=True)
+        finally:
+            self.running_items.discard(item["id"])
+
     # -- crash recovery: leases, stale claims, orphan files ------------------------------------
     async def maintain(self) -> None:
         """Background loop of the service: renew the leases of the sessions this process
@@ -532,6 +618,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         async with self.db.acquire() as conn:
             if self.leases:
                 await repo.renew_leases(conn, self.owner, list(self.leases))
+            if self.running_items:
+                await repo.renew_reprocess_items(conn, self.owner, list(self.running_items))
+            await repo.purge_finished_reprocess(conn, FINISHED_ITEMS_KEPT_S)
             stale = [sid for sid in await repo.stale_claims(conn, cfg.ingest_claim_lease_s)
                      if sid not in self.leases and sid not in self.recovering]
             pending = await repo.stale_pending_files(conn, cfg.ingest_sweep_grace_s)
@@ -636,11 +725,14 @@ async def build(ctx: ServiceContext) -> IngestServicer:
     ctx.on_stop.append(pool.close)
     servicer = IngestServicer(ctx, open_store(ctx.config.store_dir), pool)
     ctx.on_stop.append(servicer.close)
-    maintenance = asyncio.get_running_loop().create_task(servicer.maintain(), name="ingest-maintenance")
+    loop = asyncio.get_running_loop()
+    background = [loop.create_task(servicer.maintain(), name="ingest-maintenance")]
+    background += [loop.create_task(servicer.consume(), name=f"reprocess-consumer-{i}") for i in range(pool.workers)]
 
     async def stop_maintenance() -> None:
-        maintenance.cancel()
-        await asyncio.gather(maintenance, return_exceptions=True)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
     ctx.on_stop.append(stop_maintenance)   # hooks run in reverse: stopped first
     ctx.ingest = servicer   # reachable from tests and embedding code through RunningService.context
     return servicer
