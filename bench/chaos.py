@@ -56,7 +56,7 @@ class Cluster:
     def __init__(self, dsn: str, data_dir: Path):
         self.ports = {n: free_port() for n in SERVICES}
         self.addresses = {n: f"127.0.0.1:{p}" for n, p in self.ports.items()}
-        self.env = dict(os.environ, GHOSTLY_AUTH_MODE="dev", GHOSTLY_LOG_LEVEL="ERROR", DATABASE_URL=dsn,
+        self.env = dict(os.environ, GHOSTLY_AUTH_MODE="dev", GHOSTLY_LOG_LEVEL=os.environ.get("CHAOS_LOG_LEVEL", "ERROR"), DATABASE_URL=dsn,
                         GHOSTLY_DATA_DIR=str(data_dir), GHOSTLY_INGEST_CLAIM_LEASE_S=str(LEASE_S),
                         GHOSTLY_INGEST_SWEEP_GRACE_S="5", GHOSTLY_INGEST_WORKERS="1",
                         **{f"GHOSTLY_{n.upper()}_PORT": str(p) for n, p in self.ports.items()},
@@ -64,7 +64,7 @@ class Cluster:
                         **{f"GHOSTLY_{n.upper()}_METRICS_PORT": "0" for n in SERVICES})
         self.env.pop("STATISTICS_DATABASE_URL", None)
         self.procs: dict[str, subprocess.Popen] = {}
-        self.log = open(data_dir.parent / "services.log", "a")
+        self.log = open(os.environ.get("CHAOS_LOG") or data_dir.parent / "services.log", "a")
 
     def start(self, name: str) -> None:
         self.procs[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], cwd=ROOT, env=self.env,
@@ -263,6 +263,9 @@ async def consistency(dsn: str, store: Path, deadline_s: float) -> dict[str, int
                 "AND error_message LIKE 'export in progress%'",
         }.items()}
         paths = {r["file_path"] for r in await conn.fetch("SELECT file_path FROM therapy_sessions")}
+        for r in await conn.fetch("SELECT id, export_type, export_timestamp FROM export_history "
+                                  "WHERE error_message LIKE 'export in progress%'"):
+            print(f"export still in progress: {r['id']} {r['export_type']} started {r['export_timestamp']}")
     finally:
         await conn.close()
     files = {str(p.relative_to(store)) for p in store.rglob("*.c3d") if ".staging" not in p.parts}

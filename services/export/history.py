@@ -71,9 +71,17 @@ class History:
                     channels: list[str] | None, data_format: str, options: dict[str, Any],
                     processing_method: str, data_source: str, exported_by: uuid.UUID | None) -> Started:
         channels, options = no_nul(channels), no_nul(options)  # NUL from a request: never a stuck row
-        async with access.acquire(self.pool) as conn:   # the caller's identity: RLS on therapy_sessions
-            row = await conn.fetchrow(INSERT, export_id, session_id, export_type, channels, data_format, options,
-                                      processing_method, data_source, exported_by, IN_PROGRESS)
+        try:
+            async with access.acquire(self.pool) as conn:   # the caller's identity: RLS on therapy_sessions
+                row = await conn.fetchrow(INSERT, export_id, session_id, export_type, channels, data_format,
+                                          options, processing_method, data_source, exported_by, IN_PROGRESS)
+        except BaseException as exc:
+            if is_connection_error(exc) or isinstance(exc, asyncio.CancelledError):
+                # The insert may have committed without its reply reaching us (connection lost,
+                # or the call cancelled meanwhile): close the row if it exists (no-op otherwise).
+                self._close_later(export_id, (export_id, "failed", 0, None, None, None,
+                                              "interrupted as the export started", options))
+            raise
         return Started(row["exported_by"], row["export_timestamp"])
 
     async def finish(self, export_id: uuid.UUID, *, status: str, processing_time_ms: int,
