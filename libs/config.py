@@ -62,6 +62,18 @@ exit non-zero.
 | GHOSTLY_TLS_CA              | (unset: plaintext clients)       | clients: CA that signs the servers' certificates; servers with client auth: CA of client certificates |
 | GHOSTLY_TLS_CLIENT_AUTH     | none                             | `require`: servers accept only clients with a certificate from GHOSTLY_TLS_CA (mutual TLS) |
 | GHOSTLY_TLS_CLIENT_CERT / _KEY | (unset)                       | clients (export, CLI, probe): certificate and key presented for mutual TLS |
+
+Tracing (OpenTelemetry, libs/tracing.py) uses the standard OTEL_* variables, read at service start
+by tracing.setup() and the OpenTelemetry SDK, not by load(); off by default:
+
+| variable                      | default                | meaning                                  |
+|-------------------------------|------------------------|------------------------------------------|
+| `OTEL_TRACES_EXPORTER`        | none (tracing off)     | `otlp`, `console` or both comma-separated; a value not allowed stops the service (exit 2) |
+| `OTEL_SERVICE_NAME`           | ghostly-<service>      | service.name of the spans (`OTEL_RESOURCE_ATTRIBUTES` adds attributes) |
+| `OTEL_EXPORTER_OTLP_ENDPOINT` | http://localhost:4317  | OTLP collector; also `_TRACES_ENDPOINT`, `_HEADERS`, `_INSECURE`, `_CERTIFICATE`, `_TIMEOUT` (read by the SDK) |
+| `OTEL_EXPORTER_OTLP_PROTOCOL` | grpc                   | `grpc` (installed); `http/protobuf` needs opentelemetry-exporter-otlp-proto-http |
+| `OTEL_TRACES_SAMPLER` / `_ARG` | parentbased_always_on | sampling (SDK); `OTEL_BSP_*` tune the batching; `OTEL_SDK_DISABLED=true`: off |
+| `OTEL_PROPAGATORS`            | tracecontext,baggage   | how the trace context travels in the gRPC metadata (W3C `traceparent`) |
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import logging
 import sys
 
 from libs import config as config_mod
-from libs import logs
+from libs import logs, tracing
 from libs.db.embedded import ensure_database
 from libs.grpc_server import ServiceSpec, serve
 
@@ -35,6 +35,13 @@ def main(spec: ServiceSpec) -> None:
         print(f"{spec.name}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     logs.setup(cfg.log_level)
+    try:
+        # Once per process, before any pool, store or channel exists (they are traced from the
+        # start): the OTEL_* variables, off unless OTEL_TRACES_EXPORTER names an exporter.
+        tracing.setup(spec.name)
+    except tracing.TracingConfigError as exc:
+        print(f"{spec.name}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     factory = loop_factory(cfg.event_loop)
     # Local use without a server: the project's own embedded cluster, migrated.
     cfg, pg = ensure_database(cfg)

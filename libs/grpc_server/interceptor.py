@@ -1,5 +1,6 @@
-"""Server interceptor: maps domain errors to gRPC status codes, logs one line per RPC and
-records its Prometheus metrics (libs/grpc_server/metrics.py).
+"""Server interceptor: maps domain errors to gRPC status codes, logs one line per RPC,
+records its Prometheus metrics (libs/grpc_server/metrics.py) and, when tracing is on, its
+OpenTelemetry server span (libs/tracing.py; the access line then carries its trace_id).
 
 Every RPC gets a request id (the caller's `x-request-id` metadata, or a new one), echoed in
 the trailing metadata and present in every log line written while it runs.
@@ -16,7 +17,7 @@ from typing import Awaitable, Callable
 import asyncpg
 import grpc
 
-from libs import auth, errors
+from libs import auth, errors, tracing
 from libs.emg.errors import EmgError
 from libs.grpc_server import metrics
 from libs.logs import REQUEST_ID
@@ -178,6 +179,11 @@ class _Call:
         self.error = ""
         self.role = ""
         self._identity_token = None
+        # Tracing off (the default): one global read, nothing else.
+        self.span = None
+        if tracing.TRACER is not None:
+            self.span, self._span_token = tracing.server_span(method, service, self.metadata, self.peer,
+                                                              self.request_id)
         try:
             context.set_trailing_metadata((("x-request-id", self.request_id),))
         except Exception:  # pragma: no cover - trailing metadata is best effort
@@ -215,6 +221,8 @@ class _Call:
                 log.warning("could not expire database connections", exc_info=True)
         if code is grpc.StatusCode.INTERNAL:
             log.error("unhandled error in %s", self.method, exc_info=exc)
+            if self.span is not None:
+                self.span.record_exception(exc)
             # A store failure says what failed (its message names store-relative paths only);
             # anything else is not shown to the caller.
             message = (f"{message} (request id {self.request_id})" if isinstance(exc, errors.StoreError)
@@ -247,7 +255,11 @@ class _Call:
                 fields["role"] = self.role
             if self.error:
                 fields["error"] = self.error
+            if self.span is not None:
+                fields["trace_id"] = tracing.trace_id_hex(self.span)
             _access_log(level, fields)
+        if self.span is not None:
+            tracing.end_server_span(self.span, self._span_token, self.code.name, self.code.value[0], self.error)
         try:
             REQUEST_ID.reset(self.token)
         except ValueError:

@@ -35,7 +35,8 @@ def open_store(root) -> ContentStore:
     found = _opened.get()
     if found is not None:
         found.append(store)
-    return store
+    from libs.tracing import traced_store   # spans for its operations when tracing is on
+    return traced_store(store)
 
 
 __all__ = ["ContentStore", "LocalContentStore", "StoredObject", "collect_opened", "open_store",

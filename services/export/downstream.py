@@ -4,7 +4,9 @@ Every outgoing call gets
   * timeout = the incoming RPC's context.time_remaining() (DEFAULT_TIMEOUT_S when the caller
     set no deadline), so a caller's deadline bounds the whole fan-out;
   * metadata x-request-id = the incoming request id (libs.logs.REQUEST_ID, set by the
-    interceptor), so one export can be followed through the logs of all three services.
+    interceptor), so one export can be followed through the logs of all three services;
+  * with tracing on, a client span and the W3C `traceparent` of the current trace (the
+    channels' interceptors, libs.tracing.client_interceptors): one trace across the services.
 Downstream failures are turned into domain errors (libs/errors.py) with the service named.
 """
 from __future__ import annotations
@@ -18,8 +20,8 @@ from ghostly.jit_signal.v1 import jit_signal_pb2 as jpb
 from ghostly.jit_signal.v1 import jit_signal_pb2_grpc
 from ghostly.statistics.v1 import statistics_pb2 as spb
 from ghostly.statistics.v1 import statistics_pb2_grpc
-from libs.tls import aio_channel
-from libs import auth, errors
+from libs.tls import aio_channel, channel_credentials
+from libs import auth, errors, tracing
 from libs.logs import REQUEST_ID
 
 DEFAULT_TIMEOUT_S = 300.0
@@ -72,6 +74,17 @@ class CallOptions:
         return remaining
 
 
+def _channel(address: str, tls_settings, options) -> grpc.aio.Channel:
+    """libs.tls.aio_channel, plus the tracing interceptors when tracing is on."""
+    interceptors = tracing.client_interceptors()
+    if not interceptors:
+        return aio_channel(address, tls_settings, options)
+    creds = channel_credentials(tls_settings)
+    if creds is None:
+        return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(address, creds, options=options, interceptors=interceptors)
+
+
 class Downstream:
     """Long-lived channels to StatisticsService and JitSignalService."""
 
@@ -82,8 +95,8 @@ class Downstream:
                 ("grpc.keepalive_time_ms", 30_000)]
         self.statistics_address = statistics_address
         self.jit_signal_address = jit_signal_address
-        self._stats_channel = aio_channel(statistics_address, tls_settings, opts)
-        self._jit_channel = aio_channel(jit_signal_address, tls_settings, opts)
+        self._stats_channel = _channel(statistics_address, tls_settings, opts)
+        self._jit_channel = _channel(jit_signal_address, tls_settings, opts)
         self.stats = statistics_pb2_grpc.StatisticsServiceStub(self._stats_channel)
         self.jit = jit_signal_pb2_grpc.JitSignalServiceStub(self._jit_channel)
 
