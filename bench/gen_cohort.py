@@ -16,7 +16,7 @@ Run: .venv/bin/python bench/gen_cohort.py [--patients N] [--sessions N] [--contr
 
 Scale (2 CPUs, embedded PostgreSQL): 70k sessions load in ~15 s, 700k (--patients 10000) in
 ~2 min, mostly COPY with its per-row foreign-key checks and the statement-level triggers of the
-cohort aggregates (migrations 014, 022: one refresh per COPY, not per row).
+cohort aggregates (migrations 014, 021: one refresh per COPY, not per row).
 """
 from __future__ import annotations
 

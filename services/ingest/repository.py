@@ -580,7 +580,7 @@ async def record_event(conn: asyncpg.Connection, event_id: str, request_sha256: 
         return await conn.fetchval("SELECT request_sha256 FROM storage_event_replays WHERE event_id = $1", event_id)
 
 
-# -- Reprocess work items shared by the ingest replicas (migration 023) -------------------------
+# -- Reprocess work items shared by the ingest replicas (migration 022) -------------------------
 
 async def enqueue_reprocess(conn: asyncpg.Connection, batch_id: uuid.UUID, queue: str,
                             session_ids: list[uuid.UUID], request: bytes) -> None:

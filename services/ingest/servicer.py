@@ -263,7 +263,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         if scope == "session_id" and not ids and not request.only_outdated:
             raise NotFound(f"session {args[0]} does not exist")  # the parsed id, whatever case was sent
         # Work items every ingest replica sharing this content store consumes (SKIP LOCKED
-        # queue, migration 023); this call streams its items' progress wherever they ran.
+        # queue, migration 022); this call streams its items' progress wherever they ran.
         batch = uuid.uuid4()
         work = ingest_pb2.ReprocessRequest()
         work.CopyFrom(request)

@@ -149,7 +149,7 @@ ORDER BY pts.session_date ASC NULLS LAST, pts.id ASC, e.channel_name"""
 def cohort_summary(therapist: bool, date_from: bool, date_to: bool) -> str:
     """Mean/stddev of the scores per protocol day plus the cohort totals, one statement.
 
-    Without a date range: the rows of cohort_summary_scores (migration 022, kept by triggers) of
+    Without a date range: the rows of cohort_summary_scores (migration 021, kept by triggers) of
     the whole cohort (therapist_id IS NULL) or of one therapist ($1), at most one per protocol
     day plus the all-days row: O(days) whatever the size of the registry (unique index
     (therapist_id, protocol_day)). The sums are NUMERIC (exact); the means and the sample stddev

@@ -1,11 +1,11 @@
-"""cohort_summary_scores (migration 022): GetCohortSummary in O(days), equal to the per-(patient,
+"""cohort_summary_scores (migration 021): GetCohortSummary in O(days), equal to the per-(patient,
 day) aggregation it replaces, through every kind of write, concurrent writers and RLS.
 
 Runs on its own migrated database (the whole-cohort summary must be exactly that database's).
-The reference is the summary as it was computed before 022: two-level aggregation of the
+The reference is the summary as it was computed before 021: two-level aggregation of the
 completed, scored sessions (one group per (patient, protocol day)). Counts must be identical;
 means and standard deviations equal up to floating-point rounding (the reference's own result
-depends on the order PostgreSQL happens to add the rows in; 022's sums are exact NUMERIC).
+depends on the order PostgreSQL happens to add the rows in; 021's sums are exact NUMERIC).
 """
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ from tests.helpers import ROOT, bearer, make_config
 sys.path.insert(0, str(ROOT / "bench"))
 from gen_cohort import generate  # noqa: E402
 
-# The summary before 022, from the sessions: first level per (protocol day, patient), then per
-# day and the total (frozen copy of the pre-022 query; $1 = therapist when `therapist`).
+# The summary before 021, from the sessions: first level per (protocol day, patient), then per
+# day and the total (frozen copy of the pre-021 query; $1 = therapist when `therapist`).
 _PER = """
     SELECT COALESCE(s.protocol_day, 0) AS protocol_day, s.patient_id, count(*) AS n,
         sum(p.overall_performance_score) AS so,

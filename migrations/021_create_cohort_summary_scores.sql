@@ -1,4 +1,4 @@
--- 022: cohort_summary_scores, the cohort summary per protocol day kept at write time (issue 19).
+-- 021: cohort_summary_scores, the cohort summary per protocol day kept at write time (issue 19).
 --
 -- GetCohortSummary read cohort_day_scores (014): one row per (patient, protocol day), so its cost
 -- grew with the registry (~90k rows and ~85 ms at 700k sessions). This table keeps the second
@@ -55,7 +55,7 @@ CREATE TABLE cohort_summary_scores (
 
 COMMENT ON TABLE cohort_summary_scores IS
     'Per (therapist or whole cohort, protocol day or all days) counts and sums of the completed sessions'' '
-    'scores; kept from cohort_day_scores by triggers (migration 022).';
+    'scores; kept from cohort_day_scores by triggers (migration 021).';
 
 -- Add signed deltas: one entry per (scope, day) contribution; grouped, upserted with increments,
 -- rows left with no session deleted.

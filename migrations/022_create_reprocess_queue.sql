@@ -1,4 +1,4 @@
--- 023: Reprocess work items shared by every ingest replica (issue 19: distributed reprocessing).
+-- 022: Reprocess work items shared by every ingest replica (issue 19: distributed reprocessing).
 --
 -- A Reprocess call enqueues one item per session (batch_id = the call) and streams the
 -- progress of its items as they finish; every ingest replica consumes items with
