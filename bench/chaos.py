@@ -154,59 +154,42 @@ async def load(cluster: Cluster, dsn: str, files: list[Path], patient: str, rese
                         record("Upload", exc)
                         await asyncio.sleep(0.5)
 
-    async def reprocessor():
-        async with grpc.aio.insecure_channel(cluster.addresses["ingest"]) as ch:
-            stub = ingest_pb2_grpc.IngestServiceStub(ch)
+    async def repeatedly(service: str, kind: str, stub_class, call) -> None:
+        """Call `call(stub, session_id)` (a server stream, read to its end) on random known
+        sessions until the load ends; failures are recorded, then a short pause."""
+        async with grpc.aio.insecure_channel(cluster.addresses[service]) as ch:
+            stub = stub_class(ch)
             while time.monotonic() < stop_at:
                 if not known:
                     await asyncio.sleep(0.5)
                     continue
                 try:
-                    async for _ in stub.Reprocess(ingest_pb2.ReprocessRequest(session_id=rng.choice(known)),
-                                                  timeout=30, wait_for_ready=True):
+                    async for _ in call(stub, rng.choice(known)):
                         pass
-                    record("Reprocess", None)
+                    record(kind, None)
                 except grpc.aio.AioRpcError as exc:
-                    record("Reprocess", exc)
+                    record(kind, exc)
                     await asyncio.sleep(0.2)
 
-    async def exporter():
-        async with grpc.aio.insecure_channel(cluster.addresses["export"]) as ch:
-            stub = export_pb2_grpc.ExportServiceStub(ch)
-            while time.monotonic() < stop_at:
-                if not known:
-                    await asyncio.sleep(0.5)
-                    continue
-                sid = rng.choice(known)
-                req = rng.choice([
-                    dict(type=epb.EXPORT_TYPE_STATISTICS_ONLY, format=epb.EXPORT_FORMAT_CSV, session_ids=[sid]),
-                    dict(type=epb.EXPORT_TYPE_SIGNALS_VISUALIZATION, format=epb.EXPORT_FORMAT_JSON, session_ids=[sid]),
-                ])
-                try:
-                    async for _ in stub.CreateExport(epb.CreateExportRequest(exported_by=str(researcher), **req),
-                                                     timeout=30, wait_for_ready=True):
-                        pass
-                    record("CreateExport", None)
-                except grpc.aio.AioRpcError as exc:
-                    record("CreateExport", exc)
-                    await asyncio.sleep(0.2)
+    def reprocess(stub, sid):
+        return stub.Reprocess(ingest_pb2.ReprocessRequest(session_id=sid), timeout=30, wait_for_ready=True)
 
-    async def streamer():
-        async with grpc.aio.insecure_channel(cluster.addresses["jit_signal"]) as ch:
-            stub = jit_signal_pb2_grpc.JitSignalServiceStub(ch)
-            while time.monotonic() < stop_at:
-                if not known:
-                    await asyncio.sleep(0.5)
-                    continue
-                try:
-                    async for _ in stub.StreamSignals(jpb.StreamSignalsRequest(
-                            session_id=rng.choice(known), kind=rng.choice([jpb.SIGNAL_KIND_RAW, jpb.SIGNAL_KIND_ENVELOPE]),
-                            max_points=rng.choice([500, 1000, 2000])), timeout=30, wait_for_ready=True):
-                        pass
-                    record("StreamSignals", None)
-                except grpc.aio.AioRpcError as exc:
-                    record("StreamSignals", exc)
-                    await asyncio.sleep(0.2)
+    def export(stub, sid):
+        req = rng.choice([
+            dict(type=epb.EXPORT_TYPE_STATISTICS_ONLY, format=epb.EXPORT_FORMAT_CSV, session_ids=[sid]),
+            dict(type=epb.EXPORT_TYPE_SIGNALS_VISUALIZATION, format=epb.EXPORT_FORMAT_JSON, session_ids=[sid]),
+        ])
+        return stub.CreateExport(epb.CreateExportRequest(exported_by=str(researcher), **req),
+                                 timeout=30, wait_for_ready=True)
+
+    def stream(stub, sid):
+        return stub.StreamSignals(jpb.StreamSignalsRequest(
+            session_id=sid, kind=rng.choice([jpb.SIGNAL_KIND_RAW, jpb.SIGNAL_KIND_ENVELOPE]),
+            max_points=rng.choice([500, 1000, 2000])), timeout=30, wait_for_ready=True)
+
+    reprocessor = lambda: repeatedly("ingest", "Reprocess", ingest_pb2_grpc.IngestServiceStub, reprocess)  # noqa: E731
+    exporter = lambda: repeatedly("export", "CreateExport", export_pb2_grpc.ExportServiceStub, export)  # noqa: E731
+    streamer = lambda: repeatedly("jit_signal", "StreamSignals", jit_signal_pb2_grpc.JitSignalServiceStub, stream)  # noqa: E731
 
     await asyncio.gather(refresh_known(), uploader(), reprocessor(), reprocessor(), exporter(), streamer(), streamer())
 
