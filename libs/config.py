@@ -44,6 +44,8 @@ exit non-zero.
 | GHOSTLY_INGEST_SWEEP_GRACE_S | 3600 (1 h)                      | ingest: staging files and files ingest stored without registering a session are removed after this long |
 | EMG_ANALYSIS_THREADS        | 1                                | threads per analysis for the channels (read by libs/emg in each worker process) |
 | GHOSTLY_JIT_SIGNAL_MEMORY_BYTES | 268435456 (256 MiB)          | jit_signal: processed recordings kept in memory |
+| GHOSTLY_ANALYSIS_MEMORY_BUDGET_MB | 2048                       | memory one analysis may use (MiB): a C3D whose analysis (ingest) or processing (jit_signal) needs more, estimated from its header and parameters before any data is read (libs.emg.estimate_analysis_bytes), is refused with RESOURCE_EXHAUSTED; 0 = no limit |
+| GHOSTLY_JIT_COLD_COMPUTATIONS | 2                             | jit_signal: recordings processed at once (C3D read + filters); further cold requests wait; worst-case memory ~ this x the analysis budget + GHOSTLY_JIT_SIGNAL_MEMORY_BYTES |
 | GHOSTLY_JIT_PAYLOAD_MEMORY_BYTES | 67108864 (64 MiB)           | jit_signal: decoded plot payloads kept in memory |
 | GHOSTLY_EXPORT_SESSION_CONCURRENCY | 16                        | export: sessions fetched at once in multi-session exports |
 | GHOSTLY_DB_POOL_MIN / MAX   | 1 / 10                           | asyncpg pool size per service             |
@@ -126,6 +128,8 @@ class Config:
     ingest_sweep_grace_s: float = 3600.0
     jit_signal_memory_bytes: int = 256 << 20
     jit_payload_memory_bytes: int = 64 << 20
+    analysis_memory_budget_mb: int = 2048
+    jit_cold_computations: int = 2
     export_session_concurrency: int = 16
     db_pool_min: int = 1
     db_pool_max: int = 10
@@ -138,6 +142,11 @@ class Config:
 
     def port(self, service: str) -> int:
         return self.ports[service]
+
+    @property
+    def analysis_memory_budget_bytes(self) -> int:
+        """GHOSTLY_ANALYSIS_MEMORY_BUDGET_MB (MiB) in bytes (0 = no limit)."""
+        return self.analysis_memory_budget_mb << 20
 
     def metrics_port(self, service: str) -> int:
         """Port of the service's /metrics endpoint (0 = no endpoint)."""
@@ -343,6 +352,8 @@ _SETTINGS = {
     "ingest_sweep_grace_s": ("GHOSTLY_INGEST_SWEEP_GRACE_S", _number(0, inclusive=True, note="seconds")),
     "jit_signal_memory_bytes": ("GHOSTLY_JIT_SIGNAL_MEMORY_BYTES", _integer(0, note="0 = nothing kept")),
     "jit_payload_memory_bytes": ("GHOSTLY_JIT_PAYLOAD_MEMORY_BYTES", _integer(0, note="0 = nothing kept")),
+    "analysis_memory_budget_mb": ("GHOSTLY_ANALYSIS_MEMORY_BUDGET_MB", _integer(0, note="MiB, 0 = no limit")),
+    "jit_cold_computations": ("GHOSTLY_JIT_COLD_COMPUTATIONS", _integer(1)),
     "export_session_concurrency": ("GHOSTLY_EXPORT_SESSION_CONCURRENCY", _integer(1)),
     "db_pool_min": ("GHOSTLY_DB_POOL_MIN", _integer(0)),
     "db_pool_max": ("GHOSTLY_DB_POOL_MAX", _integer(1)),

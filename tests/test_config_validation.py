@@ -64,6 +64,7 @@ def test_every_documented_variable_accepts_a_good_value(tmp_path):
         "GHOSTLY_HEALTH_INTERVAL_S": "0.05", "GHOSTLY_SHUTDOWN_GRACE_S": "0",
         "GHOSTLY_LOG_LEVEL": "warning", "GHOSTLY_EVENT_LOOP": "ASYNCIO",
         "GHOSTLY_AUTH_MODE": "Dev", "GHOSTLY_JWT_ALGORITHM": "rs256", "GHOSTLY_JWT_SECRET": " spaces kept ",
+        "GHOSTLY_ANALYSIS_MEMORY_BUDGET_MB": "0", "GHOSTLY_JIT_COLD_COMPUTATIONS": "1",
         "GHOSTLY_JWT_PUBLIC_KEY": f"@{key}", "GHOSTLY_JWT_ISSUER": "idp", "GHOSTLY_JWT_AUDIENCE": "api",
         "GHOSTLY_TOKEN": "a.b.c",
         "GHOSTLY_INGEST_DB_PASSWORD": "pw-ingest-0123", "GHOSTLY_STATISTICS_DB_PASSWORD": "pw-statistics-0",

@@ -34,7 +34,8 @@ from .c3d_reader import MuscleChannel, Recording, Source, muscle_channels, read_
 from .contractions import Contraction
 from .descriptors import Descriptors
 from .errors import C3DContentError
-from .pipeline import Conditioning, chain_into, pipeline_description, work_size, workspace
+from .pipeline import (LOW_MEMORY_SAMPLES, Conditioning, chain_into, chain_lowmem, pipeline_description,
+                       raw_slot, work_size, workspace)
 from .quality import QualityDetail
 from .scoring import PerformanceResult
 from .settings import AnalysisSettings
@@ -228,7 +229,7 @@ def _usability(p, mc: MuscleChannel, det: cx.Detection, q: QualityDetail, cond: 
     return set(), None
 
 
-def _analyze_channel(rec: Recording, mc: MuscleChannel, raw: np.ndarray, filtered: np.ndarray, env: np.ndarray,
+def _analyze_channel(rec: Recording, mc: MuscleChannel, filtered: np.ndarray, env: np.ndarray,
                      cond: Conditioning, settings: AnalysisSettings, shared_ms: float,
                      scratch: np.ndarray | None = None) -> ChannelAnalysis:
     t0 = time.perf_counter()
@@ -382,14 +383,31 @@ def analyze(recording: Recording, settings: AnalysisSettings | None = None,
     with workspace() as ws:
         def task(i: int, m: MuscleChannel) -> tuple[ChannelAnalysis, float]:
             tc = time.perf_counter()
-            raw = recording.row(m.raw_index, ws.buffer((i, "raw"), n))
-            filtered, env = ws.buffer((i, "filtered"), n), ws.buffer((i, "envelope"), n)
-            a = ws.buffer((i, "a"), work_size(n))
-            cond = chain_into(raw, recording.rate, settings.processing, filtered, env, a,
-                              ws.buffer((i, "b"), work_size(n)))
+            if n > LOW_MEMORY_SAMPLES:
+                # Long recording: the raw row is converted into the work buffer and the chain
+                # runs in place, in float64: the work buffer and the envelope (detection and
+                # MVC: identical to the standard path), and the filtered signal kept in
+                # float32 (6e-8 relative, far below a 16-bit ADC step) for the descriptors
+                # and noise statistics, accumulated in float64. 20 bytes per sample, no other
+                # copy. Channels run one after the other share the buffers (the workspace
+                # keeps what fits in its budget: a buffer kept for one channel must not sit
+                # idle during the next).
+                k = i if pool is not None else 0
+                filtered = ws.buffer((k, "filtered32"), n, np.float32)
+                env = ws.buffer((k, "envelope"), n)
+                a = ws.buffer((k, "a"), work_size(n))
+                raw = recording.row(m.raw_index, raw_slot(a, n))
+                cond = chain_lowmem(raw, recording.rate, settings.processing, a, env, filtered)
+                del raw
+            else:
+                filtered, env = ws.buffer((i, "filtered"), n), ws.buffer((i, "envelope"), n)
+                a = ws.buffer((i, "a"), work_size(n))
+                raw = recording.row(m.raw_index, ws.buffer((i, "raw"), n))
+                cond = chain_into(raw, recording.rate, settings.processing, filtered, env, a,
+                                  ws.buffer((i, "b"), work_size(n)))
             chain_ms = (time.perf_counter() - tc) * 1e3
             # ``a`` is free again: it is the scratch buffer of the statistics.
-            return _analyze_channel(recording, m, raw, filtered, env, cond, settings, shared_ms + chain_ms, a), chain_ms
+            return _analyze_channel(recording, m, filtered, env, cond, settings, shared_ms + chain_ms, a), chain_ms
 
         shared_ms = (t1 - t0) * 1e3 / len(muscles)
         pool = _pool() if len(muscles) > 1 else None

@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .arrays import BLOCK, select
 from .settings import ProcessingParams
 
 
@@ -103,8 +104,7 @@ def envelope_levels(env: np.ndarray, mask: np.ndarray, params: ProcessingParams,
     m = mask[::_LEVEL_STRIDE]
     if m.any():
         keep = ~m
-        k = int(np.count_nonzero(keep))
-        valid = e[keep] if scratch is None else np.compress(keep, e, out=scratch[:k])
+        valid = select(keep, e, scratch)
     else:
         valid = e.copy() if scratch is None else scratch[:e.size]
         if scratch is not None:
@@ -131,13 +131,21 @@ def hysteresis(env: np.ndarray, valid: np.ndarray | None, on: float, off: float)
 
 def _burst_peaks(env: np.ndarray, valid: np.ndarray | None, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """Largest artefact-free envelope value of each burst (0 where none is free)."""
-    if starts.size == 0:
-        return np.zeros(0)
-    x = np.where(valid, env, 0.0) if valid is not None else env
-    # reduceat over the interleaved (start, end) pairs: even slots are the bursts. A sentinel
-    # keeps an end equal to the length a valid index.
-    x = np.concatenate((x, [0.0]))
-    return np.maximum.reduceat(x, np.column_stack((starts, ends)).ravel())[::2]
+    out = np.zeros(starts.size)
+    i = 0
+    while i < starts.size:
+        # Bursts starting within BLOCK samples of each other at a time: the copies below are
+        # of that stretch, not of the whole signal (a long recording's largest temporary).
+        lo = int(starts[i])
+        j = max(i + 1, int(np.searchsorted(starts, lo + BLOCK, "left")))
+        hi = int(ends[j - 1])
+        x = np.where(valid[lo:hi], env[lo:hi], 0.0) if valid is not None else env[lo:hi]
+        # reduceat over the interleaved (start, end) pairs: even slots are the bursts. A
+        # sentinel keeps an end equal to the length a valid index.
+        x = np.concatenate((x, [0.0]))
+        out[i:j] = np.maximum.reduceat(x, np.column_stack((starts[i:j] - lo, ends[i:j] - lo)).ravel())[::2]
+        i = j
+    return out
 
 
 STRONG_MIN_BURSTS, STRONG_MAX_BURSTS = 3, 10
@@ -279,7 +287,7 @@ def backend_mvc(env: np.ndarray, contractions: list[Contraction], percentile: fl
     parts = [env[c.start_index:c.end_index] if mask is None or not c.partially_masked
              else env[c.start_index:c.end_index][~mask[c.start_index:c.end_index]] for c in contractions]
     samples = np.concatenate(parts)  # artefact samples (a saturated push) never set the MVC
-    return float(np.percentile(samples, percentile)) if samples.size else None
+    return float(np.percentile(samples, percentile, overwrite_input=True)) if samples.size else None
 
 
 def classify(contractions: list[Contraction], mvc: float, mvc_fraction: float, duration_s: float) -> None:

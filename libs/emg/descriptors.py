@@ -20,6 +20,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import signal
 
+from .arrays import mean_abs, select
 from .contractions import Contraction
 from .quality import rms as _rms
 from .settings import ProcessingParams
@@ -85,8 +86,47 @@ def _windows_inside(valid: np.ndarray, n: int, step: int) -> np.ndarray:
     return starts[(c[starts + n] - c[starts]) == n]
 
 
-def _select(flags: np.ndarray, x: np.ndarray, scratch: np.ndarray | None) -> np.ndarray:
-    return x[flags] if scratch is None else np.compress(flags, x, out=scratch[:np.count_nonzero(flags)])
+_WELCH_BATCH_BYTES = 4 << 20  # segments copied per scipy.signal.welch call (its peak is ~6x this)
+
+
+def _spectra(x: np.ndarray, starts: np.ndarray, n: int, rate: float, lo_hz: float,
+             groups: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray | None]]:
+    """(freqs, mean PSD, mean PSD of each group) in [lo_hz, Nyquist] over the length-n
+    Welch segments of ``x`` at ``starts``; a group is a range [a, b) of segment indices.
+
+    Up to _WELCH_BATCH_BYTES of segments: one scipy.signal.welch call and numpy means (the
+    historical computation). More (a long recording): batches whose PSDs are summed as they
+    come, so welch's copies of the segments (detrended, windowed, their FFT) and the PSD
+    rows stay bounded instead of several times the active signal (same result up to the
+    order of the float64 sums). float32 input is computed in float64."""
+    per = max(1, _WELCH_BATCH_BYTES // (8 * n))
+    view = sliding_window_view(x, n)
+
+    def welch(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        segs = view[rows]
+        if segs.dtype != np.float64:
+            segs = segs.astype(np.float64)
+        freqs, psd = signal.welch(segs, fs=rate, window="hann", nperseg=n, noverlap=0, axis=-1)
+        band = (freqs >= lo_hz) & (freqs <= rate / 2.0)
+        return freqs[band], psd[:, band]
+
+    if starts.size <= per:
+        freqs, psd = welch(starts)
+        return freqs, psd.mean(axis=0), [psd[a:b].mean(axis=0) if b > a else None for a, b in groups]
+    total = None
+    sums: list[np.ndarray | None] = [None] * len(groups)
+    for b0 in range(0, starts.size, per):
+        b1 = min(starts.size, b0 + per)
+        freqs, psd = welch(starts[b0:b1])
+        part = psd.sum(axis=0)
+        total = part if total is None else total + part
+        for g, (a, b) in enumerate(groups):
+            a, b = max(a, b0), min(b, b1)
+            if b > a:
+                s = psd[a - b0:b - b0].sum(axis=0)
+                sums[g] = s if sums[g] is None else sums[g] + s
+    means = [s / (b - a) if s is not None else None for s, (a, b) in zip(sums, groups)]
+    return freqs, total / starts.size, means
 
 
 def compute(filtered: np.ndarray, mask: np.ndarray, contractions: list[Contraction], rate: float,
@@ -94,20 +134,18 @@ def compute(filtered: np.ndarray, mask: np.ndarray, contractions: list[Contracti
     """Descriptors of one channel; ``scratch`` (>= filtered.size float64, clobbered) replaces
     the signal-sized temporaries (same values, no fresh multi-MB arrays)."""
     valid = ~mask
-    x_ok = _select(valid, filtered, scratch) if mask.any() else filtered  # no copy when clean
+    x_ok = select(valid, filtered, scratch) if mask.any() else filtered  # no copy when clean
     rms = _rms(x_ok)
     if not x_ok.size:
         mav = None
-    elif scratch is None:
-        mav = float(np.mean(np.abs(x_ok)))
     else:
-        mav = float(np.mean(np.abs(x_ok, out=scratch[:x_ok.size])))
+        mav = mean_abs(x_ok, scratch)
     active = np.zeros(filtered.size, dtype=bool)
     for c in contractions:
         active[c.start_index:c.end_index] = True
     if mask.any():
         active &= valid  # masked samples inside partially masked contractions are not EMG
-    xa = _select(active, filtered, scratch)
+    xa = select(active, filtered, scratch)
     c_rms = _rms(xa)
 
     n = _nperseg(rate, params)
@@ -117,21 +155,21 @@ def compute(filtered: np.ndarray, mask: np.ndarray, contractions: list[Contracti
     if starts.size == 0:
         starts = _windows_inside(valid, n, step)
         source = "whole_signal"
-    band_hi = rate / 2.0
     mnf = mdf = fatigue = None
     points = 0
     if starts.size:
-        segs = sliding_window_view(filtered, n)[starts]
-        freqs, psd = signal.welch(segs, fs=rate, window="hann", nperseg=n, noverlap=0, axis=-1)
-        band = (freqs >= params.highpass_hz) & (freqs <= band_hi)
-        freqs, psd = freqs[band], psd[:, band]
-        mnf, mdf = _mnf_mdf(freqs, psd.mean(axis=0))
-        if source == "contractions" and len(contractions) >= 3:
+        per_contraction = source == "contractions" and len(contractions) >= 3
+        # The windows inside each contraction: a contiguous run of the (sorted) starts.
+        groups = [(int(np.searchsorted(starts, c.start_index, "left")),
+                   int(np.searchsorted(starts, c.end_index - n, "right"))) for c in contractions] \
+            if per_contraction else []
+        freqs, mean_psd, group_psd = _spectra(filtered, starts, n, rate, params.highpass_hz, groups)
+        mnf, mdf = _mnf_mdf(freqs, mean_psd)
+        if per_contraction:
             times, mdfs = [], []
-            for c in contractions:
-                inside = (starts >= c.start_index) & (starts + n <= c.end_index)
-                if inside.any():
-                    _, m = _mnf_mdf(freqs, psd[inside].mean(axis=0))
+            for c, psd_c in zip(contractions, group_psd):
+                if psd_c is not None:
+                    _, m = _mnf_mdf(freqs, psd_c)
                     if m is not None:
                         times.append((c.start_s + c.end_s) / 2.0 / 60.0)
                         mdfs.append(m)

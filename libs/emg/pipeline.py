@@ -268,6 +268,192 @@ def chain_1d(raw: np.ndarray, rate: float, params: ProcessingParams) -> tuple[np
     return filtered, env
 
 
+# --------------------------------------------------------------------------- low-memory chain
+
+# Above this many samples (~9 min at 990 Hz) the chain runs in place on ONE work buffer and
+# the moving RMS without scipy's internal line buffers (uniform_filter1d allocates two
+# signal-sized float64 copies): an analysis then holds three float64 signals per channel (the
+# work buffer, the filtered signal, the envelope) instead of seven. Same operations on the
+# same values in the same order: bit-identical to chain_into (tested).
+LOW_MEMORY_SAMPLES = 1 << 19
+_WORK_PAD = max(3 * (2 * _MAX_SECTIONS + 1), _MAX_NOTCH_PAD)  # work_size's padding on each side
+_MOVE_CHUNK = 1 << 18  # samples per step of the in-place moves (a temporary of 2 MiB at most)
+
+
+def raw_slot(work: np.ndarray, n: int) -> np.ndarray:
+    """Where ``chain_lowmem`` expects the raw signal in ``work`` (convert it there: no copy)."""
+    return work[_WORK_PAD:_WORK_PAD + n]
+
+
+def _move(buf: np.ndarray, dst: int, src: int, n: int) -> None:
+    """``buf[dst:dst + n] = buf[src:src + n]`` for overlapping ranges, in chunks (numpy would
+    copy a whole overlapping source first)."""
+    if dst == src or n <= 0:
+        return
+    starts = range(0, n, _MOVE_CHUNK)
+    for i in (starts if dst < src else reversed(starts)):
+        j = min(n, i + _MOVE_CHUNK)
+        buf[dst + i:dst + j] = buf[src + i:src + j]
+
+
+def _reverse_inplace(buf: np.ndarray) -> None:
+    """``buf[:] = buf[::-1]`` in chunks swapped from both ends (no signal-sized temporary)."""
+    i, j = 0, buf.size
+    while j - i > 1:
+        k = min(_MOVE_CHUNK, (j - i) // 2)
+        left = buf[i:i + k].copy()
+        buf[i:i + k] = buf[j - k:j][::-1]
+        buf[j - k:j] = left[::-1]
+        i, j = i + k, j - k
+
+
+def _zero_phase_inplace(sos: np.ndarray, zi: np.ndarray, w: np.ndarray, n: int, p: int) -> np.ndarray:
+    """``_zero_phase`` on one buffer: the signal at w[p:p + n] is replaced by its zero-phase
+    filtered version (returned as that view, in forward order)."""
+    m = n + 2 * p
+    if w.size < m:
+        raise ValueError(f"a work buffer of {m} samples is needed, got {w.size}")
+    buf = w[:m]
+    _odd_ext_edges(buf, n, p)
+    _sosfilt_inplace(sos, zi, buf)
+    _reverse_inplace(buf)
+    _sosfilt_inplace(sos, zi, buf)
+    _reverse_inplace(buf)
+    return w[p:p + n]
+
+
+_RMS_CHECKED: bool | None = None
+
+
+def _moving_mean_ok() -> bool:
+    """True when ``_moving_mean`` reproduces scipy's uniform_filter1d (mode 'nearest') bit for
+    bit on this scipy (its running sum, then one division per sample); checked once."""
+    global _RMS_CHECKED
+    if _RMS_CHECKED is None:
+        rng = np.random.default_rng(3)
+        ok = True
+        for n, win in ((5000, 49), (3000, 1), (777, 100), (64, 201), (1, 3)):
+            x = rng.normal(size=n) ** 2 * 1e-8
+            ref = uniform_filter1d(x, size=win, mode="nearest")
+            w = np.empty(n + win + 2)
+            w[:n] = x
+            out = np.empty(n)
+            _moving_mean(w, 0, n, win, out)
+            ok = ok and bool(np.array_equal(out, ref))
+        _RMS_CHECKED = ok
+    return _RMS_CHECKED
+
+
+def _moving_mean(w: np.ndarray, at: int, n: int, win: int, out: np.ndarray) -> np.ndarray:
+    """``uniform_filter1d(w[at:at + n], win, mode='nearest', output=out)`` computed in ``w``
+    (clobbered; it needs n + win - 1 samples) and ``out`` only: the values move to
+    w[h:h + n] with the nearest-value extension around them; then the running sum of the
+    differences (numpy's cumsum is sequential, like scipy's loop) divided by ``win``."""
+    h = win // 2
+    if w.size < n + win - 1:
+        raise ValueError(f"a work buffer of {n + win - 1} samples is needed, got {w.size}")
+    _move(w, h, at, n)
+    w[:h] = w[h]
+    w[h + n:n + win - 1] = w[h + n - 1]
+    if n > 1:
+        np.subtract(w[win:win + n - 1], w[:n - 1], out=out[1:])
+    out[0] = np.add.accumulate(w[:win])[-1]
+    np.cumsum(out, out=out)
+    out /= win
+    return out
+
+
+def chain_lowmem(raw: np.ndarray, rate: float, params: ProcessingParams, work: np.ndarray, env: np.ndarray | None,
+                 filtered: np.ndarray | None = None) -> Conditioning:
+    """``chain_into`` on one work buffer (>= ``work_size(n)`` samples, clobbered): the raw
+    signal is best converted straight into ``raw_slot(work, n)`` (else it is copied there).
+
+    ``filtered`` (n samples) receives the filtered signal; without it the filtered signal only
+    lives in ``work`` until the envelope is computed. ``env`` None stops after the filtered
+    signal (no envelope needed). Afterwards ``work`` is free (scratch for the statistics).
+    """
+    n = raw.size
+    if n == 0:
+        raise C3DContentError("Signal must be a non-empty 1-D or 2-D array (channels x samples).")
+    if work.size < work_size(n):
+        raise ValueError(f"a work buffer of {work_size(n)} samples is needed, got {work.size}")
+    hp, lp, zi_hp, zi_lp, win = _filter_plan(float(rate), params)
+    slot = raw_slot(work, n)
+    if not (raw.ctypes.data == slot.ctypes.data and raw.dtype == slot.dtype):
+        np.copyto(slot, raw)
+    x = slot
+    spans, flag = find_artifacts(x, rate, params)
+    guard = _GUARD_OFFSET if _needs_guard(x) else 0.0
+    if guard:
+        x += guard
+    if spans:
+        fill_constant_spans(x, spans, rate)
+    p = _padlen(hp, n)
+    _move(work, p, _WORK_PAD, n)
+    cur = _zero_phase_inplace(hp, zi_hp, work, n, p)
+    if filtered is not None:
+        np.copyto(filtered, cur)   # float32 or float64: the chain goes on in float64 in ``work``
+    hum = mains.detect(cur, flag, rate, params)
+    if hum.present:
+        sos, zi = _notch_plan(float(rate), tuple(hum.notched_hz), float(params.notch_bandwidth_hz))
+        pn = notch_padlen(rate, params, n)
+        _move(work, pn, p, n)
+        p = pn
+        cur = _zero_phase_inplace(sos, zi, work, n, p)
+        if filtered is not None:
+            np.copyto(filtered, cur)
+        edge = notch_padlen(rate, params, n)
+        if n > 4 * edge:
+            flag[:edge] = True
+            flag[n - edge:] = True
+            spans = sorted(spans + [ArtifactSpan("filter_edge", 0.0, edge / rate, edge, None),
+                                    ArtifactSpan("filter_edge", (n - edge) / rate, n / rate, edge, None)],
+                           key=lambda x: x.start_s)
+    if env is None:
+        return Conditioning(spans, flag, hum)
+    # Rectify, low-pass, square, moving mean, root.
+    pl_ = _padlen(lp, n)
+    _move(work, pl_, p, n)
+    mid = work[pl_:pl_ + n]
+    np.abs(mid, out=mid)
+    if guard:
+        mid += guard
+    low = _zero_phase_inplace(lp, zi_lp, work, n, pl_)
+    if guard:
+        low -= guard
+    np.multiply(low, low, out=low)
+    if work.size >= n + win - 1 and _moving_mean_ok():
+        ms = _moving_mean(work, pl_, n, win, env)
+    else:  # pragma: no cover - a scipy whose uniform_filter1d differs, or a huge window
+        ms = uniform_filter1d(low, size=win, mode="nearest", output=env)
+    np.maximum(ms, 0.0, out=ms)  # running sums can leave -1e-30 where the signal is ~0
+    np.sqrt(ms, out=ms)
+    for a in spans:
+        if a.kind == "filter_edge":  # the notch's start-up transient is not EMG: no envelope there
+            env[int(round(a.start_s * rate)):int(round(a.start_s * rate)) + a.n_samples] = 0.0
+    return Conditioning(spans, flag, hum)
+
+
+def analysis_bytes(n: int) -> int:
+    """Working memory (bytes) of ``analysis.analyze`` for channels of n samples, calibrated
+    with bench/bench_memory.py (peak RSS of a fresh process minus its ~100 MB baseline, on
+    GHOSTLY-like recordings with activity ~30 % of the time).
+
+    Up to LOW_MEMORY_SAMPLES: the workspace (kept between analyses, <= its budget) and per
+    channel raw, filtered, envelope, two work buffers and uniform_filter1d's two copies. Above:
+    the work buffer and envelope of one channel in float64 and its filtered signal in float32
+    (20 B/sample), and the statistics' temporaries of that channel: boolean masks, the
+    artefact search, the contraction samples of the MVC percentile (~7 B/sample at ~30 %
+    activity; the Welch batches and boolean selections are bounded, libs.emg.arrays).
+    """
+    if n <= LOW_MEMORY_SAMPLES:
+        return int(WORKSPACE_BUDGET_BYTES + 96 * n)
+    return int(_ANALYSIS_BYTES_PER_SAMPLE * n + 8 * 2 * _WORK_PAD + 4 * _MOVE_CHUNK * 8)
+
+
+_ANALYSIS_BYTES_PER_SAMPLE = 28
+
+
 # --------------------------------------------------------------------------- workspaces
 
 
@@ -285,12 +471,12 @@ class Workspace:
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def buffer(self, key: object, n: int) -> np.ndarray:
+    def buffer(self, key: object, n: int, dtype: type = np.float64) -> np.ndarray:
         with self._lock:
             cur = self._bufs.get(key)
-            if cur is not None and cur.size >= n:
+            if cur is not None and cur.size >= n and cur.dtype == dtype:
                 return cur[:n]
-            new = np.empty(n)
+            new = np.empty(n, dtype)
             total = self._bytes - (cur.nbytes if cur is not None else 0) + new.nbytes
             if total <= self.budget:
                 self._bufs[key] = new

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .arrays import select, sum_squares
 from .settings import ProcessingParams
 
 
@@ -56,7 +57,7 @@ class QualityDetail:
 def rms(x: np.ndarray) -> float | None:
     """RMS of ``x`` without BLAS: np.dot wakes OpenBLAS threads that spin a second core for
     the same wall time; einsum's own loop is as fast on one core."""
-    return float(np.sqrt(np.einsum("i,i->", x, x) / x.size)) if x.size else None
+    return float(np.sqrt(sum_squares(x) / x.size)) if x.size else None
 
 
 def _runs(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -167,7 +168,7 @@ def assess(filtered: np.ndarray, env: np.ndarray, mask: np.ndarray, spans: list[
     rest = env < threshold
     if mask.any():
         rest &= ~mask
-    r = filtered[rest] if scratch is None else np.compress(rest, filtered, out=scratch[:np.count_nonzero(rest)])
+    r = select(rest, filtered, scratch)
     noise_rms = rms(r) if r.size else float("nan")
     noise_db = 20.0 * np.log10(noise_rms / 1e-6) if np.isfinite(noise_rms) and noise_rms > 0 else None
     snr_db = None

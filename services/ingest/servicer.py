@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from ghostly.common.v1 import common_pb2
 from ghostly.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from libs.convert import parse_uuid
-from libs.emg import PROCESSING_VERSION, AnalysisSettings
+from libs.emg import PROCESSING_VERSION, AnalysisSettings, EmgError, MemoryBudgetExceeded, check_analysis_budget
 from libs.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from libs.grpc_server import ServiceContext
 from libs.grpc_server.interceptor import is_connection_error
@@ -373,6 +373,12 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             raise
         bfr = _gated(bfr, plan)
         try:
+            await self._check_memory(obj)
+        except ResourceExhausted:
+            if uploaded:
+                await self._discard_upload(obj)
+            raise
+        try:
             async with self.db.acquire() as conn:
                 sid = await repo.claim(conn, header, owner=self.owner, request=meta.SerializeToString())
         except Exception as exc:
@@ -390,6 +396,22 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             return existing
         # Once claimed, finish even if the caller goes away: no session is left 'processing'.
         return await asyncio.shield(self._process(sid, obj, plan, bfr, level, created=True))
+
+    async def _check_memory(self, obj: StoredObject) -> None:
+        """RESOURCE_EXHAUSTED, before the session is claimed, when the C3D's header says its
+        analysis needs more than GHOSTLY_ANALYSIS_MEMORY_BUDGET_MB (a few kB are read). The
+        file is not at fault, so no failed session is recorded; an unreadable header is left to
+        the analysis, which records the session as failed with the reader's message."""
+        budget = self.ctx.config.analysis_memory_budget_bytes
+        if budget <= 0:
+            return
+        with self.store.local_path(obj.path) as local:
+            try:
+                await asyncio.to_thread(check_analysis_budget, str(local), budget)
+            except MemoryBudgetExceeded as exc:
+                raise ResourceExhausted(f"{PurePosixPath(obj.path).name}: {exc}") from None
+            except EmgError:
+                pass
 
     async def _discard_upload(self, obj: StoredObject) -> None:
         """An upload refused after its file was stored: remove the file unless a session uses
@@ -710,6 +732,10 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             return f"source file {session['file_path']} is missing from the content store"
         if obj.sha256 != session["file_hash"]:
             return f"source file {session['file_path']} no longer matches its file_hash (data loss)"
+        try:
+            await self._check_memory(obj)
+        except ResourceExhausted as exc:
+            return f"RESOURCE_EXHAUSTED: {exc}; its previous results are kept"
         try:
             await self._process(sid, obj, plan, None, None, created=False,
                                 outcome_recorded_at=outcome_row["recorded_at"] if outcome_row else None)

@@ -11,19 +11,21 @@ from ghostly.jit_signal.v1 import jit_signal_pb2 as pb, jit_signal_pb2_grpc
 from libs import auth
 from libs.convert import parse_uuid
 from libs.db import access
-from libs.emg import PROCESSING_VERSION
-from libs.errors import DataLoss, FailedPrecondition, NotFound
+from libs.emg import PROCESSING_VERSION, EmgError, MemoryBudgetExceeded, inspect_c3d
+from libs.errors import DataLoss, FailedPrecondition, NotFound, ResourceExhausted
 from libs.grpc_server import ServiceContext
 from libs.storage import ContentStore
 from services.jit_signal import cache as c
-from services.jit_signal.signals import (Payload, Plan, build_payload, chunks, decode_payload, encode_payload,
-                                         file_identity, muscle_names, params_from_details, plan_request,
-                                         process_bytes, read_verified, request_key, resolve_channels, resolve_window)
+from services.jit_signal.signals import (Payload, Plan, Processed, build_payload, chunks, decode_payload,
+                                         encode_payload, estimate_stream_bytes, file_identity, kinds_to_compute,
+                                         muscle_names, params_from_details, plan_request, process_source,
+                                         read_verified, request_key, resolve_channels, resolve_window)
 
 log = logging.getLogger("ghostly.jit_signal")
 
 # In-process memory bounds (bytes); environment overrides for operators.
 HIT_FLUSH_DELAY_S = 0.2
+PERSIST_MAX_BYTES = 64 << 20   # larger payloads are not written to the disk cache
 _THREAD_READ_BYTES = 1 << 20
 
 
@@ -47,6 +49,9 @@ class JitSignalServicer(jit_signal_pb2_grpc.JitSignalServiceServicer):
         self.verified: dict[str, tuple[tuple[int, ...], str]] = {}   # path -> (file identity, verified sha256)
         self.payload_flight = c.SingleFlight()
         self.signal_flight = c.SingleFlight()
+        # Recordings processed at once (the rest wait their turn), and the memory one may need.
+        self.cold = asyncio.Semaphore(ctx.config.jit_cold_computations)
+        self.budget = ctx.config.analysis_memory_budget_bytes
         self.pending: dict[tuple[str, str], Payload] = {}   # computed, cache row not written yet
         self.inflight = 0                                # StreamSignals handlers running now
         self.background: set[asyncio.Task] = set()       # cache writes, hit flushes
@@ -202,38 +207,91 @@ class JitSignalServicer(jit_signal_pb2_grpc.JitSignalServiceServicer):
         if params is None:
             params = params_from_details(None)
         marks = {r["channel_name"]: r["contractions"] or [] for r in run if r["channel_name"]}
-        proc = await self._signals(row, params, plan.kind != "raw", path, data)
+        proc = await self._signals(row, params, plan.kind, path, data)
         if plan.max_points is not None and len(channels) * (window[1] - window[0]) > 2_000_000:
             payload = await asyncio.to_thread(build_payload, proc, plan, channels, window, gen, marks)
         else:
             payload = build_payload(proc, plan, channels, window, gen, marks)
         self.stats["computations"] += 1
+        if payload.nbytes > PERSIST_MAX_BYTES:
+            # A full-resolution stream of a long recording: views of the processed signals
+            # kept in memory (rebuilt from them in no time); encoding it for the disk cache
+            # would copy it 3-4 times over.
+            self.stats["not_persisted"] += 1
+            return payload
         self.payloads.put((key, gen), payload)
         self.pending[(key, gen)] = payload
         self._spawn(self._persist(plan, key, payload, processed_at, (key, gen)))
         return payload
 
-    async def _signals(self, row, params, with_chain: bool, path: Path, data: bytes | None):
+    async def _signals(self, row, params, kind: str, path: Path, data: bytes | None) -> Processed:
+        """The processed recording for ``kind``: from the in-memory LRU (one entry per file,
+        params and kind: any window of any later request is sliced from it), else computed
+        once (single flight per file and params: concurrent streams of one file share one
+        computation and its arrays), at most ``jit_cold_computations`` recordings at a time,
+        and refused (RESOURCE_EXHAUSTED) when the C3D's header says processing it would need
+        more than the analysis memory budget."""
         file_hash = row["file_hash"]
-        for k in ((file_hash, params, True),) + (() if with_chain else ((file_hash, params, False),)):
-            found = self.signals.get(k)
+        fkey = (file_hash, params)   # one computation per recording at a time, whatever the kind
+        while True:
+            found = self.signals.get((file_hash, params, kind))
             if found is not None:
                 return found
-        skey = (file_hash, params, with_chain)
 
-        async def load():
-            def work():
-                blob = data
-                if blob is None:
-                    blob, ident = read_verified(str(path), file_hash, row["file_size_bytes"])
+            async def load():
+                async with self.cold:
+                    done = self.signals.get((file_hash, params, kind))
+                    if done is not None:    # computed by the flight that held the slot before us
+                        return {kind: done}
+                    return await self._process(row, params, kind, path, data)
+
+            result = await self.signal_flight.do(fkey, load)
+            if kind in result:
+                return result[kind]
+            # We joined a flight computing another kind of this recording (raw, or one kind of
+            # a long recording): ours is computed next, once that flight has been forgotten.
+            await asyncio.sleep(0)
+
+    async def _process(self, row, params, kind: str, path: Path, data: bytes | None) -> dict[str, Processed]:
+        file_hash, size = row["file_hash"], row["file_size_bytes"]
+        source = data if data is not None else str(path)
+        try:
+            info = await asyncio.to_thread(inspect_c3d, source)
+        except EmgError:
+            info = None     # the read below raises the same error with its message
+        n_muscles = max(1, len(muscle_names(row["channel_names"] or [])))
+        kinds = kinds_to_compute(kind, n_muscles, info.n_samples if info else 0, self.signals.max_bytes)
+        if info is not None and self.budget > 0:
+            need = await asyncio.to_thread(estimate_stream_bytes, source, kind, self.signals.max_bytes)
+            if need > self.budget:
+                self.stats["over_budget"] += 1
+                raise ResourceExhausted(str(MemoryBudgetExceeded(
+                    need, self.budget, f"processing the C3D file of session {row['file_path']!r}")))
+
+        def work():
+            blob = data
+            if blob is None:
+                memo = self.verified.get(str(path))
+                if memo is None or memo[1] != file_hash or file_identity(os.stat(path)) != memo[0]:
+                    blob, ident = read_verified(str(path), file_hash, size)
                     self.verified[str(path)] = (ident, file_hash)
-                return process_bytes(blob, path.name, params, with_chain)
-            proc = await asyncio.to_thread(work)
-            self.stats["c3d_reads"] += 1
-            self.signals.put(skey, proc)
+            proc = process_source(blob if blob is not None else str(path), path.name, params, kinds)
+            if blob is None:
+                # Read from the file after its hash was verified (small files again whole, long
+                # ones in blocks): it must not have changed meanwhile (ctime moves with any
+                # write, a replacement changes the inode).
+                memo = self.verified.get(str(path))
+                if memo is None or file_identity(os.stat(path)) != memo[0]:
+                    self.verified.pop(str(path), None)
+                    raise DataLoss("the stored C3D file changed while it was being processed")
             return proc
 
-        return await self.signal_flight.do(skey, load)
+        proc = await asyncio.to_thread(work)
+        self.stats["c3d_reads"] += 1
+        out = {k: proc.only(k) for k in proc.kinds}
+        for k, one in out.items():
+            self.signals.put((file_hash, params, k), one)
+        return out
 
     # -- background work -------------------------------------------------------------------
     def _spawn(self, coro) -> asyncio.Task:

@@ -21,7 +21,9 @@ from tsdownsample import MinMaxLTTBDownsampler
 from ghostly.common.v1 import common_pb2
 from ghostly.jit_signal.v1 import jit_signal_pb2 as pb
 from libs.convert import parse_uuid
-from libs.emg import PROCESSING_VERSION, ProcessingParams, chain_1d, muscle_channels, read_c3d
+from libs.emg import PROCESSING_VERSION, ProcessingParams, chain_1d, inspect_c3d, muscle_channels, read_c3d
+from libs.emg.c3d_reader import _WHOLE_READ_MAX_BYTES
+from libs.emg.pipeline import LOW_MEMORY_SAMPLES, chain_lowmem, raw_slot, work_size, workspace
 from libs.emg.settings import decode_params
 from libs.errors import DataLoss, InvalidArgument, NotFound
 
@@ -142,23 +144,36 @@ def resolve_window(plan: Plan, rate: float, n: int) -> tuple[int, int]:
 
 # --------------------------------------------------------------------------- processing
 
+KIND_NAMES = ("raw", "filtered", "envelope")
+
+
 @dataclass
 class Processed:
-    """Signals of one C3D (float32, all muscle channels, the whole recording). Read-only arrays
-    shared by every concurrent request; requests slice them, never copy them whole."""
+    """Signals of one C3D (float32, all muscle channels, the whole recording), for the kinds
+    computed (the others are None). Read-only arrays shared by every concurrent request;
+    requests slice them, never copy them whole."""
     rate: float
     n: int
     units: dict[str, str]
-    raw: dict[str, np.ndarray]
+    raw: dict[str, np.ndarray] | None
     filtered: dict[str, np.ndarray] | None = None
     envelope: dict[str, np.ndarray] | None = None
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for d in (self.raw, self.filtered or {}, self.envelope or {}) for a in d.values())
+        return sum(a.nbytes for d in (self.raw or {}, self.filtered or {}, self.envelope or {}) for a in d.values())
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(k for k in KIND_NAMES if getattr(self, k) is not None)
 
     def signal(self, kind: str, channel: str) -> np.ndarray:
         return {"raw": self.raw, "filtered": self.filtered, "envelope": self.envelope}[kind][channel]
+
+    def only(self, kind: str) -> "Processed":
+        """This recording's signals of one kind (what the in-memory LRU keeps, per kind)."""
+        return Processed(self.rate, self.n, self.units, **{k: getattr(self, k) if k == kind else None
+                                                          for k in KIND_NAMES})
 
 
 _CHANNEL_POOL = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="jit-chain")
@@ -169,21 +184,92 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def process_bytes(data: bytes, file_name: str, params: ProcessingParams, with_chain: bool) -> Processed:
-    """Read the C3D and run THE pipeline (libs.emg.chain_1d on float64, as ingest) per muscle."""
-    rec = read_c3d(data, file_name=file_name)
+def kinds_to_compute(kind: str, n_muscles: int, n: int, keep_bytes: int) -> tuple[str, ...]:
+    """What one computation produces for a request of ``kind``: raw alone (no filters);
+    for a filtered or envelope request all three kinds of a recording whose float32 signals
+    fit easily in the in-memory LRU (``keep_bytes``: one read then serves every plot), else
+    only the kind asked for (a long recording: memory for one kind, not three)."""
+    if kind == "raw":
+        return ("raw",)
+    if n <= LOW_MEMORY_SAMPLES and 3 * 4 * n_muscles * n <= keep_bytes // 2:
+        return KIND_NAMES
+    return (kind,)
+
+
+def process_source(source, file_name: str, params: ProcessingParams, kinds: tuple[str, ...]) -> Processed:
+    """Read the C3D (a path or its bytes) and run THE pipeline per muscle (libs.emg.chain_1d on
+    float64, as ingest) for the ``kinds`` asked for. Long recordings (> LOW_MEMORY_SAMPLES)
+    run one channel at a time through libs.emg.pipeline.chain_lowmem (bit-identical): the raw
+    row is converted into the work buffer, so the float64 working set is two or three signals
+    of one channel, plus the float32 results."""
+    rec = read_c3d(source, file_name=file_name)
     muscles = muscle_channels(rec)
-    out = Processed(rate=float(rec.rate), n=rec.n_samples, units={m.name: rec.units[m.raw_index] for m in muscles},
-                    raw={m.name: _readonly(rec.analogs[m.raw_index].astype(F32)) for m in muscles})
-    if with_chain:
-        def one(m):
-            f, e = chain_1d(rec.analogs[m.raw_index], rec.rate, params)
-            return _readonly(f.astype(F32)), _readonly(e.astype(F32))
-        # One channel per core: scipy's filters release the GIL, so channels run in parallel.
-        results = list(_CHANNEL_POOL.map(one, muscles)) if len(muscles) > 1 else [one(m) for m in muscles]
-        out.filtered = {m.name: r[0] for m, r in zip(muscles, results)}
-        out.envelope = {m.name: r[1] for m, r in zip(muscles, results)}
+    n = rec.n_samples
+    out = Processed(rate=float(rec.rate), n=n, units={m.name: rec.units[m.raw_index] for m in muscles},
+                    raw={} if "raw" in kinds else None, filtered={} if "filtered" in kinds else None,
+                    envelope={} if "envelope" in kinds else None)
+    chain = out.filtered is not None or out.envelope is not None
+    if n <= LOW_MEMORY_SAMPLES:
+        if out.raw is not None:
+            out.raw.update({m.name: _readonly(rec.channel(m.raw_index).astype(F32)) for m in muscles})
+        if chain:
+            def one(m):
+                f, e = chain_1d(rec.channel(m.raw_index), rec.rate, params)
+                return _readonly(f.astype(F32)), _readonly(e.astype(F32))
+            # One channel per core: scipy's filters release the GIL, so channels run in parallel.
+            results = list(_CHANNEL_POOL.map(one, muscles)) if len(muscles) > 1 else [one(m) for m in muscles]
+            for m, (f, e) in zip(muscles, results):
+                if out.filtered is not None:
+                    out.filtered[m.name] = f
+                if out.envelope is not None:
+                    out.envelope[m.name] = e
+        return out
+    with workspace() as ws:
+        work = ws.buffer("work", work_size(n))
+        f64 = ws.buffer("filtered", n) if out.filtered is not None else None
+        e64 = ws.buffer("envelope", n) if out.envelope is not None else None
+        for m in muscles:
+            raw = rec.row(m.raw_index, raw_slot(work, n))
+            if out.raw is not None:
+                out.raw[m.name] = _readonly(raw.astype(F32))
+            if chain:
+                chain_lowmem(raw, rec.rate, params, work, e64, f64)
+                if f64 is not None and out.filtered is not None:
+                    out.filtered[m.name] = _readonly(f64.astype(F32))
+                if e64 is not None and out.envelope is not None:
+                    out.envelope[m.name] = _readonly(e64.astype(F32))
+            del raw
     return out
+
+
+def process_bytes(data: bytes, file_name: str, params: ProcessingParams, with_chain: bool) -> Processed:
+    """``process_source`` of bytes: raw only, or all three kinds (the former interface)."""
+    return process_source(data, file_name, params, KIND_NAMES if with_chain else ("raw",))
+
+
+process_path = process_source  # a path: files above libs.emg's whole-read size are read in blocks
+
+
+def estimate_stream_bytes(source, kind: str, keep_bytes: int = 256 << 20) -> int:
+    """Memory (bytes) of processing ``source`` for a ``kind`` request, from the C3D header and
+    parameters only (libs.emg.inspect_c3d), calibrated with bench/bench_memory.py: the file's
+    bytes when read whole; the float64 working set of one channel (work buffer + one per
+    filtered / envelope computed) or, up to LOW_MEMORY_SAMPLES, of chain_1d on every channel
+    thread; the float32 results of the kinds computed (``kinds_to_compute``)."""
+    info = inspect_c3d(source)
+    n = info.n_samples
+    n_muscles = max(1, len(muscle_names(info.labels)))
+    kinds = kinds_to_compute(kind, n_muscles, n, keep_bytes)
+    resident = info.file_size if info.read_whole else 8 << 20
+    chain = [k for k in kinds if k != "raw"]
+    if n <= LOW_MEMORY_SAMPLES:
+        working = 8 * n * ((7 * min(n_muscles, _CHANNEL_POOL._max_workers)) if chain else 1) + 8 * n * n_muscles
+    else:
+        working = (8 * (1 + len(chain)) + 4) * n
+    results = 4 * n * n_muscles * len(kinds)
+    if info.reader == "ezc3d":
+        working += info.n_values * 88
+    return int(resident + working + results)
 
 
 def params_from_details(processing: Any) -> ProcessingParams:
@@ -198,18 +284,35 @@ def file_identity(st: os.stat_result) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def read_verified(path: str, file_hash: str, file_size: int | None) -> tuple[bytes, tuple[int, ...]]:
-    """Read the whole file, check its SHA-256; returns (bytes, identity). DataLoss if different."""
+_HASH_BLOCK = 4 << 20
+
+
+def read_verified(path: str, file_hash: str, file_size: int | None,
+                  keep_max: int = _WHOLE_READ_MAX_BYTES) -> tuple[bytes | None, tuple[int, ...]]:
+    """Check the file's SHA-256; returns (bytes, identity), DataLoss if different. The bytes
+    are returned (for the cold path to parse) when the file has at most ``keep_max`` bytes;
+    a larger file is hashed block by block and None returned (it is then read in blocks by
+    libs.emg, never held whole)."""
     try:
         with open(path, "rb") as fh:
             before = file_identity(os.fstat(fh.fileno()))
-            data = fh.read()
+            if before[2] <= keep_max:
+                data: bytes | None = fh.read()
+                size = len(data)
+                digest = hashlib.sha256(data).hexdigest()
+            else:
+                data, size, h = None, 0, hashlib.sha256()
+                buf = bytearray(_HASH_BLOCK)
+                view = memoryview(buf)
+                while (got := fh.readinto(view)):
+                    h.update(view[:got])
+                    size += got
+                digest = h.hexdigest()
     except FileNotFoundError:
         raise DataLoss(f"the stored C3D file {path!r} is missing from the content store") from None
-    if file_size is not None and len(data) != file_size:
-        raise DataLoss(f"the stored C3D file has {len(data)} bytes, the session recorded {file_size}: "
+    if file_size is not None and size != file_size:
+        raise DataLoss(f"the stored C3D file has {size} bytes, the session recorded {file_size}: "
                        "the file was modified after ingest")
-    digest = hashlib.sha256(data).hexdigest()
     if digest != file_hash:
         raise DataLoss(f"the stored C3D file no longer matches its file_hash (sha256 {digest[:12]}..., "
                        f"recorded {file_hash[:12]}...): the file was modified after ingest")

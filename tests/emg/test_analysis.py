@@ -171,7 +171,9 @@ def test_subnormal_guard_keeps_results_and_speed():
     x[1000:1500] = np.random.default_rng(0).normal(0, 1e-4, 500)  # one burst, then silence
     f, e = chain_1d(x, rate, ProcessingParams())
     assert np.isfinite(e).all() and e[1200] > 1e-5
-    assert np.abs(e[50_000:]).max() < 1e-15
+    # Silence stays silent: what is left is the moving mean's running-sum residue (~1e-12 V
+    # with scipy 1.17, 0 with older ones), far below a GHOSTLY ADC step (~0.1 uV).
+    assert np.abs(e[50_000:]).max() < 1e-9
     tiny = np.abs(f[(f != 0)])
     assert (tiny > 1e-300).all()  # nothing subnormal reaches the envelope
 
