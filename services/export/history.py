@@ -27,7 +27,7 @@ log = logging.getLogger("ghostly.export")
 
 IN_PROGRESS = "export in progress (not completed)"
 STALE_AFTER_S = 3600.0  # an export still in progress after this long has lost its process
-FINISH_RETRY_S = 300.0  # how long the closing of a row is retried while the database is away
+FINISH_RETRY_S = 3600.0  # how long the closing of a row is retried (then the startup sweep closes it)
 
 SWEEP = """
 UPDATE export_history SET error_message = $3
@@ -49,6 +49,10 @@ UPDATE export_history
        validation_checks = $6, error_message = $7, export_options = $8
  WHERE id = $1
 """
+
+# A close written in the background after an ambiguous start only replaces 'in progress': a
+# row the export itself closed meanwhile keeps its outcome.
+CLOSE_IF_OPEN = FINISH.rstrip() + f" AND export_status = 'failed' AND error_message = '{IN_PROGRESS}'\n"
 
 COLUMNS = ("id, session_id, export_type, channels_exported, data_format, export_options, processing_method, "
            "processing_time_ms, data_source, exported_by, export_timestamp, file_size_bytes, export_hash, "
@@ -76,11 +80,13 @@ class History:
                 row = await conn.fetchrow(INSERT, export_id, session_id, export_type, channels, data_format,
                                           options, processing_method, data_source, exported_by, IN_PROGRESS)
         except BaseException as exc:
-            if is_connection_error(exc) or isinstance(exc, asyncio.CancelledError):
-                # The insert may have committed without its reply reaching us (connection lost,
-                # or the call cancelled meanwhile): close the row if it exists (no-op otherwise).
+            # Whatever interrupted the insert (connection lost, a timeout, the call cancelled),
+            # it may have committed without its reply reaching us: close the row if it exists
+            # (a no-op otherwise). A refused insert (constraint) did not commit: nothing to do.
+            if not isinstance(exc, asyncpg.PostgresError) or is_connection_error(exc):
                 self._close_later(export_id, (export_id, "failed", 0, None, None, None,
-                                              "interrupted as the export started", options))
+                                              f"interrupted as the export started ({exc.__class__.__name__})",
+                                              options), only_if_open=True)
             raise
         return Started(row["exported_by"], row["export_timestamp"])
 
@@ -94,32 +100,39 @@ class History:
                   no_nul(error_message), no_nul(options))
         try:
             await self._write(values)
-        except Exception as exc:
-            if is_connection_error(exc):
-                self._close_later(export_id, values)
+        except BaseException:
+            # Connection lost, a timeout while the database restarts, the call cancelled in the
+            # middle of the write: the row is closed in the background (retried until it is).
+            self._close_later(export_id, values)
             raise
 
-    async def _write(self, values: tuple) -> None:
+    async def _write(self, values: tuple, only_if_open: bool = False) -> None:
         async with access.acquire(self.pool) as conn:
-            await conn.execute(FINISH, *values)
+            await conn.execute(CLOSE_IF_OPEN if only_if_open else FINISH, *values)
 
-    def _close_later(self, export_id: uuid.UUID, values: tuple) -> None:
+    def _close_later(self, export_id: uuid.UUID, values: tuple, only_if_open: bool = False) -> None:
         first = export_id not in self._unfinished
-        self._unfinished[export_id] = values   # the newest outcome wins (e.g. failed after success)
+        if first or not only_if_open:
+            # The newest outcome wins (e.g. failed after success); "interrupted as it started"
+            # never replaces an outcome the export recorded itself.
+            self._unfinished[export_id] = (values, only_if_open)
         if not first:
             return
 
         async def retry() -> None:
-            delay, deadline = 0.2, time.monotonic() + FINISH_RETRY_S
+            delay, deadline, failures = 0.2, time.monotonic() + FINISH_RETRY_S, 0
             try:
                 while True:
                     await asyncio.sleep(delay)
                     try:
-                        await self._write(self._unfinished[export_id])
-                        log.info("export %s recorded after a database outage", export_id)
+                        await self._write(*self._unfinished[export_id])
+                        log.info("export %s recorded after an interruption", export_id)
                         return
                     except Exception as exc:  # noqa: BLE001
-                        if not is_connection_error(exc) or time.monotonic() > deadline:
+                        # Retried while the database is unreachable or restarting (connection
+                        # errors, timeouts, "starting up"); a few times for anything else.
+                        failures += 0 if is_connection_error(exc) or isinstance(exc, TimeoutError) else 1
+                        if failures >= 5 or time.monotonic() > deadline:
                             log.error("export %s left in progress (the startup sweep closes it)", export_id,
                                       exc_info=True)
                             return

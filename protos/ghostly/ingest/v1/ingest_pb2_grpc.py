@@ -80,8 +80,11 @@ class IngestServiceServicer:
         """Client-streaming upload. The first message must carry `metadata`, every following
         message a `chunk` of the file (any size up to the server's message limit, 4 MiB).
         INVALID_ARGUMENT: missing/duplicated metadata, empty file, malformed C3D (a failed
-        session row is kept with the reason), size/hash mismatch. RESOURCE_EXHAUSTED: file
-        larger than the configured maximum.
+        session row is kept with the reason; truncated or inconsistent files of every storage:
+        float, integer, big-endian, DEC), size/hash mismatch. RESOURCE_EXHAUSTED: file larger
+        than the configured maximum, or its analysis would need more memory than
+        GHOSTLY_ANALYSIS_MEMORY_BUDGET_MB (decided from the C3D header before reading the data;
+        nothing is recorded and the file is not kept).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -91,6 +94,7 @@ class IngestServiceServicer:
         """A file already in the content store (e.g. announced by a storage event). Idempotent:
         the same event or the same content again returns the existing session (created=false).
         INVALID_ARGUMENT: path outside the store, bad signature; NOT_FOUND: no such file.
+        RESOURCE_EXHAUSTED: analysis over the memory budget (as Upload; no session recorded).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -99,7 +103,9 @@ class IngestServiceServicer:
     def Reprocess(self, request, context):
         """Recompute statistics from the stored C3D for one session, a patient's sessions or all
         sessions (e.g. after an algorithm or settings change). Streams one message per session
-        processed; the last message has `done` set and the totals.
+        processed; the last message has `done` set and the totals. A session whose analysis
+        would exceed the memory budget is reported with an error starting "RESOURCE_EXHAUSTED"
+        and keeps its previous results.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -59,7 +59,12 @@ class JitSignalServiceServicer:
         """Server-streaming signal chunks. For each requested channel, in request order: chunks in
         time order, the last one flagged `last_for_channel`. NOT_FOUND: unknown session or
         channel; INVALID_ARGUMENT: bad window, max_points or kind; DATA_LOSS: the stored file no
-        longer matches its file_hash; FAILED_PRECONDITION: session not processed.
+        longer matches its file_hash; FAILED_PRECONDITION: session not processed;
+        RESOURCE_EXHAUSTED: processing this recording would need more memory than
+        GHOSTLY_ANALYSIS_MEMORY_BUDGET_MB (decided from the C3D header before reading its data).
+        Each recording is processed once per (file, processing parameters) and kept in memory
+        (GHOSTLY_JIT_SIGNAL_MEMORY_BYTES): any window of a later request is sliced from it; at
+        most GHOSTLY_JIT_COLD_COMPUTATIONS recordings are processed at once, others wait.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
