@@ -20,8 +20,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import LARGEST  # noqa: E402
-from libs.emg import analyze, analyze_file, read_c3d  # noqa: E402
+from common import LARGEST
+
+from libs.emg import analyze, analyze_file, read_c3d
 
 TARGET_MS = 30.0
 REPEATS = 50
@@ -59,15 +60,23 @@ def main() -> int:
         for k, v in res.timings_ms["channel_stages"].items():
             cpu.setdefault(k, []).append(v)
     med, p90, ez_med = np.median(totals), np.percentile(totals, 90), np.median(ez)
-    print(f"file: {path.name} ({path.stat().st_size / 1e6:.1f} MB, {res.recording['duration_s']:.0f} s, "
-          f"{len(res.channels)} channels, reader={res.recording['reader']}, "
-          f"channel threads={res.timings_ms['threads']})")
-    print(f"full analysis (read + pipeline + statistics): median {med:.1f} ms, p90 {p90:.1f} ms, "
-          f"min {min(totals):.1f} ms over {REPEATS} runs (target <= {TARGET_MS:g} ms)")
-    print(f"ezc3d read alone: median {ez_med:.1f} ms over {len(ez)} interleaved runs -> "
-          f"full analysis / ezc3d read = {med / ez_med:.2f}")
-    print(f"minor page faults per analysis: median {np.median(faults):.0f}; "
-          f"1-min load average {load_before:.2f} -> {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    print(
+        f"file: {path.name} ({path.stat().st_size / 1e6:.1f} MB, {res.recording['duration_s']:.0f} s, "
+        f"{len(res.channels)} channels, reader={res.recording['reader']}, "
+        f"channel threads={res.timings_ms['threads']})"
+    )
+    print(
+        f"full analysis (read + pipeline + statistics): median {med:.1f} ms, p90 {p90:.1f} ms, "
+        f"min {min(totals):.1f} ms over {REPEATS} runs (target <= {TARGET_MS:g} ms)"
+    )
+    print(
+        f"ezc3d read alone: median {ez_med:.1f} ms over {len(ez)} interleaved runs -> "
+        f"full analysis / ezc3d read = {med / ez_med:.2f}"
+    )
+    print(
+        f"minor page faults per analysis: median {np.median(faults):.0f}; "
+        f"1-min load average {load_before:.2f} -> {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
+    )
     print("wall time per stage (median ms):")
     for k, v in stages.items():
         print(f"  {k:<13}{np.median(v):7.2f}")
@@ -77,10 +86,14 @@ def main() -> int:
     cpu_med = np.median(cpu_totals)
     print(f"CPU time per analysis: median {cpu_med:.1f} ms -> CPU/wall {cpu_med / med:.2f} (1.00 = one core)")
     hum_med, hum_cpu, notched = _with_hum(path)
-    print(f"with 50 Hz hum added (notch runs on {notched} channel(s)): median {hum_med:.1f} ms wall, "
-          f"{hum_cpu:.1f} ms CPU (CPU/wall {hum_cpu / hum_med:.2f})")
-    print(f"  (hum case reported against the same {TARGET_MS:g} ms: "
-          f"{'within' if hum_med <= TARGET_MS else 'ABOVE'}; the target is the sample's)")
+    print(
+        f"with 50 Hz hum added (notch runs on {notched} channel(s)): median {hum_med:.1f} ms wall, "
+        f"{hum_cpu:.1f} ms CPU (CPU/wall {hum_cpu / hum_med:.2f})"
+    )
+    print(
+        f"  (hum case reported against the same {TARGET_MS:g} ms: "
+        f"{'within' if hum_med <= TARGET_MS else 'ABOVE'}; the target is the sample's)"
+    )
     ok = med <= TARGET_MS
     print("PASS" if ok else "FAIL: above target")
     return 0 if ok else 1
@@ -90,8 +103,15 @@ def _with_hum(path: Path) -> tuple[float, float, int]:
     """(wall median, CPU median, channels notched) of read + analysis with mains hum added."""
     rec = read_c3d(path)
     t = np.arange(rec.n_samples) / rec.rate
-    hum = 15e-6 * np.sqrt(2) * (np.sin(2 * np.pi * 50 * t) + 0.3 * np.sin(2 * np.pi * 150 * t + 1.0)
-                                + 0.15 * np.sin(2 * np.pi * 250 * t + 2.0))
+    hum = (
+        15e-6
+        * np.sqrt(2)
+        * (
+            np.sin(2 * np.pi * 50 * t)
+            + 0.3 * np.sin(2 * np.pi * 150 * t + 1.0)
+            + 0.15 * np.sin(2 * np.pi * 250 * t + 2.0)
+        )
+    )
     data = rec.analogs.copy()
     for i, label in enumerate(rec.labels):
         if label.endswith("Raw"):

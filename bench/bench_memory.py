@@ -18,6 +18,7 @@ working set. Each process is alone on the machine while it is measured (one at a
     .venv/bin/python bench/bench_memory.py [--sizes 10,40,128,256] [--formats int,float]
                                            [--service] [--keep]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT  # noqa: E402
+from common import ROOT
 
 MB = 1_000_000
 RATE, POINT_RATE, N_SUB, N_CH = 990.0, 33.0, 30, 4
@@ -41,19 +42,35 @@ INT_SCALE = 0.16781e-6  # V per LSB (GHOSTLY's 16-bit quantisation step)
 
 # --------------------------------------------------------------------------- files
 
+
 def _params(n_frames: int, storage: str) -> bytes:
     """Parameter section (Intel): POINT, ANALOG, INFO, SUBJECTS, as GHOSTLY writes them."""
     is_float = storage == "float"
     labels = ["CH1 Raw", "CH2 Raw", "CH1 activated", "CH2 activated"]
     frames = n_frames if n_frames <= 32767 else (n_frames - 65536 if n_frames <= 65535 else -1)
     groups = {
-        "POINT": [("USED", 2, [1]), ("SCALE", 4, [-1.0 if is_float else 0.1]), ("RATE", 4, [POINT_RATE]),
-                  ("FRAMES", 2, [frames]), ("LABELS", -1, ["PlayerPosition"])],
-        "ANALOG": [("USED", 2, [N_CH]), ("LABELS", -1, labels), ("UNITS", -1, ["V"] * N_CH),
-                   ("SCALE", 4, [1.0 if is_float else INT_SCALE] * 2 + [1.0] * 2), ("OFFSET", 2, [0] * N_CH),
-                   ("GEN_SCALE", 4, [1.0]), ("RATE", 4, [RATE])],
-        "INFO": [("GAME_NAME", -1, ["Ghostly"]), ("GAME_LEVEL", 2, [1]), ("DURATION", 4, [n_frames / POINT_RATE]),
-                 ("TIME", -1, ["2024", "5", "6", "14", "30"])],
+        "POINT": [
+            ("USED", 2, [1]),
+            ("SCALE", 4, [-1.0 if is_float else 0.1]),
+            ("RATE", 4, [POINT_RATE]),
+            ("FRAMES", 2, [frames]),
+            ("LABELS", -1, ["PlayerPosition"]),
+        ],
+        "ANALOG": [
+            ("USED", 2, [N_CH]),
+            ("LABELS", -1, labels),
+            ("UNITS", -1, ["V"] * N_CH),
+            ("SCALE", 4, [1.0 if is_float else INT_SCALE] * 2 + [1.0] * 2),
+            ("OFFSET", 2, [0] * N_CH),
+            ("GEN_SCALE", 4, [1.0]),
+            ("RATE", 4, [RATE]),
+        ],
+        "INFO": [
+            ("GAME_NAME", -1, ["Ghostly"]),
+            ("GAME_LEVEL", 2, [1]),
+            ("DURATION", 4, [n_frames / POINT_RATE]),
+            ("TIME", -1, ["2024", "5", "6", "14", "30"]),
+        ],
         "SUBJECTS": [("PLAYER_NAME", -1, ["Bench"]), ("GAME_SCORE", 4, [12.0])],
     }
     items = []
@@ -88,8 +105,9 @@ def write_file(path: Path, size_mb: float, storage: str, seed: int = 0) -> Path:
     header = bytearray(512)
     header[0], header[1] = 2, 0x50
     struct.pack_into("<hhhHHh", header, 2, 1, N_SUB * N_CH, 1, min(65535, n_frames), 0, 0)
-    struct.pack_into("<fHHf", header, 12, -1.0 if storage == "float" else 0.1, 2 + len(params) // 512, N_SUB,
-                     POINT_RATE)
+    struct.pack_into(
+        "<fHHf", header, 12, -1.0 if storage == "float" else 0.1, 2 + len(params) // 512, N_SUB, POINT_RATE
+    )
     rng = np.random.default_rng(seed)
     block = 33 * 60  # frames per block: one minute
     with open(path, "wb") as fh:
@@ -102,14 +120,14 @@ def write_file(path: Path, size_mb: float, storage: str, seed: int = 0) -> Path:
             frames[:, :3] = rng.normal(0, 100, (nf, 3))
             an = np.empty((N_CH, n))
             for ch in range(2):
-                on = ((t + 3 * ch) % 8.0) < 2.5        # a 2.5 s contraction every 8 s
+                on = ((t + 3 * ch) % 8.0) < 2.5  # a 2.5 s contraction every 8 s
                 an[ch] = rng.normal(0, 5e-6, n) + on * rng.normal(0, 300e-6, n)
                 an[2 + ch] = on.astype(float)
             frames[:, 4:] = an.reshape(N_CH, nf, N_SUB).transpose(1, 2, 0).reshape(nf, -1)
             if storage == "float":
                 fh.write(frames.astype("<f4").tobytes())
             else:
-                frames[:, 4:4 + N_SUB * N_CH] = frames[:, 4:] / np.tile([INT_SCALE, INT_SCALE, 1, 1], N_SUB)
+                frames[:, 4 : 4 + N_SUB * N_CH] = frames[:, 4:] / np.tile([INT_SCALE, INT_SCALE, 1, 1], N_SUB)
                 fh.write(np.clip(np.round(frames), -32768, 32767).astype("<i2").tobytes())
         pad = (-fh.tell()) % 512
         fh.write(b"\x00" * pad)
@@ -153,11 +171,22 @@ print(json.dumps(dict(peak=hwm(), base=base, estimate=estimate, elapsed=elapsed,
 def measure_child(mode: str, path: Path) -> dict:
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, "-c", _CHILD.format(root=str(ROOT)), mode, str(path)], capture_output=True,
-                       text=True, env=env, timeout=3600)
+    r = subprocess.run(
+        [sys.executable, "-c", _CHILD.format(root=str(ROOT)), mode, str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=3600,
+    )
     if r.returncode:
-        return dict(peak=0, base=0, estimate=0, elapsed=time.perf_counter() - t, ok=False,
-                    detail=(r.stderr.strip().splitlines() or ["?"])[-1])
+        return dict(
+            peak=0,
+            base=0,
+            estimate=0,
+            elapsed=time.perf_counter() - t,
+            ok=False,
+            detail=(r.stderr.strip().splitlines() or ["?"])[-1],
+        )
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
@@ -193,10 +222,11 @@ def measure_services(files: list[tuple[str, float, Path]]) -> dict[tuple[str, fl
 
     import asyncpg
     import grpc
-
     from common import database, services
+
     from ghostly.ingest.v1 import ingest_pb2_grpc
-    from ghostly.jit_signal.v1 import jit_signal_pb2 as pb, jit_signal_pb2_grpc
+    from ghostly.jit_signal.v1 import jit_signal_pb2 as pb
+    from ghostly.jit_signal.v1 import jit_signal_pb2_grpc
     from services.ingest.cli import requests
 
     out: dict[tuple[str, float], dict] = {}
@@ -206,57 +236,86 @@ def measure_services(files: list[tuple[str, float, Path]]) -> dict[tuple[str, fl
 
         async def patient() -> None:
             conn = await asyncpg.connect(dsn)
-            t = await conn.fetchval("INSERT INTO therapists (user_id, first_name, last_name) VALUES ($1, 'B', 'T') "
-                                    "RETURNING id", uuid.uuid4())
-            await conn.execute("INSERT INTO patients (therapist_id, patient_code, first_name, last_name, "
-                               "date_of_birth) VALUES ($1, 'P900', 'B', 'P', '1940-01-01')", t)
+            t = await conn.fetchval(
+                "INSERT INTO therapists (user_id, first_name, last_name) VALUES ($1, 'B', 'T') RETURNING id",
+                uuid.uuid4(),
+            )
+            await conn.execute(
+                "INSERT INTO patients (therapist_id, patient_code, first_name, last_name, "
+                "date_of_birth) VALUES ($1, 'P900', 'B', 'P', '1940-01-01')",
+                t,
+            )
             await conn.close()
+
         asyncio.run(patient())
         for storage, size, path in files:
             row: dict = {}
-            with services(["ingest"], dsn, quiet=True, GHOSTLY_DATA_DIR=data_dir, GHOSTLY_INGEST_WORKERS="1",
-                          GHOSTLY_MAX_UPLOAD_BYTES=str(300 << 20)) as running:
+            with services(
+                ["ingest"],
+                dsn,
+                quiet=True,
+                GHOSTLY_DATA_DIR=data_dir,
+                GHOSTLY_INGEST_WORKERS="1",
+                GHOSTLY_MAX_UPLOAD_BYTES=str(300 << 20),
+            ) as running:
                 server = running.procs["ingest"]
                 before = {p: vm_hwm(p) for p in descendants(server.pid)}
 
-                async def upload():
+                async def upload(path=path):
                     async with grpc.aio.insecure_channel(running.addresses["ingest"], options=opts) as ch:
                         t = time.perf_counter()
-                        reply = await ingest_pb2_grpc.IngestServiceStub(ch).Upload(
-                            requests(path, "P900"), timeout=3600)
+                        reply = await ingest_pb2_grpc.IngestServiceStub(ch).Upload(requests(path, "P900"), timeout=3600)
                         return reply, time.perf_counter() - t
+
                 try:
                     reply, elapsed = asyncio.run(upload())
                     peaks = {p: vm_hwm(p) for p in descendants(server.pid)}
                     worker = max(peaks, key=lambda p: peaks[p] - before.get(p, 0))
-                    row["ingest"] = dict(peak=peaks[worker], base=before.get(worker, 0), elapsed=elapsed,
-                                         ok=reply.session.processing_status == "completed" if hasattr(reply, "session")
-                                         else True, detail=f"session {getattr(reply, 'session_id', '')}"[:60])
+                    row["ingest"] = dict(
+                        peak=peaks[worker],
+                        base=before.get(worker, 0),
+                        elapsed=elapsed,
+                        ok=reply.session.processing_status == "completed" if hasattr(reply, "session") else True,
+                        detail=f"session {getattr(reply, 'session_id', '')}"[:60],
+                    )
                     sid = reply.session_id if hasattr(reply, "session_id") else reply.session.id
                 except grpc.aio.AioRpcError as exc:
-                    row["ingest"] = dict(peak=0, base=0, elapsed=0, ok=False, detail=f"{exc.code().name}: {exc.details()}")
+                    row["ingest"] = dict(
+                        peak=0, base=0, elapsed=0, ok=False, detail=f"{exc.code().name}: {exc.details()}"
+                    )
                     sid = None
             if sid:
                 with services(["jit_signal"], dsn, quiet=True, GHOSTLY_DATA_DIR=data_dir) as running:
                     server = running.procs["jit_signal"]
                     base = vm_hwm(server.pid)
 
-                    async def stream():
+                    async def stream(sid=sid):
                         async with grpc.aio.insecure_channel(running.addresses["jit_signal"], options=opts) as ch:
                             stub = jit_signal_pb2_grpc.JitSignalServiceStub(ch)
                             t = time.perf_counter()
                             n = 0
-                            async for msg in stub.StreamSignals(pb.StreamSignalsRequest(
-                                    session_id=sid, kind=pb.SIGNAL_KIND_ENVELOPE, full_resolution=True), timeout=3600):
+                            async for msg in stub.StreamSignals(
+                                pb.StreamSignalsRequest(
+                                    session_id=sid, kind=pb.SIGNAL_KIND_ENVELOPE, full_resolution=True
+                                ),
+                                timeout=3600,
+                            ):
                                 n += msg.sample_count
                             return n, time.perf_counter() - t
+
                     try:
                         n, elapsed = asyncio.run(stream())
-                        row["jit"] = dict(peak=vm_hwm(server.pid), base=base, elapsed=elapsed, ok=True,
-                                          detail=f"{n} samples streamed")
+                        row["jit"] = dict(
+                            peak=vm_hwm(server.pid), base=base, elapsed=elapsed, ok=True, detail=f"{n} samples streamed"
+                        )
                     except grpc.aio.AioRpcError as exc:
-                        row["jit"] = dict(peak=vm_hwm(server.pid), base=base, elapsed=0, ok=False,
-                                          detail=f"{exc.code().name}: {exc.details()[:80]}")
+                        row["jit"] = dict(
+                            peak=vm_hwm(server.pid),
+                            base=base,
+                            elapsed=0,
+                            ok=False,
+                            detail=f"{exc.code().name}: {exc.details()[:80]}",
+                        )
             out[(storage, size)] = row
     return out
 
@@ -280,24 +339,32 @@ def main() -> int:
             if not path.exists():
                 t = time.perf_counter()
                 write_file(path, size, storage, seed=len(files))
-                print(f"wrote {path.name}: {storage}, {path.stat().st_size / MB:.0f} MB "
-                      f"({time.perf_counter() - t:.0f} s)", file=sys.stderr)
+                print(
+                    f"wrote {path.name}: {storage}, {path.stat().st_size / MB:.0f} MB "
+                    f"({time.perf_counter() - t:.0f} s)",
+                    file=sys.stderr,
+                )
             files.append((storage, size, path))
     rows = []
     for storage, size, path in files:
         for mode in ("ingest", "jit"):
             r = measure_child(mode, path)
             rows.append((f"{mode} (process)", storage, path, r))
-            print(f"  {mode:6} {storage:5} {size:5.0f} MB: peak {r['peak'] / 2**20:6.0f} MiB in {r['elapsed']:.1f} s "
-                  f"({r['detail']})", file=sys.stderr)
+            print(
+                f"  {mode:6} {storage:5} {size:5.0f} MB: peak {r['peak'] / 2**20:6.0f} MiB in {r['elapsed']:.1f} s "
+                f"({r['detail']})",
+                file=sys.stderr,
+            )
     if args.service:
         for (storage, size), row in measure_services(files).items():
             path = next(p for s, z, p in files if (s, z) == (storage, size))
             for mode, r in row.items():
                 rows.append((f"{mode} (service)", storage, path, r))
     print(f"\npeak RSS (VmHWM) per process, target <= 3 x file + 200 MB; {os.cpu_count()} CPUs")
-    print(f"{'path':<17} {'format':<6} {'file MB':>8} {'peak MiB':>9} {'base MiB':>9} {'est. MiB':>9} "
-          f"{'target MiB':>11} {'result':>7} {'time s':>8}  detail")
+    print(
+        f"{'path':<17} {'format':<6} {'file MB':>8} {'peak MiB':>9} {'base MiB':>9} {'est. MiB':>9} "
+        f"{'target MiB':>11} {'result':>7} {'time s':>8}  detail"
+    )
     failed = 0
     for what, storage, path, r in rows:
         size = path.stat().st_size
@@ -305,9 +372,11 @@ def main() -> int:
         ok = r["ok"] and 0 < r["peak"] <= target
         failed += not ok
         est = r.get("estimate")
-        print(f"{what:<17} {storage:<6} {size / MB:8.0f} {r['peak'] / 2**20:9.0f} {r['base'] / 2**20:9.0f} "
-              f"{(est / 2**20 if est else float('nan')):9.0f} {target / 2**20:11.0f} {'pass' if ok else 'FAIL':>7} "
-              f"{r['elapsed']:8.1f}  {r['detail']}")
+        print(
+            f"{what:<17} {storage:<6} {size / MB:8.0f} {r['peak'] / 2**20:9.0f} {r['base'] / 2**20:9.0f} "
+            f"{(est / 2**20 if est else float('nan')):9.0f} {target / 2**20:11.0f} {'pass' if ok else 'FAIL':>7} "
+            f"{r['elapsed']:8.1f}  {r['detail']}"
+        )
     if not args.keep and args.dir is None:
         for _, _, path in files:
             path.unlink(missing_ok=True)

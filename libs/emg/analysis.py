@@ -34,8 +34,16 @@ from .c3d_reader import MuscleChannel, Recording, Source, muscle_channels, read_
 from .contractions import Contraction
 from .descriptors import Descriptors
 from .errors import C3DContentError
-from .pipeline import (LOW_MEMORY_SAMPLES, Conditioning, chain_into, chain_lowmem, pipeline_description,
-                       raw_slot, work_size, workspace)
+from .pipeline import (
+    LOW_MEMORY_SAMPLES,
+    Conditioning,
+    chain_into,
+    chain_lowmem,
+    pipeline_description,
+    raw_slot,
+    work_size,
+    workspace,
+)
 from .quality import QualityDetail
 from .scoring import PerformanceResult
 from .settings import AnalysisSettings
@@ -56,7 +64,9 @@ class ChannelAnalysis:
     mvc_rms_value: float  # the MVC reference (envelope V RMS) used for the intensity criterion
     mvc_confidence_score: float
     mvc_calculation_method: str  # 'backend_95percentile' | 'user_defined'
-    mvc_source: str  # 'user_muscle' | 'patient_calibration' | 'session' | 'backend' | 'backend_fallback_no_contractions'
+    mvc_source: (
+        str  # 'user_muscle' | 'patient_calibration' | 'session' | 'backend' | 'backend_fallback_no_contractions'
+    )
     total_contractions: int
     good_contractions_intensity: int
     good_contractions_duration: int
@@ -111,17 +121,19 @@ class SessionAnalysis:
         raise KeyError(name)
 
     def to_dict(self) -> dict:
-        return _jsonable({
-            "processing_version": self.processing_version,
-            "processing_time_ms": self.processing_time_ms,
-            "timings_ms": self.timings_ms,
-            "recording": self.recording,
-            "metadata": self.metadata,
-            "parameters": self.parameters,
-            "channels": [c.to_dict() for c in self.channels],
-            "performance": self.performance.to_dict(),
-            "warnings": self.warnings,
-        })
+        return _jsonable(
+            {
+                "processing_version": self.processing_version,
+                "processing_time_ms": self.processing_time_ms,
+                "timings_ms": self.timings_ms,
+                "recording": self.recording,
+                "metadata": self.metadata,
+                "parameters": self.parameters,
+                "channels": [c.to_dict() for c in self.channels],
+                "performance": self.performance.to_dict(),
+                "warnings": self.warnings,
+            }
+        )
 
 
 def _jsonable(obj: Any) -> Any:
@@ -141,8 +153,15 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def _mvc(settings: AnalysisSettings, mc: MuscleChannel, env: np.ndarray, det: cx.Detection,
-         q: QualityDetail, warnings: list[str], mask: np.ndarray) -> tuple[float, str, str, float]:
+def _mvc(
+    settings: AnalysisSettings,
+    mc: MuscleChannel,
+    env: np.ndarray,
+    det: cx.Detection,
+    q: QualityDetail,
+    warnings: list[str],
+    mask: np.ndarray,
+) -> tuple[float, str, str, float]:
     """(mvc value, column method, source, confidence) following the priority rule."""
     user = settings.per_muscle(settings.mvc_user, mc.name, mc.side)
     chosen = (user, "user_muscle") if user is not None else (settings.mvc_session, "session")
@@ -154,15 +173,19 @@ def _mvc(settings: AnalysisSettings, mc: MuscleChannel, env: np.ndarray, det: cx
         conf = 1.0
         if peaks and (max(peaks) > 1.5 * mvc or max(peaks) < 0.2 * mvc):
             conf = 0.5
-            warnings.append(f"{mc.name}: user MVC {mvc:.3g} is inconsistent with observed peaks "
-                            f"(max {max(peaks):.3g}); confidence lowered to 0.5.")
+            warnings.append(
+                f"{mc.name}: user MVC {mvc:.3g} is inconsistent with observed peaks "
+                f"(max {max(peaks):.3g}); confidence lowered to 0.5."
+            )
         elif det.threshold_rule == "mvc" and det.strong_level_v is not None and det.strong_level_v < det.threshold_v:
             # The MVC term kept activity out: right if it is background twitching, wrong if the
             # MVC is (e.g. 10x) too high. Say which activity was set aside.
             conf = 0.5
-            warnings.append(f"{mc.name}: the channel's strongest activity ({det.strong_level_v:.3g}) stays below "
-                            f"{settings.processing.mvc_onset_fraction:.0%} of the calibrated MVC {mvc:.3g}, so it "
-                            "was not counted; check the calibration if the patient did contract.")
+            warnings.append(
+                f"{mc.name}: the channel's strongest activity ({det.strong_level_v:.3g}) stays below "
+                f"{settings.processing.mvc_onset_fraction:.0%} of the calibrated MVC {mvc:.3g}, so it "
+                "was not counted; check the calibration if the patient did contract."
+            )
         source = chosen[1]
         if user is not None:
             source = settings.per_muscle(settings.mvc_sources, mc.name, mc.side) or source  # type: ignore[arg-type]
@@ -173,8 +196,10 @@ def _mvc(settings: AnalysisSettings, mc: MuscleChannel, env: np.ndarray, det: cx
         return est, "backend_95percentile", "backend", conf
     # No contraction: the column is NOT NULL, so report the percentile of the artefact-free
     # envelope with confidence 0 and say so; intensity is 0/0 -> 0 anyway.
-    warnings.append(f"{mc.name}: no contraction detected; MVC is the {settings.processing.mvc_percentile:g}th "
-                    "percentile of the whole envelope, confidence 0.")
+    warnings.append(
+        f"{mc.name}: no contraction detected; MVC is the {settings.processing.mvc_percentile:g}th "
+        "percentile of the whole envelope, confidence 0."
+    )
     valid = env[env > 0]
     fallback = float(np.percentile(valid, settings.processing.mvc_percentile)) if valid.size else 0.0
     return fallback, "backend_95percentile", "backend_fallback_no_contractions", 0.0
@@ -187,7 +212,7 @@ def _device_agreement(on: np.ndarray | None, contractions: list[Contraction]) ->
         return {"device_activated_channel": False}
     z = np.concatenate(([False], on, [False]))
     n_runs = int(np.count_nonzero(z[1:] & ~z[:-1]))
-    overlap = sum(1 for c in contractions if on[c.start_index:c.end_index].any())
+    overlap = sum(1 for c in contractions if on[c.start_index : c.end_index].any())
     return {
         "device_activated_channel": True,
         "device_active_fraction": float(on.mean()),
@@ -205,8 +230,15 @@ def _electrode(mc: MuscleChannel) -> str:
     return f"{mc.name} ({mc.side})" if mc.side else mc.name
 
 
-def _usability(p, mc: MuscleChannel, det: cx.Detection, q: QualityDetail, cond: Conditioning,
-               rms_v: float | None, unit_scale: float) -> tuple[set[str], str | None]:
+def _usability(
+    p,
+    mc: MuscleChannel,
+    det: cx.Detection,
+    q: QualityDetail,
+    cond: Conditioning,
+    rms_v: float | None,
+    unit_scale: float,
+) -> tuple[set[str], str | None]:
     """(excluding flags, reason) for a channel that cannot measure the muscle, else (set(), None).
 
     Order: flat (nothing but quantisation), mostly artefacts, no activity distinguishable from
@@ -223,15 +255,24 @@ def _usability(p, mc: MuscleChannel, det: cx.Detection, q: QualityDetail, cond: 
         if cond.mains.present and cond.mains.rest_share >= 0.5:
             return {fl.NO_USABLE_EMG}, "hum-only: mains interference and no muscle activity; disconnected electrode?"
         if q.noise_rms_v >= p.disconnected_noise_v * unit_scale:
-            return {fl.NO_USABLE_EMG}, (f"noise only ({q.noise_rms_v * 1e6 / unit_scale:.3g} uV RMS at rest, no muscle "
-                                        "activity); disconnected electrode or poor skin contact?")
+            return {fl.NO_USABLE_EMG}, (
+                f"noise only ({q.noise_rms_v * 1e6 / unit_scale:.3g} uV RMS at rest, no muscle "
+                "activity); disconnected electrode or poor skin contact?"
+            )
         return set(), None
     return set(), None
 
 
-def _analyze_channel(rec: Recording, mc: MuscleChannel, filtered: np.ndarray, env: np.ndarray,
-                     cond: Conditioning, settings: AnalysisSettings, shared_ms: float,
-                     scratch: np.ndarray | None = None) -> ChannelAnalysis:
+def _analyze_channel(
+    rec: Recording,
+    mc: MuscleChannel,
+    filtered: np.ndarray,
+    env: np.ndarray,
+    cond: Conditioning,
+    settings: AnalysisSettings,
+    shared_ms: float,
+    scratch: np.ndarray | None = None,
+) -> ChannelAnalysis:
     t0 = time.perf_counter()
     p = settings.processing
     rate = rec.rate
@@ -272,9 +313,11 @@ def _analyze_channel(rec: Recording, mc: MuscleChannel, filtered: np.ndarray, en
     flags: set[str] = set()
     if cond.mains.present:
         flags.add(fl.MAINS_INTERFERENCE)
-        warnings.append(f"{mc.name}: mains interference at {cond.mains.frequency_hz:.2f} Hz "
-                        f"({cond.mains.rest_share:.0%} of the rest power; harmonics "
-                        f"{', '.join(str(h) for h in cond.mains.harmonics)}) removed by a zero-phase notch.")
+        warnings.append(
+            f"{mc.name}: mains interference at {cond.mains.frequency_hz:.2f} Hz "
+            f"({cond.mains.rest_share:.0%} of the rest power; harmonics "
+            f"{', '.join(str(h) for h in cond.mains.harmonics)}) removed by a zero-phase notch."
+        )
     if any(a.kind in ("dropout", "flatline") for a in spans):
         flags.add(fl.DROPOUT)
     if any(a.kind == "clipping" for a in spans):
@@ -284,20 +327,28 @@ def _analyze_channel(rec: Recording, mc: MuscleChannel, filtered: np.ndarray, en
     if det.rejected_artifact or det.partially_masked:
         flags.add(fl.PARTIALLY_MASKED)
     if det.rejected_artifact:
-        warnings.append(f"{mc.name}: {det.rejected_artifact} contraction(s) ({det.lost_artifact_s:.2f} s) lost to "
-                        "artefacts: no valid uncorrupted part.")
+        warnings.append(
+            f"{mc.name}: {det.rejected_artifact} contraction(s) ({det.lost_artifact_s:.2f} s) lost to "
+            "artefacts: no valid uncorrupted part."
+        )
     if det.partially_masked:
-        warnings.append(f"{mc.name}: {det.partially_masked} contraction(s) overlapped artefacts; kept their "
-                        f"uncorrupted part ({det.masked_s:.2f} s cut).")
+        warnings.append(
+            f"{mc.name}: {det.partially_masked} contraction(s) overlapped artefacts; kept their "
+            f"uncorrupted part ({det.masked_s:.2f} s cut)."
+        )
     excluding, reason = _usability(p, mc, det, q, cond, desc.rms_v, unit_scale)
     flags |= excluding
     usable = not excluding
     if usable and total == 0:
-        warnings.append(f"{mc.name}: no muscle activity detected on the {_electrode(mc)} channel; scored as no "
-                        "contractions. If the patient exercised this leg, check the electrode.")
+        warnings.append(
+            f"{mc.name}: no muscle activity detected on the {_electrode(mc)} channel; scored as no "
+            "contractions. If the patient exercised this leg, check the electrode."
+        )
     if reason:
-        warnings.append(f"{mc.name}: {reason}: check the {_electrode(mc)} electrode. "
-                        "This channel is excluded from symmetry and the overall score.")
+        warnings.append(
+            f"{mc.name}: {reason}: check the {_electrode(mc)} electrode. "
+            "This channel is excluded from symmetry and the overall score."
+        )
     activated = rec.channel_positive(mc.activated_index) if mc.activated_index is not None else None
     detection = {
         "method": "double threshold with hysteresis on the RMS envelope",
@@ -320,24 +371,50 @@ def _analyze_channel(rec: Recording, mc: MuscleChannel, filtered: np.ndarray, en
         **_device_agreement(activated, det.contractions),
     }
     t_end = time.perf_counter()
-    stage_ms = {"artifacts": (t_art - t0) * 1e3, "detection": (t_det - t_art) * 1e3,
-                "descriptors": (t_desc - t_det) * 1e3, "other": (t_end - t_desc) * 1e3}
+    stage_ms = {
+        "artifacts": (t_art - t0) * 1e3,
+        "detection": (t_det - t_art) * 1e3,
+        "descriptors": (t_desc - t_det) * 1e3,
+        "other": (t_end - t_desc) * 1e3,
+    }
     own_ms = (t_end - t0) * 1e3
     return ChannelAnalysis(
-        channel_name=mc.name, side=mc.side, raw_label=mc.raw_label, unit=unit,
-        mvc_peak_value=max((c.peak_v for c in det.contractions), default=0.0), mvc_rms_value=mvc,
-        mvc_confidence_score=conf, mvc_calculation_method=method, mvc_source=source,
-        total_contractions=total, good_contractions_intensity=int(g_int), good_contractions_duration=int(g_dur),
-        good_contractions_both=int(g_both), completion_rate=completion, intensity_rate=intensity,
-        duration_rate=duration, muscle_compliance_score=compliance,
-        signal_quality_score=float(np.clip(quality_score, 0.0, 1.0)), noise_level_db=q.noise_level_db,
+        channel_name=mc.name,
+        side=mc.side,
+        raw_label=mc.raw_label,
+        unit=unit,
+        mvc_peak_value=max((c.peak_v for c in det.contractions), default=0.0),
+        mvc_rms_value=mvc,
+        mvc_confidence_score=conf,
+        mvc_calculation_method=method,
+        mvc_source=source,
+        total_contractions=total,
+        good_contractions_intensity=int(g_int),
+        good_contractions_duration=int(g_dur),
+        good_contractions_both=int(g_both),
+        completion_rate=completion,
+        intensity_rate=intensity,
+        duration_rate=duration,
+        muscle_compliance_score=compliance,
+        signal_quality_score=float(np.clip(quality_score, 0.0, 1.0)),
+        noise_level_db=q.noise_level_db,
         # Spans found in the raw signal; the notch's edge transients are masked but not counted.
-        artifacts_detected=sum(1 for a in spans if a.kind != "filter_edge"), processing_confidence=processing_conf,
-        processing_pipeline=pipeline_description(p), processing_version=PROCESSING_VERSION,
-        processing_time_ms=int(round(shared_ms + own_ms)), mvc_threshold_percentage=settings.mvc_threshold_percentage,
-        duration_threshold_seconds=dur_thr, detection_threshold_v=det.threshold_v, contractions=det.contractions,
-        descriptors=desc, quality=q, detection=detection, warnings=warnings, timings_ms=stage_ms,
-        signal_flags=fl.ordered(flags), usable=usable,
+        artifacts_detected=sum(1 for a in spans if a.kind != "filter_edge"),
+        processing_confidence=processing_conf,
+        processing_pipeline=pipeline_description(p),
+        processing_version=PROCESSING_VERSION,
+        processing_time_ms=round(shared_ms + own_ms),
+        mvc_threshold_percentage=settings.mvc_threshold_percentage,
+        duration_threshold_seconds=dur_thr,
+        detection_threshold_v=det.threshold_v,
+        contractions=det.contractions,
+        descriptors=desc,
+        quality=q,
+        detection=detection,
+        warnings=warnings,
+        timings_ms=stage_ms,
+        signal_flags=fl.ordered(flags),
+        usable=usable,
     )
 
 
@@ -369,8 +446,9 @@ def _all_done(futures: list) -> list:
     return futures
 
 
-def analyze(recording: Recording, settings: AnalysisSettings | None = None,
-            _read_ms: float | None = None) -> SessionAnalysis:
+def analyze(
+    recording: Recording, settings: AnalysisSettings | None = None, _read_ms: float | None = None
+) -> SessionAnalysis:
     """Analyse every muscle channel of ``recording`` and score the session."""
     t0 = time.perf_counter()
     settings = settings or AnalysisSettings()
@@ -381,6 +459,7 @@ def analyze(recording: Recording, settings: AnalysisSettings | None = None,
     t1 = time.perf_counter()
     n = recording.n_samples
     with workspace() as ws:
+
         def task(i: int, m: MuscleChannel) -> tuple[ChannelAnalysis, float]:
             tc = time.perf_counter()
             if n > LOW_MEMORY_SAMPLES:
@@ -403,8 +482,9 @@ def analyze(recording: Recording, settings: AnalysisSettings | None = None,
                 filtered, env = ws.buffer((i, "filtered"), n), ws.buffer((i, "envelope"), n)
                 a = ws.buffer((i, "a"), work_size(n))
                 raw = recording.row(m.raw_index, ws.buffer((i, "raw"), n))
-                cond = chain_into(raw, recording.rate, settings.processing, filtered, env, a,
-                                  ws.buffer((i, "b"), work_size(n)))
+                cond = chain_into(
+                    raw, recording.rate, settings.processing, filtered, env, a, ws.buffer((i, "b"), work_size(n))
+                )
             chain_ms = (time.perf_counter() - tc) * 1e3
             # ``a`` is free again: it is the scratch buffer of the statistics.
             return _analyze_channel(recording, m, filtered, env, cond, settings, shared_ms + chain_ms, a), chain_ms
@@ -426,19 +506,26 @@ def analyze(recording: Recording, settings: AnalysisSettings | None = None,
     unusable: dict[str, str] = {}  # side -> why it is not scored
     for c in channels:
         if c.side is not None and not c.usable:
-            unusable.setdefault(c.side, f"{c.channel_name} ({c.side}) has no usable EMG: "
-                                        + ", ".join(f for f in c.signal_flags if f in fl.EXCLUDING_FLAGS))
+            unusable.setdefault(
+                c.side,
+                f"{c.channel_name} ({c.side}) has no usable EMG: "
+                + ", ".join(f for f in c.signal_flags if f in fl.EXCLUDING_FLAGS),
+            )
             continue
         if c.side is not None:
             if c.side in by_side:
-                warnings.append(f"Several muscles map to the {c.side} side; {by_side[c.side].channel_name} is used for scoring.")
+                warnings.append(
+                    f"Several muscles map to the {c.side} side; {by_side[c.side].channel_name} is used for scoring."
+                )
             else:
                 by_side[c.side] = c
 
     def side_rates(c: ChannelAnalysis | None) -> dict | None:
         if c is None:
             return None
-        return {k: getattr(c, k) for k in ("completion_rate", "intensity_rate", "duration_rate", "muscle_compliance_score")}
+        return {
+            k: getattr(c, k) for k in ("completion_rate", "intensity_rate", "duration_rate", "muscle_compliance_score")
+        }
 
     game_points, game_points_max = settings.game_points, settings.game_points_max
     md = recording.metadata
@@ -446,18 +533,27 @@ def analyze(recording: Recording, settings: AnalysisSettings | None = None,
         level_max = settings.game_points_max_by_level.get(md.game_level) if md.game_level is not None else None
         if level_max is not None and md.game_score >= 0:
             # The trial configuration knows the scale of this level: the file's score counts.
-            game_points, game_points_max = int(round(md.game_score)), level_max
-            warnings.append(f"Game points taken from the file: SUBJECTS:GAME_SCORE {md.game_score:g} of "
-                            f"{level_max} at level {md.game_level} (scoring configuration).")
+            game_points, game_points_max = round(md.game_score), level_max
+            warnings.append(
+                f"Game points taken from the file: SUBJECTS:GAME_SCORE {md.game_score:g} of "
+                f"{level_max} at level {md.game_level} (scoring configuration)."
+            )
         else:
-            warnings.append(f"Game points not provided; the file's SUBJECTS:GAME_SCORE ({md.game_score:g}) "
-                            f"is not used because the scoring configuration defines no maximum for game level "
-                            f"{md.game_level if md.game_level is not None else 'unknown'}.")
+            warnings.append(
+                f"Game points not provided; the file's SUBJECTS:GAME_SCORE ({md.game_score:g}) "
+                f"is not used because the scoring configuration defines no maximum for game level "
+                f"{md.game_level if md.game_level is not None else 'unknown'}."
+            )
     perf = scoring.performance(
-        side_rates(by_side.get("left")), side_rates(by_side.get("right")),
-        rpe=settings.rpe, bfr_pressure_aop=settings.bfr_pressure_aop, game_points=game_points,
-        game_points_max=game_points_max, weights=settings.performance_weights,
-        bfr_range=settings.bfr_gate_range, session_duration_minutes=recording.duration_s / 60.0,
+        side_rates(by_side.get("left")),
+        side_rates(by_side.get("right")),
+        rpe=settings.rpe,
+        bfr_pressure_aop=settings.bfr_pressure_aop,
+        game_points=game_points,
+        game_points_max=game_points_max,
+        weights=settings.performance_weights,
+        bfr_range=settings.bfr_gate_range,
+        session_duration_minutes=recording.duration_s / 60.0,
         unusable_sides={k: v for k, v in unusable.items() if k not in by_side},
         rpe_effort=settings.rpe_effort,
     )
@@ -467,24 +563,41 @@ def analyze(recording: Recording, settings: AnalysisSettings | None = None,
     total_ms = (t4 - t0) * 1e3 + (_read_ms or 0.0)
     # filter_chain and channel_stages are summed over channels (CPU time of the tasks, which
     # may overlap); "channels" is the wall time of all channel tasks.
-    timings = {"read": _read_ms, "setup": (t1 - t0) * 1e3, "filter_chain": sum(ms for _, ms in done),
-               "channels": (t3 - t1) * 1e3, "scoring": (t4 - t3) * 1e3, "total": total_ms,
-               "threads": 1 if pool is None else pool._max_workers,
-               "channel_stages": {k: sum(c.timings_ms[k] for c in channels) for k in channels[0].timings_ms}}
+    timings = {
+        "read": _read_ms,
+        "setup": (t1 - t0) * 1e3,
+        "filter_chain": sum(ms for _, ms in done),
+        "channels": (t3 - t1) * 1e3,
+        "scoring": (t4 - t3) * 1e3,
+        "total": total_ms,
+        "threads": 1 if pool is None else pool._max_workers,
+        "channel_stages": {k: sum(c.timings_ms[k] for c in channels) for k in channels[0].timings_ms},
+    }
     return SessionAnalysis(
         channels=channels,
         performance=perf,
         recording={
-            "rate_hz": recording.rate, "duration_s": recording.duration_s, "n_samples": recording.n_samples,
-            "labels": recording.labels, "units": recording.units, "channel_names": [m.name for m in muscles],
-            "reader": recording.reader, "file_name": recording.file_name,
+            "rate_hz": recording.rate,
+            "duration_s": recording.duration_s,
+            "n_samples": recording.n_samples,
+            "labels": recording.labels,
+            "units": recording.units,
+            "channel_names": [m.name for m in muscles],
+            "reader": recording.reader,
+            "file_name": recording.file_name,
         },
         metadata=asdict(recording.metadata),
-        parameters={"settings": settings.to_dict(), "pipeline": pipeline_description(settings.processing),
-                    "filters": {"type": "butterworth", "implementation": "scipy.signal.sosfiltfilt (zero-phase)",
-                                "effective_order": 2 * settings.processing.filter_order,
-                                "rate_hz": recording.rate},
-                    "noise_level_reference": "dB re 1 uV RMS of the filtered signal at rest"},
+        parameters={
+            "settings": settings.to_dict(),
+            "pipeline": pipeline_description(settings.processing),
+            "filters": {
+                "type": "butterworth",
+                "implementation": "scipy.signal.sosfiltfilt (zero-phase)",
+                "effective_order": 2 * settings.processing.filter_order,
+                "rate_hz": recording.rate,
+            },
+            "noise_level_reference": "dB re 1 uV RMS of the filtered signal at rest",
+        },
         processing_version=PROCESSING_VERSION,
         processing_time_ms=total_ms,
         timings_ms=timings,
@@ -492,8 +605,9 @@ def analyze(recording: Recording, settings: AnalysisSettings | None = None,
     )
 
 
-def analyze_file(source: Source | Path, settings: AnalysisSettings | None = None, *,
-                 file_name: str | None = None) -> SessionAnalysis:
+def analyze_file(
+    source: Source | Path, settings: AnalysisSettings | None = None, *, file_name: str | None = None
+) -> SessionAnalysis:
     """Read a C3D (path or bytes) and analyse it."""
     t0 = time.perf_counter()
     rec = read_c3d(source, file_name=file_name)

@@ -4,6 +4,7 @@ numpy's boolean selection (``x[flags]``, ``np.compress``) first turns the condit
 int64 indices: 8 bytes per selected sample, more than the float32 samples it selects. On a
 long recording that temporary is the largest allocation of the analysis, so selections here
 run in blocks of ``BLOCK`` samples (same values, same order)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,10 +20,10 @@ def select(flags: np.ndarray, x: np.ndarray, scratch: np.ndarray | None) -> np.n
     buf = scratch if scratch.dtype == x.dtype else scratch.view(x.dtype)
     k = 0
     for i in range(0, x.size, BLOCK):
-        f = flags[i:i + BLOCK]
+        f = flags[i : i + BLOCK]
         c = int(np.count_nonzero(f))
         if c:
-            np.compress(f, x[i:i + BLOCK], out=buf[k:k + c])
+            np.compress(f, x[i : i + BLOCK], out=buf[k : k + c])
             k += c
     return buf[:k]
 
@@ -41,8 +42,8 @@ def mean_abs(x: np.ndarray, scratch: np.ndarray | None = None) -> float:
     if x.dtype == np.float64:
         if scratch is None:
             return float(np.mean(np.abs(x)))
-        return float(np.mean(np.abs(x, out=scratch[:x.size])))
+        return float(np.mean(np.abs(x, out=scratch[: x.size])))
     total = 0.0
     for i in range(0, x.size, BLOCK):
-        total += float(np.abs(x[i:i + BLOCK]).sum(dtype=np.float64))
+        total += float(np.abs(x[i : i + BLOCK]).sum(dtype=np.float64))
     return total / x.size

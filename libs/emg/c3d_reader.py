@@ -57,9 +57,10 @@ import struct
 import tempfile
 import threading
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -106,9 +107,17 @@ class Recording:
     meet large files uses ``row``/``channel``). ``analogs`` may also be passed as a plain array.
     """
 
-    def __init__(self, rate: float, labels: list[str], analogs: "np.ndarray | _LazyAnalogs", units: list[str],
-                 metadata: GameMetadata, warnings: list[str] | None = None,
-                 reader: Literal["numpy", "ezc3d"] = "numpy", file_name: str | None = None):
+    def __init__(
+        self,
+        rate: float,
+        labels: list[str],
+        analogs: np.ndarray | _LazyAnalogs,
+        units: list[str],
+        metadata: GameMetadata,
+        warnings: list[str] | None = None,
+        reader: Literal["numpy", "ezc3d"] = "numpy",
+        file_name: str | None = None,
+    ):
         self.rate = rate
         self.labels = labels
         self.units = units
@@ -187,8 +196,10 @@ class Recording:
         return self.n_samples / self.rate
 
     def __repr__(self) -> str:
-        return (f"Recording(rate={self.rate!r}, labels={self.labels!r}, shape={self.shape}, units={self.units!r}, "
-                f"reader={self.reader!r}, file_name={self.file_name!r})")
+        return (
+            f"Recording(rate={self.rate!r}, labels={self.labels!r}, shape={self.shape}, units={self.units!r}, "
+            f"reader={self.reader!r}, file_name={self.file_name!r})"
+        )
 
 
 @dataclass
@@ -234,8 +245,10 @@ def dec_to_float32(raw: np.ndarray) -> np.ndarray:
 def _float_reader(processor: int):
     """struct-style reader of one float32 at an offset, for the header and parameters."""
     if processor == _PROCESSOR_DEC:
+
         def read(buf, off: int) -> float:
             return float(dec_to_float32(np.frombuffer(buf, "<u4", 1, off))[0])
+
         return read
     code = ">f" if processor == _PROCESSOR_MIPS else "<f"
     return lambda buf, off: struct.unpack_from(code, buf, off)[0]
@@ -250,8 +263,9 @@ def _float_array(buf, processor: int, count: int, offset: int) -> np.ndarray:
 # --------------------------------------------------------------------------- parsing
 
 
-def parse_parameters(buf: bytes | memoryview, size: int | None = None
-                     ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+def parse_parameters(
+    buf: bytes | memoryview, size: int | None = None
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Parse the 512-byte header and the parameter section of a C3D file.
 
     ``buf`` holds the file or at least its header and parameter section; ``size`` is the
@@ -269,12 +283,15 @@ def parse_parameters(buf: bytes | memoryview, size: int | None = None
         raise C3DFormatError("Not a C3D file: the header signature (byte 2 = 0x50) is missing.")
     pstart = (param_block - 1) * _BLOCK
     if pstart + 4 > n:
-        raise C3DFormatError(f"Truncated C3D file: the header places the parameter section at byte {pstart}, "
-                             f"past the end of the file ({size} bytes).")
+        raise C3DFormatError(
+            f"Truncated C3D file: the header places the parameter section at byte {pstart}, "
+            f"past the end of the file ({size} bytes)."
+        )
     processor = buf[pstart + 3]
     if processor not in (_PROCESSOR_INTEL, _PROCESSOR_DEC, _PROCESSOR_MIPS):
-        raise C3DFormatError(f"Unsupported C3D file: unknown processor type {processor} "
-                             "(84 Intel, 85 DEC and 86 MIPS are defined).")
+        raise C3DFormatError(
+            f"Unsupported C3D file: unknown processor type {processor} (84 Intel, 85 DEC and 86 MIPS are defined)."
+        )
     endian = ">" if processor == _PROCESSOR_MIPS else "<"
     rfloat = _float_reader(processor)
     words = struct.unpack_from(endian + "hhhHHh", buf, 2)
@@ -383,8 +400,10 @@ class _FileSource:
         while got < len(view):
             n = os.preadv(self.fd, [view[got:]], offset + got)
             if n <= 0:
-                raise C3DFormatError(f"Truncated C3D file: it ended at byte {offset + got} while being read "
-                                     "(the file changed after its header was read).")
+                raise C3DFormatError(
+                    f"Truncated C3D file: it ended at byte {offset + got} while being read "
+                    "(the file changed after its header was read)."
+                )
             got += n
 
     def read(self, offset: int, count: int) -> memoryview:
@@ -403,7 +422,7 @@ def _read_head(src: _FileSource) -> memoryview:
     """The header and the parameter section (up to the data section): a few kB."""
     first = src.read(0, _BLOCK)
     if len(first) < _BLOCK or first[1] != 0x50 or first[0] < 2:
-        return src.read(0, max(len(first), src.size))[:_BLOCK * 2] if len(first) < _BLOCK else first
+        return src.read(0, max(len(first), src.size))[: _BLOCK * 2] if len(first) < _BLOCK else first
     pstart = (first[0] - 1) * _BLOCK
     p4 = src.read(pstart, 4)
     end = pstart + _BLOCK
@@ -440,8 +459,16 @@ def _trial_frames(params: dict) -> int | None:
 ReadRange = Any  # callable (offset, count) -> buffer of the file's bytes there
 
 
-def _long_frame_count(header: dict, params: dict, frames_param: int | None, avail: int, frame_bytes: int,
-                      read_range: ReadRange, start: int, warnings: list[str]) -> int:
+def _long_frame_count(
+    header: dict,
+    params: dict,
+    frames_param: int | None,
+    avail: int,
+    frame_bytes: int,
+    read_range: ReadRange,
+    start: int,
+    warnings: list[str],
+) -> int:
     """Frame count of a file whose 16-bit counts overflowed (> 32,767 frames) or saturated.
 
     Candidates are the counts the data section can hold once the block padding (0..512 bytes)
@@ -470,7 +497,8 @@ def _long_frame_count(header: dict, params: dict, frames_param: int | None, avai
         if not chosen:
             raise C3DFormatError(
                 f"Inconsistent C3D file: TRIAL:ACTUAL_*_FIELD declares {trial} frames but the data section "
-                f"holds {hi} frames of {frame_bytes} bytes.")
+                f"holds {hi} frames of {frame_bytes} bytes."
+            )
         return trial
     consistent = [n for n in candidates if all(fits(n, c) for _, c in sources)]
     if not consistent:
@@ -478,25 +506,31 @@ def _long_frame_count(header: dict, params: dict, frames_param: int | None, avai
         if hi < floor:
             raise C3DFormatError(
                 f"Truncated C3D file: the header declares at least {floor} frames but only {hi} are present "
-                "in the data section.")
+                "in the data section."
+            )
         declared = ", ".join(f"{name} = {c}" for name, c in sources) or "no frame count"
         if len(candidates) != 1:
             candidates = _drop_zero_padding(candidates, read_range, start, frame_bytes)
         if len(candidates) != 1:
             raise C3DFormatError(
                 f"Cannot determine the length of this C3D file: {declared} disagree with the data section "
-                f"({avail} bytes, {frame_bytes} bytes per frame).")
-        warnings.append(f"C3D frame counts disagree ({declared}); using the {candidates[0]} frames present "
-                        "in the data section.")
+                f"({avail} bytes, {frame_bytes} bytes per frame)."
+            )
+        warnings.append(
+            f"C3D frame counts disagree ({declared}); using the {candidates[0]} frames present in the data section."
+        )
         return candidates[0]
     if len(consistent) > 1:
         consistent = _drop_zero_padding(consistent, read_range, start, frame_bytes)
         if len(consistent) > 1:
             raise C3DFormatError(
                 f"Cannot determine the length of this C3D file: the data section could hold any of "
-                f"{consistent} frames and the 16-bit frame counts cannot tell them apart.")
-        warnings.append(f"C3D frame count above the 16-bit range: {consistent[0]} frames taken from the data "
-                        "section; trailing zero bytes were treated as block padding.")
+                f"{consistent} frames and the 16-bit frame counts cannot tell them apart."
+            )
+        warnings.append(
+            f"C3D frame count above the 16-bit range: {consistent[0]} frames taken from the data "
+            "section; trailing zero bytes were treated as block padding."
+        )
     return consistent[0]
 
 
@@ -574,7 +608,8 @@ def _layout(header: dict, params: dict, size: int, read_range: ReadRange, warnin
         # points by one and the analogs by the other, i.e. garbage.
         raise C3DFormatError(
             f"Inconsistent C3D file: the header declares {storage} data (scale factor {header['scale_factor']:g}) "
-            f"but POINT:SCALE = {float(point_scale):g} declares {'float' if point_scale < 0 else 'integer'} data.")
+            f"but POINT:SCALE = {float(point_scale):g} declares {'float' if point_scale < 0 else 'integer'} data."
+        )
     unsigned = storage == "int" and _analog_format_unsigned(params)
     n_points = int(_first(params, "POINT", "USED", header["n_points"]))
     n_analogs = int(_first(params, "ANALOG", "USED", 0))
@@ -591,44 +626,66 @@ def _layout(header: dict, params: dict, size: int, read_range: ReadRange, warnin
         raise C3DFormatError("Corrupt C3D parameter section: negative point or analog counts.")
     # The header repeats the frame layout: a disagreement leaves the frames ambiguous.
     if header["n_points"] != n_points:
-        raise C3DFormatError(f"Inconsistent C3D file: the header declares {header['n_points']} points per frame, "
-                             f"POINT:USED {n_points}.")
+        raise C3DFormatError(
+            f"Inconsistent C3D file: the header declares {header['n_points']} points per frame, POINT:USED {n_points}."
+        )
     if n_analogs and n_sub and header["n_analog_per_frame"] not in (0, n_analogs * n_sub):
         raise C3DFormatError(
             f"Inconsistent C3D file: the header declares {header['n_analog_per_frame']} analog values per frame, "
             f"the parameters {n_analogs} channels x {n_sub} samples per frame (ANALOG:RATE {analog_rate:g} Hz, "
-            f"POINT:RATE {point_rate:g} Hz).")
+            f"POINT:RATE {point_rate:g} Hz)."
+        )
     frames_param = params.get("POINT", {}).get("FRAMES")
     frames_value = int(frames_param[0]) if frames_param is not None and len(frames_param) else None
     n_frames = frames_value or 0
     start = (header["data_start"] - 1) * _BLOCK
-    lay = dict(processor=processor, storage=storage, unsigned=unsigned, n_points=n_points, n_analogs=n_analogs,
-               n_sub=n_sub, start=start)
+    lay = dict(
+        processor=processor,
+        storage=storage,
+        unsigned=unsigned,
+        n_points=n_points,
+        n_analogs=n_analogs,
+        n_sub=n_sub,
+        start=start,
+    )
     frame_bytes = (4 if storage == "float" else 2) * (4 * n_points + n_sub * n_analogs)
     if n_analogs == 0 or n_sub == 0 or frame_bytes == 0:
         return _Layout(n_frames=max(n_frames, 0), **lay)
     if header["data_start"] < 2 or start < header["param_start"] + _BLOCK:
-        raise C3DFormatError(f"Inconsistent C3D file: the header places the data section at block "
-                             f"{header['data_start']}, inside the header or the parameter section.")
+        raise C3DFormatError(
+            f"Inconsistent C3D file: the header places the data section at block "
+            f"{header['data_start']}, inside the header or the parameter section."
+        )
     if start >= size:
-        raise C3DFormatError(f"Truncated C3D file: the header places the data section at byte {start}, past the "
-                             f"end of the file ({size} bytes).")
+        raise C3DFormatError(
+            f"Truncated C3D file: the header places the data section at byte {start}, past the "
+            f"end of the file ({size} bytes)."
+        )
     avail = size - start
     header_frames = header["last_frame"] - header["first_frame"] + 1
     # POINT:FRAMES is a signed 16-bit word: > 32,767 frames wrap negative (ezc3d writes -1 when
     # even 65,535 is exceeded, and saturates the header's last_frame at 65,535). Those files,
     # and files whose declared count is a saturation value while more data follows, are sized
     # from the data section; ezc3d would silently stop at 65,535 frames.
-    long_file = (n_frames < 0 or (n_frames == 0 and header["last_frame"] >= _U16_SATURATED)
-                 or (n_frames in (32767, _U16_SATURATED) and avail - n_frames * frame_bytes > _MAX_PADDING))
+    long_file = (
+        n_frames < 0
+        or (n_frames == 0 and header["last_frame"] >= _U16_SATURATED)
+        or (n_frames in (32767, _U16_SATURATED) and avail - n_frames * frame_bytes > _MAX_PADDING)
+    )
     if long_file:
         n_frames = _long_frame_count(header, params, frames_value, avail, frame_bytes, read_range, start, warnings)
     elif n_frames == 0:
         n_frames = header_frames
-    elif (header["first_frame"] >= 1 and header_frames > 0 and header["last_frame"] < _U16_SATURATED
-          and header_frames != n_frames):
-        raise C3DFormatError(f"Inconsistent C3D file: POINT:FRAMES declares {n_frames} frames, the header "
-                             f"{header_frames} (frames {header['first_frame']} to {header['last_frame']}).")
+    elif (
+        header["first_frame"] >= 1
+        and header_frames > 0
+        and header["last_frame"] < _U16_SATURATED
+        and header_frames != n_frames
+    ):
+        raise C3DFormatError(
+            f"Inconsistent C3D file: POINT:FRAMES declares {n_frames} frames, the header "
+            f"{header_frames} (frames {header['first_frame']} to {header['last_frame']})."
+        )
     if n_frames <= 0:
         return _Layout(n_frames=max(n_frames, 0), **lay)
     if start + frame_bytes * n_frames > size:
@@ -638,8 +695,10 @@ def _layout(header: dict, params: dict, size: int, read_range: ReadRange, warnin
         )
     extra = avail - n_frames * frame_bytes
     if not long_file and extra >= frame_bytes and extra > _MAX_PADDING:
-        warnings.append(f"The C3D data section holds {extra // frame_bytes} frames more than the {n_frames} "
-                        "declared; only the declared frames are read.")
+        warnings.append(
+            f"The C3D data section holds {extra // frame_bytes} frames more than the {n_frames} "
+            "declared; only the declared frames are read."
+        )
     return _Layout(n_frames=n_frames, **lay)
 
 
@@ -655,7 +714,7 @@ class _LazyAnalogs:
     different channels may be converted from several threads at once).
     """
 
-    def __init__(self, src: "bytes | memoryview | _FileSource", params: dict, lay: _Layout):
+    def __init__(self, src: bytes | memoryview | _FileSource, params: dict, lay: _Layout):
         na, ns, nf = lay.n_analogs, lay.n_sub, lay.n_frames
         self.lay = lay
         self.src = src
@@ -664,7 +723,7 @@ class _LazyAnalogs:
         self.frames_analog: np.ndarray | None = None
         if not isinstance(src, _FileSource):
             frames = np.frombuffer(src, dtype=self.dtype, count=nf * lay.frame_len, offset=lay.start)
-            self.frames_analog = frames.reshape(nf, lay.frame_len)[:, 4 * lay.n_points:]
+            self.frames_analog = frames.reshape(nf, lay.frame_len)[:, 4 * lay.n_points :]
         self._block_frames = max(1, _BLOCK_BYTES // max(1, lay.frame_bytes))
         unsigned = lay.unsigned
         scales = np.asarray(_concat(params, "ANALOG", "SCALE"), dtype=np.float64)
@@ -698,7 +757,7 @@ class _LazyAnalogs:
             nbytes = (f1 - f0) * lay.frame_bytes
             src.read_into(view[:nbytes], lay.start + f0 * lay.frame_bytes)
             frames = np.frombuffer(buf, dtype=self.dtype, count=(f1 - f0) * lay.frame_len).reshape(f1 - f0, -1)
-            yield f0, f1, frames[:, 4 * lay.n_points:].reshape(f1 - f0, ns, na)
+            yield f0, f1, frames[:, 4 * lay.n_points :].reshape(f1 - f0, ns, na)
 
     def _stored(self, values: np.ndarray) -> np.ndarray:
         """Stored values as numbers numpy computes with (DEC floats decoded to float32)."""
@@ -727,7 +786,7 @@ class _LazyAnalogs:
             raise ValueError("out must be a contiguous float64 row of n_samples values")
         whole = self.lay.processor != _PROCESSOR_DEC  # in memory: one strided pass, no temporary
         for f0, f1, blk in self._blocks(whole=whole):
-            self._convert(blk[:, :, i], out[f0 * ns:f1 * ns].reshape(f1 - f0, ns), i)
+            self._convert(blk[:, :, i], out[f0 * ns : f1 * ns].reshape(f1 - f0, ns), i)
         if not self.unscaled:
             out *= self.scales[i]
             out *= self.gen
@@ -737,19 +796,22 @@ class _LazyAnalogs:
         """``row(i) > 0`` as a bool array, without a float64 row (block by block)."""
         n, ns = self.shape[1], self.lay.n_sub
         out = np.empty(n, dtype=bool)
-        if (self.frames_analog is not None and self.sign_preserving(i)
-                and not (self.lay.processor == _PROCESSOR_DEC and self.lay.storage == "float")):
+        if (
+            self.frames_analog is not None
+            and self.sign_preserving(i)
+            and not (self.lay.processor == _PROCESSOR_DEC and self.lay.storage == "float")
+        ):
             blk = self.frames_analog.reshape(self.lay.n_frames, ns, self.lay.n_analogs)[:, :, i]
             np.greater(blk, 0, out=out.reshape(blk.shape))
             return out
         tmp = np.empty(min(n, self._block_frames * ns), dtype=np.float64)
         for f0, f1, blk in self._blocks():
-            t = tmp[:(f1 - f0) * ns]
+            t = tmp[: (f1 - f0) * ns]
             self._convert(blk[:, :, i], t.reshape(f1 - f0, ns), i)
             if not self.unscaled:
                 t *= self.scales[i]
                 t *= self.gen
-            np.greater(t, 0, out=out[f0 * ns:f1 * ns])
+            np.greater(t, 0, out=out[f0 * ns : f1 * ns])
         return out
 
     def conversion_is_benign(self) -> bool:
@@ -780,7 +842,7 @@ class _LazyAnalogs:
             if fa is not None and self.lay.processor != _PROCESSOR_DEC:
                 step = max(1, (1 << 16) // max(1, fa.shape[1]))  # small chunks: no strided copy
                 for f0 in range(0, fa.shape[0], step):
-                    total += float(fa[f0:f0 + step].sum(dtype=np.float64))
+                    total += float(fa[f0 : f0 + step].sum(dtype=np.float64))
             else:
                 for _, _, blk in self._blocks():
                     total += float(self._stored(blk).sum(dtype=np.float64))
@@ -791,7 +853,7 @@ class _LazyAnalogs:
         tmp = np.empty(min(self.shape[1], self._block_frames * ns), dtype=np.float64)
         for f0, f1, blk in self._blocks():
             for i in np.flatnonzero(~bad):
-                t = tmp[:(f1 - f0) * ns]
+                t = tmp[: (f1 - f0) * ns]
                 self._convert(blk[:, :, i], t.reshape(f1 - f0, ns), i)
                 if not self.unscaled:
                     t *= self.scales[i]
@@ -860,7 +922,9 @@ def _session_datetime(params: dict, file_name: str | None, warnings: list[str]) 
         warnings.append("INFO:TIME and the file name disagree; using INFO:TIME without seconds.")
         return from_info
     if from_info:
-        warnings.append("Session seconds unknown (file name is not Ghostly_Emg_YYYYMMDD_HH-MM-SS-ffff.c3d); seconds set to 0.")
+        warnings.append(
+            "Session seconds unknown (file name is not Ghostly_Emg_YYYYMMDD_HH-MM-SS-ffff.c3d); seconds set to 0."
+        )
         return from_info
     if from_name:
         warnings.append("INFO:TIME missing; session time taken from the file name.")
@@ -962,12 +1026,12 @@ class _Opened:
 
     def read_range(self, offset: int, count: int):
         if self.buf is not None:
-            return self.buf[offset:offset + count]
+            return self.buf[offset : offset + count]
         assert self.file is not None
         return self.file.read(offset, count)
 
     @property
-    def data(self) -> "bytes | memoryview | _FileSource":
+    def data(self) -> bytes | memoryview | _FileSource:
         return self.buf if self.buf is not None else self.file
 
     def close(self) -> None:
@@ -1024,8 +1088,17 @@ def inspect_c3d(source: Source) -> C3DInfo:
     rate = _num(_first(params, "ANALOG", "RATE"))
     labels = [str(s) for s in _concat(params, "ANALOG", "LABELS")][:n_ch]
     whole = opened.path is None or opened.size <= _WHOLE_READ_MAX_BYTES
-    return C3DInfo(file_size=opened.size, reader=reader, processor=_PROCESSOR_NAMES[header["processor"]],
-                   storage=storage, n_channels=n_ch, n_samples=n, rate=rate, labels=labels, read_whole=whole)
+    return C3DInfo(
+        file_size=opened.size,
+        reader=reader,
+        processor=_PROCESSOR_NAMES[header["processor"]],
+        storage=storage,
+        n_channels=n_ch,
+        n_samples=n,
+        rate=rate,
+        labels=labels,
+        read_whole=whole,
+    )
 
 
 # Memory model of one analysis (bytes), checked by bench/bench_memory.py against the peak RSS
@@ -1082,7 +1155,7 @@ def read_c3d(source: Source, *, file_name: str | None = None) -> Recording:
 
 def _read(opened: _Opened, file_name: str | None) -> Recording:
     warnings: list[str] = []
-    header, params, lay = _describe(opened, warnings)
+    _header, params, lay = _describe(opened, warnings)
     analogs: np.ndarray | _LazyAnalogs
     if lay is not None:
         if lay.n_analogs == 0 or lay.n_sub == 0:
@@ -1120,17 +1193,22 @@ def _read(opened: _Opened, file_name: str | None) -> Recording:
         raise C3DContentError("The C3D file has no valid ANALOG:RATE, so signals cannot be timed or filtered.")
     labels = [str(s) for s in _concat(params, "ANALOG", "LABELS")][:n_ch]
     if len(labels) < n_ch:
-        warnings.append(f"ANALOG:LABELS has {len(labels)} names for {n_ch} channels; unnamed channels are called A<index>.")
+        warnings.append(
+            f"ANALOG:LABELS has {len(labels)} names for {n_ch} channels; unnamed channels are called A<index>."
+        )
         labels += [f"A{i + 1}" for i in range(len(labels), n_ch)]
     units = [str(s).strip() for s in _concat(params, "ANALOG", "UNITS")][:n_ch]
     if len(units) < n_ch or not all(units):
         warnings.append("ANALOG:UNITS missing; values are assumed to be volts (GHOSTLY convention).")
         units = [u or "V" for u in units] + ["V"] * (n_ch - len(units))
-    if isinstance(analogs, np.ndarray):
-        # A sum is finite iff every term is (barring overflow, then the exact check runs): one
-        # pass without a multi-MB boolean temporary.
-        if not np.isfinite(analogs.sum()) and not (finite := np.isfinite(analogs)).all():
-            bad_rows = np.flatnonzero(~finite.all(axis=1))
+    # A sum is finite iff every term is (barring overflow, then the exact check runs): one pass
+    # without a multi-MB boolean temporary.
+    if (
+        isinstance(analogs, np.ndarray)
+        and not np.isfinite(analogs.sum())
+        and not (finite := np.isfinite(analogs)).all()
+    ):
+        bad_rows = np.flatnonzero(~finite.all(axis=1))
     if bad_rows is not None and bad_rows.size:
         bad = [labels[i] for i in bad_rows]
         raise C3DContentError(
@@ -1138,8 +1216,16 @@ def _read(opened: _Opened, file_name: str | None) -> Recording:
             "the recording is corrupt and cannot be analysed."
         )
     metadata = _metadata(params, file_name, warnings)
-    rec = Recording(rate=rate, labels=labels, analogs=analogs, units=units, metadata=metadata,
-                    warnings=warnings, reader=reader, file_name=file_name)
+    rec = Recording(
+        rate=rate,
+        labels=labels,
+        analogs=analogs,
+        units=units,
+        metadata=metadata,
+        warnings=warnings,
+        reader=reader,
+        file_name=file_name,
+    )
     if opened.pooled is not None and isinstance(analogs, _LazyAnalogs):
         # Only the recording's lazy block views the buffer: recycle it when the recording dies.
         weakref.finalize(rec, _recycle, opened.pooled)

@@ -20,8 +20,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("analyze", help="analyse one C3D file (statistics + performance score)")
     p.add_argument("file", help="path to a .c3d file")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
-    p.add_argument("--plot", metavar="OUT.png", help="also write a picture of the analysis (raw, envelope, "
-                   "thresholds, contractions, artefacts, flags, device activation)")
+    p.add_argument(
+        "--plot",
+        metavar="OUT.png",
+        help="also write a picture of the analysis (raw, envelope, "
+        "thresholds, contractions, artefacts, flags, device activation)",
+    )
     p.add_argument("--plot-window", metavar="START:END", help="zoom the plot on START..END seconds")
     p.add_argument("--mvc-left", type=float, help="calibrated MVC of the left muscle (uV, envelope RMS)")
     p.add_argument("--mvc-right", type=float, help="calibrated MVC of the right muscle (uV, envelope RMS)")
@@ -67,18 +71,22 @@ def _uv(v: float | None, unit: str = "V") -> str:
 
 def _contraction_table(ch) -> list[str]:
     """One line per contraction: start, duration, peak (uV), % of MVC, criteria met."""
-    lines = [f"  {ch.channel_name}: {len(ch.contractions)} contraction(s); MVC {_uv(ch.mvc_rms_value, ch.unit)} uV "
-             f"({ch.mvc_source}), intensity >= {ch.mvc_threshold_percentage:.0%} MVC, "
-             f"duration >= {ch.duration_threshold_seconds:g} s"]
+    lines = [
+        f"  {ch.channel_name}: {len(ch.contractions)} contraction(s); MVC {_uv(ch.mvc_rms_value, ch.unit)} uV "
+        f"({ch.mvc_source}), intensity >= {ch.mvc_threshold_percentage:.0%} MVC, "
+        f"duration >= {ch.duration_threshold_seconds:g} s"
+    ]
     if not ch.contractions:
         return lines
     lines.append(f"  {'#':>4} {'start s':>9} {'dur s':>7} {'peak uV':>9} {'% MVC':>7}  criteria")
     for i, c in enumerate(ch.contractions, 1):
         pct = f"{100 * c.peak_v / ch.mvc_rms_value:.0f}" if ch.mvc_rms_value > 0 else "-"
         met = [name for name, ok in (("intensity", c.meets_intensity), ("duration", c.meets_duration)) if ok]
-        note = " (partially masked: {:.2f} s cut)".format(c.masked_s) if c.partially_masked else ""
-        lines.append(f"  {i:>4} {c.start_s:>9.2f} {c.duration_s:>7.2f} {_uv(c.peak_v, ch.unit):>9} {pct:>7}  "
-                     f"{' + '.join(met) or 'none'}{note}")
+        note = f" (partially masked: {c.masked_s:.2f} s cut)" if c.partially_masked else ""
+        lines.append(
+            f"  {i:>4} {c.start_s:>9.2f} {c.duration_s:>7.2f} {_uv(c.peak_v, ch.unit):>9} {pct:>7}  "
+            f"{' + '.join(met) or 'none'}{note}"
+        )
     return lines
 
 
@@ -93,7 +101,8 @@ def format_text(res: SessionAnalysis) -> str:
         "",
     ]
     rows = [
-        ("side", lambda c: c.side), ("usable", lambda c: "yes" if c.usable else "NO"),
+        ("side", lambda c: c.side),
+        ("usable", lambda c: "yes" if c.usable else "NO"),
         ("signal flags", lambda c: ",".join(c.signal_flags) or "-"),
         ("contractions", lambda c: c.total_contractions),
         ("good intensity", lambda c: c.good_contractions_intensity),
@@ -103,7 +112,8 @@ def format_text(res: SessionAnalysis) -> str:
         ("intensity rate", lambda c: f"{c.intensity_rate:.2f}"),
         ("duration rate", lambda c: f"{c.duration_rate:.2f}"),
         ("muscle compliance", lambda c: f"{c.muscle_compliance_score:.2f}"),
-        ("MVC (uV RMS)", lambda c: _uv(c.mvc_rms_value, c.unit)), ("MVC source", lambda c: c.mvc_source),
+        ("MVC (uV RMS)", lambda c: _uv(c.mvc_rms_value, c.unit)),
+        ("MVC source", lambda c: c.mvc_source),
         ("MVC confidence", lambda c: f"{c.mvc_confidence_score:.2f}"),
         ("max peak (uV)", lambda c: _uv(c.mvc_peak_value, c.unit)),
         ("onset thr. (uV)", lambda c: _uv(c.detection["threshold_v"], c.unit)),
@@ -111,9 +121,12 @@ def format_text(res: SessionAnalysis) -> str:
         ("onset rule", lambda c: c.detection["threshold_rule"]),
         ("noise floor (uV)", lambda c: _uv(c.detection["baseline_v"], c.unit)),
         ("strong level (uV)", lambda c: _uv(c.detection["strong_level_v"], c.unit)),
-        ("mains (Hz)", lambda c: _fmt(c.detection["mains"]["frequency_hz"], ".2f")
-         if c.detection["mains"]["present"] else "-"),
-        ("artifacts", lambda c: c.artifacts_detected), ("noise (dBuV)", lambda c: _fmt(c.noise_level_db, ".1f")),
+        (
+            "mains (Hz)",
+            lambda c: _fmt(c.detection["mains"]["frequency_hz"], ".2f") if c.detection["mains"]["present"] else "-",
+        ),
+        ("artifacts", lambda c: c.artifacts_detected),
+        ("noise (dBuV)", lambda c: _fmt(c.noise_level_db, ".1f")),
         ("signal quality", lambda c: f"{c.signal_quality_score:.2f}"),
         ("processing conf.", lambda c: f"{c.processing_confidence:.2f}"),
         ("MDF (Hz)", lambda c: _fmt(c.descriptors.median_frequency_hz, ".1f")),

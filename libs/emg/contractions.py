@@ -92,8 +92,9 @@ def _runs(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 _LEVEL_STRIDE = 8  # the envelope is low-passed at 10 Hz: every 8th sample (124 Hz at 990 Hz) is plenty
 
 
-def envelope_levels(env: np.ndarray, mask: np.ndarray, params: ProcessingParams,
-                    scratch: np.ndarray | None = None) -> tuple[float, float]:
+def envelope_levels(
+    env: np.ndarray, mask: np.ndarray, params: ProcessingParams, scratch: np.ndarray | None = None
+) -> tuple[float, float]:
     """(resting level, 99.5th percentile) of the artefact-free envelope, one partition pass.
 
     Percentiles of every ``_LEVEL_STRIDE``-th sample: the envelope is smooth (10 Hz low-pass,
@@ -106,7 +107,7 @@ def envelope_levels(env: np.ndarray, mask: np.ndarray, params: ProcessingParams,
         keep = ~m
         valid = select(keep, e, scratch)
     else:
-        valid = e.copy() if scratch is None else scratch[:e.size]
+        valid = e.copy() if scratch is None else scratch[: e.size]
         if scratch is not None:
             np.copyto(valid, e)
     if valid.size == 0:
@@ -161,9 +162,15 @@ def strong_level(peaks: np.ndarray, top_fraction: float) -> float | None:
     return float(np.median(np.sort(peaks)[-k:]))
 
 
-def detect(env: np.ndarray, mask: np.ndarray, rate: float, params: ProcessingParams,
-           unit_scale: float = 1.0, scratch: np.ndarray | None = None,
-           calibrated_mvc: float | None = None) -> Detection:
+def detect(
+    env: np.ndarray,
+    mask: np.ndarray,
+    rate: float,
+    params: ProcessingParams,
+    unit_scale: float = 1.0,
+    scratch: np.ndarray | None = None,
+    calibrated_mvc: float | None = None,
+) -> Detection:
     """Contractions of one envelope. ``mask`` marks artefact samples (with margins);
     ``unit_scale`` converts volts to the channel unit; ``scratch`` is an optional work buffer
     (see ``envelope_levels``); ``calibrated_mvc`` is the therapist's/calibration MVC."""
@@ -171,7 +178,7 @@ def detect(env: np.ndarray, mask: np.ndarray, rate: float, params: ProcessingPar
     has_mask = bool(mask.any())
     valid = ~mask if has_mask else None
     floor = params.min_threshold_v * unit_scale
-    min_len = max(1, int(round(params.min_contraction_ms * rate / 1000.0)))
+    min_len = max(1, round(params.min_contraction_ms * rate / 1000.0))
     noise_on = params.threshold_baseline_factor * baseline
     noise_off = params.offset_baseline_factor * baseline
     # Provisional bursts with the noise-relative thresholds only: the channel's activity level.
@@ -179,8 +186,11 @@ def detect(env: np.ndarray, mask: np.ndarray, rate: float, params: ProcessingPar
     ps, pe = hysteresis(env, valid, on0, max(noise_off, params.offset_fraction * on0))
     long = (pe - ps) >= min_len
     strong = strong_level(_burst_peaks(env, valid, ps[long], pe[long]), params.strong_top_fraction)
-    terms = {"noise": noise_on, "activity": params.activity_fraction * strong if strong is not None else 0.0,
-             "floor": floor}
+    terms = {
+        "noise": noise_on,
+        "activity": params.activity_fraction * strong if strong is not None else 0.0,
+        "floor": floor,
+    }
     if calibrated_mvc is not None:
         terms["mvc"] = params.mvc_onset_fraction * calibrated_mvc
     rule = max(terms, key=lambda k: terms[k])
@@ -211,21 +221,22 @@ def detect(env: np.ndarray, mask: np.ndarray, rate: float, params: ProcessingPar
         items.append([a, b, (e - s) - int(free.size)])  # masked inside and at the trimmed ends
     # Merge contractions separated by less than merge_gap_ms of artefact-free signal: masked
     # samples in a gap are no evidence that the muscle rested (a dropout inside a plateau).
-    gap = int(round(params.merge_gap_ms * rate / 1000.0))
-    max_hole = int(round(params.max_masked_gap_ms * rate / 1000.0))
+    gap = round(params.merge_gap_ms * rate / 1000.0)
+    max_hole = round(params.max_masked_gap_ms * rate / 1000.0)
     merged: list[list[int]] = []
     n_merged = 0
     for it in items:
         if merged:
             prev = merged[-1]
-            hole = int(mask[prev[1]:it[0]].sum()) if has_mask else 0
+            hole = int(mask[prev[1] : it[0]].sum()) if has_mask else 0
             if (it[0] - prev[1]) - hole < gap and hole <= max_hole:
                 prev[1], prev[2] = it[1], prev[2] + hole + it[2]
                 n_merged += 1
                 continue
         merged.append(list(it))
-    _extend_edges(merged, env, mask if has_mask else None, params.edge_baseline_factor * baseline,
-                  params.edge_peak_fraction)
+    _extend_edges(
+        merged, env, mask if has_mask else None, params.edge_baseline_factor * baseline, params.edge_peak_fraction
+    )
     out: list[Contraction] = []
     partial = 0
     cut_s = 0.0
@@ -235,15 +246,27 @@ def detect(env: np.ndarray, mask: np.ndarray, rate: float, params: ProcessingPar
         # Seconds cut from the burst: masked samples inside plus trimmed masked ends.
         partial += bool(masked)
         cut_s += lost_here
-        out.append(Contraction(start_s=s / rate, end_s=e / rate, duration_s=(e - s) / rate,
-                               peak_v=float(seg.max()), mean_v=float(seg.mean()), start_index=s, end_index=e,
-                               partially_masked=bool(masked), masked_s=float(lost_here)))
-    return Detection(on, off, baseline, strong, terms, rule, out, lost, lost_s, partial, cut_s, rejected_short,
-                     n_merged, high)
+        out.append(
+            Contraction(
+                start_s=s / rate,
+                end_s=e / rate,
+                duration_s=(e - s) / rate,
+                peak_v=float(seg.max()),
+                mean_v=float(seg.mean()),
+                start_index=s,
+                end_index=e,
+                partially_masked=bool(masked),
+                masked_s=float(lost_here),
+            )
+        )
+    return Detection(
+        on, off, baseline, strong, terms, rule, out, lost, lost_s, partial, cut_s, rejected_short, n_merged, high
+    )
 
 
-def _extend_edges(items: list[list[int]], env: np.ndarray, mask: np.ndarray | None, noise_level: float,
-                  peak_fraction: float) -> None:
+def _extend_edges(
+    items: list[list[int]], env: np.ndarray, mask: np.ndarray | None, noise_level: float, peak_fraction: float
+) -> None:
     """Move each contraction's onset back and offset forward to where the envelope falls below
     its edge level, max(noise-relative level, ``peak_fraction`` x its own peak): onsets are
     then not late by the ramp up to a task-relative threshold, and a low-level tail after the
@@ -275,8 +298,9 @@ def _extend_edges(items: list[list[int]], env: np.ndarray, mask: np.ndarray | No
         it[0], it[1] = min(s, new_s), max(e, new_e)
 
 
-def backend_mvc(env: np.ndarray, contractions: list[Contraction], percentile: float,
-                mask: np.ndarray | None = None) -> float | None:
+def backend_mvc(
+    env: np.ndarray, contractions: list[Contraction], percentile: float, mask: np.ndarray | None = None
+) -> float | None:
     """Percentile of the envelope over contraction samples only (rest excluded).
 
     Including rest (the previous implementation) puts the 95th percentile near the resting
@@ -284,8 +308,12 @@ def backend_mvc(env: np.ndarray, contractions: list[Contraction], percentile: fl
     """
     if not contractions:
         return None
-    parts = [env[c.start_index:c.end_index] if mask is None or not c.partially_masked
-             else env[c.start_index:c.end_index][~mask[c.start_index:c.end_index]] for c in contractions]
+    parts = [
+        env[c.start_index : c.end_index]
+        if mask is None or not c.partially_masked
+        else env[c.start_index : c.end_index][~mask[c.start_index : c.end_index]]
+        for c in contractions
+    ]
     samples = np.concatenate(parts)  # artefact samples (a saturated push) never set the MVC
     return float(np.percentile(samples, percentile, overwrite_input=True)) if samples.size else None
 

@@ -77,10 +77,10 @@ def _windows_inside(valid: np.ndarray, n: int, step: int) -> np.ndarray:
         # A window is n / step consecutive blocks of ``step`` samples: all-True blocks via one
         # logical_and.reduceat (no signal-sized int64 cumsum).
         k = n // step
-        blocks = np.logical_and.reduceat(valid[:(starts[-1] + n)], np.arange(0, starts[-1] + n, step))
+        blocks = np.logical_and.reduceat(valid[: (starts[-1] + n)], np.arange(0, starts[-1] + n, step))
         ok = np.ones(starts.size, dtype=bool)
         for j in range(k):
-            ok &= blocks[j:j + starts.size]
+            ok &= blocks[j : j + starts.size]
         return starts[ok]
     c = np.concatenate(([0], np.cumsum(valid, dtype=np.int64)))
     return starts[(c[starts + n] - c[starts]) == n]
@@ -89,8 +89,9 @@ def _windows_inside(valid: np.ndarray, n: int, step: int) -> np.ndarray:
 _WELCH_BATCH_BYTES = 4 << 20  # segments copied per scipy.signal.welch call (its peak is ~6x this)
 
 
-def _spectra(x: np.ndarray, starts: np.ndarray, n: int, rate: float, lo_hz: float,
-             groups: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray | None]]:
+def _spectra(
+    x: np.ndarray, starts: np.ndarray, n: int, rate: float, lo_hz: float, groups: list[tuple[int, int]]
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray | None]]:
     """(freqs, mean PSD, mean PSD of each group) in [lo_hz, Nyquist] over the length-n
     Welch segments of ``x`` at ``starts``; a group is a range [a, b) of segment indices.
 
@@ -123,14 +124,20 @@ def _spectra(x: np.ndarray, starts: np.ndarray, n: int, rate: float, lo_hz: floa
         for g, (a, b) in enumerate(groups):
             a, b = max(a, b0), min(b, b1)
             if b > a:
-                s = psd[a - b0:b - b0].sum(axis=0)
+                s = psd[a - b0 : b - b0].sum(axis=0)
                 sums[g] = s if sums[g] is None else sums[g] + s
     means = [s / (b - a) if s is not None else None for s, (a, b) in zip(sums, groups)]
     return freqs, total / starts.size, means
 
 
-def compute(filtered: np.ndarray, mask: np.ndarray, contractions: list[Contraction], rate: float,
-            params: ProcessingParams, scratch: np.ndarray | None = None) -> Descriptors:
+def compute(
+    filtered: np.ndarray,
+    mask: np.ndarray,
+    contractions: list[Contraction],
+    rate: float,
+    params: ProcessingParams,
+    scratch: np.ndarray | None = None,
+) -> Descriptors:
     """Descriptors of one channel; ``scratch`` (>= filtered.size float64, clobbered) replaces
     the signal-sized temporaries (same values, no fresh multi-MB arrays)."""
     valid = ~mask
@@ -142,7 +149,7 @@ def compute(filtered: np.ndarray, mask: np.ndarray, contractions: list[Contracti
         mav = mean_abs(x_ok, scratch)
     active = np.zeros(filtered.size, dtype=bool)
     for c in contractions:
-        active[c.start_index:c.end_index] = True
+        active[c.start_index : c.end_index] = True
     if mask.any():
         active &= valid  # masked samples inside partially masked contractions are not EMG
     xa = select(active, filtered, scratch)
@@ -160,9 +167,17 @@ def compute(filtered: np.ndarray, mask: np.ndarray, contractions: list[Contracti
     if starts.size:
         per_contraction = source == "contractions" and len(contractions) >= 3
         # The windows inside each contraction: a contiguous run of the (sorted) starts.
-        groups = [(int(np.searchsorted(starts, c.start_index, "left")),
-                   int(np.searchsorted(starts, c.end_index - n, "right"))) for c in contractions] \
-            if per_contraction else []
+        groups = (
+            [
+                (
+                    int(np.searchsorted(starts, c.start_index, "left")),
+                    int(np.searchsorted(starts, c.end_index - n, "right")),
+                )
+                for c in contractions
+            ]
+            if per_contraction
+            else []
+        )
         freqs, mean_psd, group_psd = _spectra(filtered, starts, n, rate, params.highpass_hz, groups)
         mnf, mdf = _mnf_mdf(freqs, mean_psd)
         if per_contraction:

@@ -35,6 +35,8 @@ class MemoryBudgetExceeded(Exception):
 
     def __init__(self, needed_bytes: int, budget_bytes: int, what: str = "analysing this C3D file"):
         self.needed_bytes, self.budget_bytes = int(needed_bytes), int(budget_bytes)
-        super().__init__(f"{what[:1].upper()}{what[1:]} needs about {self.needed_bytes / 2**20:.0f} MiB of memory, "
-                         f"above the server's budget of {self.budget_bytes / 2**20:.0f} MiB per analysis "
-                         "(GHOSTLY_ANALYSIS_MEMORY_BUDGET_MB).")
+        super().__init__(
+            f"{what[:1].upper()}{what[1:]} needs about {self.needed_bytes / 2**20:.0f} MiB of memory, "
+            f"above the server's budget of {self.budget_bytes / 2**20:.0f} MiB per analysis "
+            "(GHOSTLY_ANALYSIS_MEMORY_BUDGET_MB)."
+        )

@@ -17,15 +17,15 @@ PARTIALLY_MASKED = "partially_masked"
 
 SIGNAL_FLAGS: dict[str, str] = {
     MAINS_INTERFERENCE: "power-line interference (50 or 60 Hz and harmonics) found in the rest periods; "
-                        "removed by a zero-phase notch before the envelope",
+    "removed by a zero-phase notch before the envelope",
     SATURATION: "the raw signal sat at (or within the tolerance of) the ADC rail; those spans are artefacts",
     DROPOUT: "constant-value fills (data loss, e.g. a wireless dropout); those spans are artefacts",
     WEAK_SIGNAL: "the channel's strongest activity is too weak to tell contractions from noise; "
-                 "excluded from symmetry and the overall score",
+    "excluded from symmetry and the overall score",
     NO_USABLE_EMG: "flat, disconnected or hum-only channel: no muscle activity can be measured; "
-                   "excluded from symmetry and the overall score",
+    "excluded from symmetry and the overall score",
     PARTIALLY_MASKED: "at least one contraction overlapped an artefact: only its uncorrupted part was kept, "
-                      "or it was not counted (see the warnings for count and seconds)",
+    "or it was not counted (see the warnings for count and seconds)",
 }
 
 # Flags that make a channel unusable for scoring (the patient is never scored 0 for them).

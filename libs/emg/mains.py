@@ -77,8 +77,9 @@ def _refine(freqs: np.ndarray, logp: np.ndarray, k: int) -> float:
     return float(freqs[k])
 
 
-def _family(freqs: np.ndarray, psd: np.ndarray, f0: float, nyq: float, ratio: float
-            ) -> tuple[float, list[int], list[float], float]:
+def _family(
+    freqs: np.ndarray, psd: np.ndarray, f0: float, nyq: float, ratio: float
+) -> tuple[float, list[int], list[float], float]:
     """(excess line power, harmonics present, their refined frequencies, best line ratio)."""
     df = float(freqs[1] - freqs[0])
     logp = np.log(np.maximum(psd, 1e-300))
@@ -109,10 +110,10 @@ def detect(filtered: np.ndarray, flag: np.ndarray | None, rate: float, params: P
     k = filtered.size // n
     if k < _MIN_WINDOWS:
         return MainsResult(False, None, None)
-    win = filtered[:k * n].reshape(k, n)
+    win = filtered[: k * n].reshape(k, n)
     ok = np.ones(k, dtype=bool)
     if flag is not None and flag.any():
-        ok = ~flag[:k * n].reshape(k, n).any(axis=1)
+        ok = ~flag[: k * n].reshape(k, n).any(axis=1)
     idx = np.flatnonzero(ok)
     if idx.size < _MIN_WINDOWS:
         return MainsResult(False, None, None)
@@ -123,7 +124,7 @@ def detect(filtered: np.ndarray, flag: np.ndarray | None, rate: float, params: P
     # Averaged Hann periodogram (one-sided; the scale cancels in every ratio below).
     window = _hann(n)
     spec = np.fft.rfft(win[rest] * window, axis=-1)
-    psd = (spec.real ** 2 + spec.imag ** 2).mean(axis=0) * (2.0 / (rate * float((window * window).sum())))
+    psd = (spec.real**2 + spec.imag**2).mean(axis=0) * (2.0 / (rate * float((window * window).sum())))
     freqs = np.fft.rfftfreq(n, 1.0 / rate)
     nyq = rate / 2.0
     band = freqs >= params.highpass_hz
@@ -143,8 +144,17 @@ def detect(filtered: np.ndarray, flag: np.ndarray | None, rate: float, params: P
     present = share >= params.mains_min_share
     # The fundamental's refined frequency, or the first harmonic found divided by its number.
     fund = where[0] / found[0]
-    return MainsResult(present, round(fund, 3), f0, found if present else [],
-                       [round(w, 3) for w in where] if present else [], share, ratio_db, int(take), rest_rms)
+    return MainsResult(
+        present,
+        round(fund, 3),
+        f0,
+        found if present else [],
+        [round(w, 3) for w in where] if present else [],
+        share,
+        ratio_db,
+        int(take),
+        rest_rms,
+    )
 
 
 @lru_cache(maxsize=8)

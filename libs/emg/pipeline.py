@@ -96,7 +96,7 @@ def _rows(raw: np.ndarray) -> list[np.ndarray]:
 def _filter_plan(rate: float, params: ProcessingParams) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     """(hp sos, lp sos, hp zi, lp zi, RMS window): what sosfiltfilt would recompute per call."""
     hp, lp = design_filters(rate, params)
-    win = max(1, int(round(params.rms_window_ms * rate / 1000.0)))
+    win = max(1, round(params.rms_window_ms * rate / 1000.0))
     win += 1 - win % 2  # odd window: centred, no half-sample shift of onsets
     return hp, lp, signal.sosfilt_zi(hp), signal.sosfilt_zi(lp), win
 
@@ -137,13 +137,14 @@ def _odd_ext_edges(ext: np.ndarray, n: int, p: int) -> None:
     """Fill the ``p`` padding samples on each side of ``ext[p:p + n]`` like scipy's odd_ext."""
     if p == 0:
         return
-    x = ext[p:p + n]
+    x = ext[p : p + n]
     np.subtract(2 * x[:1], x[p:0:-1], out=ext[:p])
-    np.subtract(2 * x[-1:], x[-2:-(p + 2):-1], out=ext[p + n:])
+    np.subtract(2 * x[-1:], x[-2 : -(p + 2) : -1], out=ext[p + n :])
 
 
-def _zero_phase(sos: np.ndarray, zi: np.ndarray, n: int, a: np.ndarray, b: np.ndarray,
-                padlen: int | None = None) -> np.ndarray:
+def _zero_phase(
+    sos: np.ndarray, zi: np.ndarray, n: int, a: np.ndarray, b: np.ndarray, padlen: int | None = None
+) -> np.ndarray:
     """sosfiltfilt (padtype='odd', default padlen) of the signal already stored in a[p:p + n].
 
     ``a`` and ``b`` are work buffers of at least n + 2p samples; ``a`` is clobbered. Returns a
@@ -158,7 +159,7 @@ def _zero_phase(sos: np.ndarray, zi: np.ndarray, n: int, a: np.ndarray, b: np.nd
     _sosfilt_inplace(sos, zi, fwd)
     np.copyto(bwd, fwd[::-1])
     _sosfilt_inplace(sos, zi, bwd)
-    return bwd[p:p + n][::-1]
+    return bwd[p : p + n][::-1]
 
 
 _MAX_SECTIONS = 16  # order-16 filter or 16 notches: more than any plan here uses
@@ -193,8 +194,15 @@ def _notch_plan(rate: float, centres: tuple[float, ...], bandwidth_hz: float) ->
     return sos, signal.sosfilt_zi(sos)
 
 
-def chain_into(raw: np.ndarray, rate: float, params: ProcessingParams, filtered: np.ndarray, env: np.ndarray,
-               a: np.ndarray, b: np.ndarray) -> Conditioning:
+def chain_into(
+    raw: np.ndarray,
+    rate: float,
+    params: ProcessingParams,
+    filtered: np.ndarray,
+    env: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+) -> Conditioning:
     """The chain of one channel written into ``filtered`` and ``env`` (n samples each), using
     the work buffers ``a`` and ``b`` (>= ``work_size(n)`` samples, clobbered). All five arrays
     must be distinct, C-contiguous float64.
@@ -211,7 +219,7 @@ def chain_into(raw: np.ndarray, rate: float, params: ProcessingParams, filtered:
     guard = _GUARD_OFFSET if _needs_guard(raw) else 0.0
     # High-pass of raw (+ guard): the signal goes straight into the padded buffer.
     p = _padlen(hp, n)
-    x = a[p:p + n]
+    x = a[p : p + n]
     if guard:
         np.add(raw, guard, out=x)
     else:
@@ -223,20 +231,25 @@ def chain_into(raw: np.ndarray, rate: float, params: ProcessingParams, filtered:
     if hum.present:
         sos, zi = _notch_plan(float(rate), tuple(hum.notched_hz), float(params.notch_bandwidth_hz))
         p = notch_padlen(rate, params, n)
-        a[p:p + n] = filtered
+        a[p : p + n] = filtered
         np.copyto(filtered, _zero_phase(sos, zi, n, a, b, p))
         # Whatever the padding, a reflected hum changes phase at the ends of the recording and
         # the narrow notch rings there for a few time constants: those samples are artefacts.
         edge = notch_padlen(rate, params, n)
         if n > 4 * edge:
             flag[:edge] = True
-            flag[n - edge:] = True
-            spans = sorted(spans + [ArtifactSpan("filter_edge", 0.0, edge / rate, edge, None),
-                                    ArtifactSpan("filter_edge", (n - edge) / rate, n / rate, edge, None)],
-                           key=lambda x: x.start_s)
+            flag[n - edge :] = True
+            spans = sorted(
+                [
+                    *spans,
+                    ArtifactSpan("filter_edge", 0.0, edge / rate, edge, None),
+                    ArtifactSpan("filter_edge", (n - edge) / rate, n / rate, edge, None),
+                ],
+                key=lambda x: x.start_s,
+            )
     # Rectify into the low-pass buffer, low-pass, square.
     p = _padlen(lp, n)
-    mid = a[p:p + n]
+    mid = a[p : p + n]
     np.abs(filtered, out=mid)
     if guard:
         mid += guard
@@ -250,7 +263,7 @@ def chain_into(raw: np.ndarray, rate: float, params: ProcessingParams, filtered:
     np.sqrt(ms, out=ms)
     for a in spans:
         if a.kind == "filter_edge":  # the notch's start-up transient is not EMG: no envelope there
-            env[int(round(a.start_s * rate)):int(round(a.start_s * rate)) + a.n_samples] = 0.0
+            env[round(a.start_s * rate) : round(a.start_s * rate) + a.n_samples] = 0.0
     return Conditioning(spans, flag, hum)
 
 
@@ -282,7 +295,7 @@ _MOVE_CHUNK = 1 << 18  # samples per step of the in-place moves (a temporary of 
 
 def raw_slot(work: np.ndarray, n: int) -> np.ndarray:
     """Where ``chain_lowmem`` expects the raw signal in ``work`` (convert it there: no copy)."""
-    return work[_WORK_PAD:_WORK_PAD + n]
+    return work[_WORK_PAD : _WORK_PAD + n]
 
 
 def _move(buf: np.ndarray, dst: int, src: int, n: int) -> None:
@@ -291,9 +304,9 @@ def _move(buf: np.ndarray, dst: int, src: int, n: int) -> None:
     if dst == src or n <= 0:
         return
     starts = range(0, n, _MOVE_CHUNK)
-    for i in (starts if dst < src else reversed(starts)):
+    for i in starts if dst < src else reversed(starts):
         j = min(n, i + _MOVE_CHUNK)
-        buf[dst + i:dst + j] = buf[src + i:src + j]
+        buf[dst + i : dst + j] = buf[src + i : src + j]
 
 
 def _reverse_inplace(buf: np.ndarray) -> None:
@@ -301,9 +314,9 @@ def _reverse_inplace(buf: np.ndarray) -> None:
     i, j = 0, buf.size
     while j - i > 1:
         k = min(_MOVE_CHUNK, (j - i) // 2)
-        left = buf[i:i + k].copy()
-        buf[i:i + k] = buf[j - k:j][::-1]
-        buf[j - k:j] = left[::-1]
+        left = buf[i : i + k].copy()
+        buf[i : i + k] = buf[j - k : j][::-1]
+        buf[j - k : j] = left[::-1]
         i, j = i + k, j - k
 
 
@@ -319,7 +332,7 @@ def _zero_phase_inplace(sos: np.ndarray, zi: np.ndarray, w: np.ndarray, n: int, 
     _reverse_inplace(buf)
     _sosfilt_inplace(sos, zi, buf)
     _reverse_inplace(buf)
-    return w[p:p + n]
+    return w[p : p + n]
 
 
 _RMS_CHECKED: bool | None = None
@@ -354,17 +367,23 @@ def _moving_mean(w: np.ndarray, at: int, n: int, win: int, out: np.ndarray) -> n
         raise ValueError(f"a work buffer of {n + win - 1} samples is needed, got {w.size}")
     _move(w, h, at, n)
     w[:h] = w[h]
-    w[h + n:n + win - 1] = w[h + n - 1]
+    w[h + n : n + win - 1] = w[h + n - 1]
     if n > 1:
-        np.subtract(w[win:win + n - 1], w[:n - 1], out=out[1:])
+        np.subtract(w[win : win + n - 1], w[: n - 1], out=out[1:])
     out[0] = np.add.accumulate(w[:win])[-1]
     np.cumsum(out, out=out)
     out /= win
     return out
 
 
-def chain_lowmem(raw: np.ndarray, rate: float, params: ProcessingParams, work: np.ndarray, env: np.ndarray | None,
-                 filtered: np.ndarray | None = None) -> Conditioning:
+def chain_lowmem(
+    raw: np.ndarray,
+    rate: float,
+    params: ProcessingParams,
+    work: np.ndarray,
+    env: np.ndarray | None,
+    filtered: np.ndarray | None = None,
+) -> Conditioning:
     """``chain_into`` on one work buffer (>= ``work_size(n)`` samples, clobbered): the raw
     signal is best converted straight into ``raw_slot(work, n)`` (else it is copied there).
 
@@ -392,7 +411,7 @@ def chain_lowmem(raw: np.ndarray, rate: float, params: ProcessingParams, work: n
     _move(work, p, _WORK_PAD, n)
     cur = _zero_phase_inplace(hp, zi_hp, work, n, p)
     if filtered is not None:
-        np.copyto(filtered, cur)   # float32 or float64: the chain goes on in float64 in ``work``
+        np.copyto(filtered, cur)  # float32 or float64: the chain goes on in float64 in ``work``
     hum = mains.detect(cur, flag, rate, params)
     if hum.present:
         sos, zi = _notch_plan(float(rate), tuple(hum.notched_hz), float(params.notch_bandwidth_hz))
@@ -405,16 +424,21 @@ def chain_lowmem(raw: np.ndarray, rate: float, params: ProcessingParams, work: n
         edge = notch_padlen(rate, params, n)
         if n > 4 * edge:
             flag[:edge] = True
-            flag[n - edge:] = True
-            spans = sorted(spans + [ArtifactSpan("filter_edge", 0.0, edge / rate, edge, None),
-                                    ArtifactSpan("filter_edge", (n - edge) / rate, n / rate, edge, None)],
-                           key=lambda x: x.start_s)
+            flag[n - edge :] = True
+            spans = sorted(
+                [
+                    *spans,
+                    ArtifactSpan("filter_edge", 0.0, edge / rate, edge, None),
+                    ArtifactSpan("filter_edge", (n - edge) / rate, n / rate, edge, None),
+                ],
+                key=lambda x: x.start_s,
+            )
     if env is None:
         return Conditioning(spans, flag, hum)
     # Rectify, low-pass, square, moving mean, root.
     pl_ = _padlen(lp, n)
     _move(work, pl_, p, n)
-    mid = work[pl_:pl_ + n]
+    mid = work[pl_ : pl_ + n]
     np.abs(mid, out=mid)
     if guard:
         mid += guard
@@ -430,7 +454,7 @@ def chain_lowmem(raw: np.ndarray, rate: float, params: ProcessingParams, work: n
     np.sqrt(ms, out=ms)
     for a in spans:
         if a.kind == "filter_edge":  # the notch's start-up transient is not EMG: no envelope there
-            env[int(round(a.start_s * rate)):int(round(a.start_s * rate)) + a.n_samples] = 0.0
+            env[round(a.start_s * rate) : round(a.start_s * rate) + a.n_samples] = 0.0
     return Conditioning(spans, flag, hum)
 
 
@@ -516,7 +540,7 @@ def _prime_allocator() -> None:
         del block
 
 
-class workspace:  # noqa: N801 - used as a context manager like open()
+class workspace:
     """``with workspace() as ws:`` borrows an idle Workspace (or a new one) and returns it."""
 
     def __enter__(self) -> Workspace:

@@ -67,8 +67,9 @@ def _runs(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return edges[::2], edges[1::2]
 
 
-def find_artifacts(raw: np.ndarray, rate: float, params: ProcessingParams,
-                   scratch: np.ndarray | None = None) -> tuple[list[ArtifactSpan], np.ndarray]:
+def find_artifacts(
+    raw: np.ndarray, rate: float, params: ProcessingParams, scratch: np.ndarray | None = None
+) -> tuple[list[ArtifactSpan], np.ndarray]:
     """Artefact spans and a boolean per-sample artefact flag (without margins).
 
     ``scratch`` is accepted for the callers' uniformity and not needed (no signal-sized copies).
@@ -76,7 +77,7 @@ def find_artifacts(raw: np.ndarray, rate: float, params: ProcessingParams,
     n = raw.size
     flag = np.zeros(n, dtype=bool)
     spans: list[ArtifactSpan] = []
-    min_run = max(3, int(round(params.artifact_min_run_ms * rate / 1000.0)))
+    min_run = max(3, round(params.artifact_min_run_ms * rate / 1000.0))
     same = raw[1:] == raw[:-1]  # pair i means samples i and i+1 are equal
     starts, ends = _runs(same)
     long = (ends - starts + 1) >= min_run
@@ -104,8 +105,8 @@ def find_artifacts(raw: np.ndarray, rate: float, params: ProcessingParams,
         lo = float(raw.min(where=keep, initial=np.inf)) if keep is not None else float(raw.min())
         hi = float(raw.max(where=keep, initial=-np.inf)) if keep is not None else float(raw.max())
         span = hi - lo
-        sub = raw[::max(1, n // 4096)]
-        distinct = np.unique(sub if keep is None else sub[keep[::max(1, n // 4096)]]).size
+        sub = raw[:: max(1, n // 4096)]
+        distinct = np.unique(sub if keep is None else sub[keep[:: max(1, n // 4096)]]).size
         if span > 0 and distinct >= 64:
             tol = params.clip_tolerance * span
             for at in (raw >= hi - tol, raw <= lo + tol):
@@ -115,7 +116,7 @@ def find_artifacts(raw: np.ndarray, rate: float, params: ProcessingParams,
                     clipped |= at
     n_clipped = int(clipped.sum())
     if n_clipped:
-        gap = int(round(params.clip_merge_ms * rate / 1000.0))
+        gap = round(params.clip_merge_ms * rate / 1000.0)
         idx = np.flatnonzero(clipped)
         breaks = np.flatnonzero(np.diff(idx) > gap)
         for s, e in zip(np.r_[idx[0], idx[breaks + 1]], np.r_[idx[breaks], idx[-1]] + 1):
@@ -132,7 +133,7 @@ def fill_constant_spans(x: np.ndarray, spans: list[ArtifactSpan], rate: float) -
     for a in spans:
         if a.kind not in ("dropout", "flatline"):
             continue
-        s = int(round(a.start_s * rate))
+        s = round(a.start_s * rate)
         e = s + a.n_samples
         left = x[s - 1] if s > 0 else (x[e] if e < n else 0.0)
         right = x[e] if e < n else left
@@ -143,7 +144,7 @@ def artifact_mask(flag: np.ndarray, rate: float, params: ProcessingParams) -> np
     """Artefact flag widened by the ringing margin on both sides."""
     if not flag.any():
         return flag
-    m = int(round(params.artifact_margin_ms * rate / 1000.0))
+    m = round(params.artifact_margin_ms * rate / 1000.0)
     starts, ends = _runs(flag)
     delta = np.zeros(flag.size + 1, dtype=np.int32)
     np.add.at(delta, np.maximum(starts - m, 0), 1)
@@ -157,8 +158,16 @@ def snr_factor(snr_db: float | None) -> float:
     return float(np.clip((snr_db - 6.0) / 20.0, 0.0, 1.0))
 
 
-def assess(filtered: np.ndarray, env: np.ndarray, mask: np.ndarray, spans: list[ArtifactSpan],
-           threshold: float, baseline: float, high: float, scratch: np.ndarray | None = None) -> QualityDetail:
+def assess(
+    filtered: np.ndarray,
+    env: np.ndarray,
+    mask: np.ndarray,
+    spans: list[ArtifactSpan],
+    threshold: float,
+    baseline: float,
+    high: float,
+    scratch: np.ndarray | None = None,
+) -> QualityDetail:
     """Noise level, SNR and the artefact factor on the unmasked part of the channel.
 
     ``high`` is the 99.5th percentile of the artefact-free envelope (computed with the

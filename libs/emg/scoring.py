@@ -26,8 +26,7 @@ COMPONENTS = ("compliance", "symmetry", "effort", "game")
 
 def muscle_compliance(completion: float, intensity: float, duration: float, weights: dict[str, float]) -> float:
     """Weighted average of the three rates (each 0-1), result 0-1."""
-    return (weights["completion"] * completion + weights["intensity"] * intensity
-            + weights["duration"] * duration)
+    return weights["completion"] * completion + weights["intensity"] * intensity + weights["duration"] * duration
 
 
 def rates(total: int, good_intensity: int, good_duration: int, target: int) -> tuple[float, float, float]:
@@ -108,8 +107,9 @@ class PerformanceResult:
         return asdict(self)
 
 
-def combine(scores: dict[str, float | None], weights: dict[str, float],
-            reasons: dict[str, str] | None = None) -> tuple[float | None, list[str], dict[str, str], dict[str, float]]:
+def combine(
+    scores: dict[str, float | None], weights: dict[str, float], reasons: dict[str, str] | None = None
+) -> tuple[float | None, list[str], dict[str, str], dict[str, float]]:
     """Weighted mean of the available components with renormalised weights.
 
     Returns (P, used, excluded-with-reason, effective weights). Components with weight 0
@@ -133,12 +133,20 @@ def combine(scores: dict[str, float | None], weights: dict[str, float],
     return min(max(p, 0.0), 100.0), used, excluded, eff
 
 
-def performance(left: dict | None, right: dict | None, *, rpe: int | None, bfr_pressure_aop: float | None,
-                game_points: int | None, game_points_max: int, weights: dict[str, float],
-                bfr_range: tuple[float, float] = (45.0, 55.0),
-                session_duration_minutes: float | None = None,
-                unusable_sides: dict[str, str] | None = None,
-                rpe_effort: dict[int, float] | None = None) -> PerformanceResult:
+def performance(
+    left: dict | None,
+    right: dict | None,
+    *,
+    rpe: int | None,
+    bfr_pressure_aop: float | None,
+    game_points: int | None,
+    game_points_max: int,
+    weights: dict[str, float],
+    bfr_range: tuple[float, float] = (45.0, 55.0),
+    session_duration_minutes: float | None = None,
+    unusable_sides: dict[str, str] | None = None,
+    rpe_effort: dict[int, float] | None = None,
+) -> PerformanceResult:
     """Session score from per-side rates.
 
     ``left``/``right``: dicts with completion_rate, intensity_rate, duration_rate and
@@ -154,8 +162,11 @@ def performance(left: dict | None, right: dict | None, *, rpe: int | None, bfr_p
         flags.append(f"{side} side not scored: {why}")
     if not sides:
         s_comp = None
-        reasons["compliance"] = ("no usable muscle channel: " + "; ".join(unusable.values())) if unusable \
+        reasons["compliance"] = (
+            ("no usable muscle channel: " + "; ".join(unusable.values()))
+            if unusable
             else "no muscle channel with a left/right side"
+        )
     else:
         mean_c = sum(s["muscle_compliance_score"] for s in sides) / len(sides)
         s_comp = mean_c * (gate if gate is not None else 1.0) * 100.0
@@ -164,13 +175,16 @@ def performance(left: dict | None, right: dict | None, *, rpe: int | None, bfr_p
     if gate is None:
         flags.append("BFR pressure missing: safety gate not evaluated, compliance not gated")
     elif gate == 0.0:
-        flags.append(f"BFR pressure {bfr_pressure_aop:g} % AOP outside [{bfr_range[0]:g}, {bfr_range[1]:g}]: compliance gated to 0")
+        flags.append(
+            f"BFR pressure {bfr_pressure_aop:g} % AOP outside [{bfr_range[0]:g}, {bfr_range[1]:g}]: compliance gated to 0"
+        )
     if left is not None and right is not None:
         s_sym = symmetry_score(left["muscle_compliance_score"], right["muscle_compliance_score"])
     else:
         s_sym = None
         reasons["symmetry"] = "needs both a left and a right muscle" + (
-            " (" + "; ".join(unusable.values()) + ")" if unusable else "")
+            " (" + "; ".join(unusable.values()) + ")" if unusable else ""
+        )
     s_eff = effort_score(rpe, rpe_effort)
     if s_eff is None:
         reasons["effort"] = "post-session RPE missing"
@@ -189,10 +203,18 @@ def performance(left: dict | None, right: dict | None, *, rpe: int | None, bfr_p
         return None if s is None else s[key]
 
     return PerformanceResult(
-        overall_performance_score=p, compliance_score=s_comp, symmetry_score=s_sym, effort_score=s_eff,
-        game_score=s_game, performance_weights=dict(weights), bfr_pressure_aop=bfr_pressure_aop,
-        bfr_compliance_gate=gate, rpe_post_session=rpe, game_points_achieved=game_points,
-        game_points_maximum=game_points_max, session_duration_minutes=session_duration_minutes,
+        overall_performance_score=p,
+        compliance_score=s_comp,
+        symmetry_score=s_sym,
+        effort_score=s_eff,
+        game_score=s_game,
+        performance_weights=dict(weights),
+        bfr_pressure_aop=bfr_pressure_aop,
+        bfr_compliance_gate=gate,
+        rpe_post_session=rpe,
+        game_points_achieved=game_points,
+        game_points_maximum=game_points_max,
+        session_duration_minutes=session_duration_minutes,
         left_muscle_completion_rate=side(left, "completion_rate"),
         left_muscle_intensity_rate=side(left, "intensity_rate"),
         left_muscle_duration_rate=side(left, "duration_rate"),
@@ -201,5 +223,8 @@ def performance(left: dict | None, right: dict | None, *, rpe: int | None, bfr_p
         right_muscle_duration_rate=side(right, "duration_rate"),
         left_muscle_compliance=side(left, "muscle_compliance_score"),
         right_muscle_compliance=side(right, "muscle_compliance_score"),
-        components_used=used, components_excluded=excluded, effective_weights=eff, flags=flags,
+        components_used=used,
+        components_excluded=excluded,
+        effective_weights=eff,
+        flags=flags,
     )

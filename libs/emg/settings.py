@@ -82,29 +82,60 @@ class ProcessingParams:
     welch_window_ms: float = 250.0  # Welch segment length for MNF/MDF (rounded to a power of 2)
 
     def validate(self) -> None:
-        for name in ("highpass_hz", "lowpass_hz", "rms_window_ms", "threshold_baseline_factor",
-                     "min_contraction_ms", "welch_window_ms", "artifact_min_run_ms", "mvc_percentile",
-                     "mains_window_ms", "mains_line_ratio", "notch_bandwidth_hz", "offset_baseline_factor",
-                     "edge_baseline_factor",
-                     "min_activity_ratio"):
+        for name in (
+            "highpass_hz",
+            "lowpass_hz",
+            "rms_window_ms",
+            "threshold_baseline_factor",
+            "min_contraction_ms",
+            "welch_window_ms",
+            "artifact_min_run_ms",
+            "mvc_percentile",
+            "mains_window_ms",
+            "mains_line_ratio",
+            "notch_bandwidth_hz",
+            "offset_baseline_factor",
+            "edge_baseline_factor",
+            "min_activity_ratio",
+        ):
             _positive(name, getattr(self, name))
-        for name in ("mains_rest_fraction", "mains_min_share", "activity_fraction", "mvc_onset_fraction", "edge_peak_fraction",
-                     "offset_fraction", "strong_top_fraction", "max_masked_fraction", "clip_tolerance"):
+        for name in (
+            "mains_rest_fraction",
+            "mains_min_share",
+            "activity_fraction",
+            "mvc_onset_fraction",
+            "edge_peak_fraction",
+            "offset_fraction",
+            "strong_top_fraction",
+            "max_masked_fraction",
+            "clip_tolerance",
+        ):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 1:
                 raise SettingsError(f"{name} must be a fraction in [0, 1], got {v!r}.")
         if self.strong_top_fraction <= 0 or self.mains_rest_fraction <= 0:
             raise SettingsError("strong_top_fraction and mains_rest_fraction must be > 0.")
         if self.edge_baseline_factor > self.offset_baseline_factor:
-            raise SettingsError("edge_baseline_factor must be <= offset_baseline_factor: edges lie outside the "
-                                "offset crossings.")
+            raise SettingsError(
+                "edge_baseline_factor must be <= offset_baseline_factor: edges lie outside the offset crossings."
+            )
         if self.offset_fraction > 1:
             raise SettingsError("offset_fraction must be <= 1: the offset threshold is below the onset threshold.")
         if self.offset_baseline_factor > self.threshold_baseline_factor:
-            raise SettingsError("offset_baseline_factor must be <= threshold_baseline_factor: the offset threshold "
-                                "lies below the onset threshold.")
-        for name in ("min_threshold_v", "merge_gap_ms", "artifact_margin_ms", "clip_merge_ms", "weak_signal_v",
-                     "flat_rms_v", "max_masked_gap_ms", "disconnected_noise_v"):
+            raise SettingsError(
+                "offset_baseline_factor must be <= threshold_baseline_factor: the offset threshold "
+                "lies below the onset threshold."
+            )
+        for name in (
+            "min_threshold_v",
+            "merge_gap_ms",
+            "artifact_margin_ms",
+            "clip_merge_ms",
+            "weak_signal_v",
+            "flat_rms_v",
+            "max_masked_gap_ms",
+            "disconnected_noise_v",
+        ):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise SettingsError(f"{name} must be a number >= 0, got {v!r}.")
@@ -197,16 +228,22 @@ class AnalysisSettings:
         _positive("duration_threshold_s", self.duration_threshold_s)
         for key, v in self.duration_threshold.items():
             _positive(f"duration_threshold[{key!r}]", v)
-        if not isinstance(self.target_contractions, int) or isinstance(self.target_contractions, bool) \
-                or self.target_contractions <= 0:
+        if (
+            not isinstance(self.target_contractions, int)
+            or isinstance(self.target_contractions, bool)
+            or self.target_contractions <= 0
+        ):
             raise SettingsError(f"target_contractions must be a positive integer, got {self.target_contractions!r}.")
         _check_weights("compliance_weights", self.compliance_weights, ("completion", "intensity", "duration"))
         _check_weights("performance_weights", self.performance_weights, ("compliance", "symmetry", "effort", "game"))
-        if self.rpe is not None and (not isinstance(self.rpe, int) or isinstance(self.rpe, bool) or not 0 <= self.rpe <= 10):
+        if self.rpe is not None and (
+            not isinstance(self.rpe, int) or isinstance(self.rpe, bool) or not 0 <= self.rpe <= 10
+        ):
             raise SettingsError(f"rpe must be an integer 0..10 (Borg CR10), got {self.rpe!r}.")
-        if self.bfr_pressure_aop is not None:
-            if not isinstance(self.bfr_pressure_aop, (int, float)) or not 0 <= self.bfr_pressure_aop <= 100:
-                raise SettingsError(f"bfr_pressure_aop must be a percentage 0..100, got {self.bfr_pressure_aop!r}.")
+        if self.bfr_pressure_aop is not None and (
+            not isinstance(self.bfr_pressure_aop, (int, float)) or not 0 <= self.bfr_pressure_aop <= 100
+        ):
+            raise SettingsError(f"bfr_pressure_aop must be a percentage 0..100, got {self.bfr_pressure_aop!r}.")
         lo, hi = self.bfr_gate_range
         if not 0 <= lo <= hi <= 100:
             raise SettingsError(f"bfr_gate_range must satisfy 0 <= low <= high <= 100, got {self.bfr_gate_range!r}.")
@@ -215,8 +252,9 @@ class AnalysisSettings:
         if not isinstance(self.game_points_max, int) or self.game_points_max <= 0:
             raise SettingsError(f"game_points_max must be a positive integer, got {self.game_points_max!r}.")
         if set(self.rpe_effort) != set(range(11)):
-            raise SettingsError("rpe_effort must give S_effort for every RPE 0..10 exactly once, got keys "
-                                f"{sorted(self.rpe_effort)}.")
+            raise SettingsError(
+                f"rpe_effort must give S_effort for every RPE 0..10 exactly once, got keys {sorted(self.rpe_effort)}."
+            )
         for rpe, score in self.rpe_effort.items():
             if not isinstance(score, (int, float)) or not math.isfinite(score) or not 0 <= score <= 100:
                 raise SettingsError(f"rpe_effort[{rpe}] must be a score 0..100, got {score!r}.")

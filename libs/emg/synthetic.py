@@ -122,12 +122,12 @@ def _trapezoid(length: int, ramp: int) -> np.ndarray:
     r = min(ramp, length // 2)
     if r > 0:
         shape[:r] = np.linspace(0, 1, r)
-        shape[length - r:] = np.linspace(1, 0, r)
+        shape[length - r :] = np.linspace(1, 0, r)
     return shape
 
 
 def _span(start_s: float, duration_s: float, rate: float, n: int, what: object) -> tuple[int, int]:
-    s, e = int(round(start_s * rate)), int(round((start_s + duration_s) * rate))
+    s, e = round(start_s * rate), round((start_s + duration_s) * rate)
     if s < 0 or e > n:
         raise ValueError(f"{what} does not fit in the {n / rate:g} s recording")
     return s, e
@@ -161,9 +161,15 @@ def _hum(ch: ChannelSpec, rate: float, n: int, rng: np.random.Generator) -> tupl
         am = 1.0 + ch.hum_am_depth * np.sin(2 * np.pi * rng.uniform(0.05, 0.2) * t + rng.uniform(0, 2 * np.pi))
         wave *= am
         fundamental *= am
-    scale = ch.hum_rms_v / np.sqrt(np.mean(wave ** 2))
-    info = {"hz": f0, "rms_v": float(ch.hum_rms_v), "fundamental_rms_v": float(scale * np.sqrt(np.mean(fundamental ** 2))),
-            "harmonics": harmonics, "am_depth": float(ch.hum_am_depth), "drift_hz": float(ch.hum_drift_hz)}
+    scale = ch.hum_rms_v / np.sqrt(np.mean(wave**2))
+    info = {
+        "hz": f0,
+        "rms_v": float(ch.hum_rms_v),
+        "fundamental_rms_v": float(scale * np.sqrt(np.mean(fundamental**2))),
+        "harmonics": harmonics,
+        "am_depth": float(ch.hum_am_depth),
+        "drift_hz": float(ch.hum_drift_hz),
+    }
     return scale * wave, info
 
 
@@ -177,8 +183,15 @@ def _merge_runs(idx: np.ndarray, gap: int) -> list[tuple[int, int]]:
     return list(zip(starts.tolist(), ends.tolist()))
 
 
-def _channel_signal(ch: ChannelSpec, rate: float, n: int, rng: np.random.Generator,
-                    seed: int = 1, index: int = 0, quantize_v: float | None = None) -> tuple[np.ndarray, dict]:
+def _channel_signal(
+    ch: ChannelSpec,
+    rate: float,
+    n: int,
+    rng: np.random.Generator,
+    seed: int = 1,
+    index: int = 0,
+    quantize_v: float | None = None,
+) -> tuple[np.ndarray, dict]:
     """Raw row of one channel and what the truth needs to know about it (samples)."""
     if ch.status not in ("ok", "disconnected", "dead"):
         raise ValueError(f"unknown channel status {ch.status!r}")
@@ -220,8 +233,8 @@ def _channel_signal(ch: ChannelSpec, rate: float, n: int, rng: np.random.Generat
     if quantize_v:
         np.multiply(np.round(x / quantize_v), quantize_v, out=x)
     for start_s, length in ch.dropouts:
-        s = int(round(start_s * rate))
-        x[s:s + length] = DROPOUT_VALUE
+        s = round(start_s * rate)
+        x[s : s + length] = DROPOUT_VALUE
     return x, info
 
 
@@ -249,28 +262,51 @@ def _interval_overlap(s: float, e: float, spans: list[tuple[float, float]]) -> f
 
 
 def _channel_truth(ch: ChannelSpec, info: dict, rate: float) -> dict:
-    sat_spans = [(s / rate, e / rate, int(e - s)) for s, e in
-                 _merge_runs(info["clipped"], int(round(SATURATION_MERGE_S * rate)))]
+    sat_spans = [
+        (s / rate, e / rate, int(e - s)) for s, e in _merge_runs(info["clipped"], round(SATURATION_MERGE_S * rate))
+    ]
     drop_spans = [(st, st + length / rate, int(length)) for st, length in ch.dropouts]
-    artifacts = sorted([{"kind": "saturation", "start_s": s, "end_s": e, "n_samples": k} for s, e, k in sat_spans]
-                       + [{"kind": "dropout", "start_s": s, "end_s": e, "n_samples": k} for s, e, k in drop_spans],
-                       key=lambda a: a["start_s"])
+    artifacts = sorted(
+        [{"kind": "saturation", "start_s": s, "end_s": e, "n_samples": k} for s, e, k in sat_spans]
+        + [{"kind": "dropout", "start_s": s, "end_s": e, "n_samples": k} for s, e, k in drop_spans],
+        key=lambda a: a["start_s"],
+    )
     spans = [(a["start_s"], a["end_s"]) for a in artifacts]
     events = []
     for c in ch.contractions:
         s, e = c.start_s, c.start_s + c.duration_s
-        covered = {k: _interval_overlap(s, e, [(a["start_s"], a["end_s"]) for a in artifacts if a["kind"] == k])
-                   for k in ("saturation", "dropout")}
+        covered = {
+            k: _interval_overlap(s, e, [(a["start_s"], a["end_s"]) for a in artifacts if a["kind"] == k])
+            for k in ("saturation", "dropout")
+        }
         clean = c.duration_s - _interval_overlap(s, e, spans)
         expected = clean >= EXPECTED_MIN_CLEAN_S
-        events.append({"start_s": s, "end_s": e, "duration_s": c.duration_s, "amplitude_v": c.amplitude_v,
-                       "ramp_s": min(c.ramp_s, c.duration_s / 2), "fluctuation": c.fluctuation, "surge": c.surge,
-                       "clean_s": clean, "corrupted_s": c.duration_s - clean, "expected": expected,
-                       "excluded_by": None if expected else max(covered, key=covered.get)})
+        events.append(
+            {
+                "start_s": s,
+                "end_s": e,
+                "duration_s": c.duration_s,
+                "amplitude_v": c.amplitude_v,
+                "ramp_s": min(c.ramp_s, c.duration_s / 2),
+                "fluctuation": c.fluctuation,
+                "surge": c.surge,
+                "clean_s": clean,
+                "corrupted_s": c.duration_s - clean,
+                "expected": expected,
+                "excluded_by": None if expected else max(covered, key=covered.get),
+            }
+        )
     ref = min((c.amplitude_v for c in ch.contractions), default=None)
-    background = [{"start_s": b.start_s, "end_s": b.start_s + b.duration_s, "duration_s": b.duration_s,
-                   "amplitude_v": b.amplitude_v, "ratio_to_min_task": b.amplitude_v / ref if ref else None}
-                  for b in ch.background]
+    background = [
+        {
+            "start_s": b.start_s,
+            "end_s": b.start_s + b.duration_s,
+            "duration_s": b.duration_s,
+            "amplitude_v": b.amplitude_v,
+            "ratio_to_min_task": b.amplitude_v / ref if ref else None,
+        }
+        for b in ch.background
+    ]
     return {
         "contractions": [(c.start_s, c.duration_s, c.amplitude_v) for c in ch.contractions],
         "dropouts": list(ch.dropouts),
@@ -283,9 +319,14 @@ def _channel_truth(ch: ChannelSpec, info: dict, rate: float) -> dict:
         "background": background,
         "artifacts": artifacts,
         "dropout_spans": [(s, e) for s, e, _ in drop_spans],
-        "saturation": None if ch.clip_v is None else {
-            "rail_v": ch.clip_v, "jitter_lsb": ch.rail_jitter_lsb, "n_clipped": int(info["clipped"].size),
-            "spans": [(s, e) for s, e, _ in sat_spans]},
+        "saturation": None
+        if ch.clip_v is None
+        else {
+            "rail_v": ch.clip_v,
+            "jitter_lsb": ch.rail_jitter_lsb,
+            "n_clipped": int(info["clipped"].size),
+            "spans": [(s, e) for s, e, _ in sat_spans],
+        },
         "hum": info["hum"],
     }
 
@@ -297,7 +338,7 @@ def write_synthetic_c3d(path: str | os.PathLike, spec: SyntheticSpec) -> dict:
     rng = np.random.default_rng(spec.seed)
     rate = float(spec.rate)
     point_rate = spec.point_rate or (33.0 if rate == 990.0 else rate / 20.0)
-    n_sub = int(round(rate / point_rate))
+    n_sub = round(rate / point_rate)
     n_frames = int(np.ceil(spec.duration_s * rate / n_sub))
     n = n_frames * n_sub
     made = [_channel_signal(ch, rate, n, rng, spec.seed, i, spec.quantize_v) for i, ch in enumerate(spec.channels)]
@@ -355,8 +396,9 @@ def write_synthetic_c3d(path: str | os.PathLike, spec: SyntheticSpec) -> dict:
     }
 
 
-def regular_contractions(n: int, duration_s: float, period_s: float, first_s: float = 2.0,
-                         amplitude_v: float = 300e-6) -> list[ContractionSpec]:
+def regular_contractions(
+    n: int, duration_s: float, period_s: float, first_s: float = 2.0, amplitude_v: float = 300e-6
+) -> list[ContractionSpec]:
     """``n`` equal contractions every ``period_s`` seconds starting at ``first_s``."""
     return [ContractionSpec(first_s + i * period_s, duration_s, amplitude_v) for i in range(n)]
 
@@ -365,10 +407,17 @@ def _generator(rng: np.random.Generator | int) -> np.random.Generator:
     return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
 
 
-def varied_contractions(rng: np.random.Generator | int, n: int, *, first_s: float = 2.0,
-                        amplitude_v: tuple[float, float] = (150e-6, 500e-6),
-                        duration_s: tuple[float, float] = (0.3, 4.0), ramp_s: tuple[float, float] = (0.05, 0.3),
-                        rest_s: tuple[float, float] = (2.0, 4.5), fluctuation: float = 0.0) -> list[ContractionSpec]:
+def varied_contractions(
+    rng: np.random.Generator | int,
+    n: int,
+    *,
+    first_s: float = 2.0,
+    amplitude_v: tuple[float, float] = (150e-6, 500e-6),
+    duration_s: tuple[float, float] = (0.3, 4.0),
+    ramp_s: tuple[float, float] = (0.05, 0.3),
+    rest_s: tuple[float, float] = (2.0, 4.5),
+    fluctuation: float = 0.0,
+) -> list[ContractionSpec]:
     """``n`` task contractions with uniformly drawn amplitude (V RMS), duration, ramp and rest.
 
     Ramps are capped at 40 % of the contraction's duration (a 0.3 s contraction has at most
@@ -380,16 +429,24 @@ def varied_contractions(rng: np.random.Generator | int, n: int, *, first_s: floa
     for _ in range(n):
         dur = float(g.uniform(*duration_s))
         ramp = min(float(g.uniform(*ramp_s)), 0.4 * dur)
-        out.append(ContractionSpec(round(t, 3), round(dur, 3), float(g.uniform(*amplitude_v)), round(ramp, 3),
-                                   fluctuation))
+        out.append(
+            ContractionSpec(round(t, 3), round(dur, 3), float(g.uniform(*amplitude_v)), round(ramp, 3), fluctuation)
+        )
         t += dur + float(g.uniform(*rest_s))
     return out
 
 
-def background_bursts(rng: np.random.Generator | int, contractions: list[ContractionSpec], recording_s: float, *,
-                      per_gap: float = 0.6, ratio: tuple[float, float] = (0.10, 0.25),
-                      duration_s: tuple[float, float] = (0.1, 0.5), clearance_s: float = 0.8,
-                      ramp_s: float = 0.03) -> list[ContractionSpec]:
+def background_bursts(
+    rng: np.random.Generator | int,
+    contractions: list[ContractionSpec],
+    recording_s: float,
+    *,
+    per_gap: float = 0.6,
+    ratio: tuple[float, float] = (0.10, 0.25),
+    duration_s: tuple[float, float] = (0.1, 0.5),
+    clearance_s: float = 0.8,
+    ramp_s: float = 0.03,
+) -> list[ContractionSpec]:
     """Short non-task bursts in the rest periods, at least ``clearance_s`` from any contraction.
 
     Each rest gap long enough gets a burst with probability ``per_gap``; its amplitude is a
@@ -398,8 +455,11 @@ def background_bursts(rng: np.random.Generator | int, contractions: list[Contrac
     """
     g = _generator(rng)
     ref = min(c.amplitude_v for c in contractions)
-    edges = [0.0] + [x for c in sorted(contractions, key=lambda c: c.start_s)
-                     for x in (c.start_s, c.start_s + c.duration_s)] + [recording_s]
+    edges = (
+        [0.0]
+        + [x for c in sorted(contractions, key=lambda c: c.start_s) for x in (c.start_s, c.start_s + c.duration_s)]
+        + [recording_s]
+    )
     out = []
     for lo, hi in zip(edges[::2], edges[1::2]):
         lo, hi = lo + clearance_s, hi - clearance_s

@@ -30,18 +30,31 @@ Only this module reads the activated row: it is the reference, never an input of
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from . import flags as fl
-from .synthetic import (DROPOUT_SAMPLES, QUANT_STEP_V, RAIL_V, ChannelSpec, ContractionSpec, SyntheticSpec,
-                        background_bursts, dead_channel, disconnected_channel, ghostly_file_name, varied_contractions,
-                        write_synthetic_c3d)
+from .synthetic import (
+    DROPOUT_SAMPLES,
+    QUANT_STEP_V,
+    RAIL_V,
+    ChannelSpec,
+    ContractionSpec,
+    SyntheticSpec,
+    background_bursts,
+    dead_channel,
+    disconnected_channel,
+    ghostly_file_name,
+    varied_contractions,
+    write_synthetic_c3d,
+)
 
 TARGET_EVENT_F1 = 0.95  # synthetic: event F1 per case and pooled
 TARGET_ONSET_MS = 50.0  # synthetic: median |onset error| of matched pairs, per case and pooled
@@ -55,6 +68,7 @@ Analyzer = Callable[[Path], Any]  # path -> SessionAnalysis (libs.emg.analyze_fi
 
 
 # --------------------------------------------------------------------------- matching
+
 
 def as_interval(event: Any) -> Interval:
     """(start_s, end_s) of a tuple/list, a dict with start_s/end_s, or an object with those attributes."""
@@ -119,10 +133,18 @@ class MatchResult:
         return float(np.median(np.abs(self.offset_errors_s)) * 1e3)
 
     def to_dict(self) -> dict:
-        return {"tp": self.tp, "fp": self.fp, "fn": self.fn, "precision": self.precision, "recall": self.recall,
-                "f1": self.f1, "median_abs_onset_ms": self.median_abs_onset_ms,
-                "median_abs_offset_ms": self.median_abs_offset_ms, "pairs": self.pairs,
-                "onset_errors_s": self.onset_errors_s}
+        return {
+            "tp": self.tp,
+            "fp": self.fp,
+            "fn": self.fn,
+            "precision": self.precision,
+            "recall": self.recall,
+            "f1": self.f1,
+            "median_abs_onset_ms": self.median_abs_onset_ms,
+            "median_abs_offset_ms": self.median_abs_offset_ms,
+            "pairs": self.pairs,
+            "onset_errors_s": self.onset_errors_s,
+        }
 
 
 def match_events(detected: Iterable[Any], truth: Iterable[Any], max_onset_s: float = MAX_ONSET_S) -> MatchResult:
@@ -148,18 +170,27 @@ def match_events(detected: Iterable[Any], truth: Iterable[Any], max_onset_s: flo
             pairs.append((i, j))
     pairs.sort(key=lambda p: p[1])
     return MatchResult(
-        tp=len(pairs), fp=len(d) - len(pairs), fn=len(t) - len(pairs), pairs=pairs,
-        onset_errors_s=[d[i][0] - t[j][0] for i, j in pairs], offset_errors_s=[d[i][1] - t[j][1] for i, j in pairs],
+        tp=len(pairs),
+        fp=len(d) - len(pairs),
+        fn=len(t) - len(pairs),
+        pairs=pairs,
+        onset_errors_s=[d[i][0] - t[j][0] for i, j in pairs],
+        offset_errors_s=[d[i][1] - t[j][1] for i, j in pairs],
         unmatched_detected=[i for i in range(len(d)) if i not in used_d],
-        unmatched_truth=[j for j in range(len(t)) if j not in used_t])
+        unmatched_truth=[j for j in range(len(t)) if j not in used_t],
+    )
 
 
 def pool(results: Iterable[MatchResult]) -> MatchResult:
     """Sum of several results (TP/FP/FN added, onset errors concatenated; indices dropped)."""
     results = list(results)
-    return MatchResult(tp=sum(r.tp for r in results), fp=sum(r.fp for r in results), fn=sum(r.fn for r in results),
-                       onset_errors_s=[e for r in results for e in r.onset_errors_s],
-                       offset_errors_s=[e for r in results for e in r.offset_errors_s])
+    return MatchResult(
+        tp=sum(r.tp for r in results),
+        fp=sum(r.fp for r in results),
+        fn=sum(r.fn for r in results),
+        onset_errors_s=[e for r in results for e in r.onset_errors_s],
+        offset_errors_s=[e for r in results for e in r.offset_errors_s],
+    )
 
 
 def _touches(iv: Interval, windows: Sequence[Interval]) -> bool:
@@ -213,12 +244,13 @@ def _last_end(cons: list[ContractionSpec]) -> float:
     return max(c.start_s + c.duration_s for c in cons)
 
 
-def _rest_points(cons: list[ContractionSpec], rng: np.random.Generator, k: int, clearance_s: float,
-                 length_s: float) -> list[float]:
+def _rest_points(
+    cons: list[ContractionSpec], rng: np.random.Generator, k: int, clearance_s: float, length_s: float
+) -> list[float]:
     """Starts of ``k`` artefacts of ``length_s`` in distinct rest gaps, >= clearance_s from contractions."""
     gaps = []
     ordered = sorted(cons, key=lambda c: c.start_s)
-    for a, b in zip(ordered[:-1], ordered[1:]):
+    for a, b in itertools.pairwise(ordered):
         lo, hi = a.start_s + a.duration_s + clearance_s, b.start_s - clearance_s - length_s
         if hi > lo:
             gaps.append((lo, hi))
@@ -242,10 +274,21 @@ def synthetic_suite(seed: int = 20240506) -> list[SyntheticCase]:
     """
     cases: list[SyntheticCase] = []
 
-    def add(name: str, description: str, channels: list[ChannelSpec], expectations: list[ChannelExpectation],
-            k: int, **parameters: Any) -> None:
-        spec = SyntheticSpec(duration_s=_end_s(channels), channels=channels, seed=seed + k,
-                             quantize_v=QUANT_STEP_V, time=(2024, 5, 6, 14, k % 60))
+    def add(
+        name: str,
+        description: str,
+        channels: list[ChannelSpec],
+        expectations: list[ChannelExpectation],
+        k: int,
+        **parameters: Any,
+    ) -> None:
+        spec = SyntheticSpec(
+            duration_s=_end_s(channels),
+            channels=channels,
+            seed=seed + k,
+            quantize_v=QUANT_STEP_V,
+            time=(2024, 5, 6, 14, k % 60),
+        )
         cases.append(SyntheticCase(name, description, spec, expectations, parameters))
 
     def rng(k: int) -> np.random.Generator:
@@ -255,40 +298,78 @@ def synthetic_suite(seed: int = 20240506) -> list[SyntheticCase]:
 
     # 1. Clean, varied task contractions.
     g = rng(1)
-    add("clean_varied", "varied task contractions on 4-6 uV white noise, nothing else",
-        [ChannelSpec(_task(g), noise_sd_v=float(g.uniform(4e-6, 6e-6))) for _ in range(2)], [CLEAN, CLEAN], 1)
+    add(
+        "clean_varied",
+        "varied task contractions on 4-6 uV white noise, nothing else",
+        [ChannelSpec(_task(g), noise_sd_v=float(g.uniform(4e-6, 6e-6))) for _ in range(2)],
+        [CLEAN, CLEAN],
+        1,
+    )
 
     # 2. Task + background bursts at 10-25 % of the weakest task contraction.
     g = rng(2)
     chans = []
     for _ in range(2):
         cons = _task(g)
-        chans.append(ChannelSpec(cons, noise_sd_v=5e-6,
-                                 background=background_bursts(g, cons, _last_end(cons) + 3.0, per_gap=0.8)))
-    add("background_10_25pct", "task contractions + 0.1-0.5 s background bursts at 10-25 % of the weakest "
-        "task contraction, in the rests (>= 0.8 s clear); bursts are not contractions", chans, [CLEAN, CLEAN], 2,
-        background_ratio=(0.10, 0.25), background_s=(0.1, 0.5))
+        chans.append(
+            ChannelSpec(
+                cons, noise_sd_v=5e-6, background=background_bursts(g, cons, _last_end(cons) + 3.0, per_gap=0.8)
+            )
+        )
+    add(
+        "background_10_25pct",
+        "task contractions + 0.1-0.5 s background bursts at 10-25 % of the weakest "
+        "task contraction, in the rests (>= 0.8 s clear); bursts are not contractions",
+        chans,
+        [CLEAN, CLEAN],
+        2,
+        background_ratio=(0.10, 0.25),
+        background_s=(0.1, 0.5),
+    )
 
     # 3/4. Mains hum at 50 and 60 Hz, 3x the noise RMS (rest ~90 % hum power), 3rd and 5th harmonics.
-    hum_exp = ChannelExpectation(required_flags=frozenset({fl.MAINS_INTERFERENCE}),
-                                 forbidden_flags=frozenset({fl.SATURATION, fl.DROPOUT, fl.PARTIALLY_MASKED}) | _NOT_EMG,
-                                 note="hum flagged (and notched), nothing else")
+    hum_exp = ChannelExpectation(
+        required_flags=frozenset({fl.MAINS_INTERFERENCE}),
+        forbidden_flags=frozenset({fl.SATURATION, fl.DROPOUT, fl.PARTIALLY_MASKED}) | _NOT_EMG,
+        note="hum flagged (and notched), nothing else",
+    )
     for k, hz in ((3, 50.0), (4, 60.0)):
         g = rng(k)
-        add(f"hum_{int(hz)}hz", f"task contractions + {hz:g} Hz hum (15 uV RMS incl. 3rd 0.25 and 5th 0.10 "
+        add(
+            f"hum_{int(hz)}hz",
+            f"task contractions + {hz:g} Hz hum (15 uV RMS incl. 3rd 0.25 and 5th 0.10 "
             "harmonics, 20 % slow AM, +/-0.02 Hz drift) on 5 uV noise: rest ~90 % hum power",
-            [ChannelSpec(_task(g), noise_sd_v=5e-6, hum_hz=hz, **hum_kw) for _ in range(2)], [hum_exp, hum_exp], k,
-            hum_hz=hz, **hum_kw)
+            [ChannelSpec(_task(g), noise_sd_v=5e-6, hum_hz=hz, **hum_kw) for _ in range(2)],
+            [hum_exp, hum_exp],
+            k,
+            hum_hz=hz,
+            **hum_kw,
+        )
 
     # 5. Hum + background.
     g = rng(5)
     chans = []
     for _ in range(2):
         cons = _task(g)
-        chans.append(ChannelSpec(cons, noise_sd_v=5e-6, hum_hz=50.0, **hum_kw,
-                                 background=background_bursts(g, cons, _last_end(cons) + 3.0, per_gap=0.8)))
-    add("hum_background", "50 Hz hum as in hum_50hz + background bursts as in background_10_25pct", chans,
-        [hum_exp, hum_exp], 5, hum_hz=50.0, **hum_kw, background_ratio=(0.10, 0.25))
+        chans.append(
+            ChannelSpec(
+                cons,
+                noise_sd_v=5e-6,
+                hum_hz=50.0,
+                **hum_kw,
+                background=background_bursts(g, cons, _last_end(cons) + 3.0, per_gap=0.8),
+            )
+        )
+    add(
+        "hum_background",
+        "50 Hz hum as in hum_50hz + background bursts as in background_10_25pct",
+        chans,
+        [hum_exp, hum_exp],
+        5,
+        hum_hz=50.0,
+        **hum_kw,
+        background_ratio=(0.10, 0.25),
+    )
 
     # 6. Saturation with jittering rails during strong contractions.
     g = rng(6)
@@ -306,14 +387,26 @@ def synthetic_suite(seed: int = 20240506) -> list[SyntheticCase]:
     for i in full:  # saturated from end to end (7 mV RMS, 50 ms ramps): excluded from the truth
         cons[i].amplitude_v, cons[i].ramp_s = 7e-3, 0.05
     sat = ChannelSpec(cons, noise_sd_v=5e-6, clip_v=RAIL_V, rail_jitter_lsb=2.0)
-    add("saturation_jitter", "CH1: 3 contractions with a 0.3-0.6 s surge to 6 mV RMS (expected: their "
+    add(
+        "saturation_jitter",
+        "CH1: 3 contractions with a 0.3-0.6 s surge to 6 mV RMS (expected: their "
         "uncorrupted part is valid) and 2 contractions at 7 mV RMS (fully saturated: excluded); rails at "
         "+/-5.49 mV with 2 LSB of ADC noise (no two clipped runs exactly equal). CH2 clean",
         [sat, ChannelSpec(_task(g), noise_sd_v=5e-6)],
-        [ChannelExpectation(required_flags=frozenset({fl.SATURATION, fl.PARTIALLY_MASKED}),
-                            forbidden_flags=frozenset({fl.DROPOUT, fl.MAINS_INTERFERENCE}) | _NOT_EMG,
-                            note="saturation and partially_masked flagged"), CLEAN], 6,
-        rail_v=RAIL_V, rail_jitter_lsb=2.0, surged=surged, fully_saturated=full)
+        [
+            ChannelExpectation(
+                required_flags=frozenset({fl.SATURATION, fl.PARTIALLY_MASKED}),
+                forbidden_flags=frozenset({fl.DROPOUT, fl.MAINS_INTERFERENCE}) | _NOT_EMG,
+                note="saturation and partially_masked flagged",
+            ),
+            CLEAN,
+        ],
+        6,
+        rail_v=RAIL_V,
+        rail_jitter_lsb=2.0,
+        surged=surged,
+        fully_saturated=full,
+    )
 
     # 7. Dropouts: in rests, inside contraction plateaus, and one long outage over a whole contraction.
     g = rng(7)
@@ -324,42 +417,74 @@ def synthetic_suite(seed: int = 20240506) -> list[SyntheticCase]:
         raise AssertionError("dropout case: the seed gave no suitable contractions")
     inside = sorted(g.choice(long_ones, size=2, replace=False).tolist())
     covered = int(g.choice(short_ones))
-    drops = [(round(cons[i].start_s + cons[i].duration_s * float(g.uniform(0.4, 0.6)), 3), DROPOUT_SAMPLES)
-             for i in inside]
+    drops = [
+        (round(cons[i].start_s + cons[i].duration_s * float(g.uniform(0.4, 0.6)), 3), DROPOUT_SAMPLES) for i in inside
+    ]
     c = cons[covered]
-    n_long = int(math.ceil((c.duration_s + 0.4) * 990.0 / DROPOUT_SAMPLES)) * DROPOUT_SAMPLES  # consecutive fills
+    n_long = math.ceil((c.duration_s + 0.4) * 990.0 / DROPOUT_SAMPLES) * DROPOUT_SAMPLES  # consecutive fills
     drops.append((round(c.start_s - 0.2, 3), n_long))
     drops += [(s, DROPOUT_SAMPLES) for s in _rest_points(cons, g, 3, 1.0, DROPOUT_SAMPLES / 990.0)]
     cons2 = _task(g)
     drops2 = [(s, DROPOUT_SAMPLES) for s in _rest_points(cons2, g, 2, 1.0, DROPOUT_SAMPLES / 990.0)]
-    add("dropouts", "CH1: 270-sample fills at -5.50008 mV in 3 rests and inside 2 contraction plateaus "
+    add(
+        "dropouts",
+        "CH1: 270-sample fills at -5.50008 mV in 3 rests and inside 2 contraction plateaus "
         "(expected, partially masked), and consecutive fills covering one whole contraction (excluded). "
         "CH2: 2 fills in rests",
-        [ChannelSpec(cons, noise_sd_v=5e-6, dropouts=sorted(drops)), ChannelSpec(cons2, noise_sd_v=5e-6, dropouts=drops2)],
-        [ChannelExpectation(required_flags=frozenset({fl.DROPOUT, fl.PARTIALLY_MASKED}),
-                            forbidden_flags=frozenset({fl.SATURATION, fl.MAINS_INTERFERENCE}) | _NOT_EMG,
-                            note="dropout and partially_masked flagged"),
-         ChannelExpectation(required_flags=frozenset({fl.DROPOUT}),
-                            forbidden_flags=frozenset({fl.SATURATION, fl.MAINS_INTERFERENCE}) | _NOT_EMG,
-                            note="dropout flagged")], 7,
-        inside=inside, covered=covered, covered_fill_samples=n_long)
+        [
+            ChannelSpec(cons, noise_sd_v=5e-6, dropouts=sorted(drops)),
+            ChannelSpec(cons2, noise_sd_v=5e-6, dropouts=drops2),
+        ],
+        [
+            ChannelExpectation(
+                required_flags=frozenset({fl.DROPOUT, fl.PARTIALLY_MASKED}),
+                forbidden_flags=frozenset({fl.SATURATION, fl.MAINS_INTERFERENCE}) | _NOT_EMG,
+                note="dropout and partially_masked flagged",
+            ),
+            ChannelExpectation(
+                required_flags=frozenset({fl.DROPOUT}),
+                forbidden_flags=frozenset({fl.SATURATION, fl.MAINS_INTERFERENCE}) | _NOT_EMG,
+                note="dropout flagged",
+            ),
+        ],
+        7,
+        inside=inside,
+        covered=covered,
+        covered_fill_samples=n_long,
+    )
 
     # 8-10. A channel without EMG next to a normal one.
-    unusable = ChannelExpectation(required_flags=frozenset({fl.NO_USABLE_EMG}), usable=False,
-                                  note="0 contractions, no_usable_emg, not usable")
+    unusable = ChannelExpectation(
+        required_flags=frozenset({fl.NO_USABLE_EMG}), usable=False, note="0 contractions, no_usable_emg, not usable"
+    )
     for k, name, ch, desc in (
-            (8, "disconnected_hum", disconnected_channel("hum", 50.0),
-             "CH2 disconnected: 60 uV RMS 50 Hz hum (harmonics, 30 % AM) on 3 uV noise, no EMG"),
-            (9, "disconnected_lsb", disconnected_channel("lsb"),
-             "CH2 disconnected: near-flat quantisation noise (0.6 LSB), no EMG"),
-            (10, "dead_channel", dead_channel(0.0), "CH2 dead: exactly 0 V throughout")):
+        (
+            8,
+            "disconnected_hum",
+            disconnected_channel("hum", 50.0),
+            "CH2 disconnected: 60 uV RMS 50 Hz hum (harmonics, 30 % AM) on 3 uV noise, no EMG",
+        ),
+        (
+            9,
+            "disconnected_lsb",
+            disconnected_channel("lsb"),
+            "CH2 disconnected: near-flat quantisation noise (0.6 LSB), no EMG",
+        ),
+        (10, "dead_channel", dead_channel(0.0), "CH2 dead: exactly 0 V throughout"),
+    ):
         g = rng(k)
-        add(name, f"CH1 normal task contractions; {desc}", [ChannelSpec(_task(g), noise_sd_v=5e-6), ch],
-            [CLEAN, unusable], k)
+        add(
+            name,
+            f"CH1 normal task contractions; {desc}",
+            [ChannelSpec(_task(g), noise_sd_v=5e-6), ch],
+            [CLEAN, unusable],
+            k,
+        )
     return cases
 
 
 # --------------------------------------------------------------------------- evaluation
+
 
 @dataclass
 class ChannelScore:
@@ -422,8 +547,9 @@ def _channel_of(res: Any, i: int) -> Any:
         return res.channels[i]
 
 
-def target_failures(m: MatchResult, what: str, f1_target: float = TARGET_EVENT_F1,
-                    onset_target_ms: float | None = TARGET_ONSET_MS) -> list[str]:
+def target_failures(
+    m: MatchResult, what: str, f1_target: float = TARGET_EVENT_F1, onset_target_ms: float | None = TARGET_ONSET_MS
+) -> list[str]:
     out = []
     if m.f1 < f1_target:
         out.append(f"{what}: F1 {m.f1:.3f} < {f1_target:g} (TP {m.tp}, FP {m.fp}, FN {m.fn})")
@@ -455,16 +581,29 @@ def evaluate_case(case: SyntheticCase, truth: dict, res: Any, max_onset_s: float
             fails.append(f"{case.name}/{name}: usable is {usable}, expected {exp.usable}")
         if not tc["expected"] and det:
             fails.append(f"{case.name}/{name}: {len(det)} contraction(s) on a channel that has none")
-        scores.append(ChannelScore(case.name, name, m, len(tc["excluded"]), len(bg),
-                                   sum(_touches(d, bg) for d in det),
-                                   sum(_touches(d, tc["excluded"]) for d in det), flags, usable, exp, fails))
+        scores.append(
+            ChannelScore(
+                case.name,
+                name,
+                m,
+                len(tc["excluded"]),
+                len(bg),
+                sum(_touches(d, bg) for d in det),
+                sum(_touches(d, tc["excluded"]) for d in det),
+                flags,
+                usable,
+                exp,
+                fails,
+            )
+        )
     pooled = pool(s.match for s in scores)
     failures = target_failures(pooled, case.name) + [f for s in scores for f in s.failures]
     return CaseResult(case, scores, pooled, failures, truth, res)
 
 
-def run_case(case: SyntheticCase, directory: str | os.PathLike, analyze: Analyzer | None = None,
-             catch: bool = False) -> CaseResult:
+def run_case(
+    case: SyntheticCase, directory: str | os.PathLike, analyze: Analyzer | None = None, catch: bool = False
+) -> CaseResult:
     """Write the case under ``directory``, analyse it with ``analyze`` (default
     ``libs.emg.analyze_file``) and score it. With ``catch`` an analysis error becomes a
     failed result instead of an exception."""
@@ -474,21 +613,45 @@ def run_case(case: SyntheticCase, directory: str | os.PathLike, analyze: Analyze
     path = case.file_path(directory)
     try:
         res = analyze(path)
-    except Exception as exc:  # noqa: BLE001 - reported as a failure of the case
+    except Exception as exc:
         if not catch:
             raise
-        empty = [ChannelScore(case.name, f"CH{i + 1}", match_events([], tc["expected"]), len(tc["excluded"]),
-                              len(tc["background"]), 0, 0, [], None, exp, [])
-                 for i, (tc, exp) in enumerate(zip(truth["channels"], case.expectations))]
-        return CaseResult(case, empty, pool(s.match for s in empty),
-                          [f"{case.name}: analysis raised {type(exc).__name__}: {exc}"], truth, None, path)
+        empty = [
+            ChannelScore(
+                case.name,
+                f"CH{i + 1}",
+                match_events([], tc["expected"]),
+                len(tc["excluded"]),
+                len(tc["background"]),
+                0,
+                0,
+                [],
+                None,
+                exp,
+                [],
+            )
+            for i, (tc, exp) in enumerate(zip(truth["channels"], case.expectations))
+        ]
+        return CaseResult(
+            case,
+            empty,
+            pool(s.match for s in empty),
+            [f"{case.name}: analysis raised {type(exc).__name__}: {exc}"],
+            truth,
+            None,
+            path,
+        )
     out = evaluate_case(case, truth, res)
     out.path = path
     return out
 
 
-def run_suite(directory: str | os.PathLike, cases: list[SyntheticCase] | None = None,
-              analyze: Analyzer | None = None, catch: bool = True) -> SuiteResult:
+def run_suite(
+    directory: str | os.PathLike,
+    cases: list[SyntheticCase] | None = None,
+    analyze: Analyzer | None = None,
+    catch: bool = True,
+) -> SuiteResult:
     results = [run_case(c, directory, analyze, catch) for c in (cases if cases is not None else synthetic_suite())]
     pooled = pool(r.pooled for r in results)
     return SuiteResult(results, pooled, target_failures(pooled, "synthetic pooled"))
@@ -496,14 +659,19 @@ def run_suite(directory: str | os.PathLike, cases: list[SyntheticCase] | None = 
 
 # --------------------------------------------------------------------------- device agreement
 
+
 def _runs(on: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     z = np.concatenate(([False], on, [False]))
     edges = np.flatnonzero(z[1:] != z[:-1])
     return edges[::2], edges[1::2]
 
 
-def device_events(activated: np.ndarray, rate: float, merge_gap_s: float = DEVICE_MERGE_GAP_S,
-                  min_duration_s: float = DEVICE_MIN_DURATION_S) -> list[Interval]:
+def device_events(
+    activated: np.ndarray,
+    rate: float,
+    merge_gap_s: float = DEVICE_MERGE_GAP_S,
+    min_duration_s: float = DEVICE_MIN_DURATION_S,
+) -> list[Interval]:
     """Device events: runs of activated > 0, joined across gaps < ``merge_gap_s``, then runs
     shorter than ``min_duration_s`` dropped. (start_s, end_s), end exclusive."""
     starts, ends = _runs(np.asarray(activated) > 0)
@@ -529,12 +697,20 @@ def device_profile(activated: np.ndarray, rate: float) -> dict[str, Any]:
         "raw_runs": int(starts.size),
         "raw_runs_under_100ms": int(np.sum((ends - starts) < 0.1 * rate)),
         "threshold_v": float(np.median(first)) if first.size else None,
-        "threshold_p10_p90_v": (float(np.percentile(first, 10)), float(np.percentile(first, 90))) if first.size else None,
+        "threshold_p10_p90_v": (float(np.percentile(first, 10)), float(np.percentile(first, 90)))
+        if first.size
+        else None,
         "min_positive_v": float(a[a > 0].min()) if (a > 0).any() else None,
         "peak_v": float(a.max()),
         "events": len(ev),
-        "event_duration_s": {"median": float(np.median(dur)), "p10": float(np.percentile(dur, 10)),
-                             "p90": float(np.percentile(dur, 90)), "max": float(dur.max())} if dur.size else None,
+        "event_duration_s": {
+            "median": float(np.median(dur)),
+            "p10": float(np.percentile(dur, 10)),
+            "p90": float(np.percentile(dur, 90)),
+            "max": float(dur.max()),
+        }
+        if dur.size
+        else None,
     }
 
 
@@ -564,14 +740,20 @@ def _margin_s(res: Any) -> float:
         return float(res.parameters["settings"]["processing"]["artifact_margin_ms"]) / 1000.0
     except (AttributeError, KeyError, TypeError):
         from .settings import ProcessingParams
+
         return ProcessingParams().artifact_margin_ms / 1000.0
 
 
-def device_agreement(path: str | os.PathLike, analyze: Analyzer | None = None,
-                     merge_gap_s: float = DEVICE_MERGE_GAP_S, min_duration_s: float = DEVICE_MIN_DURATION_S,
-                     max_onset_s: float = MAX_ONSET_S) -> list[DeviceAgreement]:
+def device_agreement(
+    path: str | os.PathLike,
+    analyze: Analyzer | None = None,
+    merge_gap_s: float = DEVICE_MERGE_GAP_S,
+    min_duration_s: float = DEVICE_MIN_DURATION_S,
+    max_onset_s: float = MAX_ONSET_S,
+) -> list[DeviceAgreement]:
     """Per muscle channel of a real file: our detections vs the device's activated events."""
     from .c3d_reader import muscle_channels, read_c3d
+
     if analyze is None:
         from .analysis import analyze_file as analyze
     path = Path(path)
@@ -592,10 +774,19 @@ def device_agreement(path: str | os.PathLike, analyze: Analyzer | None = None,
         det_all = intervals(ch.contractions)
         dev = [e for e in dev_all if not _touches(e, windows)]
         det = [e for e in det_all if not _touches(e, windows)]
-        out.append(DeviceAgreement(path.name, mc.name, match_events(det, dev, max_onset_s), len(dev_all) - len(dev),
-                                   len(det_all) - len(det), list(getattr(ch, "signal_flags", []) or []),
-                                   getattr(ch, "usable", None), device_profile(act, rec.rate),
-                                   len(ch.quality.artifacts)))
+        out.append(
+            DeviceAgreement(
+                path.name,
+                mc.name,
+                match_events(det, dev, max_onset_s),
+                len(dev_all) - len(dev),
+                len(det_all) - len(det),
+                list(getattr(ch, "signal_flags", []) or []),
+                getattr(ch, "usable", None),
+                device_profile(act, rec.rate),
+                len(ch.quality.artifacts),
+            )
+        )
     return out
 
 
@@ -606,6 +797,7 @@ def sample_files(directory: str | os.PathLike) -> list[Path]:
 
 
 # --------------------------------------------------------------------------- tables
+
 
 def _fmt_ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.0f}"
@@ -625,35 +817,121 @@ def format_suite(result: SuiteResult) -> str:
     for cr in result.cases:
         for s in cr.channels:
             m = s.match
-            rows.append([cr.name, s.channel, str(m.n_truth), str(m.n_detected), str(m.tp), str(m.fp), str(m.fn),
-                         f"{m.f1:.3f}", _fmt_ms(m.median_abs_onset_ms),
-                         f"{s.background_hits}/{s.n_background}" if s.n_background else "-",
-                         f"{s.excluded_hits}/{s.n_excluded}" if s.n_excluded else "-",
-                         ",".join(s.flags) or "-", "-" if s.usable is None else ("yes" if s.usable else "no"),
-                         "ok" if not s.failures else "FLAGS"])
+            rows.append(
+                [
+                    cr.name,
+                    s.channel,
+                    str(m.n_truth),
+                    str(m.n_detected),
+                    str(m.tp),
+                    str(m.fp),
+                    str(m.fn),
+                    f"{m.f1:.3f}",
+                    _fmt_ms(m.median_abs_onset_ms),
+                    f"{s.background_hits}/{s.n_background}" if s.n_background else "-",
+                    f"{s.excluded_hits}/{s.n_excluded}" if s.n_excluded else "-",
+                    ",".join(s.flags) or "-",
+                    "-" if s.usable is None else ("yes" if s.usable else "no"),
+                    "ok" if not s.failures else "FLAGS",
+                ]
+            )
         p = cr.pooled
-        rows.append([cr.name, "all", str(p.n_truth), str(p.n_detected), str(p.tp), str(p.fp), str(p.fn),
-                     f"{p.f1:.3f}", _fmt_ms(p.median_abs_onset_ms), "", "", "", "", "PASS" if cr.passed else "FAIL"])
+        rows.append(
+            [
+                cr.name,
+                "all",
+                str(p.n_truth),
+                str(p.n_detected),
+                str(p.tp),
+                str(p.fp),
+                str(p.fn),
+                f"{p.f1:.3f}",
+                _fmt_ms(p.median_abs_onset_ms),
+                "",
+                "",
+                "",
+                "",
+                "PASS" if cr.passed else "FAIL",
+            ]
+        )
     p = result.pooled
-    rows.append(["POOLED", "", str(p.n_truth), str(p.n_detected), str(p.tp), str(p.fp), str(p.fn), f"{p.f1:.3f}",
-                 _fmt_ms(p.median_abs_onset_ms), "", "", "", "", "PASS" if result.passed else "FAIL"])
-    return _table(header, rows) + ("\n  bg = detections on background bursts / bursts; excl = detections on excluded "
-                                   "(artefact-destroyed) contractions / excluded")
+    rows.append(
+        [
+            "POOLED",
+            "",
+            str(p.n_truth),
+            str(p.n_detected),
+            str(p.tp),
+            str(p.fp),
+            str(p.fn),
+            f"{p.f1:.3f}",
+            _fmt_ms(p.median_abs_onset_ms),
+            "",
+            "",
+            "",
+            "",
+            "PASS" if result.passed else "FAIL",
+        ]
+    )
+    return _table(header, rows) + (
+        "\n  bg = detections on background bursts / bursts; excl = detections on excluded "
+        "(artefact-destroyed) contractions / excluded"
+    )
 
 
 def format_device(rows_in: list[DeviceAgreement], pooled: MatchResult | None = None) -> str:
-    header = ["file", "ch", "device", "det", "TP", "FP", "FN", "F1", "|onset| ms", "excl dev/det", "dev thr uV",
-              "dev dur med ms", "flags"]
+    header = [
+        "file",
+        "ch",
+        "device",
+        "det",
+        "TP",
+        "FP",
+        "FN",
+        "F1",
+        "|onset| ms",
+        "excl dev/det",
+        "dev thr uV",
+        "dev dur med ms",
+        "flags",
+    ]
     rows = []
     for r in rows_in:
         m = r.match
         d = r.device
-        rows.append([r.file, r.channel, str(m.n_truth), str(m.n_detected), str(m.tp), str(m.fp), str(m.fn),
-                     f"{m.f1:.3f}", _fmt_ms(m.median_abs_onset_ms), f"{r.n_device_excluded}/{r.n_detected_excluded}",
-                     "-" if d["threshold_v"] is None else f"{d['threshold_v'] * 1e6:.1f}",
-                     "-" if d["event_duration_s"] is None else f"{d['event_duration_s']['median'] * 1e3:.0f}",
-                     ",".join(r.flags) or "-"])
+        rows.append(
+            [
+                r.file,
+                r.channel,
+                str(m.n_truth),
+                str(m.n_detected),
+                str(m.tp),
+                str(m.fp),
+                str(m.fn),
+                f"{m.f1:.3f}",
+                _fmt_ms(m.median_abs_onset_ms),
+                f"{r.n_device_excluded}/{r.n_detected_excluded}",
+                "-" if d["threshold_v"] is None else f"{d['threshold_v'] * 1e6:.1f}",
+                "-" if d["event_duration_s"] is None else f"{d['event_duration_s']['median'] * 1e3:.0f}",
+                ",".join(r.flags) or "-",
+            ]
+        )
     if pooled is not None:
-        rows.append(["POOLED", "", str(pooled.n_truth), str(pooled.n_detected), str(pooled.tp), str(pooled.fp),
-                     str(pooled.fn), f"{pooled.f1:.3f}", _fmt_ms(pooled.median_abs_onset_ms), "", "", "", ""])
+        rows.append(
+            [
+                "POOLED",
+                "",
+                str(pooled.n_truth),
+                str(pooled.n_detected),
+                str(pooled.tp),
+                str(pooled.fp),
+                str(pooled.fn),
+                f"{pooled.f1:.3f}",
+                _fmt_ms(pooled.median_abs_onset_ms),
+                "",
+                "",
+                "",
+                "",
+            ]
+        )
     return _table(header, rows)

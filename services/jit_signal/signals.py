@@ -1,6 +1,7 @@
 """Pure signal side of the JIT service: request validation, processing, windows, downsampling,
 payloads and chunking. No database, no gRPC server, no event loop (callers run the heavy
 functions in a thread)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,10 +11,11 @@ import os
 import struct
 import uuid
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from tsdownsample import MinMaxLTTBDownsampler
@@ -30,8 +32,12 @@ from libs.errors import DataLoss, InvalidArgument, NotFound
 DEFAULT_POINTS = 1000
 MIN_POINTS, MAX_POINTS = 3, 1_000_000
 DEFAULT_CHUNK, MIN_CHUNK, MAX_CHUNK = 16384, 256, 262144
-KINDS = {pb.SIGNAL_KIND_UNSPECIFIED: "raw", pb.SIGNAL_KIND_RAW: "raw",
-         pb.SIGNAL_KIND_FILTERED: "filtered", pb.SIGNAL_KIND_ENVELOPE: "envelope"}
+KINDS = {
+    pb.SIGNAL_KIND_UNSPECIFIED: "raw",
+    pb.SIGNAL_KIND_RAW: "raw",
+    pb.SIGNAL_KIND_FILTERED: "filtered",
+    pb.SIGNAL_KIND_ENVELOPE: "envelope",
+}
 KIND_ENUM = {"raw": pb.SIGNAL_KIND_RAW, "filtered": pb.SIGNAL_KIND_FILTERED, "envelope": pb.SIGNAL_KIND_ENVELOPE}
 F32 = np.dtype("<f4")
 U32 = np.dtype("<u4")
@@ -41,15 +47,17 @@ _EPS = 1e-9
 
 # --------------------------------------------------------------------------- requests
 
+
 @dataclass(frozen=True)
 class Plan:
     """A validated StreamSignals request."""
+
     session_id: uuid.UUID
-    channels: tuple[str, ...]        # as requested; empty = all muscle channels
-    kind: str                        # raw | filtered | envelope
+    channels: tuple[str, ...]  # as requested; empty = all muscle channels
+    kind: str  # raw | filtered | envelope
     t_start: float
-    t_end: float | None              # None = end of recording
-    max_points: int | None           # None = full resolution
+    t_end: float | None  # None = end of recording
+    max_points: int | None  # None = full resolution
     include_contractions: bool
     chunk_samples: int
 
@@ -63,12 +71,21 @@ class Plan:
 
     def canonical(self) -> str:
         """Everything the payload depends on besides the file hash (chunking is not)."""
-        return json.dumps({
-            "v": 1, "session": str(self.session_id), "channels": list(self.channels), "kind": self.kind,
-            "t_start": repr(self.t_start), "t_end": None if self.t_end is None else repr(self.t_end),
-            "points": self.max_points or "full", "contractions": self.include_contractions,
-            "processing_version": PROCESSING_VERSION,
-        }, sort_keys=True, separators=(",", ":"))
+        return json.dumps(
+            {
+                "v": 1,
+                "session": str(self.session_id),
+                "channels": list(self.channels),
+                "kind": self.kind,
+                "t_start": repr(self.t_start),
+                "t_end": None if self.t_end is None else repr(self.t_end),
+                "points": self.max_points or "full",
+                "contractions": self.include_contractions,
+                "processing_version": PROCESSING_VERSION,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
 
     def key_suffix(self) -> str:
         """Hashed after the file hash: key = sha256(file_hash || key_suffix) (also computed in SQL)."""
@@ -95,11 +112,14 @@ def plan_request(req: pb.StreamSignalsRequest, max_message_bytes: int) -> Plan:
     if not req.full_resolution:
         points = req.max_points or DEFAULT_POINTS
         if not MIN_POINTS <= points <= MAX_POINTS:
-            raise InvalidArgument(f"max_points must be 0 (= {DEFAULT_POINTS}) or in {MIN_POINTS}..{MAX_POINTS}, "
-                                  f"got {points}")
+            raise InvalidArgument(
+                f"max_points must be 0 (= {DEFAULT_POINTS}) or in {MIN_POINTS}..{MAX_POINTS}, got {points}"
+            )
     chunk = req.chunk_samples or DEFAULT_CHUNK
     if not MIN_CHUNK <= chunk <= MAX_CHUNK:
-        raise InvalidArgument(f"chunk_samples must be 0 (= {DEFAULT_CHUNK}) or in {MIN_CHUNK}..{MAX_CHUNK}, got {chunk}")
+        raise InvalidArgument(
+            f"chunk_samples must be 0 (= {DEFAULT_CHUNK}) or in {MIN_CHUNK}..{MAX_CHUNK}, got {chunk}"
+        )
     # A chunk carries at most 8 bytes per sample (float32 value + uint32 index): keep it under
     # half the configured message limit whatever the caller asked.
     chunk = max(MIN_CHUNK, min(chunk, max_message_bytes // 16))
@@ -108,13 +128,22 @@ def plan_request(req: pb.StreamSignalsRequest, max_message_bytes: int) -> Plan:
         raise InvalidArgument("channel names must not be empty")
     if len(set(names)) != len(names):
         raise InvalidArgument(f"channels must not repeat a channel: {', '.join(names)}")
-    return Plan(sid, names, KINDS[req.kind], float(t_start), None if t_end is None else float(t_end), points,
-                bool(req.include_contractions), int(chunk))
+    return Plan(
+        sid,
+        names,
+        KINDS[req.kind],
+        float(t_start),
+        None if t_end is None else float(t_end),
+        points,
+        bool(req.include_contractions),
+        int(chunk),
+    )
 
 
 def muscle_names(labels: list[str]) -> list[tuple[str, str, str | None]]:
     """(muscle, raw label, default side) from the C3D analog labels, exactly as ingest pairs them."""
-    return [(m.name, m.raw_label, m.side) for m in muscle_channels(SimpleNamespace(labels=list(labels)))]
+    labels_only: Any = SimpleNamespace(labels=list(labels))  # all muscle_channels reads of a Recording
+    return [(m.name, m.raw_label, m.side) for m in muscle_channels(labels_only)]
 
 
 def resolve_channels(plan: Plan, labels: list[str]) -> list[str]:
@@ -125,8 +154,10 @@ def resolve_channels(plan: Plan, labels: list[str]) -> list[str]:
         return available
     for name in plan.channels:
         if name not in available:
-            raise NotFound(f"channel {name!r} is not a muscle channel of this session "
-                           f"(available: {', '.join(available) or 'none'})")
+            raise NotFound(
+                f"channel {name!r} is not a muscle channel of this session "
+                f"(available: {', '.join(available) or 'none'})"
+            )
     return list(plan.channels)
 
 
@@ -152,6 +183,7 @@ class Processed:
     """Signals of one C3D (float32, all muscle channels, the whole recording), for the kinds
     computed (the others are None). Read-only arrays shared by every concurrent request;
     requests slice them, never copy them whole."""
+
     rate: float
     n: int
     units: dict[str, str]
@@ -168,12 +200,15 @@ class Processed:
         return tuple(k for k in KIND_NAMES if getattr(self, k) is not None)
 
     def signal(self, kind: str, channel: str) -> np.ndarray:
-        return {"raw": self.raw, "filtered": self.filtered, "envelope": self.envelope}[kind][channel]
+        signals = {"raw": self.raw, "filtered": self.filtered, "envelope": self.envelope}[kind]
+        assert signals is not None, f"{kind} signals were not computed"
+        return signals[channel]
 
-    def only(self, kind: str) -> "Processed":
+    def only(self, kind: str) -> Processed:
         """This recording's signals of one kind (what the in-memory LRU keeps, per kind)."""
-        return Processed(self.rate, self.n, self.units, **{k: getattr(self, k) if k == kind else None
-                                                          for k in KIND_NAMES})
+        return Processed(
+            self.rate, self.n, self.units, **{k: getattr(self, k) if k == kind else None for k in KIND_NAMES}
+        )
 
 
 _CHANNEL_POOL = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="jit-chain")
@@ -205,17 +240,24 @@ def process_source(source, file_name: str, params: ProcessingParams, kinds: tupl
     rec = read_c3d(source, file_name=file_name)
     muscles = muscle_channels(rec)
     n = rec.n_samples
-    out = Processed(rate=float(rec.rate), n=n, units={m.name: rec.units[m.raw_index] for m in muscles},
-                    raw={} if "raw" in kinds else None, filtered={} if "filtered" in kinds else None,
-                    envelope={} if "envelope" in kinds else None)
+    out = Processed(
+        rate=float(rec.rate),
+        n=n,
+        units={m.name: rec.units[m.raw_index] for m in muscles},
+        raw={} if "raw" in kinds else None,
+        filtered={} if "filtered" in kinds else None,
+        envelope={} if "envelope" in kinds else None,
+    )
     chain = out.filtered is not None or out.envelope is not None
     if n <= LOW_MEMORY_SAMPLES:
         if out.raw is not None:
             out.raw.update({m.name: _readonly(rec.channel(m.raw_index).astype(F32)) for m in muscles})
         if chain:
+
             def one(m):
                 f, e = chain_1d(rec.channel(m.raw_index), rec.rate, params)
                 return _readonly(f.astype(F32)), _readonly(e.astype(F32))
+
             # One channel per core: scipy's filters release the GIL, so channels run in parallel.
             results = list(_CHANNEL_POOL.map(one, muscles)) if len(muscles) > 1 else [one(m) for m in muscles]
             for m, (f, e) in zip(muscles, results):
@@ -287,8 +329,9 @@ def file_identity(st: os.stat_result) -> tuple[int, ...]:
 _HASH_BLOCK = 4 << 20
 
 
-def read_verified(path: str, file_hash: str, file_size: int | None,
-                  keep_max: int = _WHOLE_READ_MAX_BYTES) -> tuple[bytes | None, tuple[int, ...]]:
+def read_verified(
+    path: str, file_hash: str, file_size: int | None, keep_max: int = _WHOLE_READ_MAX_BYTES
+) -> tuple[bytes | None, tuple[int, ...]]:
     """Check the file's SHA-256; returns (bytes, identity), DataLoss if different. The bytes
     are returned (for the cold path to parse) when the file has at most ``keep_max`` bytes;
     a larger file is hashed block by block and None returned (it is then read in blocks by
@@ -297,25 +340,30 @@ def read_verified(path: str, file_hash: str, file_size: int | None,
         with open(path, "rb") as fh:
             before = file_identity(os.fstat(fh.fileno()))
             if before[2] <= keep_max:
-                data: bytes | None = fh.read()
-                size = len(data)
-                digest = hashlib.sha256(data).hexdigest()
+                whole = fh.read()
+                data: bytes | None = whole
+                size = len(whole)
+                digest = hashlib.sha256(whole).hexdigest()
             else:
                 data, size, h = None, 0, hashlib.sha256()
                 buf = bytearray(_HASH_BLOCK)
                 view = memoryview(buf)
-                while (got := fh.readinto(view)):
+                while got := fh.readinto(view):
                     h.update(view[:got])
                     size += got
                 digest = h.hexdigest()
     except FileNotFoundError:
         raise DataLoss(f"the stored C3D file {path!r} is missing from the content store") from None
     if file_size is not None and size != file_size:
-        raise DataLoss(f"the stored C3D file has {size} bytes, the session recorded {file_size}: "
-                       "the file was modified after ingest")
+        raise DataLoss(
+            f"the stored C3D file has {size} bytes, the session recorded {file_size}: "
+            "the file was modified after ingest"
+        )
     if digest != file_hash:
-        raise DataLoss(f"the stored C3D file no longer matches its file_hash (sha256 {digest[:12]}..., "
-                       f"recorded {file_hash[:12]}...): the file was modified after ingest")
+        raise DataLoss(
+            f"the stored C3D file no longer matches its file_hash (sha256 {digest[:12]}..., "
+            f"recorded {file_hash[:12]}...): the file was modified after ingest"
+        )
     if file_identity(os.stat(path)) != before:
         raise DataLoss("the stored C3D file changed while it was being verified")
     return data, before
@@ -353,23 +401,24 @@ def downsample(values: np.ndarray, n_out: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------- payloads
 
+
 @dataclass
 class ChannelPayload:
     name: str
     unit: str
-    values: np.ndarray                  # float32 LE, read-only (may be a view of shared arrays)
-    indices: np.ndarray | None          # uint32 LE original sample indices; None = contiguous from i0
+    values: np.ndarray  # float32 LE, read-only (may be a view of shared arrays)
+    indices: np.ndarray | None  # uint32 LE original sample indices; None = contiguous from i0
     contractions: list[list] = field(default_factory=list)
 
 
 @dataclass
 class Payload:
     kind: str
-    downsampling: str                   # "minmaxlttb" | "none"
+    downsampling: str  # "minmaxlttb" | "none"
     rate: float
     i0: int
     i1: int
-    generation: str                     # therapy_sessions.processed_at of the ingest run
+    generation: str  # therapy_sessions.processed_at of the ingest run
     channels: list[ChannelPayload]
 
     @property
@@ -377,13 +426,19 @@ class Payload:
         return sum(c.values.nbytes + (c.indices.nbytes if c.indices is not None else 0) for c in self.channels) + 512
 
 
-def build_payload(proc: Processed, plan: Plan, channels: list[str], window: tuple[int, int], generation: str,
-                  contractions: dict[str, list[list]]) -> Payload:
+def build_payload(
+    proc: Processed,
+    plan: Plan,
+    channels: list[str],
+    window: tuple[int, int],
+    generation: str,
+    contractions: dict[str, list[list]],
+) -> Payload:
     i0, i1 = window
     out = []
     downsampled = False
     for name in channels:
-        sig = proc.signal(plan.kind, name)[i0:i1]          # a view: no copy of the whole signal
+        sig = proc.signal(plan.kind, name)[i0:i1]  # a view: no copy of the whole signal
         if plan.max_points is not None and plan.max_points < sig.size:
             idx = downsample(sig, plan.max_points)
             values, indices = _readonly(sig[idx]), _readonly((idx + i0).astype(U32))
@@ -424,13 +479,30 @@ def encode_payload(p: Payload) -> bytes:
         parts.append(np.ascontiguousarray(c.values, dtype=F32).view(U32))
         if c.indices is not None:
             parts.append(np.ascontiguousarray(c.indices, dtype=U32))
-        chans.append({"name": c.name, "unit": c.unit, "count": int(c.values.size),
-                      "indexed": c.indices is not None, "contractions": c.contractions})
+        chans.append(
+            {
+                "name": c.name,
+                "unit": c.unit,
+                "count": int(c.values.size),
+                "indexed": c.indices is not None,
+                "contractions": c.contractions,
+            }
+        )
     body = np.concatenate(parts) if parts else np.zeros(0, U32)
     planes = _shuffle_compress(body, 6 if body.nbytes <= (1 << 20) else 1)
-    header = json.dumps({"kind": p.kind, "downsampling": p.downsampling, "rate": p.rate, "i0": p.i0, "i1": p.i1,
-                         "generation": p.generation, "words": int(body.size), "channels": chans,
-                         "planes": [[z, len(b)] for z, b in planes]}).encode()
+    header = json.dumps(
+        {
+            "kind": p.kind,
+            "downsampling": p.downsampling,
+            "rate": p.rate,
+            "i0": p.i0,
+            "i1": p.i1,
+            "generation": p.generation,
+            "words": int(body.size),
+            "channels": chans,
+            "planes": [[z, len(b)] for z, b in planes],
+        }
+    ).encode()
     return b"".join([_MAGIC, struct.pack("<I", len(header)), header, *(b for _, b in planes)])
 
 
@@ -439,23 +511,23 @@ def decode_payload(blob: bytes) -> Payload:
         raise ValueError("not a JIT cache payload")
     (hlen,) = struct.unpack_from("<I", blob, len(_MAGIC))
     pos = len(_MAGIC) + 4
-    h = json.loads(blob[pos:pos + hlen])
+    h = json.loads(blob[pos : pos + hlen])
     pos += hlen
     words = h["words"]
     shuffled = np.empty((4, words), np.uint8)
     for i, (zipped, size) in enumerate(h["planes"]):
-        chunk = blob[pos:pos + size]
+        chunk = blob[pos : pos + size]
         pos += size
         shuffled[i] = np.frombuffer(zlib.decompress(chunk) if zipped else chunk, np.uint8, count=words)
     body = np.ascontiguousarray(shuffled.T).view(U32).reshape(-1)
     out, off = [], 0
     for c in h["channels"]:
         n = c["count"]
-        values = _readonly(body[off:off + n].view(F32))
+        values = _readonly(body[off : off + n].view(F32))
         off += n
         indices = None
         if c["indexed"]:
-            indices = _readonly(body[off:off + n])
+            indices = _readonly(body[off : off + n])
             off += n
         out.append(ChannelPayload(c["name"], c["unit"], values, indices, c["contractions"]))
     return Payload(h["kind"], h["downsampling"], h["rate"], h["i0"], h["i1"], h["generation"], out)
@@ -463,14 +535,25 @@ def decode_payload(blob: bytes) -> Payload:
 
 # --------------------------------------------------------------------------- chunks
 
+
 def _contraction_pb(c: list) -> common_pb2.Contraction:
     # cache.RUN_SQL's array; payloads cached before migration 015 hold the first 9 items only
     # (their rows had partially_masked = false, masked_s = 0 then).
     i, start, end, dur, peak, mean, mi, md, good = c[:9]
     masked, masked_s = (c[9], c[10]) if len(c) >= 11 else (False, 0.0)
-    return common_pb2.Contraction(index=i, start_s=start, end_s=end, duration_s=dur, peak_amplitude=peak,
-                                  mean_amplitude=mean, meets_intensity=mi, meets_duration=md, good=good,
-                                  partially_masked=masked, masked_s=masked_s)
+    return common_pb2.Contraction(
+        index=i,
+        start_s=start,
+        end_s=end,
+        duration_s=dur,
+        peak_amplitude=peak,
+        mean_amplitude=mean,
+        meets_intensity=mi,
+        meets_duration=md,
+        good=good,
+        partially_masked=masked,
+        masked_s=masked_s,
+    )
 
 
 def chunks(p: Payload, chunk_samples: int, cache_hit: bool) -> Iterator[pb.SignalChunk]:
@@ -483,16 +566,31 @@ def chunks(p: Payload, chunk_samples: int, cache_hit: bool) -> Iterator[pb.Signa
             end = min(n, off + chunk_samples)
             first_sample = int(c.indices[off]) if c.indices is not None else p.i0 + off
             msg = pb.SignalChunk(
-                chunk_index=index, channel=c.name, kind=kind, unit=c.unit, sample_rate_hz=p.rate,
-                t0_s=first_sample / p.rate, dtype="float32le", samples=c.values[off:end].tobytes(),
+                chunk_index=index,
+                channel=c.name,
+                kind=kind,
+                unit=c.unit,
+                sample_rate_hz=p.rate,
+                t0_s=first_sample / p.rate,
+                dtype="float32le",
+                samples=c.values[off:end].tobytes(),
                 sample_indices=c.indices[off:end].tobytes() if c.indices is not None else b"",
-                sample_count=end - off, last_for_channel=end == n)
+                sample_count=end - off,
+                last_for_channel=end == n,
+            )
             if off == 0 and c.contractions:
                 msg.contractions.extend(_contraction_pb(x) for x in c.contractions)
             if index == 0:
-                msg.info.CopyFrom(pb.StreamInfo(
-                    processing_version=PROCESSING_VERSION, cache_hit=cache_hit, downsampling=p.downsampling,
-                    points_per_channel={x.name: int(x.values.size) for x in p.channels},
-                    window_sample_count=p.i1 - p.i0, t_start_s=p.i0 / p.rate, t_end_s=p.i1 / p.rate))
+                msg.info.CopyFrom(
+                    pb.StreamInfo(
+                        processing_version=PROCESSING_VERSION,
+                        cache_hit=cache_hit,
+                        downsampling=p.downsampling,
+                        points_per_channel={x.name: int(x.values.size) for x in p.channels},
+                        window_sample_count=p.i1 - p.i0,
+                        t_start_s=p.i0 / p.rate,
+                        t_end_s=p.i1 / p.rate,
+                    )
+                )
             index += 1
             yield msg

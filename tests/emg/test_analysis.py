@@ -5,7 +5,16 @@ import json
 import numpy as np
 import pytest
 
-from libs.emg import AnalysisSettings, ProcessingParams, SettingsError, analyze, analyze_file, envelope, highpass, read_c3d
+from libs.emg import (
+    AnalysisSettings,
+    ProcessingParams,
+    SettingsError,
+    analyze,
+    analyze_file,
+    envelope,
+    highpass,
+    read_c3d,
+)
 from libs.emg.pipeline import chain_1d, design_filters
 from libs.emg.synthetic import ChannelSpec, ContractionSpec, SyntheticSpec, regular_contractions
 
@@ -38,7 +47,7 @@ def test_known_contractions(write, rate):
 
 
 def test_dropouts_never_overlap_contractions(write):
-    path, truth = write(standard_spec())
+    path, _truth = write(standard_spec())
     res = analyze_file(path)
     ch = res.channel("CH2")
     for a in ch.quality.artifacts:
@@ -47,8 +56,10 @@ def test_dropouts_never_overlap_contractions(write):
 
 
 def test_noise_only_channel_gives_no_contractions(write):
-    spec = SyntheticSpec(duration_s=60.0, channels=[
-        ChannelSpec(contractions=regular_contractions(12, 2.5, 4.5)), ChannelSpec(noise_sd_v=13e-6)])
+    spec = SyntheticSpec(
+        duration_s=60.0,
+        channels=[ChannelSpec(contractions=regular_contractions(12, 2.5, 4.5)), ChannelSpec(noise_sd_v=13e-6)],
+    )
     path, _ = write(spec)
     res = analyze_file(path)
     noise = res.channel("CH2")
@@ -81,8 +92,12 @@ def test_clipping_detected(write):
 
 
 def test_short_gaps_are_merged_and_long_kept(write):
-    cons = [ContractionSpec(2.0, 1.0), ContractionSpec(3.1, 1.0),  # 100 ms gap -> one contraction
-            ContractionSpec(8.0, 1.0), ContractionSpec(10.0, 1.0)]  # 1 s gap -> two
+    cons = [
+        ContractionSpec(2.0, 1.0),
+        ContractionSpec(3.1, 1.0),  # 100 ms gap -> one contraction
+        ContractionSpec(8.0, 1.0),
+        ContractionSpec(10.0, 1.0),
+    ]  # 1 s gap -> two
     path, _ = write(SyntheticSpec(duration_s=14.0, channels=[ChannelSpec(contractions=cons), ChannelSpec()]))
     ch = analyze_file(path).channel("CH1")
     assert ch.total_contractions == 3
@@ -91,8 +106,14 @@ def test_short_gaps_are_merged_and_long_kept(write):
 
 
 def test_twelve_minute_recording(write):
-    spec = SyntheticSpec(rate=990.0, duration_s=720.0, channels=[
-        ChannelSpec(contractions=regular_contractions(24, 3.0, 29.0)), ChannelSpec(contractions=regular_contractions(12, 2.0, 55.0))])
+    spec = SyntheticSpec(
+        rate=990.0,
+        duration_s=720.0,
+        channels=[
+            ChannelSpec(contractions=regular_contractions(24, 3.0, 29.0)),
+            ChannelSpec(contractions=regular_contractions(12, 2.0, 55.0)),
+        ],
+    )
     path, _ = write(spec)
     res = analyze_file(path)
     assert res.recording["duration_s"] >= 720.0
@@ -126,21 +147,54 @@ def test_result_is_json_and_has_all_columns(write):
     path, _ = write(standard_spec())
     res = analyze_file(path, AnalysisSettings(rpe=5, bfr_pressure_aop=50.0, game_points=600))
     d = json.loads(json.dumps(res.to_dict()))
-    emg_cols = ["mvc_peak_value", "mvc_rms_value", "mvc_confidence_score", "mvc_calculation_method",
-                "total_contractions", "good_contractions_intensity", "good_contractions_duration",
-                "good_contractions_both", "completion_rate", "intensity_rate", "duration_rate",
-                "muscle_compliance_score", "signal_quality_score", "noise_level_db", "artifacts_detected",
-                "processing_confidence", "processing_pipeline", "processing_version", "processing_time_ms",
-                "mvc_threshold_percentage", "duration_threshold_seconds", "channel_name"]
+    emg_cols = [
+        "mvc_peak_value",
+        "mvc_rms_value",
+        "mvc_confidence_score",
+        "mvc_calculation_method",
+        "total_contractions",
+        "good_contractions_intensity",
+        "good_contractions_duration",
+        "good_contractions_both",
+        "completion_rate",
+        "intensity_rate",
+        "duration_rate",
+        "muscle_compliance_score",
+        "signal_quality_score",
+        "noise_level_db",
+        "artifacts_detected",
+        "processing_confidence",
+        "processing_pipeline",
+        "processing_version",
+        "processing_time_ms",
+        "mvc_threshold_percentage",
+        "duration_threshold_seconds",
+        "channel_name",
+    ]
     for ch in d["channels"]:
         assert set(emg_cols) <= set(ch)
         assert 0 <= ch["signal_quality_score"] <= 1 and 0 <= ch["processing_confidence"] <= 1
         assert ch["processing_pipeline"] == "20Hz->Rectify->10Hz->RMS"
-    perf_cols = ["overall_performance_score", "compliance_score", "symmetry_score", "effort_score", "game_score",
-                 "performance_weights", "bfr_pressure_aop", "bfr_compliance_gate", "rpe_post_session",
-                 "game_points_achieved", "game_points_maximum", "session_duration_minutes",
-                 "left_muscle_completion_rate", "left_muscle_intensity_rate", "left_muscle_duration_rate",
-                 "right_muscle_completion_rate", "right_muscle_intensity_rate", "right_muscle_duration_rate"]
+    perf_cols = [
+        "overall_performance_score",
+        "compliance_score",
+        "symmetry_score",
+        "effort_score",
+        "game_score",
+        "performance_weights",
+        "bfr_pressure_aop",
+        "bfr_compliance_gate",
+        "rpe_post_session",
+        "game_points_achieved",
+        "game_points_maximum",
+        "session_duration_minutes",
+        "left_muscle_completion_rate",
+        "left_muscle_intensity_rate",
+        "left_muscle_duration_rate",
+        "right_muscle_completion_rate",
+        "right_muscle_intensity_rate",
+        "right_muscle_duration_rate",
+    ]
     assert set(perf_cols) <= set(d["performance"])
     assert d["performance"]["components_used"] == ["compliance", "symmetry", "effort", "game"]
     assert d["performance"]["game_score"] == 60.0 and d["performance"]["effort_score"] == 100.0
@@ -193,9 +247,11 @@ def test_real_samples_plausible(path):
             for c in ch.contractions:
                 assert c.end_s <= a.start_s or c.start_s >= a.end_s
         assert 20 < ch.descriptors.median_frequency_hz < 200
-        print(f"{path.name} {ch.channel_name}: {ch.total_contractions} contractions, MVC {ch.mvc_rms_value * 1e6:.0f} uV "
-              f"(conf {ch.mvc_confidence_score:.2f}), threshold {ch.detection_threshold_v * 1e6:.0f} uV, "
-              f"artifacts {ch.artifacts_detected}, MDF {ch.descriptors.median_frequency_hz:.0f} Hz")
+        print(
+            f"{path.name} {ch.channel_name}: {ch.total_contractions} contractions, MVC {ch.mvc_rms_value * 1e6:.0f} uV "
+            f"(conf {ch.mvc_confidence_score:.2f}), threshold {ch.detection_threshold_v * 1e6:.0f} uV, "
+            f"artifacts {ch.artifacts_detected}, MDF {ch.descriptors.median_frequency_hz:.0f} Hz"
+        )
     assert res.performance.effort_score is None and "effort" in res.performance.components_excluded
 
 

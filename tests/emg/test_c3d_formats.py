@@ -1,6 +1,7 @@
 """Every C3D storage the numpy reader handles (Intel / DEC / MIPS, float / signed / unsigned
 16-bit integer), cross-checked with ezc3d and with the specification's conversion; the
 blockwise file reading of large files; the header-only size estimate and memory budget."""
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,13 @@ import pytest
 
 from libs.emg import C3DContentError, C3DFormatError, EmgError, MemoryBudgetExceeded, analyze, read_c3d
 from libs.emg import c3d_reader as cr
-from libs.emg.c3d_reader import check_analysis_budget, dec_to_float32, estimate_analysis_bytes, inspect_c3d
-from libs.emg.c3d_reader import parse_parameters
+from libs.emg.c3d_reader import (
+    check_analysis_budget,
+    dec_to_float32,
+    estimate_analysis_bytes,
+    inspect_c3d,
+    parse_parameters,
+)
 
 from .test_c3d_writer import DEC, INTEL, MIPS, C3DSpec, Param, build_c3d, ieee_to_dec
 
@@ -27,7 +33,7 @@ def _stored(storage: str, n: int = 990 * 4, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     if storage == "float":
         a = rng.normal(0, 1e-4, (4, n)).astype(np.float32)
-        a[2:] = (a[2:] > 0)
+        a[2:] = a[2:] > 0
         a[1, 100:200] = 0.0  # exact zeros (a DEC zero has exponent 0)
         return a
     a = rng.integers(-32768, 32768, (4, n))
@@ -49,8 +55,16 @@ def _truth(stored: np.ndarray, storage: str) -> np.ndarray:
 
 
 def _spec(storage: str, proc: int, n_points: int = 1, **kw) -> C3DSpec:
-    return C3DSpec(_stored(storage), storage=storage, processor=proc, n_points=n_points, scale=SCALE, offset=OFFSET,
-                   gen_scale=GEN, **kw)
+    return C3DSpec(
+        _stored(storage),
+        storage=storage,
+        processor=proc,
+        n_points=n_points,
+        scale=SCALE,
+        offset=OFFSET,
+        gen_scale=GEN,
+        **kw,
+    )
 
 
 def _write(tmp_path, spec: C3DSpec, name: str = "f.c3d"):
@@ -59,8 +73,10 @@ def _write(tmp_path, spec: C3DSpec, name: str = "f.c3d"):
     return path
 
 
-@pytest.fixture(params=[(INTEL, "float"), (INTEL, "int"), (DEC, "float"), (DEC, "int"), (MIPS, "float"),
-                        (MIPS, "int")], ids=lambda p: f"{ {84: 'intel', 85: 'dec', 86: 'mips'}[p[0]]}-{p[1]}")
+@pytest.fixture(
+    params=[(INTEL, "float"), (INTEL, "int"), (DEC, "float"), (DEC, "int"), (MIPS, "float"), (MIPS, "int")],
+    ids=lambda p: f"{ {84: 'intel', 85: 'dec', 86: 'mips'}[p[0]] }-{p[1]}",
+)
 def fmt(request):
     return request.param
 
@@ -106,18 +122,30 @@ def test_parameters_equal_ezc3d(tmp_path, fmt):
                 assert np.array_equal(np.ravel(value).astype(float), np.ravel(expected).astype(float)), (group, name)
     if proc == MIPS:  # same parameters read from the big-endian file
         h2, p2 = parse_parameters(_write(tmp_path, _spec(storage, MIPS, 1), "m.c3d").read_bytes())
-        assert {g: {k: list(np.ravel(v)) for k, v in d.items()} for g, d in p2.items()} == \
-               {g: {k: list(np.ravel(v)) for k, v in d.items()} for g, d in params.items()}
-        assert (h2["frame_rate"], h2["scale_factor"], h2["data_start"]) == \
-               (header["frame_rate"], header["scale_factor"], header["data_start"])
+        assert {g: {k: list(np.ravel(v)) for k, v in d.items()} for g, d in p2.items()} == {
+            g: {k: list(np.ravel(v)) for k, v in d.items()} for g, d in params.items()
+        }
+        assert (h2["frame_rate"], h2["scale_factor"], h2["data_start"]) == (
+            header["frame_rate"],
+            header["scale_factor"],
+            header["data_start"],
+        )
 
 
 def test_unsigned_integers_follow_the_specification(tmp_path):
     """ANALOG:FORMAT 'UNSIGNED': words and offsets are unsigned (ezc3d reads them signed)."""
     stored = np.array([[0, 1, 32768, 40000, 65535, 2048] * 30] * 2)
     for proc in (INTEL, DEC, MIPS):
-        spec = C3DSpec(stored, storage="int", processor=proc, n_points=1, analog_format="UNSIGNED",
-                       offset=[32768 - 65536, 2048], scale=[1e-3, 2.0], gen_scale=0.5)
+        spec = C3DSpec(
+            stored,
+            storage="int",
+            processor=proc,
+            n_points=1,
+            analog_format="UNSIGNED",
+            offset=[32768 - 65536, 2048],
+            scale=[1e-3, 2.0],
+            gen_scale=0.5,
+        )
         rec = read_c3d(_write(tmp_path, spec))
         assert np.array_equal(rec.channel(0), (stored[0] - 32768.0) * float(np.float32(1e-3)) * 0.5)
         assert np.array_equal(rec.channel(1), (stored[1] - 2048.0) * 2.0 * 0.5)
@@ -129,14 +157,31 @@ def _vax_value(bits16_swapped: int) -> float:
     s, e, f = bits16_swapped >> 31, (bits16_swapped >> 23) & 0xFF, bits16_swapped & 0x7FFFFF
     if e == 0:
         return float("nan") if s else 0.0
-    return (-1.0) ** s * np.ldexp(0.5 + f / 2.0 ** 24, e - 128)
+    return (-1.0) ** s * np.ldexp(0.5 + f / 2.0**24, e - 128)
 
 
 def test_dec_float_conversion_is_exact_over_the_whole_range():
     rng = np.random.default_rng(5)
-    bits = np.concatenate([rng.integers(0, 2 ** 32, 20000, dtype=np.uint64).astype(np.uint32),
-                           np.array([0, 0x80000000, 1 << 23, 2 << 23, 3 << 23, (3 << 23) | 5, 0x7FFFFFFF, 0xFFFFFFFF,
-                                     (1 << 23) | 0x7FFFFF, 0x80000000 | (2 << 23) | 77], dtype=np.uint32)])
+    bits = np.concatenate(
+        [
+            rng.integers(0, 2**32, 20000, dtype=np.uint64).astype(np.uint32),
+            np.array(
+                [
+                    0,
+                    0x80000000,
+                    1 << 23,
+                    2 << 23,
+                    3 << 23,
+                    (3 << 23) | 5,
+                    0x7FFFFFFF,
+                    0xFFFFFFFF,
+                    (1 << 23) | 0x7FFFFF,
+                    0x80000000 | (2 << 23) | 77,
+                ],
+                dtype=np.uint32,
+            ),
+        ]
+    )
     stored = ((bits << np.uint32(16)) | (bits >> np.uint32(16))).astype("<u4")  # the file's word order
     got = dec_to_float32(stored)
     for b, g in zip(bits.tolist(), got.tolist()):
@@ -153,9 +198,9 @@ def test_dec_float_conversion_is_exact_over_the_whole_range():
 def test_dec_reserved_operand_is_refused_as_nan(tmp_path):
     spec = _spec("float", DEC)
     blob = bytearray(build_c3d(spec))
-    header, params = parse_parameters(bytes(blob))
+    header, _params = parse_parameters(bytes(blob))
     start = (header["data_start"] - 1) * 512
-    blob[start + 16 + 4 * 1:start + 16 + 4 * 2] = bytes([0, 0x80, 0, 0])  # channel 2, sample 0: sign set, exponent 0
+    blob[start + 16 + 4 * 1 : start + 16 + 4 * 2] = bytes([0, 0x80, 0, 0])  # channel 2, sample 0: sign set, exponent 0
     with pytest.raises(C3DContentError, match="NaN or infinite analog values \\(channels: CH2 Raw\\)"):
         read_c3d(bytes(blob))
 
@@ -242,11 +287,17 @@ def test_file_cut_after_the_header_was_read_is_refused(tmp_path, small_blocks):
 
 def _sparse_file(tmp_path, storage: str, n_frames: int, name: str) -> tuple:
     """A GHOSTLY-layout file of n_frames frames whose data section is a hole (zeros)."""
-    spec = C3DSpec(np.zeros((4, 30), dtype=np.int64 if storage == "int" else np.float32), storage=storage,
-                   n_points=1, frames_param=-1 if n_frames > 65535 else n_frames,
-                   header_last=min(65535, n_frames), extra=[Param("TRIAL", "ACTUAL_START_FIELD", [1, 0], "int16"),
-                                                            Param("TRIAL", "ACTUAL_END_FIELD",
-                                                                  [n_frames & 0xFFFF, n_frames >> 16], "int16")])
+    spec = C3DSpec(
+        np.zeros((4, 30), dtype=np.int64 if storage == "int" else np.float32),
+        storage=storage,
+        n_points=1,
+        frames_param=-1 if n_frames > 65535 else n_frames,
+        header_last=min(65535, n_frames),
+        extra=[
+            Param("TRIAL", "ACTUAL_START_FIELD", [1, 0], "int16"),
+            Param("TRIAL", "ACTUAL_END_FIELD", [n_frames & 0xFFFF, n_frames >> 16], "int16"),
+        ],
+    )
     blob = build_c3d(spec)
     header, _ = parse_parameters(blob)
     start = (header["data_start"] - 1) * 512
@@ -264,8 +315,14 @@ def test_estimate_reads_only_the_header(tmp_path):
     info = inspect_c3d(path)
     need = estimate_analysis_bytes(path)
     assert time.perf_counter() - t < 0.5
-    assert (info.n_samples, info.n_channels, info.storage, info.processor, info.reader, info.read_whole) == \
-           (n, 4, "int", "Intel", "numpy", False)
+    assert (info.n_samples, info.n_channels, info.storage, info.processor, info.reader, info.read_whole) == (
+        n,
+        4,
+        "int",
+        "Intel",
+        "numpy",
+        False,
+    )
     # one channel at a time: three float64 signals (24 B/sample) + the statistics' temporaries;
     # never the file (8 B/sample here), never all channels
     assert 24 * n < need < 80 * n

@@ -3,6 +3,7 @@ float64 for every channel (~34x the file size in one analysis worker); it is now
 per channel, long recordings run the chain in place on one work buffer, and the working
 memory is known from the header before the file is read. Bit-identity of the low-memory
 chain with the standard one is checked here too (the numbers must not change)."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import uniform_filter1d
 
-from libs.emg import ProcessingParams, analyze, analyze_file, estimate_analysis_bytes, read_c3d
+from libs.emg import ProcessingParams, analyze, estimate_analysis_bytes, read_c3d
 from libs.emg import analysis as an
 from libs.emg import pipeline as pl
 
@@ -28,8 +29,11 @@ def _signals():
     t = np.arange(60_000) / 990.0
     on = (t % 6.0) < 2.0
     yield "contractions", rng.normal(0, 5e-6, t.size) + on * rng.normal(0, 3e-4, t.size), 990.0
-    yield "mains hum (notch)", rng.normal(0, 5e-6, t.size) + 15e-6 * np.sin(2 * np.pi * 50.0 * t) \
-        + on * rng.normal(0, 2e-4, t.size), 990.0
+    yield (
+        "mains hum (notch)",
+        rng.normal(0, 5e-6, t.size) + 15e-6 * np.sin(2 * np.pi * 50.0 * t) + on * rng.normal(0, 2e-4, t.size),
+        990.0,
+    )
     burst = np.zeros(50_000)
     burst[5000:9000] = rng.normal(0, 3e-4, 4000)
     yield "zero runs (guard)", burst, 2000.0
@@ -52,15 +56,15 @@ def test_low_memory_chain_is_bit_identical(name, x, rate):
     slot = pl.raw_slot(work, n)
     slot[:] = x
     f, e = np.empty(n), np.empty(n)
-    cond = pl.chain_lowmem(slot, rate, p, work, e, f)             # raw converted in place
+    cond = pl.chain_lowmem(slot, rate, p, work, e, f)  # raw converted in place
     assert np.array_equal(f, f_ref) and np.array_equal(e, e_ref)
     assert cond.artifacts == cond_ref.artifacts and np.array_equal(cond.flag, cond_ref.flag)
     assert cond.mains.present == cond_ref.mains.present
     e2 = np.empty(n)
-    pl.chain_lowmem(x, rate, p, np.empty(pl.work_size(n)), e2)    # copied in; envelope only
+    pl.chain_lowmem(x, rate, p, np.empty(pl.work_size(n)), e2)  # copied in; envelope only
     assert np.array_equal(e2, e_ref)
     f3 = np.empty(n)
-    pl.chain_lowmem(x, rate, p, np.empty(pl.work_size(n)), None, f3)   # filtered only
+    pl.chain_lowmem(x, rate, p, np.empty(pl.work_size(n)), None, f3)  # filtered only
     assert np.array_equal(f3, f_ref)
     if name.startswith("mains"):
         assert cond.mains.present
@@ -75,7 +79,7 @@ def test_moving_mean_equals_uniform_filter1d():
         x[rng.integers(0, n, n // 4)] = 0.0
         w = np.empty(n + win + 7)
         at = int(rng.integers(0, 8))
-        w[at:at + n] = x
+        w[at : at + n] = x
         out = np.empty(n)
         pl._moving_mean(w, at, n, win, out)
         assert np.array_equal(out, uniform_filter1d(x, size=win, mode="nearest")), (n, win)
@@ -90,7 +94,7 @@ def test_in_place_moves_and_reversal(monkeypatch):
         ref = buf.copy()
         n = int(rng.integers(0, size))
         src, dst = int(rng.integers(0, 40)), int(rng.integers(0, 40))
-        ref[dst:dst + n] = ref[src:src + n].copy()
+        ref[dst : dst + n] = ref[src : src + n].copy()
         pl._move(buf, dst, src, n)
         assert np.array_equal(buf, ref)
         pl._reverse_inplace(buf[:size])
@@ -129,14 +133,22 @@ def test_long_recording_analysis_is_identical(write, monkeypatch, threads):
     noise figures from the float32 copy of the filtered signal within 1e-6 relative."""
     from libs.emg.synthetic import ChannelSpec, SyntheticSpec, regular_contractions
 
-    spec = SyntheticSpec(duration_s=120.0, channels=[
-        ChannelSpec(contractions=regular_contractions(12, 2.5, 9.0), hum_hz=50.0, hum_rms_v=15e-6),
-        ChannelSpec(contractions=regular_contractions(10, 1.0, 11.0), dropouts=[(4.0, 270), (30.2, 270)],
-                    clip_v=4e-4, rail_jitter_lsb=1.5)])
+    spec = SyntheticSpec(
+        duration_s=120.0,
+        channels=[
+            ChannelSpec(contractions=regular_contractions(12, 2.5, 9.0), hum_hz=50.0, hum_rms_v=15e-6),
+            ChannelSpec(
+                contractions=regular_contractions(10, 1.0, 11.0),
+                dropouts=[(4.0, 270), (30.2, 270)],
+                clip_v=4e-4,
+                rail_jitter_lsb=1.5,
+            ),
+        ],
+    )
     path, _ = write(spec)
     monkeypatch.setenv("EMG_ANALYSIS_THREADS", threads)
     standard = _numbers(analyze(read_c3d(path)))
-    monkeypatch.setattr(an, "LOW_MEMORY_SAMPLES", 1000)        # every channel through chain_lowmem
+    monkeypatch.setattr(an, "LOW_MEMORY_SAMPLES", 1000)  # every channel through chain_lowmem
     long_path = _numbers(analyze(read_c3d(path)))
     assert _differences(long_path, standard) == []
     approximate = [d for d in _differences(long_path, standard, rel=0.0)]
@@ -144,7 +156,7 @@ def test_long_recording_analysis_is_identical(write, monkeypatch, threads):
     for ch_long, ch in zip(long_path["channels"], standard["channels"]):
         assert ch_long["contractions"] == ch["contractions"]
         assert ch_long["mvc_rms_value"] == ch["mvc_rms_value"]
-    assert _numbers(analyze(read_c3d(path))) == long_path       # reused (shared) workspace buffers
+    assert _numbers(analyze(read_c3d(path))) == long_path  # reused (shared) workspace buffers
 
 
 # --------------------------------------------------------------------------- peak memory
@@ -173,8 +185,13 @@ def _integer_file(path: Path, minutes: float) -> Path:
         on = ((t + 3 * ch) % 8.0) < 2.5
         data[ch] = np.round((rng.normal(0, 5e-6, n) + on * rng.normal(0, 300e-6, n)) / 0.16781e-6)
         data[2 + ch] = on
-    spec = C3DSpec(data, storage="int", n_points=1, scale=[0.16781e-6, 0.16781e-6, 1.0, 1.0],
-                   labels=["CH1 Raw", "CH2 Raw", "CH1 activated", "CH2 activated"])
+    spec = C3DSpec(
+        data,
+        storage="int",
+        n_points=1,
+        scale=[0.16781e-6, 0.16781e-6, 1.0, 1.0],
+        labels=["CH1 Raw", "CH2 Raw", "CH1 activated", "CH2 activated"],
+    )
     path.write_bytes(build_c3d(spec))
     return path
 
@@ -184,8 +201,13 @@ def test_integer_file_analysis_memory_is_per_channel(tmp_path):
     working set of one channel (plus the file, read whole at this size)."""
     path = _integer_file(tmp_path / "Ghostly_Emg_20240506_14-30-17-0881.c3d", minutes=51)
     size = path.stat().st_size
-    r = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(ROOT)], capture_output=True, text=True,
-                       timeout=600, env={"OPENBLAS_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    r = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"OPENBLAS_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+    )
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout.strip().splitlines()[-1])
     used = got["peak"] - got["base"]
@@ -199,15 +221,21 @@ def test_batched_spectra_and_blocked_selections_match_one_pass(write, monkeypatc
     """The bounded-memory forms (Welch PSDs summed batch by batch, burst peaks and boolean
     selections block by block) give the one-pass results: bursts and selections exactly,
     spectra up to the order of the float64 sums."""
-    from libs.emg import arrays, contractions as cx, descriptors as dx
+    from libs.emg import arrays
+    from libs.emg import contractions as cx
+    from libs.emg import descriptors as dx
     from libs.emg.synthetic import ChannelSpec, SyntheticSpec, regular_contractions
 
-    spec = SyntheticSpec(duration_s=60.0, channels=[
-        ChannelSpec(contractions=regular_contractions(8, 2.0, 6.0), dropouts=[(10.0, 300)]),
-        ChannelSpec(contractions=regular_contractions(5, 1.0, 9.0))])
+    spec = SyntheticSpec(
+        duration_s=60.0,
+        channels=[
+            ChannelSpec(contractions=regular_contractions(8, 2.0, 6.0), dropouts=[(10.0, 300)]),
+            ChannelSpec(contractions=regular_contractions(5, 1.0, 9.0)),
+        ],
+    )
     path, _ = write(spec)
     standard = _numbers(analyze(read_c3d(path)))
-    monkeypatch.setattr(dx, "_WELCH_BATCH_BYTES", 8 * 256 * 7)   # 7 segments per welch call
+    monkeypatch.setattr(dx, "_WELCH_BATCH_BYTES", 8 * 256 * 7)  # 7 segments per welch call
     monkeypatch.setattr(arrays, "BLOCK", 1000)
     monkeypatch.setattr(cx, "BLOCK", 1000)
     small = _numbers(analyze(read_c3d(path)))

@@ -2,6 +2,7 @@
 INVALID_ARGUMENT and a failed session) for every processor and storage, whether read whole,
 from bytes or in blocks from the file. Integer files used to go through ezc3d, which returned
 a truncated one as a shorter recording (issue 16, item 5)."""
+
 from __future__ import annotations
 
 import struct
@@ -15,7 +16,7 @@ from libs.emg import c3d_reader as cr
 from .test_c3d_writer import DEC, INTEL, MIPS, C3DSpec, build_c3d, layout_of
 
 FORMATS = [(INTEL, "float"), (INTEL, "int"), (DEC, "float"), (DEC, "int"), (MIPS, "float"), (MIPS, "int")]
-IDS = [f"{ {84: 'intel', 85: 'dec', 86: 'mips'}[p]}-{s}" for p, s in FORMATS]
+IDS = [f"{ {84: 'intel', 85: 'dec', 86: 'mips'}[p] }-{s}" for p, s in FORMATS]
 
 
 def _spec(proc: int, storage: str, **kw) -> C3DSpec:
@@ -38,6 +39,7 @@ def reader(request, tmp_path, monkeypatch):
         path = tmp_path / "Ghostly_Emg_20240506_14-30-17-0881.c3d"
         path.write_bytes(blob)
         return read_c3d(path)
+
     return read
 
 
@@ -53,10 +55,12 @@ def test_truncated_mid_data_is_refused(proc, storage, reader):
     blob = build_c3d(spec)
     where = layout_of(spec, blob)
     assert read_c3d(blob).n_samples == spec.analogs.shape[1]  # the whole file is fine
-    for cut in (where.data_start + (where.data_end - where.data_start) * 3 // 5,  # 60 % of the data
-                where.data_end - 1,                                              # one byte short
-                where.data_end - where.frame_bytes,                              # one whole frame short
-                where.data_start + 1):
+    for cut in (
+        where.data_start + (where.data_end - where.data_start) * 3 // 5,  # 60 % of the data
+        where.data_end - 1,  # one byte short
+        where.data_end - where.frame_bytes,  # one whole frame short
+        where.data_start + 1,
+    ):
         with pytest.raises(C3DFormatError, match=r"Truncated C3D file: \d+ frames declared but only \d+ are present"):
             reader(blob[:cut])
 
@@ -65,13 +69,13 @@ def test_truncated_mid_data_is_refused(proc, storage, reader):
 def test_header_pointing_past_the_end_is_refused(proc, storage, reader):
     blob = build_c3d(_spec(proc, storage))
     past = _patch_header_word(blob, proc, 16, "H", len(blob) // 512 + 10)  # data_start past EOF
-    with pytest.raises(C3DFormatError, match="data section at byte .* past the end of the file"):
+    with pytest.raises(C3DFormatError, match=r"data section at byte .* past the end of the file"):
         reader(past)
     params_past = bytes([200]) + blob[1:]  # parameter block 200 of a 24-block file
-    with pytest.raises(C3DFormatError, match="parameter section at byte .* past the end of the file"):
+    with pytest.raises(C3DFormatError, match=r"parameter section at byte .* past the end of the file"):
         reader(params_past)
-    with pytest.raises(C3DFormatError, match="Truncated C3D file|Truncated or corrupt C3D parameter section"):
-        reader(blob[:512 + 300])  # cut inside the parameter section
+    with pytest.raises(C3DFormatError, match=r"Truncated C3D file|Truncated or corrupt C3D parameter section"):
+        reader(blob[: 512 + 300])  # cut inside the parameter section
 
 
 @pytest.mark.parametrize("proc,storage", FORMATS, ids=IDS)
@@ -83,8 +87,10 @@ def test_inconsistent_counts_are_refused(proc, storage, reader):
         "header frames": (dict(header_last=170), "POINT:FRAMES declares 198 frames, the header 170"),
         "scales": (dict(scale=[1.0, 1.0]), "ANALOG:SCALE/OFFSET have fewer entries than ANALOG:USED"),
         "offsets": (dict(offset=[0]), "ANALOG:SCALE/OFFSET have fewer entries than ANALOG:USED"),
-        "storage": (dict(point_scale=1.0 if storage == "float" else -1.0, header_scale=-1.0 if storage == "float" else 1.0),
-                    f"the header declares {storage} data .* but POINT:SCALE = "),
+        "storage": (
+            dict(point_scale=1.0 if storage == "float" else -1.0, header_scale=-1.0 if storage == "float" else 1.0),
+            f"the header declares {storage} data .* but POINT:SCALE = ",
+        ),
         "data inside the parameters": (dict(), "header places the data section at block 2, inside the header"),
     }
     for name, (kw, message) in cases.items():
@@ -101,7 +107,7 @@ def test_truncated_integer_file_fails_the_analysis(tmp_path):
     blob = build_c3d(spec)
     where = layout_of(spec, blob)
     path = tmp_path / "Ghostly_Emg_20240506_14-30-17-0881.c3d"
-    path.write_bytes(blob[:where.data_start + (where.data_end - where.data_start) // 2])
+    path.write_bytes(blob[: where.data_start + (where.data_end - where.data_start) // 2])
     with pytest.raises(C3DFormatError, match="Truncated C3D file: 198 frames declared but only 99 are present"):
         analyze_file(path)
     with pytest.raises(C3DFormatError, match="Truncated"):

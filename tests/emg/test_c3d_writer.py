@@ -5,6 +5,7 @@ reader can be checked against ezc3d (which writes Intel float only) and against 
 ``build_c3d`` returns the file's bytes; ``layout_of`` where its parts are (for cutting and
 patching files in the truncation tests).
 """
+
 from __future__ import annotations
 
 import math
@@ -48,26 +49,26 @@ class Param:
 
 @dataclass
 class C3DSpec:
-    analogs: np.ndarray                     # (n_channels, n_samples) stored values (float or int)
+    analogs: np.ndarray  # (n_channels, n_samples) stored values (float or int)
     rate: float = 990.0
     point_rate: float = 33.0
-    storage: str = "float"                  # 'float' | 'int'
+    storage: str = "float"  # 'float' | 'int'
     processor: int = INTEL
     n_points: int = 1
-    scale: list[float] | None = None        # ANALOG:SCALE (default 1)
-    offset: list[int] | None = None         # ANALOG:OFFSET (default 0)
+    scale: list[float] | None = None  # ANALOG:SCALE (default 1)
+    offset: list[int] | None = None  # ANALOG:OFFSET (default 0)
     gen_scale: float = 1.0
     labels: list[str] | None = None
     units: list[str] | None = None
-    analog_format: str | None = None        # ANALOG:FORMAT ('SIGNED' / 'UNSIGNED')
-    point_scale: float | None = None        # POINT:SCALE (default: -1 float, 0.1 integer)
-    header_scale: float | None = None       # the header's copy of it (default: point_scale)
-    frames_param: int | None = None         # POINT:FRAMES override (default: the frame count, wrapped)
+    analog_format: str | None = None  # ANALOG:FORMAT ('SIGNED' / 'UNSIGNED')
+    point_scale: float | None = None  # POINT:SCALE (default: -1 float, 0.1 integer)
+    header_scale: float | None = None  # the header's copy of it (default: point_scale)
+    frames_param: int | None = None  # POINT:FRAMES override (default: the frame count, wrapped)
     header_first: int = 1
-    header_last: int | None = None          # header last frame override
+    header_last: int | None = None  # header last frame override
     header_analog_values: int | None = None  # header word 3 override
-    header_points: int | None = None        # header word 2 override
-    data_start: int | None = None           # override (blocks, 1-based)
+    header_points: int | None = None  # header word 2 override
+    data_start: int | None = None  # override (blocks, 1-based)
     extra: list[Param] = field(default_factory=list)
     pad_to_block: bool = True
 
@@ -77,9 +78,11 @@ def _param_value_bytes(p: Param, processor: int) -> tuple[int, list[int], bytes]
     v = p.value
     kind = p.kind
     if kind == "auto":
-        if isinstance(v, str) or (isinstance(v, list) and v and all(isinstance(x, str) for x in v)):
-            kind = "char"
-        elif isinstance(v, list) and not v:
+        if (
+            isinstance(v, str)
+            or (isinstance(v, list) and v and all(isinstance(x, str) for x in v))
+            or (isinstance(v, list) and not v)
+        ):
             kind = "char"
         else:
             arr = np.asarray(v)
@@ -138,8 +141,11 @@ def build_c3d(spec: C3DSpec) -> bytes:
     is_float = spec.storage == "float"
     point_scale = spec.point_scale if spec.point_scale is not None else (-1.0 if is_float else 0.1)
     labels = spec.labels or [f"CH{i + 1} Raw" for i in range(n_ch)]
-    frames_param = spec.frames_param if spec.frames_param is not None else (
-        n_frames if n_frames <= 32767 else (n_frames - 65536 if n_frames <= 65535 else -1))
+    frames_param = (
+        spec.frames_param
+        if spec.frames_param is not None
+        else (n_frames if n_frames <= 32767 else (n_frames - 65536 if n_frames <= 65535 else -1))
+    )
     params = [
         Param("POINT", "USED", [spec.n_points], "int16"),
         Param("POINT", "SCALE", [point_scale], "float"),
@@ -162,9 +168,17 @@ def build_c3d(spec: C3DSpec) -> bytes:
     header = bytearray(BLOCK)
     header[0], header[1] = 2, 0x50
     last = spec.header_last if spec.header_last is not None else min(65535, spec.header_first + n_frames - 1)
-    struct.pack_into(e + "hhhHHh", header, 2, spec.header_points if spec.header_points is not None else spec.n_points,
-                     spec.header_analog_values if spec.header_analog_values is not None else n_ch * n_sub,
-                     spec.header_first, last, 0, 0)
+    struct.pack_into(
+        e + "hhhHHh",
+        header,
+        2,
+        spec.header_points if spec.header_points is not None else spec.n_points,
+        spec.header_analog_values if spec.header_analog_values is not None else n_ch * n_sub,
+        spec.header_first,
+        last,
+        0,
+        0,
+    )
     header[12:16] = float_bytes([point_scale if spec.header_scale is None else spec.header_scale], proc)
     struct.pack_into(e + "HH", header, 16, data_start, n_sub)
     header[20:24] = float_bytes([spec.point_rate], proc)
@@ -185,7 +199,7 @@ def build_c3d(spec: C3DSpec) -> bytes:
             body = (frames & 0xFFFF).astype(e + "u2").tobytes()
         else:
             body = int_bytes(frames, proc)
-    out = (bytes(header) + psec).ljust((data_start - 1) * BLOCK, b"\x00")[:(data_start - 1) * BLOCK] + body
+    out = (bytes(header) + psec).ljust((data_start - 1) * BLOCK, b"\x00")[: (data_start - 1) * BLOCK] + body
     if spec.pad_to_block and len(out) % BLOCK:
         out += b"\x00" * (BLOCK - len(out) % BLOCK)
     return out
@@ -193,7 +207,7 @@ def build_c3d(spec: C3DSpec) -> bytes:
 
 @dataclass
 class Where:
-    data_start: int      # byte offset of the data section
+    data_start: int  # byte offset of the data section
     frame_bytes: int
     n_frames: int
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from libs.emg import AnalysisSettings, ProcessingParams, analyze_file
+from libs.emg import AnalysisSettings, ProcessingParams, analyze_file, mains
 from libs.emg import contractions as cx
-from libs.emg import mains
 from libs.emg import quality as qx
 from libs.emg.synthetic import ChannelSpec, ContractionSpec, SyntheticSpec, regular_contractions
 
@@ -50,8 +49,8 @@ def test_onset_threshold_follows_strong_activity_not_only_the_noise_floor():
     threshold is reported with every candidate."""
     env = _envelope(40.0)
     for i in range(8):
-        _burst(env, 2.0 + 4 * i, 0.8, 300e-6)      # task
-        _burst(env, 4.0 + 4 * i, 0.3, 60e-6)       # background, 20 %
+        _burst(env, 2.0 + 4 * i, 0.8, 300e-6)  # task
+        _burst(env, 4.0 + 4 * i, 0.3, 60e-6)  # background, 20 %
     det = cx.detect(env, np.zeros(env.size, dtype=bool), RATE, ProcessingParams())
     assert len(det.contractions) == 8
     assert det.threshold_rule == "activity"
@@ -78,14 +77,14 @@ def test_short_clipping_inside_a_contraction_costs_only_what_it_touches(write):
     contraction; now it is kept (flagged) with only the masked seconds cut, and said so."""
     cons = regular_contractions(5, 3.0, 6.0, amplitude_v=300e-6)
     spec = SyntheticSpec(duration_s=36.0, channels=[ChannelSpec(contractions=cons), ChannelSpec(contractions=cons)])
-    path, truth = write(spec)
+    path, _truth = write(spec)
     # Saturate 10 samples in the middle of the third contraction of CH1 (rail +/- jitter).
     import ezc3d
 
     c3d = ezc3d.c3d(str(path))
     s = int((cons[2].start_s + 1.5) * RATE)
     rng = np.random.default_rng(5)
-    c3d["data"]["analogs"][0, 0, s:s + 10] = 5.49e-3 + rng.normal(0, 3e-7, 10)
+    c3d["data"]["analogs"][0, 0, s : s + 10] = 5.49e-3 + rng.normal(0, 3e-7, 10)
     c3d.write(str(path))
     ch = analyze_file(path).channel("CH1")
     assert ch.total_contractions == 5
@@ -120,9 +119,13 @@ def test_saturation_with_jittering_rails_is_found_and_a_clean_peak_is_not():
 def test_mains_detected_in_rest_and_notched():
     """50 Hz hum (15 uV RMS, 3rd harmonic) on 5 uV noise with contractions: found in the rest
     periods at the right frequency; the notched envelope at rest is back near the noise level."""
-    spec = SyntheticSpec(duration_s=40.0, channels=[
-        ChannelSpec(contractions=regular_contractions(6, 1.0, 6.0), hum_hz=50.0, hum_rms_v=15e-6),
-        ChannelSpec(contractions=regular_contractions(6, 1.0, 6.0))])
+    spec = SyntheticSpec(
+        duration_s=40.0,
+        channels=[
+            ChannelSpec(contractions=regular_contractions(6, 1.0, 6.0), hum_hz=50.0, hum_rms_v=15e-6),
+            ChannelSpec(contractions=regular_contractions(6, 1.0, 6.0)),
+        ],
+    )
     import tempfile
     from pathlib import Path
 
@@ -153,8 +156,10 @@ def test_notch_is_zero_phase_and_narrow():
 
 
 def test_dead_channel_is_flagged_and_excluded_not_scored_zero(write):
-    spec = SyntheticSpec(duration_s=40.0, channels=[ChannelSpec(contractions=regular_contractions(10, 1.0, 3.5)),
-                                                    ChannelSpec(noise_sd_v=0.0)])
+    spec = SyntheticSpec(
+        duration_s=40.0,
+        channels=[ChannelSpec(contractions=regular_contractions(10, 1.0, 3.5)), ChannelSpec(noise_sd_v=0.0)],
+    )
     path, _ = write(spec)
     res = analyze_file(path, AnalysisSettings(rpe=5))
     dead = res.channel("CH2")
@@ -203,6 +208,7 @@ def test_contraction_spec_helpers_still_exact():
 
 # --------------------------------------------------------------------------- review findings
 
+
 def _noise(n: int, sd: float = 3e-6, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(0, sd, n)
 
@@ -227,8 +233,7 @@ def _analyze(rows, settings=None):
     from libs.emg.c3d_reader import GameMetadata, Recording
 
     rows = np.atleast_2d(np.asarray(rows, float))
-    rec = Recording(RATE, [f"CH{i + 1} Raw" for i in range(rows.shape[0])], rows, ["V"] * rows.shape[0],
-                    GameMetadata())
+    rec = Recording(RATE, [f"CH{i + 1} Raw" for i in range(rows.shape[0])], rows, ["V"] * rows.shape[0], GameMetadata())
     return analyze(rec, settings or AnalysisSettings())
 
 
@@ -280,7 +285,7 @@ def test_a_long_dropout_does_not_join_two_contractions():
     x = _noise(n)
     x = _emg(x, 3.0, 4.2, seed=1)
     x = _emg(x, 7.0, 8.2, seed=2)
-    x[int(4.2 * RATE):int(7.0 * RATE)] = DROPOUT_VALUE
+    x[int(4.2 * RATE) : int(7.0 * RATE)] = DROPOUT_VALUE
     ch = _analyze([x, x], AnalysisSettings(duration_threshold_s=2.0)).channel("CH1")
     assert ch.total_contractions == 2 and ch.good_contractions_duration == 0
 
@@ -292,7 +297,7 @@ def test_masked_ends_are_counted_and_do_not_make_a_good_duration():
     x = _noise(n)
     x = _emg(x, 5.0, 7.2, seed=4)
     s = int(5.0 * RATE)
-    x[s:s + 300] = np.sign(x[s:s + 300] + 1e-9) * 5.49e-3
+    x[s : s + 300] = np.sign(x[s : s + 300] + 1e-9) * 5.49e-3
     ch = _analyze([x, _emg(_noise(n), 5.0, 7.2, seed=4)]).channel("CH1")
     [c] = ch.contractions
     assert c.partially_masked and c.masked_s >= 0.3 and not c.meets_duration
@@ -336,6 +341,7 @@ def test_processing_params_codec_round_trips_and_reads_old_rows():
     stored = encode_params(p)
     assert stored["layout"] == 1 and decode_params(stored) == p
     import json
+
     assert decode_params(json.dumps(stored)) == p
     old = {"highpass_hz": 20.0, "lowpass_hz": 10.0, "threshold_baseline_factor": 5.0, "a_removed_field": 1}
     assert decode_params(old) == ProcessingParams()  # rows of 1.0.0: new fields take defaults

@@ -8,15 +8,27 @@ target: they are the measuring instrument, not a description of the current beha
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from scipy import signal
 
 from libs.emg import analyze_file
 from libs.emg import validation as v
-from libs.emg.synthetic import (DROPOUT_VALUE, QUANT_STEP_V, RAIL_V, ChannelSpec, ContractionSpec, SyntheticSpec,
-                                background_bursts, dead_channel, disconnected_channel, varied_contractions,
-                                write_synthetic_c3d)
+from libs.emg.synthetic import (
+    DROPOUT_VALUE,
+    QUANT_STEP_V,
+    RAIL_V,
+    ChannelSpec,
+    ContractionSpec,
+    SyntheticSpec,
+    background_bursts,
+    dead_channel,
+    disconnected_channel,
+    varied_contractions,
+    write_synthetic_c3d,
+)
 
 from .conftest import SAMPLE_FILES, needs_samples
 
@@ -35,6 +47,7 @@ def results(suite_dir):
 
 
 # --------------------------------------------------------------------------- targets
+
 
 @pytest.mark.parametrize("name", [c.name for c in CASES])
 def test_synthetic_case_meets_targets(results, name):
@@ -56,8 +69,17 @@ def test_suite_is_deterministic_and_covers_the_brief():
     assert names == [c.name for c in v.synthetic_suite()]
     assert [c.spec for c in CASES] == [c.spec for c in v.synthetic_suite()]
     assert len(set(names)) == len(names)
-    for wanted in ("clean_varied", "background_10_25pct", "hum_50hz", "hum_60hz", "hum_background",
-                   "saturation_jitter", "dropouts", "disconnected_hum", "dead_channel"):
+    for wanted in (
+        "clean_varied",
+        "background_10_25pct",
+        "hum_50hz",
+        "hum_60hz",
+        "hum_background",
+        "saturation_jitter",
+        "dropouts",
+        "disconnected_hum",
+        "dead_channel",
+    ):
         assert wanted in names
     for c in CASES:
         assert 30 <= c.spec.duration_s <= 120
@@ -67,12 +89,15 @@ def test_suite_is_deterministic_and_covers_the_brief():
 
 # --------------------------------------------------------------------------- match_events
 
+
 def test_match_exact_counts_on_hand_made_intervals():
     truth = [(1.0, 2.0), (4.0, 5.0), (8.0, 9.0), (12.0, 13.0)]
-    detected = [(1.05, 1.9),  # overlaps truth 0
-                (3.8, 3.95),  # no overlap with truth 1 but onset 200 ms early: matched
-                (6.0, 6.5),  # nothing there: FP
-                (12.5, 14.0)]  # overlaps truth 3
+    detected = [
+        (1.05, 1.9),  # overlaps truth 0
+        (3.8, 3.95),  # no overlap with truth 1 but onset 200 ms early: matched
+        (6.0, 6.5),  # nothing there: FP
+        (12.5, 14.0),
+    ]  # overlaps truth 3
     m = v.match_events(detected, truth)
     assert (m.tp, m.fp, m.fn) == (3, 1, 1)
     assert m.pairs == [(0, 0), (1, 1), (3, 3)]
@@ -118,11 +143,13 @@ def test_match_empty_sides_and_pool():
 def test_match_accepts_dicts_and_objects():
     class E:
         start_s, end_s = 1.0, 2.0
+
     m = v.match_events([E()], [{"start_s": 1.1, "end_s": 2.0}])
     assert m.tp == 1
 
 
 # --------------------------------------------------------------------------- device events
+
 
 def test_device_events_merge_and_drop():
     rate = 1000.0
@@ -157,6 +184,7 @@ def test_device_agreement_on_real_samples():
 
 # --------------------------------------------------------------------------- generator truth
 
+
 def _write(tmp_path, spec, name="x.c3d"):
     return write_synthetic_c3d(tmp_path / name, spec)
 
@@ -166,15 +194,17 @@ def _rest_mask(truth, i, rate, n, pad_s=0.5):
     rest = np.ones(n, dtype=bool)
     spans = [(s, s + d) for s, d, _ in tc["contractions"]] + [(b["start_s"], b["end_s"]) for b in tc["background"]]
     for s, e in spans:
-        rest[max(0, int((s - pad_s) * rate)):int((e + pad_s) * rate)] = False
+        rest[max(0, int((s - pad_s) * rate)) : int((e + pad_s) * rate)] = False
     return rest
 
 
 @pytest.mark.parametrize("hz", [50.0, 60.0])
 def test_hum_at_the_right_frequency_and_level(tmp_path, hz):
     cons = [ContractionSpec(2.0, 2.0, 300e-6, 0.1), ContractionSpec(8.0, 1.0, 200e-6, 0.2)]
-    spec = SyntheticSpec(duration_s=16.0, channels=[ChannelSpec(cons, noise_sd_v=5e-6, hum_hz=hz, hum_rms_v=15e-6,
-                                                                hum_am_depth=0.2, hum_drift_hz=0.02)])
+    spec = SyntheticSpec(
+        duration_s=16.0,
+        channels=[ChannelSpec(cons, noise_sd_v=5e-6, hum_hz=hz, hum_rms_v=15e-6, hum_am_depth=0.2, hum_drift_hz=0.02)],
+    )
     truth = _write(tmp_path, spec)
     rate, x = truth["rate"], truth["analogs"][0]
     rest = x[_rest_mask(truth, 0, rate, x.size)]
@@ -195,11 +225,14 @@ def test_hum_at_the_right_frequency_and_level(tmp_path, hz):
 
 
 def test_saturation_rails_jitter_and_truth(tmp_path):
-    cons = [ContractionSpec(2.0, 3.0, 400e-6, 0.1, surge=(1.2, 0.5, 6e-3)),  # partially saturated
-            ContractionSpec(7.0, 1.5, 7e-3, 0.05),  # fully saturated
-            ContractionSpec(11.0, 1.0, 300e-6)]
-    spec = SyntheticSpec(duration_s=14.0, quantize_v=QUANT_STEP_V,
-                         channels=[ChannelSpec(cons, clip_v=RAIL_V, rail_jitter_lsb=2.0)])
+    cons = [
+        ContractionSpec(2.0, 3.0, 400e-6, 0.1, surge=(1.2, 0.5, 6e-3)),  # partially saturated
+        ContractionSpec(7.0, 1.5, 7e-3, 0.05),  # fully saturated
+        ContractionSpec(11.0, 1.0, 300e-6),
+    ]
+    spec = SyntheticSpec(
+        duration_s=14.0, quantize_v=QUANT_STEP_V, channels=[ChannelSpec(cons, clip_v=RAIL_V, rail_jitter_lsb=2.0)]
+    )
     truth = _write(tmp_path, spec)
     x, tc, rate = truth["analogs"][0], truth["channels"][0], truth["rate"]
     sat = tc["saturation"]
@@ -258,7 +291,9 @@ def test_background_bursts_ratio_and_placement(tmp_path):
         return float(np.sqrt(np.mean(x[a:b] ** 2 - (2e-6) ** 2)))
 
     for b in bg:
-        measured = plateau_rms(b.start_s, b.duration_s, b.ramp_s) / plateau_rms(weak.start_s, weak.duration_s, weak.ramp_s)
+        measured = plateau_rms(b.start_s, b.duration_s, b.ramp_s) / plateau_rms(
+            weak.start_s, weak.duration_s, weak.ramp_s
+        )
         assert measured == pytest.approx(b.amplitude_v / weakest, rel=0.35)
 
 
@@ -267,17 +302,18 @@ def test_varied_contractions_ranges():
     assert all(150e-6 <= c.amplitude_v <= 500e-6 and 0.3 <= c.duration_s <= 4.0 for c in cons)
     assert all(c.ramp_s <= 0.3 and c.ramp_s <= 0.4 * c.duration_s + 1e-3 for c in cons)
     assert max(c.amplitude_v for c in cons) / min(c.amplitude_v for c in cons) > 2.0
-    assert all(b.start_s > a.start_s + a.duration_s for a, b in zip(cons, cons[1:]))
+    assert all(b.start_s > a.start_s + a.duration_s for a, b in itertools.pairwise(cons))
     assert cons == varied_contractions(7, 40)
 
 
 def test_ramp_shape(tmp_path):
-    spec = SyntheticSpec(duration_s=6.0, channels=[ChannelSpec([ContractionSpec(2.0, 2.0, 400e-6, ramp_s=0.3)],
-                                                               noise_sd_v=0.0)])
+    spec = SyntheticSpec(
+        duration_s=6.0, channels=[ChannelSpec([ContractionSpec(2.0, 2.0, 400e-6, ramp_s=0.3)], noise_sd_v=0.0)]
+    )
     x, rate = _write(tmp_path, spec)["analogs"][0], 990.0
 
     def rms(a, b):
-        return float(np.sqrt(np.mean(x[int(a * rate):int(b * rate)] ** 2)))
+        return float(np.sqrt(np.mean(x[int(a * rate) : int(b * rate)] ** 2)))
 
     assert rms(1.0, 2.0) == 0.0 and rms(4.0, 5.0) == 0.0
     assert rms(2.0, 2.1) < 0.4 * rms(2.5, 3.5) < rms(2.2, 2.3)  # linear rise over 300 ms
@@ -297,8 +333,11 @@ def test_dropouts_and_excluded_truth(tmp_path):
 
 
 def test_disconnected_and_dead_channels(tmp_path):
-    spec = SyntheticSpec(duration_s=10.0, quantize_v=QUANT_STEP_V,
-                         channels=[disconnected_channel("hum"), disconnected_channel("lsb"), dead_channel(0.0)])
+    spec = SyntheticSpec(
+        duration_s=10.0,
+        quantize_v=QUANT_STEP_V,
+        channels=[disconnected_channel("hum"), disconnected_channel("lsb"), dead_channel(0.0)],
+    )
     truth = _write(tmp_path, spec)
     hum, lsb, dead = truth["analogs"][:3]
     assert [c["status"] for c in truth["channels"]] == ["disconnected", "disconnected", "dead"]
@@ -307,17 +346,27 @@ def test_disconnected_and_dead_channels(tmp_path):
     assert abs(f[np.argmax(p)] - 50.0) < 1.0 and 40e-6 < np.std(hum) < 80e-6
     assert np.max(np.abs(lsb)) <= 4 * QUANT_STEP_V * 1.0001 and np.unique(lsb).size <= 9
     assert np.all(dead == 0.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="channel has no muscle activity"):
         _write(tmp_path, SyntheticSpec(channels=[ChannelSpec([ContractionSpec(1, 1)], status="dead")]), "bad.c3d")
 
 
 def test_new_options_do_not_change_other_channels(tmp_path):
-    base = SyntheticSpec(duration_s=10.0, channels=[ChannelSpec([ContractionSpec(2.0, 1.0)]),
-                                                    ChannelSpec([ContractionSpec(5.0, 1.0)])])
-    more = SyntheticSpec(duration_s=10.0, channels=[ChannelSpec([ContractionSpec(2.0, 1.0)]),
-                                                    ChannelSpec([ContractionSpec(5.0, 1.0, fluctuation=0.1)],
-                                                                hum_hz=50.0, hum_rms_v=15e-6, clip_v=RAIL_V,
-                                                                rail_jitter_lsb=2.0)])
+    base = SyntheticSpec(
+        duration_s=10.0, channels=[ChannelSpec([ContractionSpec(2.0, 1.0)]), ChannelSpec([ContractionSpec(5.0, 1.0)])]
+    )
+    more = SyntheticSpec(
+        duration_s=10.0,
+        channels=[
+            ChannelSpec([ContractionSpec(2.0, 1.0)]),
+            ChannelSpec(
+                [ContractionSpec(5.0, 1.0, fluctuation=0.1)],
+                hum_hz=50.0,
+                hum_rms_v=15e-6,
+                clip_v=RAIL_V,
+                rail_jitter_lsb=2.0,
+            ),
+        ],
+    )
     a, b = _write(tmp_path, base, "a.c3d"), _write(tmp_path, more, "b.c3d")
     assert np.array_equal(a["analogs"][0], b["analogs"][0])
     assert not np.array_equal(a["analogs"][1], b["analogs"][1])

@@ -11,8 +11,7 @@ import pytest
 from scipy import signal
 from scipy.ndimage import uniform_filter1d
 
-from libs.emg import ProcessingParams, analyze, analyze_file, chain_1d, read_c3d
-from libs.emg import mains, quality
+from libs.emg import ProcessingParams, analyze, analyze_file, chain_1d, mains, quality, read_c3d
 from libs.emg import pipeline as pl
 from libs.emg.synthetic import ChannelSpec, SyntheticSpec, regular_contractions
 
@@ -38,14 +37,14 @@ def reference_chain(raw: np.ndarray, rate: float, params: ProcessingParams) -> t
     low = signal.sosfiltfilt(lp, rect, padlen=pl._padlen(lp, raw.size))
     if guard:
         low -= guard
-    win = max(1, int(round(params.rms_window_ms * rate / 1000.0)))
+    win = max(1, round(params.rms_window_ms * rate / 1000.0))
     win += 1 - win % 2
     ms = uniform_filter1d(low * low, size=win, mode="nearest")
     env = np.sqrt(np.maximum(ms, 0.0))
     edge = pl.notch_padlen(rate, params, raw.size)
     if hum.present and raw.size > 4 * edge:  # the notch's start-up transient: no envelope there
         env[:edge] = 0.0
-        env[raw.size - edge:] = 0.0
+        env[raw.size - edge :] = 0.0
     return filtered, env
 
 
@@ -87,11 +86,13 @@ def test_zero_phase_equals_sosfiltfilt(order):
     rng = np.random.default_rng(order)
     for n in (1, 2, 5, 30, 1000):
         x = rng.normal(size=n)
-        for sos in (signal.butter(order, 20.0, "highpass", fs=990.0, output="sos"),
-                    signal.butter(order, 10.0, "lowpass", fs=990.0, output="sos")):
+        for sos in (
+            signal.butter(order, 20.0, "highpass", fs=990.0, output="sos"),
+            signal.butter(order, 10.0, "lowpass", fs=990.0, output="sos"),
+        ):
             a, b = np.empty(pl.work_size(n)), np.empty(pl.work_size(n))
             p = pl._padlen(sos, n)
-            a[p:p + n] = x
+            a[p : p + n] = x
             got = pl._zero_phase(sos, signal.sosfilt_zi(sos), n, a, b)
             ref = signal.sosfiltfilt(sos, x, padlen=p)
             assert np.allclose(got, ref, rtol=1e-10, atol=0)
@@ -142,8 +143,13 @@ def test_workspace_budget_and_sizes():
 
 
 def test_lazy_rows_equal_eager_block(write):
-    path, truth = write(SyntheticSpec(rate=990.0, duration_s=5.0, channels=[
-        ChannelSpec(contractions=regular_contractions(1, 1.0, 2.0)), ChannelSpec()]))
+    path, truth = write(
+        SyntheticSpec(
+            rate=990.0,
+            duration_s=5.0,
+            channels=[ChannelSpec(contractions=regular_contractions(1, 1.0, 2.0)), ChannelSpec()],
+        )
+    )
     rec = read_c3d(path)
     assert rec.shape == truth["analogs"].shape and rec.n_samples == truth["n_samples"]
     for i in range(rec.shape[0]):

@@ -31,9 +31,14 @@ def long_990(tmp_path_factory):
     """20 minutes at 990 Hz with 33 Hz points: 39,600 frames (GHOSTLY layout)."""
     from libs.emg.synthetic import write_synthetic_c3d
 
-    spec = SyntheticSpec(rate=990.0, duration_s=1200.0, channels=[
-        ChannelSpec(contractions=regular_contractions(40, 2.5, 29.0)),
-        ChannelSpec(contractions=regular_contractions(20, 1.5, 59.0))])
+    spec = SyntheticSpec(
+        rate=990.0,
+        duration_s=1200.0,
+        channels=[
+            ChannelSpec(contractions=regular_contractions(40, 2.5, 29.0)),
+            ChannelSpec(contractions=regular_contractions(20, 1.5, 59.0)),
+        ],
+    )
     path = tmp_path_factory.mktemp("long") / "Ghostly_Emg_20240506_14-30-17-0881.c3d"
     return path, write_synthetic_c3d(path, spec)
 
@@ -43,9 +48,14 @@ def long_2000(tmp_path_factory):
     """12 minutes at 2000 Hz with 100 Hz points: 72,000 frames (> 65,535)."""
     from libs.emg.synthetic import write_synthetic_c3d
 
-    spec = SyntheticSpec(rate=2000.0, duration_s=720.0, channels=[
-        ChannelSpec(contractions=regular_contractions(24, 3.0, 29.0)),
-        ChannelSpec(contractions=regular_contractions(12, 2.0, 59.0))])
+    spec = SyntheticSpec(
+        rate=2000.0,
+        duration_s=720.0,
+        channels=[
+            ChannelSpec(contractions=regular_contractions(24, 3.0, 29.0)),
+            ChannelSpec(contractions=regular_contractions(12, 2.0, 59.0)),
+        ],
+    )
     path = tmp_path_factory.mktemp("long") / "Ghostly_Emg_20240506_14-30-18-0001.c3d"
     return path, write_synthetic_c3d(path, spec)
 
@@ -99,9 +109,13 @@ def test_truncated_long_files_raise(request, fixture):
 
 def _small_long_file(write, seconds: float = 70.0, n_channels: int = 1):
     """> 65,535 frames in a small file: one analog sample per frame (point rate = analog rate)."""
-    spec = SyntheticSpec(rate=1000.0, point_rate=1000.0, duration_s=seconds, with_points=False,
-                         channels=[ChannelSpec(contractions=regular_contractions(3, 2.0, 20.0))
-                                   for _ in range(n_channels)])
+    spec = SyntheticSpec(
+        rate=1000.0,
+        point_rate=1000.0,
+        duration_s=seconds,
+        with_points=False,
+        channels=[ChannelSpec(contractions=regular_contractions(3, 2.0, 20.0)) for _ in range(n_channels)],
+    )
     return write(spec)
 
 
@@ -132,14 +146,14 @@ def test_trial_fields_give_the_exact_length(write, tmp_path):
     start_src = (h_src["data_start"] - 1) * 512
     frame_bytes = 4 * 2
     # Non-zero trailing bytes: without TRIAL they would be taken for 12 more frames.
-    data = data[:start_out] + src[start_src:start_src + n * frame_bytes] + b"\1" * 100
+    data = data[:start_out] + src[start_src : start_src + n * frame_bytes] + b"\1" * 100
     rec = read_c3d(bytes(data))
     assert rec.n_samples == n
     assert np.array_equal(rec.analogs, truth["analogs"])
 
 
 def test_inconsistent_trial_fields_raise(write, tmp_path):
-    path, truth = _small_long_file(write)
+    path, _truth = _small_long_file(write)
     c = ezc3d.c3d(str(path))
     c.add_parameter("TRIAL", "ACTUAL_START_FIELD", [1, 0])
     c.add_parameter("TRIAL", "ACTUAL_END_FIELD", [5000, 3])  # ~200k frames: not in the file

@@ -57,11 +57,17 @@ def test_sample_metadata_and_channels():
     assert [(m.name, m.side, m.activated_index) for m in mcs] == [("CH1", "left", 2), ("CH2", "right", 3)]
 
 
-@pytest.mark.parametrize("rate,points,n_ch", [(990.0, True, 2), (2000.0, False, 2), (1000.0, True, 3),
-                                               (500.0, False, 1), (2048.0, True, 4)])
+@pytest.mark.parametrize(
+    "rate,points,n_ch", [(990.0, True, 2), (2000.0, False, 2), (1000.0, True, 3), (500.0, False, 1), (2048.0, True, 4)]
+)
 def test_fast_reader_bit_identical_on_synthetic(write, rate, points, n_ch):
-    spec = SyntheticSpec(rate=rate, duration_s=8.0, with_points=points, point_rate=None if rate != 2048.0 else 64.0,
-                         channels=[ChannelSpec(contractions=regular_contractions(1, 1.0, 3.0)) for _ in range(n_ch)])
+    spec = SyntheticSpec(
+        rate=rate,
+        duration_s=8.0,
+        with_points=points,
+        point_rate=None if rate != 2048.0 else 64.0,
+        channels=[ChannelSpec(contractions=regular_contractions(1, 1.0, 3.0)) for _ in range(n_ch)],
+    )
     path, truth = write(spec)
     rec = read_c3d(path)
     assert rec.reader == "numpy"

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from libs.emg import AnalysisSettings, SettingsError
 from libs.emg.scoring import bfr_gate, combine, effort_score, performance, rates, symmetry_score
@@ -23,7 +25,14 @@ def weights(draw):
     return w
 
 
-@given(unit, unit, st.none() | st.integers(0, 10), st.none() | st.floats(0, 100), st.none() | st.integers(0, 5000), weights())
+@given(
+    unit,
+    unit,
+    st.none() | st.integers(0, 10),
+    st.none() | st.floats(0, 100),
+    st.none() | st.integers(0, 5000),
+    weights(),
+)
 def test_scores_bounded(lc, rc, rpe, bfr, pts, w):
     r = performance(side(lc), side(rc), rpe=rpe, bfr_pressure_aop=bfr, game_points=pts, game_points_max=1000, weights=w)
     assert 0.0 <= r.overall_performance_score <= 100.0
@@ -36,7 +45,7 @@ def test_scores_bounded(lc, rc, rpe, bfr, pts, w):
 @given(st.dictionaries(st.sampled_from(["compliance", "symmetry", "effort", "game"]), score, min_size=1), weights())
 def test_renormalisation_is_weighted_mean(present, w):
     scores = {k: present.get(k) for k in ("compliance", "symmetry", "effort", "game")}
-    p, used, excluded, eff = combine(scores, w)
+    p, used, _excluded, _eff = combine(scores, w)
     assert set(used) == set(present)
     expected = sum(w[k] * present[k] for k in present) / sum(w[k] for k in present)
     assert p == pytest.approx(expected)
@@ -76,10 +85,14 @@ def test_bfr_gate_inclusive_and_missing():
     assert bfr_gate(45.0) == 1.0 and bfr_gate(55.0) == 1.0 and bfr_gate(44.99) == 0.0 and bfr_gate(55.01) == 0.0
     assert bfr_gate(None) is None
     w = AnalysisSettings().performance_weights
-    r = performance(side(0.8), side(0.8), rpe=5, bfr_pressure_aop=None, game_points=500, game_points_max=1000, weights=w)
+    r = performance(
+        side(0.8), side(0.8), rpe=5, bfr_pressure_aop=None, game_points=500, game_points_max=1000, weights=w
+    )
     assert r.bfr_compliance_gate is None and r.compliance_score == pytest.approx(80.0)
     assert any("BFR" in f for f in r.flags)
-    gated = performance(side(0.8), side(0.8), rpe=5, bfr_pressure_aop=70.0, game_points=500, game_points_max=1000, weights=w)
+    gated = performance(
+        side(0.8), side(0.8), rpe=5, bfr_pressure_aop=70.0, game_points=500, game_points_max=1000, weights=w
+    )
     assert gated.compliance_score == 0.0 and gated.bfr_compliance_gate == 0.0
 
 
@@ -94,7 +107,9 @@ def test_symmetry_and_rates():
 
 def test_worked_example():
     w = {"compliance": 0.40, "symmetry": 0.25, "effort": 0.20, "game": 0.15}
-    r = performance(side(0.9), side(0.7), rpe=7, bfr_pressure_aop=50.0, game_points=1500, game_points_max=1000, weights=w)
+    r = performance(
+        side(0.9), side(0.7), rpe=7, bfr_pressure_aop=50.0, game_points=1500, game_points_max=1000, weights=w
+    )
     # compliance 80, symmetry (1 - 0.2/1.6) * 100 = 87.5, effort 80, game clipped to 100
     assert r.compliance_score == pytest.approx(80.0) and r.symmetry_score == pytest.approx(87.5)
     assert r.game_score == 100.0

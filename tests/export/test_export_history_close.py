@@ -2,6 +2,7 @@
 8): under a database restart the chaos run left 2-4 rows open per run, from closing writes
 that were cancelled or timed out (not "connection errors") and from inserts that committed
 while their reply was lost. Both are now closed in the background."""
+
 from __future__ import annotations
 
 import asyncio
@@ -17,7 +18,6 @@ from libs.db.pool import init_connection
 from services.export import history as history_mod
 from services.export.history import IN_PROGRESS, History
 
-
 ADMIN = auth.Identity(subject="ops", role="admin")
 
 
@@ -30,8 +30,17 @@ async def history(database_url):
 
 async def _start(h: History) -> uuid.UUID:
     eid = uuid.uuid4()
-    await h.start(export_id=eid, session_id=None, export_type="statistics_only", channels=None, data_format="csv",
-                  options={}, processing_method="database_query", data_source="cached_statistics", exported_by=None)
+    await h.start(
+        export_id=eid,
+        session_id=None,
+        export_type="statistics_only",
+        channels=None,
+        data_format="csv",
+        options={},
+        processing_method="database_query",
+        data_source="cached_statistics",
+        exported_by=None,
+    )
     return eid
 
 
@@ -57,10 +66,19 @@ async def test_a_close_interrupted_mid_write_is_completed_in_the_background(hist
         if len(calls) == 1:
             raise interruption()
         await real(self, values, only_if_open)
+
     monkeypatch.setattr(History, "_write", flaky)
     with pytest.raises(interruption):
-        await history.finish(eid, status="success", processing_time_ms=5, size=10, sha256="ab" * 32, checks=[],
-                             error_message=None, options={})
+        await history.finish(
+            eid,
+            status="success",
+            processing_time_ms=5,
+            size=10,
+            sha256="ab" * 32,
+            checks=[],
+            error_message=None,
+            options={},
+        )
     row = await _wait_closed(db, eid)
     assert row["export_status"] == "success" and calls == ["success", "success"]
 
@@ -74,26 +92,46 @@ async def test_an_insert_that_committed_without_its_reply_is_closed(history, db,
     @contextlib.asynccontextmanager
     async def committed_then_timeout(pool):
         async with real_acquire(pool) as conn:
+
             class Conn:
                 async def fetchrow(self, *args):
                     await conn.fetchrow(*args)
                     raise TimeoutError()
+
             yield Conn()
+
     monkeypatch.setattr(history_mod.access, "acquire", committed_then_timeout)
+    eid = uuid.uuid4()
     with pytest.raises(TimeoutError):
-        eid = uuid.uuid4()
-        await history.start(export_id=eid, session_id=None, export_type="statistics_only", channels=None,
-                            data_format="csv", options={}, processing_method="database_query",
-                            data_source="cached_statistics", exported_by=None)
+        await history.start(
+            export_id=eid,
+            session_id=None,
+            export_type="statistics_only",
+            channels=None,
+            data_format="csv",
+            options={},
+            processing_method="database_query",
+            data_source="cached_statistics",
+            exported_by=None,
+        )
     monkeypatch.setattr(history_mod.access, "acquire", real_acquire)
     row = await _wait_closed(db, eid)
     assert row["export_status"] == "failed" and row["error_message"].startswith("interrupted as the export started")
 
     # The same ambiguity, but the export went on and closed its row first: kept.
     other = await _start(history)
-    history._close_later(other, (other, "failed", 0, None, None, None, "interrupted as the export started", {}),
-                         only_if_open=True)
-    await history.finish(other, status="success", processing_time_ms=1, size=1, sha256="cd" * 32, checks=[],
-                         error_message=None, options={})
-    await asyncio.sleep(0.5)   # the background close has run (its first attempt is after 0.2 s)
+    history._close_later(
+        other, (other, "failed", 0, None, None, None, "interrupted as the export started", {}), only_if_open=True
+    )
+    await history.finish(
+        other,
+        status="success",
+        processing_time_ms=1,
+        size=1,
+        sha256="cd" * 32,
+        checks=[],
+        error_message=None,
+        options={},
+    )
+    await asyncio.sleep(0.5)  # the background close has run (its first attempt is after 0.2 s)
     assert await db.fetchval("SELECT export_status FROM export_history WHERE id = $1", other) == "success"

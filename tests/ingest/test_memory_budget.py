@@ -3,6 +3,7 @@ a C3D whose analysis would need more than GHOSTLY_ANALYSIS_MEMORY_BUDGET_MB is r
 RESOURCE_EXHAUSTED from its header, before a session is claimed (no row, no store file, and
 the same upload succeeds under a larger budget); an integer-format C3D is analysed by the
 numpy reader, and a truncated one is INVALID_ARGUMENT, never a shorter completed session."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,8 +35,17 @@ def _int_c3d(seed: int, processor: int = INTEL) -> bytes:
     raw *= 1 + 25 * on
     act = np.vstack([on, on]) * 1000
     counts = np.clip(np.vstack([raw, act]), -32000, 32000).astype(np.int64)
-    return build_c3d(C3DSpec(counts, storage="int", processor=processor, n_points=1, labels=LABELS,
-                             scale=[1e-7, 1e-7, 1e-3, 1e-3], units=["V", "V", "V", "V"]))
+    return build_c3d(
+        C3DSpec(
+            counts,
+            storage="int",
+            processor=processor,
+            n_points=1,
+            labels=LABELS,
+            scale=[1e-7, 1e-7, 1e-3, 1e-3],
+            units=["V", "V", "V", "V"],
+        )
+    )
 
 
 @pytest.fixture
@@ -46,14 +56,16 @@ def budget(ingest_server):
 
     def set_mb(mb: int) -> None:
         ctx.config = dataclasses.replace(before, analysis_memory_budget_mb=mb)
+
     yield set_mb
     ctx.config = before
 
 
-async def test_upload_over_the_memory_budget_is_refused_before_the_claim(stub, db, patient, tmp_path,
-                                                                         ingest_server, budget):
+async def test_upload_over_the_memory_budget_is_refused_before_the_claim(
+    stub, db, patient, tmp_path, ingest_server, budget
+):
     data, name = synthetic_bytes(tmp_path, seed=7301)
-    budget(1)   # 1 MiB: below any analysis
+    budget(1)  # 1 MiB: below any analysis
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.Upload(upload_messages(data, name, patient))
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -63,7 +75,7 @@ async def test_upload_over_the_memory_budget_is_refused_before_the_claim(stub, d
     store = Path(ingest_server.context.config.store_dir)
     assert not (store / patient / name).exists()
 
-    budget(2048)   # the default: the same upload goes through
+    budget(2048)  # the default: the same upload goes through
     good = await stub.Upload(upload_messages(data, name, patient))
     assert good.created and good.status == common_pb2.PROCESSING_STATUS_COMPLETED
 
@@ -78,8 +90,7 @@ async def test_reprocess_over_the_budget_keeps_previous_results(stub, db, patien
     assert last is not None and last.error_message.startswith("RESOURCE_EXHAUSTED")
     row = await db.fetchrow("SELECT processing_status FROM therapy_sessions WHERE id = $1::uuid", reply.session_id)
     assert row["processing_status"] == "completed"
-    assert await db.fetchval("SELECT count(*) FROM emg_statistics WHERE session_id = $1::uuid",
-                             reply.session_id) == 2
+    assert await db.fetchval("SELECT count(*) FROM emg_statistics WHERE session_id = $1::uuid", reply.session_id) == 2
 
 
 @pytest.mark.parametrize("processor", [INTEL, MIPS], ids=["intel", "big-endian"])
@@ -92,11 +103,12 @@ async def test_integer_c3d_is_analysed_and_a_truncated_one_refused(stub, db, pat
     assert n == 2
 
     where = layout_of(C3DSpec(np.zeros((4, 990 * 40)), storage="int", processor=processor), blob)
-    cut = blob[:where.data_start + (where.data_end - where.data_start) // 2]
+    cut = blob[: where.data_start + (where.data_end - where.data_start) // 2]
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.Upload(upload_messages(cut, NAME.format(processor % 60 + 1), patient))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "Truncated C3D file" in err.value.details()
-    status = await db.fetchval("SELECT processing_status FROM therapy_sessions WHERE file_hash = $1",
-                               hashlib.sha256(cut).hexdigest())
-    assert status == "failed"   # recorded with the reader's reason, never a shorter completed session
+    status = await db.fetchval(
+        "SELECT processing_status FROM therapy_sessions WHERE file_hash = $1", hashlib.sha256(cut).hexdigest()
+    )
+    assert status == "failed"  # recorded with the reader's reason, never a shorter completed session

@@ -1,5 +1,6 @@
 """JIT signal fixtures: a real IngestService and a real JitSignalService on loopback sharing ONE
 data directory (content store + signal cache), over the session's migrated database."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,13 +12,14 @@ import numpy as np
 import pytest
 
 from ghostly.ingest.v1 import ingest_pb2, ingest_pb2_grpc
-from ghostly.jit_signal.v1 import jit_signal_pb2 as pb, jit_signal_pb2_grpc
+from ghostly.jit_signal.v1 import jit_signal_pb2 as pb
+from ghostly.jit_signal.v1 import jit_signal_pb2_grpc
 from libs.db.pool import init_connection
 from libs.emg.synthetic import ChannelSpec, SyntheticSpec, ghostly_file_name, regular_contractions, write_synthetic_c3d
 from libs.grpc_server import start_service
 from services.ingest.server import SPEC as INGEST
 from services.jit_signal.server import SPEC as JIT
-from tests.helpers import make_config, register_patient, upload_messages  # noqa: F401 (re-exported)
+from tests.helpers import make_config, register_patient, upload_messages
 
 
 @pytest.fixture(scope="session")
@@ -49,8 +51,9 @@ def servicer(jit_server):
 
 @pytest.fixture(scope="session")
 async def ingest_stub(ingest_server):
-    async with grpc.aio.insecure_channel(ingest_server.address,
-                                         options=[("grpc.max_send_message_length", 8 << 20)]) as ch:
+    async with grpc.aio.insecure_channel(
+        ingest_server.address, options=[("grpc.max_send_message_length", 8 << 20)]
+    ) as ch:
         yield ingest_pb2_grpc.IngestServiceStub(ch)
 
 
@@ -93,10 +96,14 @@ class Sessions:
     async def synthetic(self, seed: int | None = None, duration_s: float = 40.0) -> tuple[ingest_pb2.IngestReply, Path]:
         self.counter += 1
         seed = seed if seed is not None else 1000 + self.counter
-        spec = SyntheticSpec(duration_s=duration_s, seed=seed, channels=[
-            ChannelSpec(contractions=regular_contractions(5, 2.5, 5.5)),
-            ChannelSpec(contractions=regular_contractions(3, 1.0, 8.0, amplitude_v=200e-6)),
-        ])
+        spec = SyntheticSpec(
+            duration_s=duration_s,
+            seed=seed,
+            channels=[
+                ChannelSpec(contractions=regular_contractions(5, 2.5, 5.5)),
+                ChannelSpec(contractions=regular_contractions(3, 1.0, 8.0, amplitude_v=200e-6)),
+            ],
+        )
         name = ghostly_file_name(spec, seconds=seed % 60, frac=f"{seed % 10000:04d}")
         path = self.tmp / name
         write_synthetic_c3d(path, spec)
@@ -122,7 +129,7 @@ def by_channel(chunks) -> dict[str, dict]:
         if ch.sample_indices:
             idx = np.frombuffer(ch.sample_indices, dtype="<u4").astype(np.int64)
         else:
-            first = int(round(ch.t0_s * ch.sample_rate_hz))
+            first = round(ch.t0_s * ch.sample_rate_hz)
             idx = np.arange(first, first + vals.size)
         d["values"].append(vals)
         d["indices"].append(idx)

@@ -1,5 +1,6 @@
 """JitSignalService end to end: real gRPC on loopback, real PostgreSQL, sessions created by a real
 IngestService sharing the content store; real GHOSTLY samples and synthetic C3D files."""
+
 from __future__ import annotations
 
 import asyncio
@@ -32,8 +33,11 @@ def expected_signals(path: Path) -> tuple[float, dict[str, dict[str, np.ndarray]
     for m in muscle_channels(rec):
         row = rec.analogs[m.raw_index]
         _, env = chain_1d(row, rec.rate, params)
-        out[m.name] = {"raw": row.astype(np.float32), "filtered": highpass(row, rec.rate).astype(np.float32),
-                       "envelope": env.astype(np.float32)}
+        out[m.name] = {
+            "raw": row.astype(np.float32),
+            "filtered": highpass(row, rec.rate).astype(np.float32),
+            "envelope": env.astype(np.float32),
+        }
     return rec.rate, out
 
 
@@ -44,6 +48,7 @@ async def _code(coro) -> grpc.StatusCode:
 
 
 # --------------------------------------------------------------------------- values
+
 
 @needs_samples
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: p.name)
@@ -61,8 +66,9 @@ async def test_samples_full_resolution_match_direct_computation(stub, sessions, 
             assert np.array_equal(got[ch]["indices"], np.arange(sig[name].size))
             assert info.points_per_channel[ch] == sig[name].size
             assert all(c.sample_rate_hz == rate and c.unit == "V" and c.kind == kind for c in got[ch]["chunks"])
-            assert [c.last_for_channel for c in got[ch]["chunks"]][-1] and \
-                not any(c.last_for_channel for c in got[ch]["chunks"][:-1])
+            assert [c.last_for_channel for c in got[ch]["chunks"]][-1] and not any(
+                c.last_for_channel for c in got[ch]["chunks"][:-1]
+            )
         assert [c.chunk_index for c in chunks] == list(range(len(chunks)))
         assert all(len(c.SerializeToString()) < 1 << 20 for c in chunks)
 
@@ -71,7 +77,7 @@ async def test_samples_full_resolution_match_direct_computation(stub, sessions, 
 async def test_sample_envelope_is_the_ingest_envelope_and_peaks_survive(stub, sessions, db):
     sample = SAMPLES[-1]
     reply = await sessions.upload(sample.read_bytes(), sample.name)
-    analysis = analyze_file(sample)        # what ingest stored: its contractions come from this envelope
+    analysis = analyze_file(sample)  # what ingest stored: its contractions come from this envelope
     rate, expected = expected_signals(sample)
     for kind, name in ((RAW, "raw"), (FILTERED, "filtered"), (ENVELOPE, "envelope")):
         chunks = await collect(stub, session_id=reply.session_id, kind=kind, include_contractions=True)
@@ -81,8 +87,8 @@ async def test_sample_envelope_is_the_ingest_envelope_and_peaks_survive(stub, se
             full = sig[name]
             idx, vals = got[ch]["indices"], got[ch]["values"]
             assert vals.size == 1000 and np.all(np.diff(idx) > 0)
-            assert np.array_equal(vals, full[idx])               # exact values at exact sample indices
-            assert int(np.argmax(full)) in idx and int(np.argmin(full)) in idx   # peaks survive
+            assert np.array_equal(vals, full[idx])  # exact values at exact sample indices
+            assert int(np.argmax(full)) in idx and int(np.argmin(full)) in idx  # peaks survive
             assert idx[0] == 0 and idx[-1] == full.size - 1
             first = got[ch]["chunks"][0]
             assert first.t0_s == idx[0] / rate
@@ -94,11 +100,19 @@ async def test_sample_envelope_is_the_ingest_envelope_and_peaks_survive(stub, se
 async def test_synthetic_window_exact_and_indices(stub, sessions):
     reply, path = await sessions.synthetic()
     rate, expected = expected_signals(path)
-    t0, t1 = 10.0, 12.5                     # 9900 .. 12375 at 990 Hz
+    t0, t1 = 10.0, 12.5  # 9900 .. 12375 at 990 Hz
     i0, i1 = int(np.ceil(t0 * rate)), int(np.ceil(t1 * rate))
     for kind, name in ((RAW, "raw"), (FILTERED, "filtered"), (ENVELOPE, "envelope")):
-        chunks = await collect(stub, session_id=reply.session_id, kind=kind, t_start_s=t0, t_end_s=t1,
-                               full_resolution=True, chunk_samples=256, channels=["CH2"])
+        chunks = await collect(
+            stub,
+            session_id=reply.session_id,
+            kind=kind,
+            t_start_s=t0,
+            t_end_s=t1,
+            full_resolution=True,
+            chunk_samples=256,
+            channels=["CH2"],
+        )
         got = by_channel(chunks)
         assert list(got) == ["CH2"]
         info = chunks[0].info
@@ -108,8 +122,15 @@ async def test_synthetic_window_exact_and_indices(stub, sessions):
         assert all(c.sample_count <= 256 for c in chunks)
         assert [c.t0_s for c in chunks] == [(i0 + 256 * k) / rate for k in range(len(chunks))]
     # Downsampled window: indices are absolute sample indices, times = index / rate.
-    chunks = await collect(stub, session_id=reply.session_id, kind=ENVELOPE, t_start_s=5.05, t_end_s=20.0,
-                           max_points=300, chunk_samples=256)
+    chunks = await collect(
+        stub,
+        session_id=reply.session_id,
+        kind=ENVELOPE,
+        t_start_s=5.05,
+        t_end_s=20.0,
+        max_points=300,
+        chunk_samples=256,
+    )
     got = by_channel(chunks)
     j0, j1 = int(np.ceil(5.05 * rate - 1e-9)), int(np.ceil(20.0 * rate - 1e-9))
     for ch in ("CH1", "CH2"):
@@ -126,14 +147,17 @@ async def test_list_channels(stub, sessions):
     reply, path = await sessions.synthetic()
     rec = read_c3d(path)
     res = await stub.ListChannels(pb.ListChannelsRequest(session_id=reply.session_id))
-    assert [(c.name, c.raw_label, c.side, c.unit) for c in res.channels] == \
-        [("CH1", "CH1 Raw", "left", "V"), ("CH2", "CH2 Raw", "right", "V")]
+    assert [(c.name, c.raw_label, c.side, c.unit) for c in res.channels] == [
+        ("CH1", "CH1 Raw", "left", "V"),
+        ("CH2", "CH2 Raw", "right", "V"),
+    ]
     for c in res.channels:
         assert c.sample_rate_hz == rec.rate and c.sample_count == rec.n_samples
         assert c.duration_s == pytest.approx(rec.duration_s)
 
 
 # --------------------------------------------------------------------------- errors
+
 
 async def test_errors(stub, sessions, db):
     reply, _ = await sessions.synthetic()
@@ -172,7 +196,7 @@ async def test_errors(stub, sessions, db):
 
 async def test_failed_session_is_failed_precondition(stub, sessions, db):
     name = "Ghostly_Emg_20240506_14-30-59-9999.c3d"
-    err = await _code(sessions.upload(b"not a c3d file at all" * 40, name))    # ingest records it as failed
+    err = await _code(sessions.upload(b"not a c3d file at all" * 40, name))  # ingest records it as failed
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     sid = await db.fetchval("SELECT id::text FROM therapy_sessions WHERE file_path = $1", f"{sessions.patient}/{name}")
     err = await _code(collect(stub, session_id=sid))
@@ -182,15 +206,15 @@ async def test_failed_session_is_failed_precondition(stub, sessions, db):
 async def test_modified_file_is_data_loss(stub, sessions, jit_server, servicer):
     reply, _ = await sessions.synthetic()
     sid = reply.session_id
-    first = await collect(stub, session_id=sid, kind=ENVELOPE)          # verified and cached
+    first = await collect(stub, session_id=sid, kind=ENVELOPE)  # verified and cached
     await servicer.drain()
     assert (await collect(stub, session_id=sid, kind=ENVELOPE))[0].info.cache_hit
     stored = jit_server.context.config.store_dir / reply.file_path
     data = bytearray(stored.read_bytes())
-    data[-100] ^= 0x01                                                  # same size, one bit flipped
+    data[-100] ^= 0x01  # same size, one bit flipped
     stored.write_bytes(bytes(data))
     hashes = servicer.stats["hashes"]
-    for kw in (dict(kind=ENVELOPE), dict(kind=RAW, full_resolution=True)):   # cached or not: refused
+    for kw in (dict(kind=ENVELOPE), dict(kind=RAW, full_resolution=True)):  # cached or not: refused
         err = await _code(collect(stub, session_id=sid, **kw))
         assert err.code() == grpc.StatusCode.DATA_LOSS and "file_hash" in err.details()
     assert servicer.stats["hashes"] > hashes
@@ -207,10 +231,11 @@ async def test_hot_path_does_not_rehash(stub, sessions, servicer):
     for kw in (dict(), dict(kind=ENVELOPE), dict(kind=FILTERED, full_resolution=True), dict(t_start_s=3.0)):
         await collect(stub, session_id=reply.session_id, **kw)
     assert servicer.stats["hashes"] == hashes
-    assert servicer.stats["c3d_reads"] <= reads + 1     # raw already in memory; one read for the filter chain
+    assert servicer.stats["c3d_reads"] <= reads + 1  # raw already in memory; one read for the filter chain
 
 
 # --------------------------------------------------------------------------- cache
+
 
 async def _row(db, sid, key=None):
     rows = await db.fetch("SELECT * FROM signal_processing_cache WHERE session_id = $1::uuid ORDER BY created_at", sid)
@@ -235,7 +260,9 @@ async def test_cache_hit_miss_and_row(stub, sessions, db, servicer, jit_server):
     for _ in range(3):
         b = await collect(stub, **kw)
         assert b[0].info.cache_hit
-        assert [(c.channel, c.samples, c.sample_indices) for c in b] == [(c.channel, c.samples, c.sample_indices) for c in a]
+        assert [(c.channel, c.samples, c.sample_indices) for c in b] == [
+            (c.channel, c.samples, c.sample_indices) for c in a
+        ]
     await servicer.drain()
     r = (await _row(db, sid))[0]
     assert r["hit_count"] == 3 and r["last_accessed_at"] > rows[0]["last_accessed_at"]
@@ -253,6 +280,7 @@ async def test_cache_hit_miss_and_row(stub, sessions, db, servicer, jit_server):
 
 async def test_cache_expiry_and_invalidation(stub, sessions, db, servicer, ingest_stub):
     from ghostly.ingest.v1 import ingest_pb2
+
     reply, _ = await sessions.synthetic()
     sid = reply.session_id
     kw = dict(session_id=sid, kind=ENVELOPE, include_contractions=True)
@@ -260,15 +288,16 @@ async def test_cache_expiry_and_invalidation(stub, sessions, db, servicer, inges
     await servicer.drain()
     assert (await collect(stub, **kw))[0].info.cache_hit
     # expired -> recomputed, row marked 'expired' then revalidated with a new expiry
-    await db.execute("UPDATE signal_processing_cache SET expires_at = now() - interval '1 minute' "
-                     "WHERE session_id = $1::uuid", sid)
+    await db.execute(
+        "UPDATE signal_processing_cache SET expires_at = now() - interval '1 minute' WHERE session_id = $1::uuid", sid
+    )
     res = await collect(stub, **kw)
     assert not res[0].info.cache_hit
     r = (await _row(db, sid))[0]
     assert r["invalidated_reason"] == "expired" and r["invalidated_at"] is not None
     await servicer.drain()
     r = (await _row(db, sid))[0]
-    assert r["cache_valid"] and r["invalidated_reason"] == "expired"     # reason of the last rebuild
+    assert r["cache_valid"] and r["invalidated_reason"] == "expired"  # reason of the last rebuild
     assert r["expires_at"] - r["created_at"] == dt.timedelta(days=7)
     assert (await collect(stub, **kw))[0].info.cache_hit
     # cache_valid = false is never served
@@ -283,27 +312,29 @@ async def test_cache_expiry_and_invalidation(stub, sessions, db, servicer, inges
     assert not (await collect(stub, **kw))[0].info.cache_hit
     await servicer.drain()
     # reprocess through ingest -> 'session_reprocessed'; new contractions are served afterwards
-    before = (await collect(stub, **kw))
+    before = await collect(stub, **kw)
     assert before[0].info.cache_hit
-    async for _ in ingest_stub.Reprocess(ingest_pb2.ReprocessRequest(
-            session_id=sid, options=ingest_pb2.AnalysisOptions(duration_threshold_s=0.5))):
+    async for _ in ingest_stub.Reprocess(
+        ingest_pb2.ReprocessRequest(session_id=sid, options=ingest_pb2.AnalysisOptions(duration_threshold_s=0.5))
+    ):
         pass
     r = (await _row(db, sid))[0]
     assert not r["cache_valid"] and r["invalidated_reason"] == "session_reprocessed"
     after = await collect(stub, **kw)
     assert not after[0].info.cache_hit
-    assert all(c.meets_duration for c in after[0].contractions)        # the new run's classification
-    assert [c.samples for c in after] == [c.samples for c in before]   # same signal
+    assert all(c.meets_duration for c in after[0].contractions)  # the new run's classification
+    assert [c.samples for c in after] == [c.samples for c in before]  # same signal
 
 
 async def test_size_limit_evicts_least_recently_used(database_url, sessions, tmp_path, ingest_server):
     import dataclasses
+
+    from ghostly.jit_signal.v1 import jit_signal_pb2_grpc
     from libs.grpc_server import start_service
     from services.jit_signal.server import SPEC
-    from ghostly.jit_signal.v1 import jit_signal_pb2_grpc
+
     reply, _ = await sessions.synthetic()
-    cfg = dataclasses.replace(ingest_server.context.config, cache_dir=tmp_path / "small-cache",
-                              cache_max_bytes=40_000)
+    cfg = dataclasses.replace(ingest_server.context.config, cache_dir=tmp_path / "small-cache", cache_max_bytes=40_000)
     server = await start_service(SPEC, cfg, port=0)
     svc = server.context.jit_signal
     try:
@@ -320,17 +351,19 @@ async def test_size_limit_evicts_least_recently_used(database_url, sessions, tmp
             last = await collect(stub, session_id=reply.session_id, t_start_s=windows[-1][0], t_end_s=windows[-1][1])
             assert last[0].info.cache_hit
             first = await collect(stub, session_id=reply.session_id, t_start_s=windows[0][0], t_end_s=windows[0][1])
-            assert not first[0].info.cache_hit          # evicted: recomputed
+            assert not first[0].info.cache_hit  # evicted: recomputed
     finally:
         await server.stop(0)
 
 
 # --------------------------------------------------------------------------- concurrency
 
+
 async def test_cancelled_full_resolution_stream_cleans_up(stub, sessions, servicer):
     reply, _ = await sessions.synthetic(duration_s=120.0)
-    call = stub.StreamSignals(pb.StreamSignalsRequest(session_id=reply.session_id, kind=FILTERED,
-                                                      full_resolution=True, chunk_samples=256))
+    call = stub.StreamSignals(
+        pb.StreamSignalsRequest(session_id=reply.session_id, kind=FILTERED, full_resolution=True, chunk_samples=256)
+    )
     first = await call.read()
     assert first.info.window_sample_count > 100_000 and servicer.inflight >= 1
     cancelled = servicer.stats["cancelled"]
@@ -338,6 +371,7 @@ async def test_cancelled_full_resolution_stream_cleans_up(stub, sessions, servic
 
     async def settled():
         return servicer.inflight == 0 and servicer.stats["cancelled"] == cancelled + 1
+
     await wait_for(settled, timeout=5)
     await servicer.drain()
     assert len(servicer.payload_flight) == 0 and len(servicer.signal_flight) == 0
@@ -345,23 +379,30 @@ async def test_cancelled_full_resolution_stream_cleans_up(stub, sessions, servic
 
 async def test_deadline_stops_the_stream(stub, sessions, servicer):
     reply, _ = await sessions.synthetic(duration_s=120.0)
-    call = stub.StreamSignals(pb.StreamSignalsRequest(session_id=reply.session_id, kind=RAW, full_resolution=True,
-                                                      chunk_samples=256), timeout=0.3)
+    call = stub.StreamSignals(
+        pb.StreamSignalsRequest(session_id=reply.session_id, kind=RAW, full_resolution=True, chunk_samples=256),
+        timeout=0.3,
+    )
     await call.read()
-    await asyncio.sleep(0.6)                        # a reader that stalls past its deadline
-    with pytest.raises(grpc.aio.AioRpcError) as info:
+    await asyncio.sleep(0.6)  # a reader that stalls past its deadline
+
+    async def drain() -> None:
         while await call.read() is not grpc.aio.EOF:
             pass
+
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await drain()
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
 
     async def settled():
         return servicer.inflight == 0
+
     await wait_for(settled, timeout=5)
 
 
 async def test_twenty_concurrent_streams_compute_once(stub, sessions, servicer, db):
     reply, path = await sessions.synthetic()
-    rate, expected = expected_signals(path)
+    _rate, expected = expected_signals(path)
     reads, comps = servicer.stats["c3d_reads"], servicer.stats["computations"]
     kw = dict(session_id=reply.session_id, kind=ENVELOPE, max_points=500)
     results = await asyncio.gather(*(collect(stub, **kw) for _ in range(20)))
@@ -372,34 +413,53 @@ async def test_twenty_concurrent_streams_compute_once(stub, sessions, servicer, 
     for ch in ("CH1", "CH2"):
         assert np.array_equal(got[ch]["values"], expected[ch]["envelope"][got[ch]["indices"]])
     # 20 concurrent full-resolution streams of different kinds share the processed arrays
-    mixed = await asyncio.gather(*(collect(stub, session_id=reply.session_id, kind=(RAW, FILTERED, ENVELOPE)[i % 3],
-                                           full_resolution=True, chunk_samples=4096) for i in range(20)))
+    mixed = await asyncio.gather(
+        *(
+            collect(
+                stub,
+                session_id=reply.session_id,
+                kind=(RAW, FILTERED, ENVELOPE)[i % 3],
+                full_resolution=True,
+                chunk_samples=4096,
+            )
+            for i in range(20)
+        )
+    )
     for i, chunks in enumerate(mixed):
         name = ("raw", "filtered", "envelope")[i % 3]
         assert np.array_equal(by_channel(chunks)["CH1"]["values"], expected["CH1"][name])
     assert servicer.stats["c3d_reads"] == reads + 1
     await servicer.drain()
     assert servicer.inflight == 0
-    assert await db.fetchval("SELECT count(*) FROM signal_processing_cache WHERE session_id = $1::uuid",
-                             reply.session_id) == 4
+    assert (
+        await db.fetchval("SELECT count(*) FROM signal_processing_cache WHERE session_id = $1::uuid", reply.session_id)
+        == 4
+    )
 
 
 async def test_contraction_markers_carry_masking(stub, sessions, db):
     """Contraction.partially_masked / masked_s (migration 015) come from emg_contractions."""
     reply, _ = await sessions.synthetic()
     sid = reply.session_id
-    await db.execute("UPDATE emg_contractions SET partially_masked = true, masked_s = 0.75 "
-                     "WHERE session_id = $1::uuid AND channel_name = 'CH1' AND contraction_index = 2", sid)
+    await db.execute(
+        "UPDATE emg_contractions SET partially_masked = true, masked_s = 0.75 "
+        "WHERE session_id = $1::uuid AND channel_name = 'CH1' AND contraction_index = 2",
+        sid,
+    )
     chunks = await collect(stub, session_id=sid, kind=ENVELOPE, include_contractions=True)
     marks = {c.channel: list(c.contractions) for c in chunks if c.contractions}
     assert [(m.index, m.partially_masked, m.masked_s) for m in marks["CH1"]][:3] == [
-        (0, False, 0.0), (1, False, 0.0), (2, True, 0.75)]
+        (0, False, 0.0),
+        (1, False, 0.0),
+        (2, True, 0.75),
+    ]
     assert all(not m.partially_masked and m.masked_s == 0.0 for m in marks["CH2"])
 
 
 def test_contraction_markers_of_payloads_cached_before_015():
     """A payload cached before migration 015 holds 9 values per contraction: read as not masked."""
     from services.jit_signal.signals import _contraction_pb
+
     old = _contraction_pb([3, 1.0, 2.5, 1.5, 1e-4, 5e-5, True, False, False])
     assert (old.index, old.end_s, old.partially_masked, old.masked_s) == (3, 2.5, False, 0.0)
     new = _contraction_pb([3, 1.0, 2.5, 1.5, 1e-4, 5e-5, True, False, False, True, 0.5])
