@@ -321,6 +321,12 @@ async def _create_db(admin: str) -> None:
     conn = await asyncpg.connect(admin)
     try:
         await conn.execute('CREATE DATABASE "ghostly_chaos"')
+        # The throwaway cluster runs without durability (fsync and synchronous_commit off): an
+        # immediate stop would then lose commits that were acknowledged, which no production
+        # database does, and the check would count them as our losses. Durable, as deployed.
+        for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+            await conn.execute(f"ALTER SYSTEM SET {setting} = on")
+        await conn.execute("SELECT pg_reload_conf()")
     finally:
         await conn.close()
 
