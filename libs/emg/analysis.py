@@ -18,12 +18,13 @@ import math
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from . import contractions as cx
 from . import descriptors as dx
@@ -46,7 +47,7 @@ from .pipeline import (
 )
 from .quality import QualityDetail
 from .scoring import PerformanceResult
-from .settings import AnalysisSettings
+from .settings import AnalysisSettings, ProcessingParams
 from .version import PROCESSING_VERSION
 
 _UNIT_SCALE = {"V": 1.0, "MV": 1e3, "UV": 1e6, "\u00b5V".upper(): 1e6}
@@ -94,7 +95,7 @@ class ChannelAnalysis:
     warnings: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)  # per stage, this channel
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if k not in ("contractions", "descriptors", "quality")}
         d["contractions"] = [c.to_dict() for c in self.contractions]
         d["descriptors"] = self.descriptors.to_dict()
@@ -111,7 +112,7 @@ class SessionAnalysis:
     parameters: dict[str, Any]
     processing_version: str
     processing_time_ms: float
-    timings_ms: dict[str, float]
+    timings_ms: dict[str, Any]  # per stage (ms), "read" may be None, "channel_stages" is a dict
     warnings: list[str]
 
     def channel(self, name: str) -> ChannelAnalysis:
@@ -120,8 +121,8 @@ class SessionAnalysis:
                 return c
         raise KeyError(name)
 
-    def to_dict(self) -> dict:
-        return _jsonable(
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = _jsonable(
             {
                 "processing_version": self.processing_version,
                 "processing_time_ms": self.processing_time_ms,
@@ -134,6 +135,7 @@ class SessionAnalysis:
                 "warnings": self.warnings,
             }
         )
+        return out
 
 
 def _jsonable(obj: Any) -> Any:
@@ -156,11 +158,11 @@ def _jsonable(obj: Any) -> Any:
 def _mvc(
     settings: AnalysisSettings,
     mc: MuscleChannel,
-    env: np.ndarray,
+    env: NDArray[np.float64],
     det: cx.Detection,
     q: QualityDetail,
     warnings: list[str],
-    mask: np.ndarray,
+    mask: NDArray[np.bool_],
 ) -> tuple[float, str, str, float]:
     """(mvc value, column method, source, confidence) following the priority rule."""
     user = settings.per_muscle(settings.mvc_user, mc.name, mc.side)
@@ -188,7 +190,7 @@ def _mvc(
             )
         source = chosen[1]
         if user is not None:
-            source = settings.per_muscle(settings.mvc_sources, mc.name, mc.side) or source  # type: ignore[arg-type]
+            source = settings.per_muscle(settings.mvc_sources, mc.name, mc.side) or source
         return mvc, "user_defined", source, conf
     est = cx.backend_mvc(env, det.contractions, settings.processing.mvc_percentile, mask)
     if est is not None:
@@ -205,7 +207,7 @@ def _mvc(
     return fallback, "backend_95percentile", "backend_fallback_no_contractions", 0.0
 
 
-def _device_agreement(on: np.ndarray | None, contractions: list[Contraction]) -> dict[str, Any]:
+def _device_agreement(on: NDArray[np.bool_] | None, contractions: list[Contraction]) -> dict[str, Any]:
     """How the device's undocumented 'activated' channel (``on`` = activated > 0) relates to
     our detections (info only)."""
     if on is None:
@@ -231,7 +233,7 @@ def _electrode(mc: MuscleChannel) -> str:
 
 
 def _usability(
-    p,
+    p: ProcessingParams,
     mc: MuscleChannel,
     det: cx.Detection,
     q: QualityDetail,
@@ -266,12 +268,12 @@ def _usability(
 def _analyze_channel(
     rec: Recording,
     mc: MuscleChannel,
-    filtered: np.ndarray,
-    env: np.ndarray,
+    filtered: NDArray[Any],  # float64, or float32 on the low-memory path
+    env: NDArray[np.float64],
     cond: Conditioning,
     settings: AnalysisSettings,
     shared_ms: float,
-    scratch: np.ndarray | None = None,
+    scratch: NDArray[np.float64] | None = None,
 ) -> ChannelAnalysis:
     t0 = time.perf_counter()
     p = settings.processing
@@ -439,7 +441,9 @@ def _pool() -> ThreadPoolExecutor | None:
         return _POOL[1]
 
 
-def _all_done(futures: list) -> list:
+def _all_done(
+    futures: list[Future[tuple[ChannelAnalysis, float]]],
+) -> list[Future[tuple[ChannelAnalysis, float]]]:
     """Wait for every task (they share the workspace) before any result or error is used."""
     for f in futures:
         f.exception()
@@ -520,7 +524,7 @@ def analyze(
             else:
                 by_side[c.side] = c
 
-    def side_rates(c: ChannelAnalysis | None) -> dict | None:
+    def side_rates(c: ChannelAnalysis | None) -> dict[str, float] | None:
         if c is None:
             return None
         return {

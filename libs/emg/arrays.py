@@ -7,12 +7,15 @@ run in blocks of ``BLOCK`` samples (same values, same order)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from numpy.typing import NDArray
 
 BLOCK = 1 << 20
 
 
-def select(flags: np.ndarray, x: np.ndarray, scratch: np.ndarray | None) -> np.ndarray:
+def select(flags: NDArray[np.bool_], x: NDArray[Any], scratch: NDArray[Any] | None) -> NDArray[Any]:
     """``x[flags]``, written into ``scratch`` (reinterpreted as ``x``'s dtype: a float64
     scratch holds twice as many float32 samples) when given, in blocks."""
     if scratch is None:
@@ -28,7 +31,7 @@ def select(flags: np.ndarray, x: np.ndarray, scratch: np.ndarray | None) -> np.n
     return buf[:k]
 
 
-def sum_squares(x: np.ndarray) -> float:
+def sum_squares(x: NDArray[Any]) -> float:
     """Sum of x*x accumulated in float64 (einsum buffers a float32 input in small chunks; no
     BLAS: np.dot wakes OpenBLAS threads that spin a second core for the same wall time)."""
     if x.dtype == np.float64:
@@ -36,7 +39,7 @@ def sum_squares(x: np.ndarray) -> float:
     return float(np.einsum("i,i->", x, x, dtype=np.float64))
 
 
-def mean_abs(x: np.ndarray, scratch: np.ndarray | None = None) -> float:
+def mean_abs(x: NDArray[Any], scratch: NDArray[np.float64] | None = None) -> float:
     """mean(|x|). float64: through ``scratch`` (>= x.size; x may be its start, it is then
     overwritten) when given; other dtypes: block by block, accumulated in float64."""
     if x.dtype == np.float64:

@@ -57,12 +57,13 @@ import struct
 import tempfile
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .errors import C3DContentError, C3DFormatError, MemoryBudgetExceeded, SettingsError
 
@@ -80,7 +81,10 @@ _ACTIVATED_SUFFIX = " activated"
 _WHOLE_READ_MAX_BYTES = 32 * 1024 * 1024
 _BLOCK_BYTES = 4 * 1024 * 1024
 
-Source = str | os.PathLike | bytes | bytearray | memoryview
+Source = str | os.PathLike[str] | bytes | bytearray | memoryview
+# The parameter section: GROUP -> PARAM -> value (numbers as arrays, strings as lists).
+Params = dict[str, dict[str, Any]]
+Header = dict[str, Any]
 
 
 @dataclass
@@ -111,7 +115,7 @@ class Recording:
         self,
         rate: float,
         labels: list[str],
-        analogs: np.ndarray | _LazyAnalogs,
+        analogs: NDArray[np.float64] | _LazyAnalogs,
         units: list[str],
         metadata: GameMetadata,
         warnings: list[str] | None = None,
@@ -126,15 +130,15 @@ class Recording:
         self.reader = reader
         self.file_name = file_name
         self._lazy: _LazyAnalogs | None = None
-        self._analogs: np.ndarray | None = None
-        self._rows: dict[int, np.ndarray] = {}
+        self._analogs: NDArray[np.float64] | None = None
+        self._rows: dict[int, NDArray[np.float64]] = {}
         if isinstance(analogs, _LazyAnalogs):
             self._lazy = analogs
         else:
             self._analogs = analogs
 
     @property
-    def analogs(self) -> np.ndarray:
+    def analogs(self) -> NDArray[np.float64]:
         if self._analogs is None:
             lazy = self._lazy
             assert lazy is not None
@@ -149,7 +153,7 @@ class Recording:
         return self._analogs
 
     @analogs.setter
-    def analogs(self, value: np.ndarray) -> None:
+    def analogs(self, value: NDArray[np.float64]) -> None:
         self._analogs, self._lazy, self._rows = value, None, {}
 
     @property
@@ -159,28 +163,30 @@ class Recording:
         assert self._lazy is not None
         return self._lazy.shape
 
-    def channel(self, index: int) -> np.ndarray:
+    def channel(self, index: int) -> NDArray[np.float64]:
         """Row ``index`` of ``analogs`` (float64), converting only that row when still lazy."""
         if self._analogs is not None:
-            return self._analogs[index]
+            view: NDArray[np.float64] = self._analogs[index]
+            return view
         row = self._rows.get(index)
         if row is None:
             assert self._lazy is not None
             row = self._rows.setdefault(index, self._lazy.row(index))
         return row
 
-    def row(self, index: int, out: np.ndarray) -> np.ndarray:
+    def row(self, index: int, out: NDArray[np.float64]) -> NDArray[np.float64]:
         """Row ``index`` as float64 for a short-lived computation: a view when ``analogs`` is
         materialised or the row cached, else converted into ``out`` (not cached)."""
         if self._analogs is not None:
-            return self._analogs[index]
+            view: NDArray[np.float64] = self._analogs[index]
+            return view
         row = self._rows.get(index)
         if row is not None:
             return row
         assert self._lazy is not None
         return self._lazy.row(index, out=out)
 
-    def channel_positive(self, index: int) -> np.ndarray:
+    def channel_positive(self, index: int) -> NDArray[np.bool_]:
         """``channel(index) > 0`` without converting the whole row to float64 when still lazy."""
         lazy = self._lazy
         if self._analogs is None and lazy is not None and index not in self._rows:
@@ -220,7 +226,7 @@ def _int8(b: int) -> int:
     return b - 256 if b > 127 else b
 
 
-def dec_to_float32(raw: np.ndarray) -> np.ndarray:
+def dec_to_float32(raw: NDArray[Any]) -> NDArray[np.float32]:
     """VAX F-floats, given as the little-endian uint32 of their 4 stored bytes, as float32.
 
     The two 16-bit words swapped are IEEE-like bits of 4x the value (exponent bias 129, hidden
@@ -242,11 +248,11 @@ def dec_to_float32(raw: np.ndarray) -> np.ndarray:
     return out
 
 
-def _float_reader(processor: int):
+def _float_reader(processor: int) -> Callable[[bytes | memoryview, int], float]:
     """struct-style reader of one float32 at an offset, for the header and parameters."""
     if processor == _PROCESSOR_DEC:
 
-        def read(buf, off: int) -> float:
+        def read(buf: bytes | memoryview, off: int) -> float:
             return float(dec_to_float32(np.frombuffer(buf, "<u4", 1, off))[0])
 
         return read
@@ -254,7 +260,7 @@ def _float_reader(processor: int):
     return lambda buf, off: struct.unpack_from(code, buf, off)[0]
 
 
-def _float_array(buf, processor: int, count: int, offset: int) -> np.ndarray:
+def _float_array(buf: bytes | memoryview, processor: int, count: int, offset: int) -> NDArray[np.float64]:
     if processor == _PROCESSOR_DEC:
         return dec_to_float32(np.frombuffer(buf, "<u4", count, offset)).astype(np.float64)
     return np.frombuffer(buf, (">" if processor == _PROCESSOR_MIPS else "<") + "f4", count, offset).astype(np.float64)
@@ -362,14 +368,14 @@ def parse_parameters(
     return header, params
 
 
-def _first(params: dict, group: str, name: str, default: Any = None) -> Any:
+def _first(params: Params, group: str, name: str, default: Any = None) -> Any:
     value = params.get(group, {}).get(name)
     if value is None or len(value) == 0:
         return default
     return value[0]
 
 
-def _concat(params: dict, group: str, name: str) -> list:
+def _concat(params: Params, group: str, name: str) -> list[Any]:
     """LABELS, LABELS2, ... concatenated, as ezc3d does for > 255 channels."""
     out = list(params.get(group, {}).get(name, []))
     i = 2
@@ -445,7 +451,7 @@ def _u16_count(value: int) -> int:
     return int(value) & 0xFFFF
 
 
-def _trial_frames(params: dict) -> int | None:
+def _trial_frames(params: Params) -> int | None:
     """TRIAL:ACTUAL_END_FIELD - ACTUAL_START_FIELD + 1 (Vicon's 32-bit frame numbers), if present."""
     trial = params.get("TRIAL", {})
     start, end = trial.get("ACTUAL_START_FIELD"), trial.get("ACTUAL_END_FIELD")
@@ -460,8 +466,8 @@ ReadRange = Any  # callable (offset, count) -> buffer of the file's bytes there
 
 
 def _long_frame_count(
-    header: dict,
-    params: dict,
+    header: Header,
+    params: Params,
     frames_param: int | None,
     avail: int,
     frame_bytes: int,
@@ -577,7 +583,7 @@ class _Layout:
         return self.n_frames * self.n_sub
 
     @property
-    def dtype(self) -> np.dtype:
+    def dtype(self) -> np.dtype[Any]:
         e = ">" if self.processor == _PROCESSOR_MIPS else "<"
         if self.storage == "int":
             return np.dtype(e + ("u2" if self.unsigned else "i2"))
@@ -588,12 +594,12 @@ class _Layout:
         return f"{_PROCESSOR_NAMES[self.processor]} {kind}"
 
 
-def _analog_format_unsigned(params: dict) -> bool:
+def _analog_format_unsigned(params: Params) -> bool:
     fmt = _first(params, "ANALOG", "FORMAT")
     return isinstance(fmt, str) and fmt.strip().upper() == "UNSIGNED"
 
 
-def _layout(header: dict, params: dict, size: int, read_range: ReadRange, warnings: list[str]) -> _Layout | None:
+def _layout(header: Header, params: Params, size: int, read_range: ReadRange, warnings: list[str]) -> _Layout | None:
     """Geometry of the analog block, or None when only ezc3d can read the file (rotations).
 
     Raises C3DFormatError for a truncated or inconsistent file.
@@ -714,13 +720,13 @@ class _LazyAnalogs:
     different channels may be converted from several threads at once).
     """
 
-    def __init__(self, src: bytes | memoryview | _FileSource, params: dict, lay: _Layout):
+    def __init__(self, src: bytes | memoryview | _FileSource, params: Params, lay: _Layout):
         na, ns, nf = lay.n_analogs, lay.n_sub, lay.n_frames
         self.lay = lay
         self.src = src
         self.dtype = lay.dtype
         self.shape = (na, nf * ns)
-        self.frames_analog: np.ndarray | None = None
+        self.frames_analog: NDArray[Any] | None = None
         if not isinstance(src, _FileSource):
             frames = np.frombuffer(src, dtype=self.dtype, count=nf * lay.frame_len, offset=lay.start)
             self.frames_analog = frames.reshape(nf, lay.frame_len)[:, 4 * lay.n_points :]
@@ -737,7 +743,7 @@ class _LazyAnalogs:
         self.unscaled = bool(np.all(self.scales == 1.0) and self.gen == 1.0)
 
     # -- blocks ---------------------------------------------------------------------------
-    def _blocks(self, whole: bool = False) -> Iterator[tuple[int, int, np.ndarray]]:
+    def _blocks(self, whole: bool = False) -> Iterator[tuple[int, int, NDArray[Any]]]:
         """(first frame, end frame, analog values (frames, subframes, channels) as stored)."""
         lay = self.lay
         na, ns, nf = lay.n_analogs, lay.n_sub, lay.n_frames
@@ -759,13 +765,13 @@ class _LazyAnalogs:
             frames = np.frombuffer(buf, dtype=self.dtype, count=(f1 - f0) * lay.frame_len).reshape(f1 - f0, -1)
             yield f0, f1, frames[:, 4 * lay.n_points :].reshape(f1 - f0, ns, na)
 
-    def _stored(self, values: np.ndarray) -> np.ndarray:
+    def _stored(self, values: NDArray[Any]) -> NDArray[Any]:
         """Stored values as numbers numpy computes with (DEC floats decoded to float32)."""
         if self.lay.processor == _PROCESSOR_DEC and self.lay.storage == "float":
             return dec_to_float32(values)
         return values
 
-    def _convert(self, src: np.ndarray, dst: np.ndarray, i: int) -> None:
+    def _convert(self, src: NDArray[Any], dst: NDArray[np.float64], i: int | np.integer[Any]) -> None:
         """``dst[...] = stored - |offset|`` (float64 destination, before the scales)."""
         src = self._stored(src)
         off = self.offsets[i]
@@ -777,7 +783,7 @@ class _LazyAnalogs:
             np.subtract(src, float(off), out=dst, dtype=np.float64, casting="unsafe")
 
     # -- rows -----------------------------------------------------------------------------
-    def row(self, i: int, out: np.ndarray | None = None) -> np.ndarray:
+    def row(self, i: int, out: NDArray[np.float64] | None = None) -> NDArray[np.float64]:
         n = self.shape[1]
         ns = self.lay.n_sub
         if out is None:
@@ -792,7 +798,7 @@ class _LazyAnalogs:
             out *= self.gen
         return out
 
-    def positive(self, i: int) -> np.ndarray:
+    def positive(self, i: int) -> NDArray[np.bool_]:
         """``row(i) > 0`` as a bool array, without a float64 row (block by block)."""
         n, ns = self.shape[1], self.lay.n_sub
         out = np.empty(n, dtype=bool)
@@ -826,7 +832,7 @@ class _LazyAnalogs:
         s, g = float(self.scales[i]), self.gen
         return self.offsets[i] == 0 and 1e-100 < s < 1e100 and 1e-100 < g < 1e100
 
-    def nonfinite_rows(self) -> np.ndarray:
+    def nonfinite_rows(self) -> NDArray[np.intp]:
         """Indices of rows holding NaN/inf (after the conversion).
 
         Integer data is always finite once the conversion is benign. For float data a float64
@@ -863,7 +869,7 @@ class _LazyAnalogs:
         return np.flatnonzero(bad)
 
 
-def _ezc3d_read(path: str) -> tuple[np.ndarray, dict]:
+def _ezc3d_read(path: str) -> tuple[NDArray[np.float64], Params]:
     import ezc3d  # imported lazily: only fallback files pay its import cost
 
     try:
@@ -898,7 +904,7 @@ def _num(value: Any) -> float | None:
     return v if np.isfinite(v) else None
 
 
-def _session_datetime(params: dict, file_name: str | None, warnings: list[str]) -> datetime | None:
+def _session_datetime(params: Params, file_name: str | None, warnings: list[str]) -> datetime | None:
     time_vals = list(params.get("INFO", {}).get("TIME", []))
     from_info = None
     try:
@@ -933,7 +939,7 @@ def _session_datetime(params: dict, file_name: str | None, warnings: list[str]) 
     return None
 
 
-def _metadata(params: dict, file_name: str | None, warnings: list[str]) -> GameMetadata:
+def _metadata(params: Params, file_name: str | None, warnings: list[str]) -> GameMetadata:
     info, subj = params.get("INFO", {}), params.get("SUBJECTS", {})
     level = _num(_first(params, "INFO", "GAME_LEVEL"))
     md = GameMetadata(
@@ -1024,15 +1030,20 @@ class _Opened:
         except OSError as exc:
             raise C3DFormatError(f"Cannot open C3D file {self.path!r}: {exc.strerror or exc}.") from exc
 
-    def read_range(self, offset: int, count: int):
+    def read_range(self, offset: int, count: int) -> bytes | memoryview:
         if self.buf is not None:
-            return self.buf[offset : offset + count]
+            part: bytes | memoryview = self.buf[offset : offset + count]
+            return part
         assert self.file is not None
         return self.file.read(offset, count)
 
     @property
     def data(self) -> bytes | memoryview | _FileSource:
-        return self.buf if self.buf is not None else self.file
+        if self.buf is not None:
+            buf: bytes | memoryview = self.buf
+            return buf
+        assert self.file is not None  # no bytes: the file is open
+        return self.file
 
     def close(self) -> None:
         if self.file is not None:
@@ -1058,7 +1069,7 @@ class C3DInfo:
         return self.n_channels * self.n_samples
 
 
-def _describe(opened: _Opened, warnings: list[str]) -> tuple[dict, dict, _Layout | None]:
+def _describe(opened: _Opened, warnings: list[str]) -> tuple[Header, Params, _Layout | None]:
     header, params = parse_parameters(opened.head, opened.size)
     try:
         lay = _layout(header, params, opened.size, opened.read_range, warnings)
@@ -1077,6 +1088,7 @@ def inspect_c3d(source: Source) -> C3DInfo:
         header, params, lay = _describe(opened, [])
     finally:
         opened.close()
+    reader: Literal["numpy", "ezc3d"]
     if lay is not None:
         n_ch, n, storage, reader = lay.n_analogs, lay.n_samples, lay.storage, "numpy"
     else:
@@ -1156,7 +1168,7 @@ def read_c3d(source: Source, *, file_name: str | None = None) -> Recording:
 def _read(opened: _Opened, file_name: str | None) -> Recording:
     warnings: list[str] = []
     _header, params, lay = _describe(opened, warnings)
-    analogs: np.ndarray | _LazyAnalogs
+    analogs: NDArray[np.float64] | _LazyAnalogs
     if lay is not None:
         if lay.n_analogs == 0 or lay.n_sub == 0:
             raise C3DContentError("The C3D file contains no analog channels, so there is no EMG to analyse.")
@@ -1259,5 +1271,6 @@ def muscle_channels(recording: Recording, channel_map: dict[str, str] | None = N
         side = (channel_map or default_sides).get(name)
         if side is not None and side not in ("left", "right"):
             raise SettingsError(f"channel_map side for {name!r} must be 'left' or 'right', got {side!r}.")
-        out.append(MuscleChannel(name=name, side=side, raw_index=i, raw_label=label, activated_index=act))
+        side_lr = cast(Literal["left", "right"] | None, side)  # checked just above
+        out.append(MuscleChannel(name=name, side=side_lr, raw_index=i, raw_label=label, activated_index=act))
     return out

@@ -9,14 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 
-from .analysis import SessionAnalysis, analyze
+from .analysis import ChannelAnalysis, SessionAnalysis, analyze
 from .c3d_reader import read_c3d
 from .errors import EmgError
 from .settings import AnalysisSettings
 
 
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     p = subparsers.add_parser("analyze", help="analyse one C3D file (statistics + performance score)")
     p.add_argument("file", help="path to a .c3d file")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
@@ -69,7 +70,7 @@ def _uv(v: float | None, unit: str = "V") -> str:
     return "-" if v is None else f"{v * 1e6 / _UNIT_SCALE.get(unit.upper(), 1.0):.1f}"
 
 
-def _contraction_table(ch) -> list[str]:
+def _contraction_table(ch: ChannelAnalysis) -> list[str]:
     """One line per contraction: start, duration, peak (uV), % of MVC, criteria met."""
     lines = [
         f"  {ch.channel_name}: {len(ch.contractions)} contraction(s); MVC {_uv(ch.mvc_rms_value, ch.unit)} uV "
@@ -100,7 +101,7 @@ def format_text(res: SessionAnalysis) -> str:
         f"Processing: {res.parameters['pipeline']}  version {res.processing_version}  {res.processing_time_ms:.1f} ms",
         "",
     ]
-    rows = [
+    rows: list[tuple[str, Callable[[ChannelAnalysis], object]]] = [
         ("side", lambda c: c.side),
         ("usable", lambda c: "yes" if c.usable else "NO"),
         ("signal flags", lambda c: ",".join(c.signal_flags) or "-"),
@@ -198,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     register(sub)
     args = parser.parse_args(argv)
-    return args.func(args)
+    rc: int = args.func(args)
+    return rc
 
 
 if __name__ == "__main__":

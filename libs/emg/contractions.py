@@ -39,8 +39,10 @@ there is no maximum duration.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .arrays import BLOCK, select
 from .settings import ProcessingParams
@@ -61,7 +63,7 @@ class Contraction:
     partially_masked: bool = False  # overlapped an artefact: only its uncorrupted part is kept
     masked_s: float = 0.0  # seconds of the burst lost to artefacts (0 when not partially masked)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -83,7 +85,7 @@ class Detection:
     high_level_v: float  # 99.5th percentile of the artefact-free envelope (for the SNR)
 
 
-def _runs(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _runs(flags: NDArray[np.bool_]) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
     z = np.concatenate(([False], flags, [False]))
     edges = np.flatnonzero(z[1:] != z[:-1])
     return edges[::2], edges[1::2]
@@ -93,7 +95,10 @@ _LEVEL_STRIDE = 8  # the envelope is low-passed at 10 Hz: every 8th sample (124 
 
 
 def envelope_levels(
-    env: np.ndarray, mask: np.ndarray, params: ProcessingParams, scratch: np.ndarray | None = None
+    env: NDArray[np.float64],
+    mask: NDArray[np.bool_],
+    params: ProcessingParams,
+    scratch: NDArray[np.float64] | None = None,
 ) -> tuple[float, float]:
     """(resting level, 99.5th percentile) of the artefact-free envelope, one partition pass.
 
@@ -116,7 +121,9 @@ def envelope_levels(
     return float(lo), float(hi)
 
 
-def hysteresis(env: np.ndarray, valid: np.ndarray | None, on: float, off: float) -> tuple[np.ndarray, np.ndarray]:
+def hysteresis(
+    env: NDArray[np.float64], valid: NDArray[np.bool_] | None, on: float, off: float
+) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
     """(starts, ends) of the runs of ``env > off`` holding a valid sample ``> on`` (ends exclusive)."""
     starts, ends = _runs(env > off)
     if starts.size == 0:
@@ -130,7 +137,9 @@ def hysteresis(env: np.ndarray, valid: np.ndarray | None, on: float, off: float)
     return starts[keep], ends[keep]
 
 
-def _burst_peaks(env: np.ndarray, valid: np.ndarray | None, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+def _burst_peaks(
+    env: NDArray[np.float64], valid: NDArray[np.bool_] | None, starts: NDArray[np.intp], ends: NDArray[np.intp]
+) -> NDArray[np.float64]:
     """Largest artefact-free envelope value of each burst (0 where none is free)."""
     out = np.zeros(starts.size)
     i = 0
@@ -152,7 +161,7 @@ def _burst_peaks(env: np.ndarray, valid: np.ndarray | None, starts: np.ndarray, 
 STRONG_MIN_BURSTS, STRONG_MAX_BURSTS = 3, 10
 
 
-def strong_level(peaks: np.ndarray, top_fraction: float) -> float | None:
+def strong_level(peaks: NDArray[np.float64], top_fraction: float) -> float | None:
     """Median peak of the strongest ``top_fraction`` of the bursts, at least three of them (all
     when fewer: one outlier burst does not set the level) and at most ten (hundreds of
     background bursts do not pull it down to their own level)."""
@@ -163,12 +172,12 @@ def strong_level(peaks: np.ndarray, top_fraction: float) -> float | None:
 
 
 def detect(
-    env: np.ndarray,
-    mask: np.ndarray,
+    env: NDArray[np.float64],
+    mask: NDArray[np.bool_],
     rate: float,
     params: ProcessingParams,
     unit_scale: float = 1.0,
-    scratch: np.ndarray | None = None,
+    scratch: NDArray[np.float64] | None = None,
     calibrated_mvc: float | None = None,
 ) -> Detection:
     """Contractions of one envelope. ``mask`` marks artefact samples (with margins);
@@ -212,7 +221,7 @@ def detect(
             else:
                 rejected_short += 1
             continue
-        free = np.flatnonzero(valid[s:e])  # type: ignore[index]
+        free = np.flatnonzero(valid[s:e])  # type: ignore[index]  # has_mask, valid set
         if free.size < min_len or float(env[s:e][free].max()) <= on:
             lost += 1
             lost_s += (e - s) / rate
@@ -241,7 +250,7 @@ def detect(
     partial = 0
     cut_s = 0.0
     for s, e, masked in merged:
-        seg = env[s:e] if not masked else env[s:e][valid[s:e]]  # type: ignore[index]
+        seg = env[s:e] if not masked else env[s:e][valid[s:e]]  # type: ignore[index]  # masked: has_mask, valid set
         lost_here = masked / rate
         # Seconds cut from the burst: masked samples inside plus trimmed masked ends.
         partial += bool(masked)
@@ -265,7 +274,11 @@ def detect(
 
 
 def _extend_edges(
-    items: list[list[int]], env: np.ndarray, mask: np.ndarray | None, noise_level: float, peak_fraction: float
+    items: list[list[int]],
+    env: NDArray[np.float64],
+    mask: NDArray[np.bool_] | None,
+    noise_level: float,
+    peak_fraction: float,
 ) -> None:
     """Move each contraction's onset back and offset forward to where the envelope falls below
     its edge level, max(noise-relative level, ``peak_fraction`` x its own peak): onsets are
@@ -299,7 +312,7 @@ def _extend_edges(
 
 
 def backend_mvc(
-    env: np.ndarray, contractions: list[Contraction], percentile: float, mask: np.ndarray | None = None
+    env: NDArray[np.float64], contractions: list[Contraction], percentile: float, mask: NDArray[np.bool_] | None = None
 ) -> float | None:
     """Percentile of the envelope over contraction samples only (rest excluded).
 

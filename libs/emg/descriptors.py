@@ -15,9 +15,11 @@ compression, the classical sign of fatigue. Needs >= 3 contractions with a full 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+from numpy.typing import NDArray
 from scipy import signal
 
 from .arrays import mean_abs, select
@@ -47,7 +49,7 @@ class Descriptors:
     spectrum_windows: int
     fatigue_points: int  # contractions used for the fatigue slope
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["units"] = dict(UNITS)
         return d
@@ -58,7 +60,7 @@ def _nperseg(rate: float, params: ProcessingParams) -> int:
     return int(2 ** max(4, round(np.log2(n))))
 
 
-def _mnf_mdf(freqs: np.ndarray, psd: np.ndarray) -> tuple[float | None, float | None]:
+def _mnf_mdf(freqs: NDArray[np.float64], psd: NDArray[np.float64]) -> tuple[float | None, float | None]:
     total = psd.sum()
     if total <= 0:
         return None, None
@@ -68,7 +70,7 @@ def _mnf_mdf(freqs: np.ndarray, psd: np.ndarray) -> tuple[float | None, float | 
     return mnf, mdf
 
 
-def _windows_inside(valid: np.ndarray, n: int, step: int) -> np.ndarray:
+def _windows_inside(valid: NDArray[np.bool_], n: int, step: int) -> NDArray[np.intp]:
     """Start indices (multiples of ``step``) of length-n windows where ``valid`` is all True."""
     starts = np.arange(0, valid.size - n + 1, step)
     if starts.size == 0:
@@ -83,15 +85,16 @@ def _windows_inside(valid: np.ndarray, n: int, step: int) -> np.ndarray:
             ok &= blocks[j : j + starts.size]
         return starts[ok]
     c = np.concatenate(([0], np.cumsum(valid, dtype=np.int64)))
-    return starts[(c[starts + n] - c[starts]) == n]
+    inside: NDArray[np.intp] = starts[(c[starts + n] - c[starts]) == n]
+    return inside
 
 
 _WELCH_BATCH_BYTES = 4 << 20  # segments copied per scipy.signal.welch call (its peak is ~6x this)
 
 
 def _spectra(
-    x: np.ndarray, starts: np.ndarray, n: int, rate: float, lo_hz: float, groups: list[tuple[int, int]]
-) -> tuple[np.ndarray, np.ndarray, list[np.ndarray | None]]:
+    x: NDArray[Any], starts: NDArray[np.intp], n: int, rate: float, lo_hz: float, groups: list[tuple[int, int]]
+) -> tuple[NDArray[np.float64], NDArray[np.float64], list[NDArray[np.float64] | None]]:
     """(freqs, mean PSD, mean PSD of each group) in [lo_hz, Nyquist] over the length-n
     Welch segments of ``x`` at ``starts``; a group is a range [a, b) of segment indices.
 
@@ -103,7 +106,7 @@ def _spectra(
     per = max(1, _WELCH_BATCH_BYTES // (8 * n))
     view = sliding_window_view(x, n)
 
-    def welch(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def welch(rows: NDArray[np.intp]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         segs = view[rows]
         if segs.dtype != np.float64:
             segs = segs.astype(np.float64)
@@ -114,8 +117,8 @@ def _spectra(
     if starts.size <= per:
         freqs, psd = welch(starts)
         return freqs, psd.mean(axis=0), [psd[a:b].mean(axis=0) if b > a else None for a, b in groups]
-    total = None
-    sums: list[np.ndarray | None] = [None] * len(groups)
+    total: NDArray[np.float64] | None = None
+    sums: list[NDArray[np.float64] | None] = [None] * len(groups)
     for b0 in range(0, starts.size, per):
         b1 = min(starts.size, b0 + per)
         freqs, psd = welch(starts[b0:b1])
@@ -127,16 +130,17 @@ def _spectra(
                 s = psd[a - b0 : b - b0].sum(axis=0)
                 sums[g] = s if sums[g] is None else sums[g] + s
     means = [s / (b - a) if s is not None else None for s, (a, b) in zip(sums, groups)]
+    assert total is not None  # starts.size > per >= 1: at least one batch
     return freqs, total / starts.size, means
 
 
 def compute(
-    filtered: np.ndarray,
-    mask: np.ndarray,
+    filtered: NDArray[Any],
+    mask: NDArray[np.bool_],
     contractions: list[Contraction],
     rate: float,
     params: ProcessingParams,
-    scratch: np.ndarray | None = None,
+    scratch: NDArray[np.float64] | None = None,
 ) -> Descriptors:
     """Descriptors of one channel; ``scratch`` (>= filtered.size float64, clobbered) replaces
     the signal-sized temporaries (same values, no fresh multi-MB arrays)."""
@@ -191,9 +195,9 @@ def compute(
             points = len(mdfs)
             if points >= 3 and np.ptp(times) > 0:
                 # Least-squares slope in closed form (np.polyfit goes through LAPACK/BLAS).
-                t, m = np.asarray(times), np.asarray(mdfs)
+                t, mf = np.asarray(times), np.asarray(mdfs)
                 dt = t - t.mean()
-                fatigue = float((dt * (m - m.mean())).sum() / (dt * dt).sum())
+                fatigue = float((dt * (mf - mf.mean())).sum() / (dt * dt).sum())
     else:
         source = "none"
     return Descriptors(rms, mav, c_rms, mnf, mdf, fatigue, source, int(starts.size), points)

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
+from typing import Any, cast
 
 import numpy as np
+from numpy.typing import NDArray
 from scipy import signal
 
 from .settings import ProcessingParams
@@ -51,7 +53,7 @@ class MainsResult:
     rest_windows: int = 0  # windows the spectrum was averaged over
     rest_rms_v: float | None = None  # RMS of those windows before the notch
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -60,14 +62,14 @@ def nfft(rate: float, params: ProcessingParams) -> int:
     return int(2 ** max(6, round(np.log2(max(n, 2.0)))))
 
 
-def _median(x: np.ndarray) -> float:
+def _median(x: NDArray[np.floating[Any]]) -> float:
     """np.median of a small array without its per-call overhead (~30 us)."""
     v = np.sort(x)
     m = v.size // 2
     return float(v[m]) if v.size % 2 else float(0.5 * (v[m - 1] + v[m]))
 
 
-def _refine(freqs: np.ndarray, logp: np.ndarray, k: int) -> float:
+def _refine(freqs: NDArray[np.floating[Any]], logp: NDArray[np.floating[Any]], k: int) -> float:
     """Parabolic interpolation of the peak at bin k on the log spectrum."""
     if 0 < k < freqs.size - 1:
         a, b, c = logp[k - 1], logp[k], logp[k + 1]
@@ -78,7 +80,7 @@ def _refine(freqs: np.ndarray, logp: np.ndarray, k: int) -> float:
 
 
 def _family(
-    freqs: np.ndarray, psd: np.ndarray, f0: float, nyq: float, ratio: float
+    freqs: NDArray[np.floating[Any]], psd: NDArray[np.floating[Any]], f0: float, nyq: float, ratio: float
 ) -> tuple[float, list[int], list[float], float]:
     """(excess line power, harmonics present, their refined frequencies, best line ratio)."""
     df = float(freqs[1] - freqs[0])
@@ -103,7 +105,9 @@ def _family(
     return excess, found, where, best
 
 
-def detect(filtered: np.ndarray, flag: np.ndarray | None, rate: float, params: ProcessingParams) -> MainsResult:
+def detect(
+    filtered: NDArray[np.float64], flag: NDArray[np.bool_] | None, rate: float, params: ProcessingParams
+) -> MainsResult:
     """Mains interference in the rest periods of one high-passed channel (``flag``: artefact
     samples, excluded)."""
     n = nfft(rate, params)
@@ -113,7 +117,7 @@ def detect(filtered: np.ndarray, flag: np.ndarray | None, rate: float, params: P
     win = filtered[: k * n].reshape(k, n)
     ok = np.ones(k, dtype=bool)
     if flag is not None and flag.any():
-        ok = ~flag[: k * n].reshape(k, n).any(axis=1)
+        ok = cast(NDArray[np.bool_], ~flag[: k * n].reshape(k, n).any(axis=1))  # any(axis=1) of a 2-D array: an array
     idx = np.flatnonzero(ok)
     if idx.size < _MIN_WINDOWS:
         return MainsResult(False, None, None)
@@ -158,12 +162,13 @@ def detect(filtered: np.ndarray, flag: np.ndarray | None, rate: float, params: P
 
 
 @lru_cache(maxsize=8)
-def _hann(n: int) -> np.ndarray:
-    return signal.get_window("hann", n)
+def _hann(n: int) -> NDArray[np.float64]:
+    window: NDArray[np.float64] = signal.get_window("hann", n)
+    return window
 
 
 @lru_cache(maxsize=64)
-def notch_sos(rate: float, centres: tuple[float, ...], bandwidth_hz: float) -> np.ndarray:
+def notch_sos(rate: float, centres: tuple[float, ...], bandwidth_hz: float) -> NDArray[np.float64]:
     """Cascade of second-order notches (one per centre frequency), as SOS."""
     rows = []
     for f in centres:

@@ -19,8 +19,10 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from scipy import signal
 from scipy.ndimage import uniform_filter1d
 
@@ -53,7 +55,7 @@ def pipeline_description(params: ProcessingParams) -> str:
 
 
 @lru_cache(maxsize=64)
-def design_filters(rate: float, params: ProcessingParams) -> tuple[np.ndarray, np.ndarray]:
+def design_filters(rate: float, params: ProcessingParams) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Butterworth SOS (high-pass, low-pass) for this sampling rate; cached per (rate, params)."""
     if not np.isfinite(rate) or rate <= 0:
         raise C3DContentError(f"Sampling rate must be a positive number, got {rate!r}.")
@@ -69,23 +71,23 @@ def design_filters(rate: float, params: ProcessingParams) -> tuple[np.ndarray, n
     return hp, lp  # shared by the cache: callers must not modify them
 
 
-def _longest_zero_run(x: np.ndarray) -> int:
+def _longest_zero_run(x: NDArray[Any]) -> int:
     z = np.concatenate(([False], x == 0.0, [False]))
     edges = np.flatnonzero(z[1:] != z[:-1])
     return int((edges[1::2] - edges[::2]).max()) if edges.size else 0
 
 
-def _needs_guard(row: np.ndarray) -> bool:
+def _needs_guard(row: NDArray[Any]) -> bool:
     return bool((row == 0.0).any()) and _longest_zero_run(row) >= _ZERO_RUN_GUARD
 
 
-def _padlen(sos: np.ndarray, n: int) -> int:
+def _padlen(sos: NDArray[np.float64], n: int) -> int:
     # scipy's default padlen, shortened for very short signals instead of failing.
     default = 3 * (2 * len(sos) + 1 - min((sos[:, 2] == 0).sum(), (sos[:, 5] == 0).sum()))
     return int(min(default, n - 1))
 
 
-def _rows(raw: np.ndarray) -> list[np.ndarray]:
+def _rows(raw: NDArray[Any]) -> list[NDArray[np.float64]]:
     x = np.asarray(raw, dtype=np.float64)
     if x.ndim not in (1, 2) or x.shape[-1] == 0:
         raise C3DContentError("Signal must be a non-empty 1-D or 2-D array (channels x samples).")
@@ -93,7 +95,9 @@ def _rows(raw: np.ndarray) -> list[np.ndarray]:
 
 
 @lru_cache(maxsize=64)
-def _filter_plan(rate: float, params: ProcessingParams) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+def _filter_plan(
+    rate: float, params: ProcessingParams
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], int]:
     """(hp sos, lp sos, hp zi, lp zi, RMS window): what sosfiltfilt would recompute per call."""
     hp, lp = design_filters(rate, params)
     win = max(1, round(params.rms_window_ms * rate / 1000.0))
@@ -124,7 +128,7 @@ def _use_kernel() -> bool:
     return _KERNEL_CHECKED
 
 
-def _sosfilt_inplace(sos: np.ndarray, zi: np.ndarray, buf: np.ndarray) -> None:
+def _sosfilt_inplace(sos: NDArray[np.float64], zi: NDArray[np.float64], buf: NDArray[np.float64]) -> None:
     """``buf[:] = sosfilt(sos, buf, zi=zi * buf[:1])[0]`` without allocating a signal-sized array."""
     z = zi * buf[:1]  # exactly sosfiltfilt's ``zi * x_0``
     if _use_kernel():
@@ -133,7 +137,7 @@ def _sosfilt_inplace(sos: np.ndarray, zi: np.ndarray, buf: np.ndarray) -> None:
         buf[:] = signal.sosfilt(sos, buf, zi=z)[0]
 
 
-def _odd_ext_edges(ext: np.ndarray, n: int, p: int) -> None:
+def _odd_ext_edges(ext: NDArray[np.float64], n: int, p: int) -> None:
     """Fill the ``p`` padding samples on each side of ``ext[p:p + n]`` like scipy's odd_ext."""
     if p == 0:
         return
@@ -143,8 +147,13 @@ def _odd_ext_edges(ext: np.ndarray, n: int, p: int) -> None:
 
 
 def _zero_phase(
-    sos: np.ndarray, zi: np.ndarray, n: int, a: np.ndarray, b: np.ndarray, padlen: int | None = None
-) -> np.ndarray:
+    sos: NDArray[np.float64],
+    zi: NDArray[np.float64],
+    n: int,
+    a: NDArray[np.float64],
+    b: NDArray[np.float64],
+    padlen: int | None = None,
+) -> NDArray[np.float64]:
     """sosfiltfilt (padtype='odd', default padlen) of the signal already stored in a[p:p + n].
 
     ``a`` and ``b`` are work buffers of at least n + 2p samples; ``a`` is clobbered. Returns a
@@ -184,24 +193,26 @@ class Conditioning:
     """What the chain found and did on one channel before the envelope."""
 
     artifacts: list[ArtifactSpan]  # dropout / flatline / clipping spans of the raw signal
-    flag: np.ndarray  # bool per sample: inside an artefact span (no margin)
+    flag: NDArray[np.bool_]  # bool per sample: inside an artefact span (no margin)
     mains: MainsResult  # power-line interference found in the rest periods (notched when present)
 
 
 @lru_cache(maxsize=64)
-def _notch_plan(rate: float, centres: tuple[float, ...], bandwidth_hz: float) -> tuple[np.ndarray, np.ndarray]:
+def _notch_plan(
+    rate: float, centres: tuple[float, ...], bandwidth_hz: float
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     sos = mains.notch_sos(rate, centres, bandwidth_hz)
     return sos, signal.sosfilt_zi(sos)
 
 
 def chain_into(
-    raw: np.ndarray,
+    raw: NDArray[np.float64],
     rate: float,
     params: ProcessingParams,
-    filtered: np.ndarray,
-    env: np.ndarray,
-    a: np.ndarray,
-    b: np.ndarray,
+    filtered: NDArray[np.float64],
+    env: NDArray[np.float64],
+    a: NDArray[np.float64],
+    b: NDArray[np.float64],
 ) -> Conditioning:
     """The chain of one channel written into ``filtered`` and ``env`` (n samples each), using
     the work buffers ``a`` and ``b`` (>= ``work_size(n)`` samples, clobbered). All five arrays
@@ -261,13 +272,15 @@ def chain_into(
     ms = uniform_filter1d(sq, size=win, mode="nearest", output=env)
     np.maximum(ms, 0.0, out=ms)  # running sums can leave -1e-30 where the signal is ~0
     np.sqrt(ms, out=ms)
-    for a in spans:
-        if a.kind == "filter_edge":  # the notch's start-up transient is not EMG: no envelope there
-            env[round(a.start_s * rate) : round(a.start_s * rate) + a.n_samples] = 0.0
+    for span in spans:
+        if span.kind == "filter_edge":  # the notch's start-up transient is not EMG: no envelope there
+            env[round(span.start_s * rate) : round(span.start_s * rate) + span.n_samples] = 0.0
     return Conditioning(spans, flag, hum)
 
 
-def chain_1d(raw: np.ndarray, rate: float, params: ProcessingParams) -> tuple[np.ndarray, np.ndarray]:
+def chain_1d(
+    raw: NDArray[Any], rate: float, params: ProcessingParams
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """(filtered, envelope) of one channel: THE implementation behind every public function.
 
     Works on 1-D rows on purpose: scipy's 2-D axis=-1 path is ~2x slower. The two work
@@ -293,12 +306,12 @@ _WORK_PAD = max(3 * (2 * _MAX_SECTIONS + 1), _MAX_NOTCH_PAD)  # work_size's padd
 _MOVE_CHUNK = 1 << 18  # samples per step of the in-place moves (a temporary of 2 MiB at most)
 
 
-def raw_slot(work: np.ndarray, n: int) -> np.ndarray:
+def raw_slot(work: NDArray[np.float64], n: int) -> NDArray[np.float64]:
     """Where ``chain_lowmem`` expects the raw signal in ``work`` (convert it there: no copy)."""
     return work[_WORK_PAD : _WORK_PAD + n]
 
 
-def _move(buf: np.ndarray, dst: int, src: int, n: int) -> None:
+def _move(buf: NDArray[np.float64], dst: int, src: int, n: int) -> None:
     """``buf[dst:dst + n] = buf[src:src + n]`` for overlapping ranges, in chunks (numpy would
     copy a whole overlapping source first)."""
     if dst == src or n <= 0:
@@ -309,7 +322,7 @@ def _move(buf: np.ndarray, dst: int, src: int, n: int) -> None:
         buf[dst + i : dst + j] = buf[src + i : src + j]
 
 
-def _reverse_inplace(buf: np.ndarray) -> None:
+def _reverse_inplace(buf: NDArray[np.float64]) -> None:
     """``buf[:] = buf[::-1]`` in chunks swapped from both ends (no signal-sized temporary)."""
     i, j = 0, buf.size
     while j - i > 1:
@@ -320,7 +333,9 @@ def _reverse_inplace(buf: np.ndarray) -> None:
         i, j = i + k, j - k
 
 
-def _zero_phase_inplace(sos: np.ndarray, zi: np.ndarray, w: np.ndarray, n: int, p: int) -> np.ndarray:
+def _zero_phase_inplace(
+    sos: NDArray[np.float64], zi: NDArray[np.float64], w: NDArray[np.float64], n: int, p: int
+) -> NDArray[np.float64]:
     """``_zero_phase`` on one buffer: the signal at w[p:p + n] is replaced by its zero-phase
     filtered version (returned as that view, in forward order)."""
     m = n + 2 * p
@@ -357,7 +372,7 @@ def _moving_mean_ok() -> bool:
     return _RMS_CHECKED
 
 
-def _moving_mean(w: np.ndarray, at: int, n: int, win: int, out: np.ndarray) -> np.ndarray:
+def _moving_mean(w: NDArray[np.float64], at: int, n: int, win: int, out: NDArray[np.float64]) -> NDArray[np.float64]:
     """``uniform_filter1d(w[at:at + n], win, mode='nearest', output=out)`` computed in ``w``
     (clobbered; it needs n + win - 1 samples) and ``out`` only: the values move to
     w[h:h + n] with the nearest-value extension around them; then the running sum of the
@@ -377,12 +392,12 @@ def _moving_mean(w: np.ndarray, at: int, n: int, win: int, out: np.ndarray) -> n
 
 
 def chain_lowmem(
-    raw: np.ndarray,
+    raw: NDArray[np.float64],
     rate: float,
     params: ProcessingParams,
-    work: np.ndarray,
-    env: np.ndarray | None,
-    filtered: np.ndarray | None = None,
+    work: NDArray[np.float64],
+    env: NDArray[np.float64] | None,
+    filtered: NDArray[Any] | None = None,
 ) -> Conditioning:
     """``chain_into`` on one work buffer (>= ``work_size(n)`` samples, clobbered): the raw
     signal is best converted straight into ``raw_slot(work, n)`` (else it is copied there).
@@ -452,9 +467,9 @@ def chain_lowmem(
         ms = uniform_filter1d(low, size=win, mode="nearest", output=env)
     np.maximum(ms, 0.0, out=ms)  # running sums can leave -1e-30 where the signal is ~0
     np.sqrt(ms, out=ms)
-    for a in spans:
-        if a.kind == "filter_edge":  # the notch's start-up transient is not EMG: no envelope there
-            env[round(a.start_s * rate) : round(a.start_s * rate) + a.n_samples] = 0.0
+    for span in spans:
+        if span.kind == "filter_edge":  # the notch's start-up transient is not EMG: no envelope there
+            env[round(span.start_s * rate) : round(span.start_s * rate) + span.n_samples] = 0.0
     return Conditioning(spans, flag, hum)
 
 
@@ -491,16 +506,16 @@ class Workspace:
 
     def __init__(self, budget_bytes: int):
         self.budget = budget_bytes
-        self._bufs: dict[object, np.ndarray] = {}
+        self._bufs: dict[object, NDArray[Any]] = {}
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def buffer(self, key: object, n: int, dtype: type = np.float64) -> np.ndarray:
+    def buffer(self, key: object, n: int, dtype: type[np.floating[Any]] = np.float64) -> NDArray[Any]:
         with self._lock:
             cur = self._bufs.get(key)
             if cur is not None and cur.size >= n and cur.dtype == dtype:
                 return cur[:n]
-            new = np.empty(n, dtype)
+            new: NDArray[Any] = np.empty(n, dtype)
             total = self._bytes - (cur.nbytes if cur is not None else 0) + new.nbytes
             if total <= self.budget:
                 self._bufs[key] = new
@@ -555,20 +570,22 @@ class workspace:
                 _idle.append(self._ws)
 
 
-def filter_chain(raw: np.ndarray, rate: float, params: ProcessingParams) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def filter_chain(
+    raw: NDArray[Any], rate: float, params: ProcessingParams
+) -> tuple[list[NDArray[np.float64]], list[NDArray[np.float64]]]:
     """Per-channel lists (filtered, envelope) for a 1-D or 2-D block; what ``analyze`` uses."""
     pairs = [chain_1d(row, rate, params) for row in _rows(raw)]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def highpass(raw: np.ndarray, rate: float, params: ProcessingParams | None = None) -> np.ndarray:
+def highpass(raw: NDArray[Any], rate: float, params: ProcessingParams | None = None) -> NDArray[np.float64]:
     """The "filtered" EMG: zero-phase Butterworth high-pass (V, same shape as ``raw``)."""
     params = params or ProcessingParams()
     x = np.asarray(raw)
     return np.stack(filter_chain(x, rate, params)[0]).reshape(x.shape)
 
 
-def envelope(raw: np.ndarray, rate: float, params: ProcessingParams | None = None) -> np.ndarray:
+def envelope(raw: NDArray[Any], rate: float, params: ProcessingParams | None = None) -> NDArray[np.float64]:
     """The EMG linear envelope (V RMS, same shape as ``raw``) used for all statistics."""
     params = params or ProcessingParams()
     x = np.asarray(raw)

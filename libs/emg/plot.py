@@ -19,6 +19,7 @@ import numpy as np
 from .analysis import SessionAnalysis
 from .c3d_reader import Recording, muscle_channels
 from .pipeline import chain_1d
+from .settings import ProcessingParams
 
 _UV = 1e6
 
@@ -43,7 +44,7 @@ def plot_analysis(
     from matplotlib.patches import Patch
 
     muscles = {m.name: m for m in muscle_channels(rec, res.parameters["settings"].get("channel_map"))}
-    params = res.channels[0].detection and _params(res)
+    params = _params(res)
     n_ch = len(res.channels)
     fig, axes = plt.subplots(
         2 * n_ch, 1, figsize=(20, 2.6 * 2 * n_ch), sharex=True, gridspec_kw={"height_ratios": [1, 1.4] * n_ch}
@@ -128,7 +129,5 @@ def plot_analysis(
     return out
 
 
-def _params(res: SessionAnalysis):
-    from .settings import ProcessingParams
-
+def _params(res: SessionAnalysis) -> ProcessingParams:
     return ProcessingParams(**res.parameters["settings"]["processing"])

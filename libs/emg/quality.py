@@ -15,8 +15,10 @@ so the filters do not ring on the 5 mV step; the analysis still masks every span
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any, cast
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .arrays import select, sum_squares
 from .settings import ProcessingParams
@@ -30,7 +32,7 @@ class ArtifactSpan:
     n_samples: int
     value: float | None  # the constant/rail value (V) where meaningful
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -48,19 +50,19 @@ class QualityDetail:
     snr_factor: float  # snr_db mapped to [0, 1]: 6 dB -> 0, 26 dB -> 1
     artifact_factor: float  # 1 - masked_fraction / 0.2, clipped to [0, 1]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["artifacts"] = [a.to_dict() for a in self.artifacts]
         return d
 
 
-def rms(x: np.ndarray) -> float | None:
+def rms(x: NDArray[Any]) -> float | None:
     """RMS of ``x`` without BLAS: np.dot wakes OpenBLAS threads that spin a second core for
     the same wall time; einsum's own loop is as fast on one core."""
     return float(np.sqrt(sum_squares(x) / x.size)) if x.size else None
 
 
-def _runs(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _runs(flags: NDArray[np.bool_]) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
     """(starts, ends) of True runs; ends exclusive."""
     z = np.concatenate(([False], flags, [False]))
     edges = np.flatnonzero(z[1:] != z[:-1])
@@ -68,8 +70,8 @@ def _runs(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def find_artifacts(
-    raw: np.ndarray, rate: float, params: ProcessingParams, scratch: np.ndarray | None = None
-) -> tuple[list[ArtifactSpan], np.ndarray]:
+    raw: NDArray[np.float64], rate: float, params: ProcessingParams, scratch: NDArray[np.float64] | None = None
+) -> tuple[list[ArtifactSpan], NDArray[np.bool_]]:
     """Artefact spans and a boolean per-sample artefact flag (without margins).
 
     ``scratch`` is accepted for the callers' uniformity and not needed (no signal-sized copies).
@@ -126,7 +128,7 @@ def find_artifacts(
     return spans, flag
 
 
-def fill_constant_spans(x: np.ndarray, spans: list[ArtifactSpan], rate: float) -> None:
+def fill_constant_spans(x: NDArray[np.float64], spans: list[ArtifactSpan], rate: float) -> None:
     """Replace dropout/flatline spans of ``x`` (in place) by a straight line between the samples
     that bound them: the fill value is not EMG and its step would make the filters ring."""
     n = x.size
@@ -140,7 +142,7 @@ def fill_constant_spans(x: np.ndarray, spans: list[ArtifactSpan], rate: float) -
         x[s:e] = np.linspace(left, right, e - s + 2)[1:-1]
 
 
-def artifact_mask(flag: np.ndarray, rate: float, params: ProcessingParams) -> np.ndarray:
+def artifact_mask(flag: NDArray[np.bool_], rate: float, params: ProcessingParams) -> NDArray[np.bool_]:
     """Artefact flag widened by the ringing margin on both sides."""
     if not flag.any():
         return flag
@@ -159,14 +161,14 @@ def snr_factor(snr_db: float | None) -> float:
 
 
 def assess(
-    filtered: np.ndarray,
-    env: np.ndarray,
-    mask: np.ndarray,
+    filtered: NDArray[Any],
+    env: NDArray[np.float64],
+    mask: NDArray[np.bool_],
     spans: list[ArtifactSpan],
     threshold: float,
     baseline: float,
     high: float,
-    scratch: np.ndarray | None = None,
+    scratch: NDArray[np.float64] | None = None,
 ) -> QualityDetail:
     """Noise level, SNR and the artefact factor on the unmasked part of the channel.
 
@@ -178,7 +180,7 @@ def assess(
     if mask.any():
         rest &= ~mask
     r = select(rest, filtered, scratch)
-    noise_rms = rms(r) if r.size else float("nan")
+    noise_rms = cast(float, rms(r)) if r.size else float("nan")  # rms is None only for an empty r
     noise_db = 20.0 * np.log10(noise_rms / 1e-6) if np.isfinite(noise_rms) and noise_rms > 0 else None
     snr_db = None
     if baseline > 0 and high > 0:

@@ -17,6 +17,7 @@ exceed what it would be if the missing component had been scored 100 (the old be
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any, cast
 
 from .errors import SettingsError
 from .settings import _check_weights, default_rpe_effort
@@ -103,7 +104,7 @@ class PerformanceResult:
     effective_weights: dict[str, float] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -129,13 +130,13 @@ def combine(
             f"(excluded: {', '.join(f'{k} ({v})' for k, v in excluded.items()) or 'none'})."
         )
     eff = {k: weights[k] / total_w for k in used}
-    p = sum(eff[k] * float(scores[k]) for k in used)
+    p = sum(eff[k] * float(cast(float, scores[k])) for k in used)  # used: scores[k] is not None
     return min(max(p, 0.0), 100.0), used, excluded, eff
 
 
 def performance(
-    left: dict | None,
-    right: dict | None,
+    left: dict[str, float] | None,
+    right: dict[str, float] | None,
     *,
     rpe: int | None,
     bfr_pressure_aop: float | None,
@@ -199,7 +200,7 @@ def performance(
             reasons[k] = reasons.get(k) or "not scored without a usable muscle channel"
     p, used, excluded, eff = combine(scores, weights, reasons)
 
-    def side(s: dict | None, key: str) -> float | None:
+    def side_value(s: dict[str, float] | None, key: str) -> float | None:
         return None if s is None else s[key]
 
     return PerformanceResult(
@@ -215,14 +216,14 @@ def performance(
         game_points_achieved=game_points,
         game_points_maximum=game_points_max,
         session_duration_minutes=session_duration_minutes,
-        left_muscle_completion_rate=side(left, "completion_rate"),
-        left_muscle_intensity_rate=side(left, "intensity_rate"),
-        left_muscle_duration_rate=side(left, "duration_rate"),
-        right_muscle_completion_rate=side(right, "completion_rate"),
-        right_muscle_intensity_rate=side(right, "intensity_rate"),
-        right_muscle_duration_rate=side(right, "duration_rate"),
-        left_muscle_compliance=side(left, "muscle_compliance_score"),
-        right_muscle_compliance=side(right, "muscle_compliance_score"),
+        left_muscle_completion_rate=side_value(left, "completion_rate"),
+        left_muscle_intensity_rate=side_value(left, "intensity_rate"),
+        left_muscle_duration_rate=side_value(left, "duration_rate"),
+        right_muscle_completion_rate=side_value(right, "completion_rate"),
+        right_muscle_intensity_rate=side_value(right, "intensity_rate"),
+        right_muscle_duration_rate=side_value(right, "duration_rate"),
+        left_muscle_compliance=side_value(left, "muscle_compliance_score"),
+        right_muscle_compliance=side_value(right, "muscle_compliance_score"),
         components_used=used,
         components_excluded=excluded,
         effective_weights=eff,

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
 
 from .errors import SettingsError
 
 _WEIGHT_TOLERANCE = 1e-6
+
+_V = TypeVar("_V")
 
 
 def _check_weights(name: str, weights: dict[str, float], keys: tuple[str, ...]) -> None:
@@ -161,7 +164,7 @@ PARAMS_KEY = "processing_params"
 PARAMS_LAYOUT = 1
 
 
-def encode_params(params: ProcessingParams) -> dict:
+def encode_params(params: ProcessingParams) -> dict[str, Any]:
     """``params`` as a JSON object (with the layout version)."""
     return {"layout": PARAMS_LAYOUT, **asdict(params)}
 
@@ -269,7 +272,7 @@ class AnalysisSettings:
                     raise SettingsError(f"channel_map[{k!r}] must be 'left' or 'right', got {side!r}.")
         self.processing.validate()
 
-    def per_muscle(self, table: dict[str, float], muscle: str, side: str | None) -> float | None:
+    def per_muscle(self, table: dict[str, _V], muscle: str, side: str | None) -> _V | None:
         """Value for a muscle from a per-muscle dict: muscle name first, then side."""
         if muscle in table:
             return table[muscle]
@@ -277,7 +280,7 @@ class AnalysisSettings:
             return table[side]
         return None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["bfr_gate_range"] = list(self.bfr_gate_range)
         return d

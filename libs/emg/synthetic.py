@@ -53,8 +53,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
+from numpy.typing import NDArray
 from scipy import signal
 
 DROPOUT_VALUE = -0.00550008  # V, GHOSTLY dropout fill just past the rail
@@ -117,7 +119,7 @@ def ghostly_file_name(spec: SyntheticSpec, seconds: int = 17, frac: str = "0881"
     return f"Ghostly_Emg_{y:04d}{mo:02d}{d:02d}_{h:02d}-{mi:02d}-{seconds:02d}-{frac}.c3d"
 
 
-def _trapezoid(length: int, ramp: int) -> np.ndarray:
+def _trapezoid(length: int, ramp: int) -> NDArray[np.float64]:
     shape = np.ones(length)
     r = min(ramp, length // 2)
     if r > 0:
@@ -133,7 +135,7 @@ def _span(start_s: float, duration_s: float, rate: float, n: int, what: object) 
     return s, e
 
 
-def _slow_modulation(rng: np.random.Generator, n: int, rate: float, cutoff_hz: float = 1.5) -> np.ndarray:
+def _slow_modulation(rng: np.random.Generator, n: int, rate: float, cutoff_hz: float = 1.5) -> NDArray[np.float64]:
     """Stationary zero-mean, unit-SD random modulation below ``cutoff_hz`` over ``n`` samples
     (segments of it keep SD ~1 on average; a short one is not stretched to a full swing)."""
     m = signal.sosfiltfilt(signal.butter(2, cutoff_hz, fs=rate, output="sos"), rng.normal(0.0, 1.0, n))
@@ -141,9 +143,9 @@ def _slow_modulation(rng: np.random.Generator, n: int, rate: float, cutoff_hz: f
     return (m - m.mean()) / sd if sd > 0 else np.zeros(n)
 
 
-def _hum(ch: ChannelSpec, rate: float, n: int, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+def _hum(ch: ChannelSpec, rate: float, n: int, rng: np.random.Generator) -> tuple[NDArray[np.float64], dict[str, Any]]:
     t = np.arange(n) / rate
-    f0 = float(ch.hum_hz)
+    f0 = float(cast(float, ch.hum_hz))  # the caller checks hum_hz is not None
     if ch.hum_drift_hz:
         inst = f0 + ch.hum_drift_hz * np.sin(2 * np.pi * 0.03 * t + rng.uniform(0, 2 * np.pi))
         phase = 2 * np.pi * np.cumsum(inst) / rate
@@ -173,7 +175,7 @@ def _hum(ch: ChannelSpec, rate: float, n: int, rng: np.random.Generator) -> tupl
     return scale * wave, info
 
 
-def _merge_runs(idx: np.ndarray, gap: int) -> list[tuple[int, int]]:
+def _merge_runs(idx: NDArray[np.intp], gap: int) -> list[tuple[int, int]]:
     """(start, end exclusive) sample runs of sorted indices, joined across gaps <= ``gap``."""
     if idx.size == 0:
         return []
@@ -191,14 +193,14 @@ def _channel_signal(
     seed: int = 1,
     index: int = 0,
     quantize_v: float | None = None,
-) -> tuple[np.ndarray, dict]:
+) -> tuple[NDArray[np.float64], dict[str, Any]]:
     """Raw row of one channel and what the truth needs to know about it (samples)."""
     if ch.status not in ("ok", "disconnected", "dead"):
         raise ValueError(f"unknown channel status {ch.status!r}")
     if ch.status != "ok" and (ch.contractions or ch.background):
         raise ValueError(f"a {ch.status} channel has no muscle activity: no contractions or background bursts")
     x = rng.normal(0.0, ch.noise_sd_v, n)
-    info: dict = {"hum": None, "clipped": np.zeros(0, dtype=np.int64)}
+    info: dict[str, Any] = {"hum": None, "clipped": np.zeros(0, dtype=np.int64)}
     if ch.contractions or ch.background:
         band = signal.butter(4, [20.0, min(450.0, 0.45 * rate)], btype="bandpass", fs=rate, output="sos")
         carrier = signal.sosfilt(band, rng.normal(0.0, 1.0, n))
@@ -238,7 +240,7 @@ def _channel_signal(
     return x, info
 
 
-def _activated(x: np.ndarray, rate: float) -> np.ndarray:
+def _activated(x: NDArray[np.float64], rate: float) -> NDArray[np.float64]:
     """Device-like 'activated' channel: an envelope set to exactly 0 below its own threshold."""
     sos = signal.butter(2, 5.0, fs=rate, output="sos")
     env = signal.sosfilt(sos, np.abs(x))
@@ -248,7 +250,8 @@ def _activated(x: np.ndarray, rate: float) -> np.ndarray:
 def _interval_overlap(s: float, e: float, spans: list[tuple[float, float]]) -> float:
     """Seconds of [s, e] covered by the union of ``spans``."""
     pts = sorted((max(a, s), min(b, e)) for a, b in spans if b > s and a < e)
-    total, cur_s, cur_e = 0.0, None, None
+    total, cur_s = 0.0, 0.0  # cur_s is read only once cur_e is set
+    cur_e: float | None = None
     for a, b in pts:
         if cur_e is None or a > cur_e:
             if cur_e is not None:
@@ -261,12 +264,12 @@ def _interval_overlap(s: float, e: float, spans: list[tuple[float, float]]) -> f
     return total
 
 
-def _channel_truth(ch: ChannelSpec, info: dict, rate: float) -> dict:
+def _channel_truth(ch: ChannelSpec, info: dict[str, Any], rate: float) -> dict[str, Any]:
     sat_spans = [
         (s / rate, e / rate, int(e - s)) for s, e in _merge_runs(info["clipped"], round(SATURATION_MERGE_S * rate))
     ]
     drop_spans = [(st, st + length / rate, int(length)) for st, length in ch.dropouts]
-    artifacts = sorted(
+    artifacts: list[dict[str, Any]] = sorted(
         [{"kind": "saturation", "start_s": s, "end_s": e, "n_samples": k} for s, e, k in sat_spans]
         + [{"kind": "dropout", "start_s": s, "end_s": e, "n_samples": k} for s, e, k in drop_spans],
         key=lambda a: a["start_s"],
@@ -293,7 +296,7 @@ def _channel_truth(ch: ChannelSpec, info: dict, rate: float) -> dict:
                 "clean_s": clean,
                 "corrupted_s": c.duration_s - clean,
                 "expected": expected,
-                "excluded_by": None if expected else max(covered, key=covered.get),
+                "excluded_by": None if expected else max(covered, key=lambda k: covered[k]),
             }
         )
     ref = min((c.amplitude_v for c in ch.contractions), default=None)
@@ -331,7 +334,7 @@ def _channel_truth(ch: ChannelSpec, info: dict, rate: float) -> dict:
     }
 
 
-def write_synthetic_c3d(path: str | os.PathLike, spec: SyntheticSpec) -> dict:
+def write_synthetic_c3d(path: str | os.PathLike[str], spec: SyntheticSpec) -> dict[str, Any]:
     """Write ``spec`` to ``path``; return the ground truth (float64 analogs included)."""
     import ezc3d
 

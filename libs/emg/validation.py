@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from . import flags as fl
 from .synthetic import (
@@ -132,7 +133,7 @@ class MatchResult:
             return None
         return float(np.median(np.abs(self.offset_errors_s)) * 1e3)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "tp": self.tp,
             "fp": self.fp,
@@ -225,10 +226,10 @@ class SyntheticCase:
     expectations: list[ChannelExpectation]
     parameters: dict[str, Any] = field(default_factory=dict)  # how the case was built (for the report)
 
-    def file_path(self, directory: str | os.PathLike) -> Path:
+    def file_path(self, directory: str | os.PathLike[str]) -> Path:
         return Path(directory) / self.name / ghostly_file_name(self.spec)
 
-    def write(self, directory: str | os.PathLike) -> dict:
+    def write(self, directory: str | os.PathLike[str]) -> dict[str, Any]:
         path = self.file_path(directory)
         path.parent.mkdir(parents=True, exist_ok=True)
         return write_synthetic_c3d(path, self.spec)
@@ -294,7 +295,9 @@ def synthetic_suite(seed: int = 20240506) -> list[SyntheticCase]:
     def rng(k: int) -> np.random.Generator:
         return np.random.default_rng([seed, k])
 
-    hum_kw = dict(hum_rms_v=15e-6, hum_am_depth=0.2, hum_drift_hz=0.02)  # 3x the 5 uV noise: ~90 % of rest power
+    hum_kw: dict[str, Any] = dict(
+        hum_rms_v=15e-6, hum_am_depth=0.2, hum_drift_hz=0.02
+    )  # 3x the 5 uV noise: ~90 % of rest power
 
     # 1. Clean, varied task contractions.
     g = rng(1)
@@ -515,7 +518,7 @@ class CaseResult:
     channels: list[ChannelScore]
     pooled: MatchResult
     failures: list[str]
-    truth: dict | None = None
+    truth: dict[str, Any] | None = None
     analysis: Any = None
     path: Path | None = None
 
@@ -559,7 +562,7 @@ def target_failures(
     return out
 
 
-def evaluate_case(case: SyntheticCase, truth: dict, res: Any, max_onset_s: float = MAX_ONSET_S) -> CaseResult:
+def evaluate_case(case: SyntheticCase, truth: dict[str, Any], res: Any, max_onset_s: float = MAX_ONSET_S) -> CaseResult:
     """Score one analysed case against its truth and expectations."""
     scores = []
     for i, (tc, exp) in enumerate(zip(truth["channels"], case.expectations)):
@@ -602,13 +605,15 @@ def evaluate_case(case: SyntheticCase, truth: dict, res: Any, max_onset_s: float
 
 
 def run_case(
-    case: SyntheticCase, directory: str | os.PathLike, analyze: Analyzer | None = None, catch: bool = False
+    case: SyntheticCase, directory: str | os.PathLike[str], analyze: Analyzer | None = None, catch: bool = False
 ) -> CaseResult:
     """Write the case under ``directory``, analyse it with ``analyze`` (default
     ``libs.emg.analyze_file``) and score it. With ``catch`` an analysis error becomes a
     failed result instead of an exception."""
     if analyze is None:
-        from .analysis import analyze_file as analyze
+        from .analysis import analyze_file
+
+        analyze = analyze_file
     truth = case.write(directory)
     path = case.file_path(directory)
     try:
@@ -647,7 +652,7 @@ def run_case(
 
 
 def run_suite(
-    directory: str | os.PathLike,
+    directory: str | os.PathLike[str],
     cases: list[SyntheticCase] | None = None,
     analyze: Analyzer | None = None,
     catch: bool = True,
@@ -660,14 +665,14 @@ def run_suite(
 # --------------------------------------------------------------------------- device agreement
 
 
-def _runs(on: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _runs(on: NDArray[np.bool_]) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
     z = np.concatenate(([False], on, [False]))
     edges = np.flatnonzero(z[1:] != z[:-1])
     return edges[::2], edges[1::2]
 
 
 def device_events(
-    activated: np.ndarray,
+    activated: NDArray[Any],
     rate: float,
     merge_gap_s: float = DEVICE_MERGE_GAP_S,
     min_duration_s: float = DEVICE_MIN_DURATION_S,
@@ -683,7 +688,7 @@ def device_events(
     return [(s / rate, e / rate) for s, e in zip(starts[long].tolist(), ends[long].tolist())]
 
 
-def device_profile(activated: np.ndarray, rate: float) -> dict[str, Any]:
+def device_profile(activated: NDArray[Any], rate: float) -> dict[str, Any]:
     """What the device's activated row looks like: its threshold (estimated as the value of
     the first non-zero sample of each run: the envelope is smooth, so it has just crossed
     the threshold there), active fraction, raw runs and merged event durations."""
@@ -745,7 +750,7 @@ def _margin_s(res: Any) -> float:
 
 
 def device_agreement(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     analyze: Analyzer | None = None,
     merge_gap_s: float = DEVICE_MERGE_GAP_S,
     min_duration_s: float = DEVICE_MIN_DURATION_S,
@@ -755,7 +760,9 @@ def device_agreement(
     from .c3d_reader import muscle_channels, read_c3d
 
     if analyze is None:
-        from .analysis import analyze_file as analyze
+        from .analysis import analyze_file
+
+        analyze = analyze_file
     path = Path(path)
     res = analyze(path)
     rec = read_c3d(path)  # the reference row, read here and only here
@@ -790,7 +797,7 @@ def device_agreement(
     return out
 
 
-def sample_files(directory: str | os.PathLike) -> list[Path]:
+def sample_files(directory: str | os.PathLike[str]) -> list[Path]:
     """The C3D files of ``directory`` (none when it does not exist)."""
     d = Path(directory)
     return sorted(d.glob("*.c3d")) if d.is_dir() else []
