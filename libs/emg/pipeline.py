@@ -391,12 +391,43 @@ def _moving_mean(w: NDArray[np.float64], at: int, n: int, win: int, out: NDArray
     return out
 
 
+def _moving_rms_blocks(w: NDArray[np.float64], at: int, n: int, win: int, out: NDArray[Any]) -> None:
+    """sqrt(max(0, ``_moving_mean``)) written into ``out`` of another dtype (float32: a JIT
+    result array), computed in float64 blocks: the running sum continues from block to block
+    (numpy's cumsum is sequential), then mean, clamp and root in float64 and one rounding to
+    ``out``'s dtype, so the values equal the float64 chain's envelope cast afterwards."""
+    h = win // 2
+    if w.size < n + win - 1:
+        raise ValueError(f"a work buffer of {n + win - 1} samples is needed, got {w.size}")
+    _move(w, h, at, n)
+    w[:h] = w[h]
+    w[h + n : n + win - 1] = w[h + n - 1]
+    tmp = np.empty(min(n, _MOVE_CHUNK))
+    carry = 0.0
+    for i in range(0, n, _MOVE_CHUNK):
+        j = min(n, i + _MOVE_CHUNK)
+        blk = tmp[: j - i]
+        if i == 0:
+            blk[0] = np.add.accumulate(w[:win])[-1]
+            if j > 1:
+                np.subtract(w[win : win + j - 1], w[: j - 1], out=blk[1:])
+        else:
+            np.subtract(w[win + i - 1 : win + j - 1], w[i - 1 : j - 1], out=blk)
+            blk[0] += carry
+        np.cumsum(blk, out=blk)
+        carry = float(blk[-1])
+        blk /= win
+        np.maximum(blk, 0.0, out=blk)
+        np.sqrt(blk, out=blk)
+        out[i:j] = blk
+
+
 def chain_lowmem(
     raw: NDArray[np.float64],
     rate: float,
     params: ProcessingParams,
     work: NDArray[np.float64],
-    env: NDArray[np.float64] | None,
+    env: NDArray[Any] | None,
     filtered: NDArray[Any] | None = None,
 ) -> Conditioning:
     """``chain_into`` on one work buffer (>= ``work_size(n)`` samples, clobbered): the raw
@@ -461,12 +492,15 @@ def chain_lowmem(
     if guard:
         low -= guard
     np.multiply(low, low, out=low)
-    if work.size >= n + win - 1 and _moving_mean_ok():
-        ms = _moving_mean(work, pl_, n, win, env)
-    else:  # pragma: no cover - a scipy whose uniform_filter1d differs, or a huge window
-        ms = uniform_filter1d(low, size=win, mode="nearest", output=env)
-    np.maximum(ms, 0.0, out=ms)  # running sums can leave -1e-30 where the signal is ~0
-    np.sqrt(ms, out=ms)
+    if env.dtype != np.float64 and work.size >= n + win - 1 and _moving_mean_ok():
+        _moving_rms_blocks(work, pl_, n, win, env)  # float32 out: no float64 envelope buffer
+    else:
+        if work.size >= n + win - 1 and _moving_mean_ok():
+            ms = _moving_mean(work, pl_, n, win, env)
+        else:  # pragma: no cover - a scipy whose uniform_filter1d differs, or a huge window
+            ms = uniform_filter1d(low, size=win, mode="nearest", output=env)
+        np.maximum(ms, 0.0, out=ms)  # running sums can leave -1e-30 where the signal is ~0
+        np.sqrt(ms, out=ms)
     for span in spans:
         if span.kind == "filter_edge":  # the notch's start-up transient is not EMG: no envelope there
             env[round(span.start_s * rate) : round(span.start_s * rate) + span.n_samples] = 0.0

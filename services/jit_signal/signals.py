@@ -268,18 +268,20 @@ def process_source(source, file_name: str, params: ProcessingParams, kinds: tupl
         return out
     with workspace() as ws:
         work = ws.buffer("work", work_size(n))
-        f64 = ws.buffer("filtered", n) if out.filtered is not None else None
-        e64 = ws.buffer("envelope", n) if out.envelope is not None else None
         for m in muscles:
             raw = rec.row(m.raw_index, raw_slot(work, n))
             if out.raw is not None:
                 out.raw[m.name] = _readonly(raw.astype(F32))
             if chain:
-                chain_lowmem(raw, rec.rate, params, work, e64, f64)
-                if f64 is not None and out.filtered is not None:
-                    out.filtered[m.name] = _readonly(f64.astype(F32))
-                if e64 is not None and out.envelope is not None:
-                    out.envelope[m.name] = _readonly(e64.astype(F32))
+                # The float32 results are the chain's outputs (rounded once from float64, as
+                # astype would): no float64 signal besides the work buffer.
+                f32 = np.empty(n, F32) if out.filtered is not None else None
+                e32 = np.empty(n, F32) if out.envelope is not None else None
+                chain_lowmem(raw, rec.rate, params, work, e32, f32)
+                if f32 is not None and out.filtered is not None:
+                    out.filtered[m.name] = _readonly(f32)
+                if e32 is not None and out.envelope is not None:
+                    out.envelope[m.name] = _readonly(e32)
             del raw
     return out
 
@@ -307,7 +309,7 @@ def estimate_stream_bytes(source, kind: str, keep_bytes: int = 256 << 20) -> int
     if n <= LOW_MEMORY_SAMPLES:
         working = 8 * n * ((7 * min(n_muscles, _CHANNEL_POOL._max_workers)) if chain else 1) + 8 * n * n_muscles
     else:
-        working = (8 * (1 + len(chain)) + 4) * n
+        working = 10 * n  # the float64 work buffer and masks; the float32 outputs are the results
     results = 4 * n * n_muscles * len(kinds)
     if info.reader == "ezc3d":
         working += info.n_values * 88

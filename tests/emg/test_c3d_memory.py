@@ -47,7 +47,7 @@ def _signals():
 
 
 @pytest.mark.parametrize("name,x,rate", list(_signals()), ids=lambda v: v if isinstance(v, str) else "")
-def test_low_memory_chain_is_bit_identical(name, x, rate):
+def test_low_memory_chain_is_bit_identical(name, x, rate, monkeypatch):
     p = ProcessingParams()
     n = x.size
     f_ref, e_ref = np.empty(n), np.empty(n)
@@ -66,6 +66,10 @@ def test_low_memory_chain_is_bit_identical(name, x, rate):
     f3 = np.empty(n)
     pl.chain_lowmem(x, rate, p, np.empty(pl.work_size(n)), None, f3)  # filtered only
     assert np.array_equal(f3, f_ref)
+    f32, e32 = np.empty(n, np.float32), np.empty(n, np.float32)  # jit_signal's float32 results
+    monkeypatch.setattr(pl, "_MOVE_CHUNK", 1000)  # several blocks of the float32 moving RMS
+    pl.chain_lowmem(x, rate, p, np.empty(pl.work_size(n)), e32, f32)
+    assert np.array_equal(f32, f_ref.astype(np.float32)) and np.array_equal(e32, e_ref.astype(np.float32))
     if name.startswith("mains"):
         assert cond.mains.present
 
