@@ -1,13 +1,14 @@
 """The content-store interface and its path rules (shared by every implementation)."""
+
 from __future__ import annotations
 
 import abc
 import contextlib
 import errno as errno_mod
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import AsyncIterator, Iterator
 
 from libs.errors import InvalidArgument, StoreError, StoreFull
 
@@ -48,7 +49,7 @@ def store_error(exc: OSError, action: str, path: str | None = None) -> StoreErro
     '<path>': <reason> (<ERRNO>)". Only the store-relative path is named (the absolute one
     stays in the chained cause, for the logs)."""
     reason = exc.strerror or str(exc) or exc.__class__.__name__
-    if exc.errno in errno_mod.errorcode:
+    if exc.errno is not None and exc.errno in errno_mod.errorcode:
         reason += f" ({errno_mod.errorcode[exc.errno]})"
     where = f" {path!r}" if path else ""
     cls = StoreFull if exc.errno in _FULL else StoreError
@@ -68,9 +69,9 @@ def store_errors(action: str, path: str | None = None) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class StoredObject:
-    path: str           # store-relative
+    path: str  # store-relative
     size_bytes: int
-    sha256: str         # lowercase hex
+    sha256: str  # lowercase hex
 
 
 class ContentStore(abc.ABC):
@@ -88,12 +89,14 @@ class ContentStore(abc.ABC):
         """Size and SHA-256 of a stored object. NotFound if absent."""
 
     @abc.abstractmethod
-    def local_path(self, path: str) -> contextlib.AbstractContextManager[Path]:
-        """A local file with the object's bytes for readers that need a path (ezc3d).
-        A remote store downloads to a temporary file for the duration of the context."""
+    def local_path(self, path: str) -> LocalPathContext:
+        """A local file with the object's bytes for readers that need a path (ezc3d), as
+        ``async with store.local_path(p) as local`` (services: a remote store downloads
+        without blocking the event loop) or ``with ...`` (scripts). A remote store downloads to
+        a temporary file, checksum verified (DataLoss on a mismatch), for the context."""
 
     @abc.abstractmethod
-    def staging(self) -> contextlib.AbstractAsyncContextManager["Staging"]:
+    def staging(self) -> contextlib.AbstractAsyncContextManager[Staging]:
         """A temporary object being written (upload); committed with Staging.commit."""
 
     @abc.abstractmethod
@@ -119,8 +122,12 @@ class Staging(abc.ABC):
     """An upload in progress: bytes are hashed while written; nothing is visible until commit."""
 
     size_bytes: int
-    sha256: str
     local: Path
+
+    @property
+    def sha256(self) -> str:
+        """Lowercase hex digest of the bytes written so far."""
+        raise NotImplementedError
 
     @abc.abstractmethod
     async def write(self, chunk: bytes) -> None: ...
@@ -131,12 +138,21 @@ class Staging(abc.ABC):
         holds different bytes, raise StoreConflict (a FileExistsError)."""
 
 
-def iter_chunks(data: bytes, size: int = 1 << 20) -> Iterator[bytes]:
-    for i in range(0, len(data), size):
-        yield data[i:i + size]
+class LocalPathContext:
+    """A synchronous context manager usable with ``async with`` too (a local file needs no
+    I/O to be handed over): what LocalContentStore.local_path returns."""
 
+    def __init__(self, cm: contextlib.AbstractContextManager[Path]):
+        self._cm = cm
 
-async def aiter_file(path: Path, size: int = 1 << 20) -> AsyncIterator[bytes]:
-    with open(path, "rb") as f:
-        while chunk := f.read(size):
-            yield chunk
+    def __enter__(self) -> Path:
+        return self._cm.__enter__()
+
+    def __exit__(self, *exc):
+        return self._cm.__exit__(*exc)
+
+    async def __aenter__(self) -> Path:
+        return self._cm.__enter__()
+
+    async def __aexit__(self, *exc):
+        return self._cm.__exit__(*exc)

@@ -4,6 +4,7 @@ Every OSError of the store's own operations comes out as libs.errors.StoreError 
 a full disk, StoreConflict when an immutable path holds other bytes), so the gRPC layer can
 tell a failing store from a failing database.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -16,7 +17,15 @@ import time
 from pathlib import Path
 
 from libs.errors import InvalidArgument, NotFound, StoreConflict
-from libs.storage.base import ContentStore, Staging, StoredObject, store_error, store_errors, validate_relative_path
+from libs.storage.base import (
+    ContentStore,
+    LocalPathContext,
+    Staging,
+    StoredObject,
+    store_error,
+    store_errors,
+    validate_relative_path,
+)
 
 log = logging.getLogger("ghostly.storage")
 
@@ -46,7 +55,7 @@ class LocalContentStore(ContentStore):
         """Absolute path of a store-relative path; refuses anything that leaves the root
         (including through symlinks)."""
         rel = validate_relative_path(path)
-        full = (self.root / rel)
+        full = self.root / rel
         with store_errors("resolve", rel):
             real = full.resolve()
         if real != self._real_root and self._real_root not in real.parents:
@@ -69,8 +78,11 @@ class LocalContentStore(ContentStore):
             size = full.stat().st_size
         return StoredObject(validate_relative_path(path), size, digest)
 
+    def local_path(self, path: str) -> LocalPathContext:
+        return LocalPathContext(self._local_path(path))
+
     @contextlib.contextmanager
-    def local_path(self, path: str):
+    def _local_path(self, path: str):
         full = self.resolve(path)
         if not self._is_file(full, path):
             raise NotFound(f"no file {path!r} in the content store")
@@ -129,7 +141,7 @@ class LocalContentStore(ContentStore):
                     os.unlink(entry.path)
                     removed += 1
             except FileNotFoundError:
-                pass   # finished meanwhile
+                pass  # finished meanwhile
             except OSError as exc:
                 log.warning("content store: stale staging file %s not removed: %s", entry.path, exc)
         if removed:
@@ -185,7 +197,7 @@ class _LocalStaging(Staging):
 
     async def commit(self, path: str) -> StoredObject:
         with store_errors("write the upload to the staging folder"):
-            self.close()   # flushes: a full disk may only show here
+            self.close()  # flushes: a full disk may only show here
         target = self.store.resolve(path)
         rel = validate_relative_path(path)
         with store_errors("create the folder of", rel):
@@ -198,8 +210,9 @@ class _LocalStaging(Staging):
             with store_errors("read", rel):
                 same = await asyncio.to_thread(_sha256_file, target) == digest
             if not same:
-                raise StoreConflict(f"content store: {rel!r} already holds different bytes "
-                                    "(stored files are immutable)") from None
+                raise StoreConflict(
+                    f"content store: {rel!r} already holds different bytes (stored files are immutable)"
+                ) from None
         except OSError as exc:
             raise store_error(exc, "publish", rel) from exc
         return StoredObject(rel, self.size_bytes, digest)
