@@ -1,5 +1,6 @@
 """Run ExportService alone: python -m services.export"""
-from libs.service_main import main
+
+from app.service_main import main
 from services.export.server import SPEC
 
 if __name__ == "__main__":

@@ -9,10 +9,11 @@ Every outgoing call gets
     channels' interceptors, libs.tracing.client_interceptors): one trace across the services.
 Downstream failures are turned into domain errors (libs/errors.py) with the service named.
 """
+
 from __future__ import annotations
 
 import uuid
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import grpc
 
@@ -20,9 +21,9 @@ from ghostly.jit_signal.v1 import jit_signal_pb2 as jpb
 from ghostly.jit_signal.v1 import jit_signal_pb2_grpc
 from ghostly.statistics.v1 import statistics_pb2 as spb
 from ghostly.statistics.v1 import statistics_pb2_grpc
-from libs.tls import aio_channel, channel_credentials
 from libs import auth, errors, tracing
 from libs.logs import REQUEST_ID
+from libs.tls import aio_channel, channel_credentials
 
 DEFAULT_TIMEOUT_S = 300.0
 
@@ -63,7 +64,7 @@ class CallOptions:
         self.default_timeout = default_timeout
         self.request_id = REQUEST_ID.get() or uuid.uuid4().hex
         # The caller's identity travels with every downstream call (row-level access applies).
-        self.metadata = (("x-request-id", self.request_id),) + auth.current().metadata()
+        self.metadata = (("x-request-id", self.request_id), *auth.current().metadata())
 
     def timeout(self, what: str) -> float:
         remaining = self.context.time_remaining() if self.context is not None else None
@@ -88,11 +89,14 @@ def _channel(address: str, tls_settings, options) -> grpc.aio.Channel:
 class Downstream:
     """Long-lived channels to StatisticsService and JitSignalService."""
 
-    def __init__(self, statistics_address: str, jit_signal_address: str, max_message_bytes: int = 4 << 20,
-                 tls_settings=None):
-        opts = [("grpc.max_receive_message_length", max_message_bytes),
-                ("grpc.max_send_message_length", max_message_bytes),
-                ("grpc.keepalive_time_ms", 30_000)]
+    def __init__(
+        self, statistics_address: str, jit_signal_address: str, max_message_bytes: int = 4 << 20, tls_settings=None
+    ):
+        opts = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.keepalive_time_ms", 30_000),
+        ]
         self.statistics_address = statistics_address
         self.jit_signal_address = jit_signal_address
         self._stats_channel = _channel(statistics_address, tls_settings, opts)
@@ -107,8 +111,9 @@ class Downstream:
     # -- statistics -------------------------------------------------------------------------
     async def _stats(self, method: str, request, call: CallOptions):
         try:
-            return await getattr(self.stats, method)(request, timeout=call.timeout(f"statistics.{method}"),
-                                                     metadata=call.metadata)
+            return await getattr(self.stats, method)(
+                request, timeout=call.timeout(f"statistics.{method}"), metadata=call.metadata
+            )
         except grpc.aio.AioRpcError as exc:
             raise translate(exc, "statistics", self.statistics_address) from None
 
@@ -118,18 +123,24 @@ class Downstream:
     async def list_sessions(self, request: spb.ListSessionsRequest, call: CallOptions) -> spb.ListSessionsResponse:
         return await self._stats("ListSessions", request, call)
 
-    async def emg_statistics(self, session_id: str, channels: list[str], call: CallOptions
-                             ) -> spb.GetEmgStatisticsResponse:
-        return await self._stats("GetEmgStatistics",
-                                 spb.GetEmgStatisticsRequest(session_id=session_id, channels=channels), call)
+    async def emg_statistics(
+        self, session_id: str, channels: list[str], call: CallOptions
+    ) -> spb.GetEmgStatisticsResponse:
+        return await self._stats(
+            "GetEmgStatistics", spb.GetEmgStatisticsRequest(session_id=session_id, channels=channels), call
+        )
 
     async def performance(self, session_id: str, call: CallOptions) -> spb.PerformanceScore:
         return await self._stats("GetPerformanceScore", spb.SessionKey(session_id=session_id), call)
 
-    async def batch_statistics(self, session_ids: list[str], channels: list[str], call: CallOptions
-                               ) -> spb.BatchGetSessionStatisticsResponse:
-        return await self._stats("BatchGetSessionStatistics", spb.BatchGetSessionStatisticsRequest(
-            session_ids=session_ids, channels=channels), call)
+    async def batch_statistics(
+        self, session_ids: list[str], channels: list[str], call: CallOptions
+    ) -> spb.BatchGetSessionStatisticsResponse:
+        return await self._stats(
+            "BatchGetSessionStatistics",
+            spb.BatchGetSessionStatisticsRequest(session_ids=session_ids, channels=channels),
+            call,
+        )
 
     async def bfr(self, session_id: str, call: CallOptions) -> spb.BfrMonitoring:
         return await self._stats("GetBfrMonitoring", spb.SessionKey(session_id=session_id), call)
@@ -140,16 +151,20 @@ class Downstream:
     # -- jit signal -------------------------------------------------------------------------
     async def list_channels(self, session_id: str, call: CallOptions) -> jpb.ListChannelsResponse:
         try:
-            return await self.jit.ListChannels(jpb.ListChannelsRequest(session_id=session_id),
-                                               timeout=call.timeout("jit_signal.ListChannels"),
-                                               metadata=call.metadata)
+            return await self.jit.ListChannels(
+                jpb.ListChannelsRequest(session_id=session_id),
+                timeout=call.timeout("jit_signal.ListChannels"),
+                metadata=call.metadata,
+            )
         except grpc.aio.AioRpcError as exc:
             raise translate(exc, "jit_signal", self.jit_signal_address) from None
 
-    async def stream_signals(self, request: jpb.StreamSignalsRequest, call: CallOptions
-                             ) -> AsyncIterator[jpb.SignalChunk]:
-        stream = self.jit.StreamSignals(request, timeout=call.timeout("jit_signal.StreamSignals"),
-                                        metadata=call.metadata)
+    async def stream_signals(
+        self, request: jpb.StreamSignalsRequest, call: CallOptions
+    ) -> AsyncIterator[jpb.SignalChunk]:
+        stream = self.jit.StreamSignals(
+            request, timeout=call.timeout("jit_signal.StreamSignals"), metadata=call.metadata
+        )
         try:
             async for chunk in stream:
                 yield chunk

@@ -6,6 +6,7 @@ size, hash, checks, time). Besides export_history the service reads only
   * researcher_profiles: to validate exported_by (FK target), and
   * therapy_sessions.id: the FK of export_history.session_id (set only when the session exists).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,9 +19,9 @@ from typing import Any
 
 import asyncpg
 
-from libs.db import access
 from libs import paging
-from libs.convert import EPOCH, MICROSECOND, no_nul
+from libs.convert import datetime_micros, from_micros, no_nul
+from libs.db import access
 from libs.grpc_server.interceptor import is_connection_error
 
 log = logging.getLogger("ghostly.export")
@@ -54,9 +55,11 @@ UPDATE export_history
 # row the export itself closed meanwhile keeps its outcome.
 CLOSE_IF_OPEN = FINISH.rstrip() + f" AND export_status = 'failed' AND error_message = '{IN_PROGRESS}'\n"
 
-COLUMNS = ("id, session_id, export_type, channels_exported, data_format, export_options, processing_method, "
-           "processing_time_ms, data_source, exported_by, export_timestamp, file_size_bytes, export_hash, "
-           "export_status, validation_checks, error_message")
+COLUMNS = (
+    "id, session_id, export_type, channels_exported, data_format, export_options, processing_method, "
+    "processing_time_ms, data_source, exported_by, export_timestamp, file_size_bytes, export_hash, "
+    "export_status, validation_checks, error_message"
+)
 
 
 @dataclass
@@ -68,36 +71,85 @@ class Started:
 class History:
     def __init__(self, pool: asyncpg.Pool):
         self.pool = pool
-        self._unfinished: dict[uuid.UUID, tuple] = {}   # rows to close once the database is back
+        self._unfinished: dict[uuid.UUID, tuple] = {}  # rows to close once the database is back
         self._tasks: set[asyncio.Task] = set()
 
-    async def start(self, *, export_id: uuid.UUID, session_id: uuid.UUID | None, export_type: str,
-                    channels: list[str] | None, data_format: str, options: dict[str, Any],
-                    processing_method: str, data_source: str, exported_by: uuid.UUID | None) -> Started:
+    async def start(
+        self,
+        *,
+        export_id: uuid.UUID,
+        session_id: uuid.UUID | None,
+        export_type: str,
+        channels: list[str] | None,
+        data_format: str,
+        options: dict[str, Any],
+        processing_method: str,
+        data_source: str,
+        exported_by: uuid.UUID | None,
+    ) -> Started:
         channels, options = no_nul(channels), no_nul(options)  # NUL from a request: never a stuck row
         try:
-            async with access.acquire(self.pool) as conn:   # the caller's identity: RLS on therapy_sessions
-                row = await conn.fetchrow(INSERT, export_id, session_id, export_type, channels, data_format,
-                                          options, processing_method, data_source, exported_by, IN_PROGRESS)
+            async with access.acquire(self.pool) as conn:  # the caller's identity: RLS on therapy_sessions
+                row = await conn.fetchrow(
+                    INSERT,
+                    export_id,
+                    session_id,
+                    export_type,
+                    channels,
+                    data_format,
+                    options,
+                    processing_method,
+                    data_source,
+                    exported_by,
+                    IN_PROGRESS,
+                )
         except BaseException as exc:
             # Whatever interrupted the insert (connection lost, a timeout, the call cancelled),
             # it may have committed without its reply reaching us: close the row if it exists
             # (a no-op otherwise). A refused insert (constraint) did not commit: nothing to do.
             if not isinstance(exc, asyncpg.PostgresError) or is_connection_error(exc):
-                self._close_later(export_id, (export_id, "failed", 0, None, None, None,
-                                              f"interrupted as the export started ({exc.__class__.__name__})",
-                                              options), only_if_open=True)
+                self._close_later(
+                    export_id,
+                    (
+                        export_id,
+                        "failed",
+                        0,
+                        None,
+                        None,
+                        None,
+                        f"interrupted as the export started ({exc.__class__.__name__})",
+                        options,
+                    ),
+                    only_if_open=True,
+                )
             raise
         return Started(row["exported_by"], row["export_timestamp"])
 
-    async def finish(self, export_id: uuid.UUID, *, status: str, processing_time_ms: int,
-                     size: int | None, sha256: str | None, checks: list[dict] | None,
-                     error_message: str | None, options: dict[str, Any]) -> None:
+    async def finish(
+        self,
+        export_id: uuid.UUID,
+        *,
+        status: str,
+        processing_time_ms: int,
+        size: int | None,
+        sha256: str | None,
+        checks: list[dict] | None,
+        error_message: str | None,
+        options: dict[str, Any],
+    ) -> None:
         """Close the row. If the database connection is lost, the newest closing values of the
         row are written in the background as soon as it is back (a row never stays 'in
         progress' because of an outage), and the error is raised to the caller."""
-        values = (export_id, status, processing_time_ms, size, sha256, no_nul(checks) or None,
-                  no_nul(error_message), no_nul(options))
+        values = (
+            export_id,
+            status,
+            processing_time_ms,
+            size,
+            sha256,
+            no_nul(checks) or None,
+            no_nul(error_message),
+            no_nul(options),
+        )
         try:
             await self._write(values)
         except BaseException:
@@ -128,13 +180,14 @@ class History:
                         await self._write(*self._unfinished[export_id])
                         log.info("export %s recorded after an interruption", export_id)
                         return
-                    except Exception as exc:  # noqa: BLE001
+                    except Exception as exc:
                         # Retried while the database is unreachable or restarting (connection
                         # errors, timeouts, "starting up"); a few times for anything else.
                         failures += 0 if is_connection_error(exc) or isinstance(exc, TimeoutError) else 1
                         if failures >= 5 or time.monotonic() > deadline:
-                            log.error("export %s left in progress (the startup sweep closes it)", export_id,
-                                      exc_info=True)
+                            log.error(
+                                "export %s left in progress (the startup sweep closes it)", export_id, exc_info=True
+                            )
                             return
                         delay = min(delay * 2, 5.0)
             finally:
@@ -148,26 +201,34 @@ class History:
         """Close rows still 'in progress' whose export process died (no export runs this long):
         failed, with the reason. Returns how many were closed."""
         async with self.pool.acquire() as conn:
-            done = await conn.execute(SWEEP, IN_PROGRESS, older_than_s,
-                                      f"the export process ended before completing (swept after {older_than_s:g} s)")
+            done = await conn.execute(
+                SWEEP,
+                IN_PROGRESS,
+                older_than_s,
+                f"the export process ended before completing (swept after {older_than_s:g} s)",
+            )
         return int(done.split()[-1])
 
-    async def list(self, *, session_id: uuid.UUID | None, exported_by: uuid.UUID | None,
-                   export_type: str | None, data_format: str | None, status: str | None,
-                   time_from: dt.datetime | None, time_to: dt.datetime | None,
-                   cursor: tuple[dt.datetime, uuid.UUID] | None, limit: int) -> list[asyncpg.Record]:
-        args: list[Any] = []
+    async def list(
+        self,
+        *,
+        session_id: uuid.UUID | None,
+        exported_by: uuid.UUID | None,
+        export_type: str | None,
+        data_format: str | None,
+        status: str | None,
+        time_from: dt.datetime | None,
+        time_to: dt.datetime | None,
+        cursor: tuple[dt.datetime, uuid.UUID] | None,
+        limit: int,
+    ) -> list[asyncpg.Record]:
+        arg = paging.Params()
         conds: list[str] = []
-
-        def arg(v) -> str:
-            args.append(v)
-            return f"${len(args)}"
 
         if session_id is not None:
             # Multi-session exports (session_id NULL) list their sessions in export_options.
             p = arg(session_id)
-            conds.append(f"(session_id = {p} OR (session_id IS NULL AND "
-                         f"export_options -> 'session_ids' ? {p}::text))")
+            conds.append(f"(session_id = {p} OR (session_id IS NULL AND export_options -> 'session_ids' ? {p}::text))")
         if exported_by is not None:
             conds.append(f"exported_by = {arg(exported_by)}")
         if export_type is not None:
@@ -182,25 +243,25 @@ class History:
             conds.append(f"export_timestamp < {arg(time_to)}")
         if cursor is not None:
             conds.append(f"(export_timestamp, id) < ({arg(cursor[0])}, {arg(cursor[1])})")
-        where = ("WHERE " + " AND ".join(conds)) if conds else ""
-        sql = (f"SELECT {COLUMNS} FROM export_history {where} "
-               f"ORDER BY export_timestamp DESC, id DESC LIMIT {arg(limit)}")
+        sql = (
+            f"SELECT {COLUMNS} FROM export_history {paging.where(conds)} "
+            f"ORDER BY export_timestamp DESC, id DESC LIMIT {arg(limit)}"
+        )
         async with access.acquire(self.pool) as conn:
-            return await conn.fetch(sql, *args)
+            return await conn.fetch(sql, *arg)
 
 
 # --------------------------------------------------------------------------- page tokens
 
 
-
 def encode_token(ts: dt.datetime, export_id: uuid.UUID, filters: str) -> str:
-    return paging.encode({"t": (ts - EPOCH) // MICROSECOND, "i": str(export_id)}, filters)
+    return paging.encode({"t": datetime_micros(ts), "i": str(export_id)}, filters)
 
 
 def _cursor(data: dict) -> tuple[dt.datetime, uuid.UUID]:
     if not isinstance(data["t"], int):
         raise ValueError("t")
-    return EPOCH + dt.timedelta(microseconds=data["t"]), uuid.UUID(data["i"])
+    return from_micros(data["t"]), uuid.UUID(data["i"])
 
 
 def decode_token(token: str, filters: str) -> tuple[dt.datetime, uuid.UUID]:

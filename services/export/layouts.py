@@ -10,18 +10,29 @@ Tidy tables, one row per observation:
 Column names carry the unit when the quantity has one and the name does not already say it
 (mvc_peak_value_v, ..._seconds, ..._aop, ..._mmhg); see services/export/README.md.
 """
+
 from __future__ import annotations
 
-import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from ghostly.common.v1 import common_pb2
 from ghostly.statistics.v1 import statistics_pb2 as spb
-from services.export.model import (BOOL, FLOAT, INT, TEXT, TEXT_LIST, Column, ExportDocument, SignalSet,
-                                   SignalTrace, Table)
+from libs.convert import SESSION_TYPE_NAME, from_micros, timestamp_micros
+from services.export.model import (
+    BOOL,
+    FLOAT,
+    INT,
+    TEXT,
+    TEXT_LIST,
+    Column,
+    ExportDocument,
+    SignalSet,
+    SignalTrace,
+    Table,
+)
 
 UNIT_CONVENTIONS = {
     "amplitudes": "V (volts, as read from the C3D; no scaling)",
@@ -44,26 +55,23 @@ SIGNAL_KINDS = {
 # Written into the metadata of every export with channel rows.
 SIGNAL_FLAGS = {
     "mains_interference": "power-line interference (50 or 60 Hz and harmonics) found in the rest periods; "
-                          "removed by a zero-phase notch before the envelope",
+    "removed by a zero-phase notch before the envelope",
     "saturation": "the raw signal sat at (or within the tolerance of) the ADC rail; those spans are artefacts",
     "dropout": "constant-value fills (data loss, e.g. a wireless dropout); those spans are artefacts",
     "weak_signal": "the channel's strongest activity is too weak to tell contractions from noise; "
-                   "excluded from symmetry and the overall score",
+    "excluded from symmetry and the overall score",
     "no_usable_emg": "flat, disconnected or hum-only channel: no muscle activity can be measured; "
-                     "excluded from symmetry and the overall score",
+    "excluded from symmetry and the overall score",
     "partially_masked": "at least one contraction overlapped an artefact: only its uncorrupted part was kept, "
-                        "or it was not counted (see the warnings for count and seconds)",
+    "or it was not counted (see the warnings for count and seconds)",
 }
-
-SESSION_TYPE_NAME = {common_pb2.SESSION_TYPE_BASELINE: "baseline", common_pb2.SESSION_TYPE_TRAINING: "training",
-                     common_pb2.SESSION_TYPE_ASSESSMENT: "assessment"}
 
 
 def iso(ts) -> str | None:
     """protobuf Timestamp -> ISO 8601 UTC text; None when unset (seconds == nanos == 0)."""
     if ts is None or (ts.seconds == 0 and ts.nanos == 0):
         return None
-    d = dt.datetime.fromtimestamp(ts.seconds, tz=dt.timezone.utc) + dt.timedelta(microseconds=ts.nanos // 1000)
+    d = from_micros(timestamp_micros(ts))
     return d.isoformat().replace("+00:00", "Z")
 
 
@@ -72,9 +80,16 @@ def opt(msg, name: str):
     return getattr(msg, name) if msg.HasField(name) else None
 
 
+def recorded(msg, name: str):
+    """A figure of a channel, None (an empty cell, JSON null) when the source did not record
+    it (a channel migrated from the legacy system: ChannelStatistics.missing_fields)."""
+    return None if name in msg.missing_fields else getattr(msg, name)
+
+
 @dataclass
 class SessionBundle:
     """What was fetched for one session; `error` set when the session could not be exported."""
+
     session_id: str
     session: spb.Session | None = None
     channels: list[spb.ChannelStatistics] | None = None
@@ -82,10 +97,11 @@ class SessionBundle:
     bfr: spb.BfrMonitoring | None = None
     settings: spb.SessionSettings | None = None
     error: str | None = None
-    error_code: str | None = None     # grpc StatusCode name of the failure
+    error_code: str | None = None  # grpc StatusCode name of the failure
 
 
 # --------------------------------------------------------------------------- column sets
+
 
 def _c(name, kind=FLOAT, unit="", desc=""):
     return Column(name, kind, unit, desc)
@@ -96,45 +112,63 @@ SESSION_COLUMNS: list[tuple[Column, Callable[[spb.Session], Any]]] = [
     (_c("session_label", TEXT, desc="game session label from the C3D file name"), lambda s: s.session_label),
     (_c("patient_id", TEXT, desc="patient code"), lambda s: s.patient_id or None),
     (_c("session_date", TEXT, "ISO 8601 UTC", "session start"), lambda s: iso(s.session_date)),
-    (_c("session_type", TEXT, desc="baseline / training / assessment"),
-     lambda s: SESSION_TYPE_NAME.get(s.session_type)),
+    (
+        _c("session_type", TEXT, desc="baseline / training / assessment"),
+        lambda s: SESSION_TYPE_NAME.get(s.session_type),
+    ),
     (_c("protocol_day", INT, "day", "day in the 14-day protocol"), lambda s: s.protocol_day or None),
 ]
 
 CHANNEL_COLUMNS: list[tuple[Column, Callable[[spb.ChannelStatistics], Any]]] = [
     (_c("channel_name", TEXT, desc="muscle channel (C3D 'CHn Raw' -> CHn)"), lambda c: c.channel_name),
     (_c("side", TEXT, desc="left / right, empty when unknown"), lambda c: c.side or None),
-    (_c("mvc_peak_value_v", FLOAT, "V", "MVC used for the intensity criterion"), lambda c: c.mvc_peak_value),
-    (_c("mvc_rms_value_v", FLOAT, "V", "RMS of the envelope at the MVC-defining contractions"),
-     lambda c: c.mvc_rms_value),
+    (
+        _c("mvc_peak_value_v", FLOAT, "V", "MVC used for the intensity criterion"),
+        lambda c: recorded(c, "mvc_peak_value"),
+    ),
+    (
+        _c("mvc_rms_value_v", FLOAT, "V", "RMS of the envelope at the MVC-defining contractions"),
+        lambda c: c.mvc_rms_value,
+    ),
     (_c("mvc_confidence_score", FLOAT, "fraction 0-1"), lambda c: c.mvc_confidence_score),
     (_c("mvc_calculation_method", TEXT), lambda c: c.mvc_calculation_method),
-    (_c("total_contractions", INT, "count"), lambda c: c.total_contractions),
-    (_c("good_contractions_intensity", INT, "count"), lambda c: c.good_contractions_intensity),
-    (_c("good_contractions_duration", INT, "count"), lambda c: c.good_contractions_duration),
-    (_c("good_contractions_both", INT, "count"), lambda c: c.good_contractions_both),
-    (_c("completion_rate", FLOAT, "fraction 0-1", "min(total / target, 1)"), lambda c: c.completion_rate),
-    (_c("intensity_rate", FLOAT, "fraction 0-1"), lambda c: c.intensity_rate),
-    (_c("duration_rate", FLOAT, "fraction 0-1"), lambda c: c.duration_rate),
-    (_c("muscle_compliance_score", FLOAT, "fraction 0-1"), lambda c: c.muscle_compliance_score),
+    (_c("total_contractions", INT, "count"), lambda c: recorded(c, "total_contractions")),
+    (_c("good_contractions_intensity", INT, "count"), lambda c: recorded(c, "good_contractions_intensity")),
+    (_c("good_contractions_duration", INT, "count"), lambda c: recorded(c, "good_contractions_duration")),
+    (_c("good_contractions_both", INT, "count"), lambda c: recorded(c, "good_contractions_both")),
+    (_c("completion_rate", FLOAT, "fraction 0-1", "min(total / target, 1)"), lambda c: recorded(c, "completion_rate")),
+    (_c("intensity_rate", FLOAT, "fraction 0-1"), lambda c: recorded(c, "intensity_rate")),
+    (_c("duration_rate", FLOAT, "fraction 0-1"), lambda c: recorded(c, "duration_rate")),
+    (_c("muscle_compliance_score", FLOAT, "fraction 0-1"), lambda c: recorded(c, "muscle_compliance_score")),
     (_c("signal_quality_score", FLOAT, "fraction 0-1"), lambda c: c.signal_quality_score),
     (_c("noise_level_db", FLOAT, "dB"), lambda c: opt(c, "noise_level_db")),
     (_c("artifacts_detected", INT, "count"), lambda c: c.artifacts_detected),
     (_c("processing_confidence", FLOAT, "fraction 0-1"), lambda c: c.processing_confidence),
-    (_c("mvc_threshold_percentage", FLOAT, "fraction 0-1", "processing parameter: fraction of MVC"),
-     lambda c: c.mvc_threshold_percentage),
-    (_c("duration_threshold_seconds", FLOAT, "s", "processing parameter: minimum good duration"),
-     lambda c: c.duration_threshold_seconds),
+    (
+        _c("mvc_threshold_percentage", FLOAT, "fraction 0-1", "processing parameter: fraction of MVC"),
+        lambda c: c.mvc_threshold_percentage,
+    ),
+    (
+        _c("duration_threshold_seconds", FLOAT, "s", "processing parameter: minimum good duration"),
+        lambda c: c.duration_threshold_seconds,
+    ),
     (_c("processing_pipeline", TEXT, desc="processing parameter"), lambda c: c.processing_pipeline),
     (_c("processing_version", TEXT, desc="EMG pipeline version"), lambda c: c.processing_version),
     (_c("processed_at", TEXT, "ISO 8601 UTC"), lambda c: iso(c.processed_at)),
     # Appended after the original columns (their order is kept).
-    (_c("signal_flags", TEXT_LIST,
-        desc="signal flags of the channel (JSON: a list; CSV/Excel/MATLAB: joined by ';'); empty = none; "
-             "one of " + ", ".join(SIGNAL_FLAGS) + " (meanings: metadata.signal_flags)"),
-     lambda c: list(c.signal_flags)),
-    (_c("usable", BOOL, desc="false = excluded from symmetry and the overall score (weak_signal / no_usable_emg)"),
-     lambda c: c.usable),
+    (
+        _c(
+            "signal_flags",
+            TEXT_LIST,
+            desc="signal flags of the channel (JSON: a list; CSV/Excel/MATLAB: joined by ';'); empty = none; "
+            "one of " + ", ".join(SIGNAL_FLAGS) + " (meanings: metadata.signal_flags)",
+        ),
+        lambda c: list(c.signal_flags),
+    ),
+    (
+        _c("usable", BOOL, desc="false = excluded from symmetry and the overall score (weak_signal / no_usable_emg)"),
+        lambda c: c.usable,
+    ),
 ]
 
 
@@ -167,14 +201,19 @@ def bfr_status(gate: float | None) -> str:
 
 PERFORMANCE_COLUMNS: list[tuple[Column, Callable[[spb.PerformanceScore], Any]]] = [
     (_c("overall_performance_score", FLOAT, "score 0-100", "P_overall"), lambda p: p.overall_performance_score),
-    (_c("compliance_score", FLOAT, "score 0-100", "empty when excluded (no usable muscle channel)"),
-     lambda p: opt(p, "compliance_score")),
-    (_c("symmetry_score", FLOAT, "score 0-100", "empty when excluded (a side missing or unusable)"),
-     lambda p: opt(p, "symmetry_score")),
-    (_c("effort_score", FLOAT, "score 0-100", "empty when excluded (RPE missing)"),
-     lambda p: opt(p, "effort_score")),
-    (_c("game_score", FLOAT, "score 0-100", "empty when excluded (game points missing)"),
-     lambda p: opt(p, "game_score")),
+    (
+        _c("compliance_score", FLOAT, "score 0-100", "empty when excluded (no usable muscle channel)"),
+        lambda p: opt(p, "compliance_score"),
+    ),
+    (
+        _c("symmetry_score", FLOAT, "score 0-100", "empty when excluded (a side missing or unusable)"),
+        lambda p: opt(p, "symmetry_score"),
+    ),
+    (_c("effort_score", FLOAT, "score 0-100", "empty when excluded (RPE missing)"), lambda p: opt(p, "effort_score")),
+    (
+        _c("game_score", FLOAT, "score 0-100", "empty when excluded (game points missing)"),
+        lambda p: opt(p, "game_score"),
+    ),
     (_c("weight_compliance", FLOAT, "fraction 0-1", "effective weight"), lambda p: p.effective_weights.compliance),
     (_c("weight_symmetry", FLOAT, "fraction 0-1", "effective weight"), lambda p: p.effective_weights.symmetry),
     (_c("weight_effort", FLOAT, "fraction 0-1", "effective weight"), lambda p: p.effective_weights.effort),
@@ -185,10 +224,11 @@ PERFORMANCE_COLUMNS: list[tuple[Column, Callable[[spb.PerformanceScore], Any]]] 
     (_c("requested_weight_game", FLOAT, "fraction 0-1"), lambda p: p.requested_weights.game),
     (_c("excluded_components", TEXT, desc="component: reason; ..."), _excluded_text),
     (_c("bfr_pressure_aop", FLOAT, "% AOP", "empty when unknown"), lambda p: opt(p, "bfr_pressure_aop")),
-    (_c("bfr_compliance_gate", FLOAT, "0 or 1", "empty when not evaluated"),
-     lambda p: opt(p, "bfr_compliance_gate")),
-    (_c("bfr_status", TEXT, desc="compliant / non-compliant / unknown"),
-     lambda p: bfr_status(opt(p, "bfr_compliance_gate"))),
+    (_c("bfr_compliance_gate", FLOAT, "0 or 1", "empty when not evaluated"), lambda p: opt(p, "bfr_compliance_gate")),
+    (
+        _c("bfr_status", TEXT, desc="compliant / non-compliant / unknown"),
+        lambda p: bfr_status(opt(p, "bfr_compliance_gate")),
+    ),
     (_c("rpe_post_session", INT, "RPE 0-10"), lambda p: opt(p, "rpe_post_session")),
     (_c("game_points_achieved", INT, "points", "empty when not reported (game component excluded)"), game_points),
     (_c("game_points_maximum", INT, "points"), lambda p: p.game_points_maximum),
@@ -205,7 +245,14 @@ PERFORMANCE_COLUMNS: list[tuple[Column, Callable[[spb.PerformanceScore], Any]]] 
 BFR_COLUMNS: list[tuple[Column, Callable[[spb.BfrMonitoring], Any]]] = [
     (_c("target_pressure_aop", FLOAT, "% AOP"), lambda b: b.target_pressure_aop),
     (_c("actual_pressure_aop", FLOAT, "% AOP"), lambda b: b.actual_pressure_aop),
-    (_c("safety_gate_status", BOOL, desc="actual pressure within [45, 55] % AOP"), lambda b: b.safety_gate_status),
+    (
+        _c(
+            "safety_gate_status",
+            BOOL,
+            desc="actual pressure within the BFR safe range of the scoring configuration (bfr_gate, % AOP)",
+        ),
+        lambda b: b.safety_gate_status,
+    ),
     (_c("safety_violations_count", INT, "count"), lambda b: b.safety_violations_count),
     (_c("safety_violations_duration_seconds", FLOAT, "s"), lambda b: opt(b, "safety_violations_duration_seconds")),
     (_c("max_pressure_deviation_aop", FLOAT, "% AOP"), lambda b: opt(b, "max_pressure_deviation_aop")),
@@ -233,6 +280,7 @@ def _vals(spec, msg) -> tuple:
 
 
 # --------------------------------------------------------------------------- statistics types
+
 
 def statistics_table(bundles: list[SessionBundle]) -> Table:
     t = Table("statistics", _cols(SESSION_COLUMNS) + _cols(CHANNEL_COLUMNS))
@@ -264,22 +312,25 @@ def bfr_table(bundles: list[SessionBundle]) -> Table:
         if gate is None and b.bfr is not None:
             gate = 1.0 if b.bfr.safety_gate_status else 0.0
         st = b.settings
-        extra = (b.bfr is not None,
-                 None if st is None else st.bfr_enabled,
-                 None if st is None else opt(st, "bfr_target_pressure_aop"),
-                 gate, bfr_status(gate))
+        extra = (
+            b.bfr is not None,
+            None if st is None else st.bfr_enabled,
+            None if st is None else opt(st, "bfr_target_pressure_aop"),
+            gate,
+            bfr_status(gate),
+        )
         t.rows.append(_vals(SESSION_COLUMNS, b.session) + extra + _vals(BFR_COLUMNS, b.bfr))
     return t
 
 
 def clinical_tables(bundles: list[SessionBundle]) -> tuple[Table, Table, Table]:
     sessions = performance_table(bundles, "sessions")
-    channels = Table("channels", [SESSION_COLUMNS[0][0]] + _cols(CHANNEL_COLUMNS))
+    channels = Table("channels", [SESSION_COLUMNS[0][0], *_cols(CHANNEL_COLUMNS)])
     summary = Table("summary", sessions.columns + _cols(CHANNEL_COLUMNS))
     for b, srow in zip(bundles, sessions.rows):
         for c in b.channels or ():
             crow = _vals(CHANNEL_COLUMNS, c)
-            channels.rows.append((b.session_id,) + crow)
+            channels.rows.append((b.session_id, *crow))
             summary.rows.append(srow + crow)
         if not b.channels:
             summary.rows.append(srow + (None,) * len(CHANNEL_COLUMNS))
@@ -303,18 +354,23 @@ def statistics_document(export_type: str, bundles: list[SessionBundle], metadata
         raise ValueError(export_type)
     if export_type in ("statistics_only", "clinical_summary"):
         metadata["signal_flags"] = dict(SIGNAL_FLAGS)
-    versions = sorted({c.processing_version for b in ok for c in b.channels or ()}
-                      | {b.session.processing_version for b in ok if b.session is not None})
+    versions = sorted(
+        {c.processing_version for b in ok for c in b.channels or ()}
+        | {b.session.processing_version for b in ok if b.session is not None}
+    )
     pipelines = sorted({c.processing_pipeline for b in ok for c in b.channels or ()})
     metadata.setdefault("processing", {})
-    metadata["processing"].update({"processing_versions": versions, "pipelines": pipelines,
-                                   "thresholds": "per row: mvc_threshold_percentage, duration_threshold_seconds"})
+    metadata["processing"].update(
+        {
+            "processing_versions": versions,
+            "pipelines": pipelines,
+            "thresholds": "per row: mvc_threshold_percentage, duration_threshold_seconds",
+        }
+    )
     return doc
 
 
 # --------------------------------------------------------------------------- signals
-
-KIND_NAME = {1: "raw", 2: "filtered", 3: "envelope"}
 
 
 @dataclass
@@ -370,8 +426,9 @@ class SignalCollector:
                 values = np.frombuffer(b"".join(acc.values), dtype="<f4")
                 idx = np.frombuffer(b"".join(acc.indices), dtype="<u4") if acc.indices else None
                 info = self.infos.get(kind)
-                expected = int(info.points_per_channel[ch]) if info is not None and ch in info.points_per_channel \
-                    else None
+                expected = (
+                    int(info.points_per_channel[ch]) if info is not None and ch in info.points_per_channel else None
+                )
                 out.append(SignalTrace(ch, kind, acc.unit or "V", acc.rate, acc.t0 or 0.0, values, idx, expected))
         return out
 
@@ -380,7 +437,8 @@ class SignalCollector:
         return acc is not None and acc.last
 
 
-def signals_document(export_type: str, traces: list[SignalTrace], full_resolution: bool,
-                     metadata: dict) -> ExportDocument:
+def signals_document(
+    export_type: str, traces: list[SignalTrace], full_resolution: bool, metadata: dict
+) -> ExportDocument:
     doc = ExportDocument(export_type, metadata, signals=SignalSet(traces, full_resolution))
     return doc

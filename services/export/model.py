@@ -5,6 +5,7 @@ Layouts (services/export/layouts.py) turn downstream replies into an `ExportDocu
 exports carry a `SignalSet` instead of (or next to) tables, because their natural shapes
 (matrix + time base) differ per format.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -22,13 +23,14 @@ LIST_SEPARATOR = ";"
 class Column:
     name: str
     kind: str = FLOAT
-    unit: str = ""          # physical unit ("V", "s", "%AOP", ...), "" when dimensionless
+    unit: str = ""  # physical unit ("V", "s", "%AOP", ...), "" when dimensionless
     description: str = ""
 
 
 @dataclass
 class Table:
     """Tidy table: one row per observation. `rows` are tuples in column order; None = missing."""
+
     name: str
     columns: list[Column]
     rows: list[tuple] = field(default_factory=list)
@@ -45,14 +47,15 @@ class Table:
 class SignalTrace:
     """One (channel, kind) signal. `sample_index` is None for contiguous full-resolution data,
     whose sample i is at t0_s + i / rate_hz."""
+
     channel: str
-    kind: str                       # "raw", "filtered", "envelope"
-    unit: str                       # "V"
+    kind: str  # "raw", "filtered", "envelope"
+    unit: str  # "V"
     rate_hz: float
     t0_s: float
-    values: np.ndarray              # float32
-    sample_index: np.ndarray | None = None   # uint32/int64 original sample indices (downsampled)
-    expected_points: int | None = None       # StreamInfo.points_per_channel, for validation
+    values: np.ndarray  # float32
+    sample_index: np.ndarray | None = None  # uint32/int64 original sample indices (downsampled)
+    expected_points: int | None = None  # StreamInfo.points_per_channel, for validation
 
     @property
     def label(self) -> str:
@@ -61,13 +64,13 @@ class SignalTrace:
     def time_s(self) -> np.ndarray:
         if self.sample_index is not None:
             return self.sample_index.astype(np.float64) / self.rate_hz
-        first = int(round(self.t0_s * self.rate_hz))
+        first = round(self.t0_s * self.rate_hz)
         return (first + np.arange(len(self.values), dtype=np.float64)) / self.rate_hz
 
     def index(self) -> np.ndarray:
         if self.sample_index is not None:
             return self.sample_index.astype(np.int64)
-        first = int(round(self.t0_s * self.rate_hz))
+        first = round(self.t0_s * self.rate_hz)
         return first + np.arange(len(self.values), dtype=np.int64)
 
 
@@ -83,8 +86,12 @@ class SignalSet:
             return True
         if not self.full_resolution:
             first = self.traces[0]
-            return all(t.sample_index is not None and first.sample_index is not None
-                       and np.array_equal(t.sample_index, first.sample_index) for t in self.traces)
+            return all(
+                t.sample_index is not None
+                and first.sample_index is not None
+                and np.array_equal(t.sample_index, first.sample_index)
+                for t in self.traces
+            )
         n = len(self.traces[0].values)
         t0 = self.traces[0].t0_s
         return all(len(t.values) == n and t.t0_s == t0 for t in self.traces)
@@ -114,3 +121,17 @@ class ExportDocument:
 
     def units(self) -> dict[str, dict[str, str]]:
         return {t.name: {c.name: c.unit for c in t.columns} for t in self.tables}
+
+
+def check(name: str, passed: bool, detail: str) -> dict[str, Any]:
+    """One validation check (export_history.validation_checks, ExportCompleted)."""
+    return {"name": name, "passed": bool(passed), "detail": detail}
+
+
+@dataclass
+class Outcome:
+    doc: ExportDocument
+    checks: list[dict] = field(default_factory=list)
+    expected_rows: dict[str, int] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)  # "id: reason" of sessions not exported
+    session_id: str | None = None  # single-session exports

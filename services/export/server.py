@@ -6,6 +6,7 @@ config.target('jit_signal') (GHOSTLY_STATISTICS_ADDRESS / GHOSTLY_JIT_SIGNAL_ADD
 Tests and embedders that start the services on ephemeral ports pass a Config whose `ports`
 hold the actual ports (dataclasses.replace(cfg, ports={...})).
 """
+
 from __future__ import annotations
 
 import logging
@@ -18,6 +19,7 @@ from libs.db.dsn import service_dsn
 from libs.grpc_server import ServiceContext, ServiceSpec
 from services.export.downstream import Downstream
 from services.export.history import History
+from services.export.permissions import PERMISSIONS
 from services.export.servicer import ExportServicer
 
 log = logging.getLogger("ghostly.export")
@@ -33,17 +35,20 @@ async def register(server: grpc.aio.Server, context: ServiceContext) -> None:
         closed = await history.sweep_stale()
         if closed:
             log.info("closed %d export(s) left in progress by a stopped process", closed)
-    except Exception:  # noqa: BLE001 - the database may be down at start: health says so, later sweeps retry
+    except Exception:
         log.warning("could not sweep stale exports", exc_info=True)
-    export_pb2_grpc.add_ExportServiceServicer_to_server(ExportServicer(
-        history, downstream, cfg.export_session_concurrency), server)
+    export_pb2_grpc.add_ExportServiceServicer_to_server(
+        ExportServicer(history, downstream, cfg.export_session_concurrency), server
+    )
 
 
 ROLE = "ghostly_export"
 
-SPEC = ServiceSpec(name="export", full_names=(FULL_NAME,), register=register, permissions={
-    # The audit trail is for researchers and operators; every role may export (a therapist
-    # only their own patients: the token is forwarded and checked downstream).
-    "ListExportHistory": frozenset({"researcher", "admin", "service"}),
-}, dsn=lambda c: service_dsn(c.database_url, ROLE, c.role_passwords.get(ROLE)),  # its own role, RLS in force
-    pool_options={"reset": access.reset_connection})  # identity settings reset with the connection
+SPEC = ServiceSpec(
+    name="export",
+    full_names=(FULL_NAME,),
+    register=register,
+    permissions=PERMISSIONS,
+    dsn=lambda c: service_dsn(c.database_url, ROLE, c.role_passwords.get(ROLE)),  # its own role, RLS in force
+    pool_options={"reset": access.reset_connection},
+)  # identity settings reset with the connection

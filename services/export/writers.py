@@ -3,6 +3,7 @@
 Layouts are described in services/export/README.md. All writers are pure (no I/O besides the
 temporary files xlsxwriter uses in constant_memory mode) and deterministic for a given document.
 """
+
 from __future__ import annotations
 
 import csv
@@ -10,7 +11,8 @@ import io
 import json
 import math
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +36,7 @@ class FormatLimitError(ValueError):
 
 
 # --------------------------------------------------------------------------- helpers
+
 
 def _f32_strings(values: np.ndarray) -> list[str]:
     """Shortest decimal strings that round-trip to the same float32; NaN/inf -> ''."""
@@ -127,16 +130,21 @@ def column_dictionary(doc: ExportDocument) -> list[tuple[str, str, str, str, str
 def signal_columns(signals: SignalSet) -> list[tuple[str, str, str, str]]:
     """Columns of the tabular (CSV/Excel) signal layout: wide for one time base, else long."""
     if signals.same_time_base:
-        cols = [("sample_index", INT, "", "original sample index (0-based)"),
-                ("time_s", FLOAT, "s", "time from the first sample = sample_index / rate")]
+        cols = [
+            ("sample_index", INT, "", "original sample index (0-based)"),
+            ("time_s", FLOAT, "s", "time from the first sample = sample_index / rate"),
+        ]
         for t in signals.traces:
             cols.append((f"{t.label}_{t.unit}", FLOAT, t.unit, f"{t.kind} EMG of {t.channel}, float32"))
         return cols
     unit = signals.traces[0].unit if signals.traces else "V"
-    return [("channel", TEXT, "", "muscle channel"), ("kind", TEXT, "", "raw / filtered / envelope"),
-            ("sample_index", INT, "", "original sample index (0-based)"),
-            ("time_s", FLOAT, "s", "time from the first sample = sample_index / rate"),
-            (f"value_{unit}", FLOAT, unit, "signal value, float32")]
+    return [
+        ("channel", TEXT, "", "muscle channel"),
+        ("kind", TEXT, "", "raw / filtered / envelope"),
+        ("sample_index", INT, "", "original sample index (0-based)"),
+        ("time_s", FLOAT, "s", "time from the first sample = sample_index / rate"),
+        (f"value_{unit}", FLOAT, unit, "signal value, float32"),
+    ]
 
 
 def table_rows(doc: ExportDocument) -> dict[str, int]:
@@ -154,16 +162,19 @@ def check_excel_rows(rows: dict[str, int]) -> None:
             raise FormatLimitError(
                 f"the '{name}' sheet would need {n + 1:,} rows (header included) but an Excel sheet "
                 f"holds at most {EXCEL_MAX_ROWS:,}; export as csv or matlab instead, or request fewer "
-                f"channels / points / sessions")
+                f"channels / points / sessions"
+            )
 
 
 # --------------------------------------------------------------------------- JSON
 
+
 def write_json(doc: ExportDocument) -> bytes:
     parts: list[str] = ['{"metadata":', json.dumps(_jsonable(doc.metadata), default=str, allow_nan=False)]
     parts.append(',"columns":')
-    parts.append(json.dumps([dict(table=t, column=c, kind=k, unit=u, description=d)
-                             for t, c, k, u, d in column_dictionary(doc)]))
+    parts.append(
+        json.dumps([dict(table=t, column=c, kind=k, unit=u, description=d) for t, c, k, u, d in column_dictionary(doc)])
+    )
     for t in doc.tables:
         names = t.column_names
         records = [{n: _json_value(v) for n, v in zip(names, r)} for r in t.rows]
@@ -180,16 +191,22 @@ def write_json(doc: ExportDocument) -> bytes:
             parts.append('"sample_index":' + _json_array(_int_strings(first.index())) + ",")
             parts.append('"time_s":' + _json_array(_f64_strings(first.time_s())) + ",")
         parts.append('"traces":[')
-        for i, t in enumerate(s.traces):
+        for i, tr in enumerate(s.traces):
             if i:
                 parts.append(",")
-            head = {"channel": t.channel, "kind": t.kind, "label": t.label, "unit": t.unit,
-                    "rate_hz": t.rate_hz, "points": int(len(t.values))}
+            head = {
+                "channel": tr.channel,
+                "kind": tr.kind,
+                "label": tr.label,
+                "unit": tr.unit,
+                "rate_hz": tr.rate_hz,
+                "points": len(tr.values),
+            }
             parts.append(json.dumps(head)[:-1])
             if not s.same_time_base:
-                parts.append(',"sample_index":' + _json_array(_int_strings(t.index())))
-                parts.append(',"time_s":' + _json_array(_f64_strings(t.time_s())))
-            parts.append(',"values":' + _json_array(_f32_strings(t.values)) + "}")
+                parts.append(',"sample_index":' + _json_array(_int_strings(tr.index())))
+                parts.append(',"time_s":' + _json_array(_f64_strings(tr.time_s())))
+            parts.append(',"values":' + _json_array(_f32_strings(tr.values)) + "}")
         parts.append("]}")
     parts.append("}")
     return "".join(parts).encode("utf-8")
@@ -204,6 +221,7 @@ def _jsonable(obj: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- CSV
+
 
 def write_csv(doc: ExportDocument) -> bytes:
     """One tidy table with one header row: the signals (when present) or doc.csv_table."""
@@ -254,12 +272,13 @@ def _signals_csv(signals: SignalSet) -> str:
 
 # --------------------------------------------------------------------------- Excel
 
+
 def _sheet_name(name: str, used: set[str]) -> str:
     base = re.sub(r"[\[\]:*?/\\]", "_", name)[:31] or "sheet"
     out, i = base, 2
     while out.lower() in used:
         suffix = f"_{i}"
-        out, i = base[:31 - len(suffix)] + suffix, i + 1
+        out, i = base[: 31 - len(suffix)] + suffix, i + 1
     used.add(out.lower())
     return out
 
@@ -271,16 +290,19 @@ def write_excel(doc: ExportDocument) -> bytes:
     out = io.BytesIO()
     # constant_memory: rows are flushed to a temporary file as they are written (we write in
     # row order), so big signal sheets do not hold every cell object in memory.
-    wb = xlsxwriter.Workbook(out, {"constant_memory": True, "strings_to_numbers": False,
-                                   "strings_to_formulas": False, "strings_to_urls": False})
+    wb = xlsxwriter.Workbook(
+        out,
+        {"constant_memory": True, "strings_to_numbers": False, "strings_to_formulas": False, "strings_to_urls": False},
+    )
     try:
         bold = wb.add_format({"bold": True})
         used: set[str] = set()
         for t in doc.tables:
             ws = wb.add_worksheet(_sheet_name(t.name, used))
             if len(t.columns) > EXCEL_MAX_COLS:
-                raise FormatLimitError(f"the '{t.name}' sheet would need {len(t.columns)} columns "
-                                       f"(Excel: at most {EXCEL_MAX_COLS})")
+                raise FormatLimitError(
+                    f"the '{t.name}' sheet would need {len(t.columns)} columns (Excel: at most {EXCEL_MAX_COLS})"
+                )
             ws.write_row(0, 0, t.column_names, bold)
             ws.freeze_panes(1, 0)
             kinds = [c.kind for c in t.columns]
@@ -311,7 +333,7 @@ def _xl_write(ws, r: int, c: int, v: Any, kind: str) -> None:
     if v is None:
         return
     if kind == TEXT_LIST or isinstance(v, (list, tuple)):
-        if v:                                   # an empty list is an empty cell
+        if v:  # an empty list is an empty cell
             ws.write_string(r, c, _joined(v))
         return
     if isinstance(v, bool):
@@ -406,10 +428,10 @@ def _mat_column(values: list, kind: str) -> np.ndarray:
     if kind in (FLOAT, INT):
         return np.asarray([np.nan if v is None else float(v) for v in values], dtype=np.float64).reshape(-1, 1)
     if kind == BOOL:
-        if any(v is None for v in values):   # logical has no missing value: double with NaN
+        if any(v is None for v in values):  # logical has no missing value: double with NaN
             return np.asarray([np.nan if v is None else float(v) for v in values]).reshape(-1, 1)
         return np.asarray(values, dtype=bool).reshape(-1, 1)
-    if kind == TEXT_LIST:   # n x 1 cell of char, the strings joined by ';' ('' = none)
+    if kind == TEXT_LIST:  # n x 1 cell of char, the strings joined by ';' ('' = none)
         return _cellstr(None if v is None else _joined(v) for v in values)
     return _cellstr(values)
 
@@ -420,16 +442,16 @@ def write_matlab(doc: ExportDocument) -> bytes:
     root: dict[str, Any] = {"metadata": _mat_value(doc.metadata)}
     units: dict[str, Any] = {}
     for t in doc.tables:
-        root[mat_field(t.name)] = {mat_field(c.name): _mat_column(t.column_values(i), c.kind)
-                                   for i, c in enumerate(t.columns)}
+        root[mat_field(t.name)] = {
+            mat_field(c.name): _mat_column(t.column_values(i), c.kind) for i, c in enumerate(t.columns)
+        }
         units[mat_field(t.name)] = {mat_field(c.name): c.unit for c in t.columns}
     if units:
         root["column_units"] = units
     if doc.signals is not None:
         root.update(_mat_signals(doc.signals))
     out = io.BytesIO()
-    savemat(out, {"ghostly": root}, format="5", long_field_names=True, do_compression=False,
-            oned_as="column")
+    savemat(out, {"ghostly": root}, format="5", long_field_names=True, do_compression=False, oned_as="column")
     return out.getvalue()
 
 

@@ -1,5 +1,6 @@
 """Run StatisticsService alone: python -m services.statistics"""
-from libs.service_main import main
+
+from app.service_main import main
 from services.statistics.server import SPEC
 
 if __name__ == "__main__":

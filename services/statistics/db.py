@@ -7,6 +7,7 @@
   operators give it one and supply it via ~/.pgpass / PGPASSFILE, or trust/cert auth rules,
   or set STATISTICS_DATABASE_URL with the password.
 """
+
 from __future__ import annotations
 
 import asyncpg

@@ -1,5 +1,6 @@
 """SQL of the statistics read path. Every query is a fixed text (or one of a few variants), so
 asyncpg prepares it once per connection and reuses the plan. See README.md for the indexes."""
+
 from __future__ import annotations
 
 SESSION_COLS = """id, file_path, file_hash, file_size_bytes, patient_id, therapist_id,
@@ -219,12 +220,13 @@ def _cohort_per_from_sessions(therapist: bool, date_from: bool, date_to: bool) -
         sum(p.compliance_score) AS sc, sum(p.symmetry_score) AS ss
     FROM therapy_sessions s
     JOIN performance_scores p ON p.session_id = s.id
-    WHERE {' AND '.join(conds)}
+    WHERE {" AND ".join(conds)}
     GROUP BY 1, 2"""
 
 
-def list_sessions(conds: list[str], cursor_date_arg: int | None, cursor_id_arg: int | None,
-                  dated_only: bool, limit_arg: int) -> str:
+def list_sessions(
+    conds: list[str], cursor_date_arg: int | None, cursor_id_arg: int | None, dated_only: bool, limit_arg: int
+) -> str:
     """Keyset page ordered (session_date DESC NULLS LAST, id DESC).
 
     The indexes are (..., session_date DESC, id DESC), i.e. DESC NULLS FIRST, which cannot
@@ -237,21 +239,27 @@ def list_sessions(conds: list[str], cursor_date_arg: int | None, cursor_id_arg: 
     branches = []
     cursor_null_date = cursor_id_arg is not None and cursor_date_arg is None
     if not cursor_null_date:
-        dated = where + ["session_date IS NOT NULL"]
+        dated = [*where, "session_date IS NOT NULL"]
         if cursor_date_arg is not None:
             dated.append(f"(session_date, id) < (${cursor_date_arg}, ${cursor_id_arg})")
-        branches.append(f"(SELECT {SESSION_COLS} FROM therapy_sessions WHERE {' AND '.join(dated)} "
-                        f"ORDER BY session_date DESC, id DESC LIMIT ${limit_arg})")
+        branches.append(
+            f"(SELECT {SESSION_COLS} FROM therapy_sessions WHERE {' AND '.join(dated)} "
+            f"ORDER BY session_date DESC, id DESC LIMIT ${limit_arg})"
+        )
     if not dated_only:
-        undated = where + ["session_date IS NULL"]
+        undated = [*where, "session_date IS NULL"]
         if cursor_null_date:
             undated.append(f"id < ${cursor_id_arg}")
-        branches.append(f"(SELECT {SESSION_COLS} FROM therapy_sessions WHERE {' AND '.join(undated)} "
-                        f"ORDER BY session_date DESC, id DESC LIMIT ${limit_arg})")
+        branches.append(
+            f"(SELECT {SESSION_COLS} FROM therapy_sessions WHERE {' AND '.join(undated)} "
+            f"ORDER BY session_date DESC, id DESC LIMIT ${limit_arg})"
+        )
     if len(branches) == 1:
         return branches[0][1:-1]
-    return (f"SELECT * FROM ({' UNION ALL '.join(branches)}) page "
-            f"ORDER BY session_date DESC NULLS LAST, id DESC LIMIT ${limit_arg}")
+    return (
+        f"SELECT * FROM ({' UNION ALL '.join(branches)}) page "
+        f"ORDER BY session_date DESC NULLS LAST, id DESC LIMIT ${limit_arg}"
+    )
 
 
 # --------------------------------------------------------------------------- patients (016)
@@ -263,11 +271,28 @@ def list_sessions(conds: list[str], cursor_date_arg: int | None, cursor_id_arg: 
 PATIENT_COLS = """p.id, p.patient_code, p.therapist_id, p.first_name, p.last_name, p.date_of_birth,
     p.active, p.created_at, p.deactivated_at"""
 
-CALIBRATION_COLUMNS = ("id", "patient_code", "mvc_left_v", "mvc_right_v", "duration_threshold_left_s",
-                       "duration_threshold_right_s", "target_contractions", "bfr_target_pressure_aop",
-                       "source", "source_session_id", "rule", "created_by", "created_by_role", "created_at",
-                       "notes")
+CALIBRATION_COLUMNS = (
+    "id",
+    "patient_code",
+    "mvc_left_v",
+    "mvc_right_v",
+    "duration_threshold_left_s",
+    "duration_threshold_right_s",
+    "target_contractions",
+    "bfr_target_pressure_aop",
+    "source",
+    "source_session_id",
+    "rule",
+    "created_by",
+    "created_by_role",
+    "created_at",
+    "notes",
+)
 _CAL_COLS = ", ".join(f"c.{col} AS cal_{col}" for col in CALIBRATION_COLUMNS)
+
+
+# The therapists row of the caller (GetCohortSummary: a therapist's cohort is their caseload).
+THERAPIST_OF_USER = "SELECT id FROM therapists WHERE user_id = $1"
 
 
 def therapist_condition(subject_placeholder: str | None) -> str:

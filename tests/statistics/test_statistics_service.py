@@ -3,11 +3,13 @@
 Rows are inserted with SQL (the ingest service is built in parallel). The session database is
 shared by the whole run, so every test uses its own therapists / patient codes.
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import statistics as pystats
 import uuid
+from typing import Any
 
 import asyncpg
 import grpc
@@ -18,16 +20,21 @@ from ghostly.common.v1 import common_pb2
 from ghostly.statistics.v1 import statistics_pb2 as pb
 from ghostly.statistics.v1 import statistics_pb2_grpc
 from libs.db.pool import init_connection
+from libs.emg import AnalysisSettings
+from libs.emg.scoring import bfr_gate
 from libs.grpc_server import start_service
 from services.statistics import db as stats_db
-from services.statistics.server import SPEC, encode_page_token
+from services.statistics.messages import encode_page_token
+from services.statistics.server import SPEC
+from tests import helpers
 from tests.helpers import make_config
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 T0 = dt.datetime(2024, 3, 4, 10, 0, tzinfo=UTC)
 
 
 # --------------------------------------------------------------------------- data helpers
+
 
 def _tag() -> str:
     return uuid.uuid4().hex[:8].upper()
@@ -40,23 +47,33 @@ def ts(value: dt.datetime) -> Timestamp:
 
 
 async def add_therapist(c: asyncpg.Connection) -> uuid.UUID:
-    return await c.fetchval("INSERT INTO therapists (user_id, first_name, last_name) "
-                            "VALUES (gen_random_uuid(), 'Ther', 'Apist') RETURNING id")
+    therapist, _ = await helpers.add_therapist(c, first="Ther", last="Apist")
+    return therapist
 
 
 async def add_patient(c: asyncpg.Connection, therapist: uuid.UUID, code: str | None = None) -> str:
-    code = code or f"S{_tag()}"
-    await c.execute("INSERT INTO patients (therapist_id, patient_code, first_name, last_name, date_of_birth) "
-                    "VALUES ($1, $2, 'Pat', 'Ient', '1950-01-01')", therapist, code)
-    return code
+    return await helpers.add_patient(
+        c, therapist, code or f"S{_tag()}", first="Pat", last="Ient", date_of_birth=dt.date(1950, 1, 1)
+    )
 
 
-async def add_session(c: asyncpg.Connection, patient: str, *, date: dt.datetime | None,
-                      therapist: uuid.UUID | None = None, day: int | None = None,
-                      stype: str | None = "training", status: str = "completed",
-                      score: float | None = None, effort_excluded: bool = False,
-                      bfr_pressure: float | None = None, channels: int = 2,
-                      contractions: int = 0, settings: bool = True, bfr_row: bool = False) -> uuid.UUID:
+async def add_session(
+    c: asyncpg.Connection,
+    patient: str,
+    *,
+    date: dt.datetime | None,
+    therapist: uuid.UUID | None = None,
+    day: int | None = None,
+    stype: str | None = "training",
+    status: str = "completed",
+    score: float | None = None,
+    effort_excluded: bool = False,
+    bfr_pressure: float | None = None,
+    channels: int = 2,
+    contractions: int = 0,
+    settings: bool = True,
+    bfr_row: bool = False,
+) -> uuid.UUID:
     tag = uuid.uuid4().hex
     sid = await c.fetchval(
         """INSERT INTO therapy_sessions (file_path, file_hash, file_size_bytes, patient_id, therapist_id,
@@ -65,8 +82,18 @@ async def add_session(c: asyncpg.Connection, patient: str, *, date: dt.datetime 
                processing_version, processing_status, processing_time_ms, processed_at, error_message)
            VALUES ($1, $2, 123456, $3, $4, $5, $6, $7, $8, 990, 175.5, 173745, $9, 2, '1.0.0', $10,
                    42, now(), $11) RETURNING id""",
-        f"{patient}/{tag}.c3d", tag, patient, therapist, f"Ghostly_Emg_{tag[:8]}", date, stype, day,
-        ["CH1 Raw", "CH2 Raw"], status, "bad C3D" if status == "failed" else None)
+        f"{patient}/{tag}.c3d",
+        tag,
+        patient,
+        therapist,
+        f"Ghostly_Emg_{tag[:8]}",
+        date,
+        stype,
+        day,
+        ["CH1 Raw", "CH2 Raw"],
+        status,
+        "bad C3D" if status == "failed" else None,
+    )
     if status != "completed":
         return sid
     for i, side in enumerate(("left", "right")[:channels]):
@@ -78,40 +105,70 @@ async def add_session(c: asyncpg.Connection, patient: str, *, date: dt.datetime 
                    signal_quality_score, noise_level_db, processing_confidence, processing_version)
                VALUES ($1, $2, $3, $4::float8, $4::float8 * 0.7, 0.9, 'backend_95percentile', 12, 10, 9, 8,
                        1.0, $5, 0.75, 0.8, 0.95, NULL, 0.9, '1.0.0') RETURNING id""",
-            sid, f"CH{i + 1}", side, 0.001 * (i + 1), 10 / 12)
+            sid,
+            f"CH{i + 1}",
+            side,
+            0.001 * (i + 1),
+            10 / 12,
+        )
         for k in range(contractions):
             await c.execute(
                 """INSERT INTO emg_contractions (statistics_id, session_id, channel_name, contraction_index,
                        start_time_s, end_time_s, duration_s, peak_amplitude, mean_amplitude,
                        meets_intensity, meets_duration, is_good)
                    VALUES ($1, $2, $3, $4, $5::float8, $5::float8 + 2.5, 2.5, 0.0009, 0.0005, true, $6, $6)""",
-                stat_id, sid, f"CH{i + 1}", k, 10.0 * k, k % 2 == 0)
+                stat_id,
+                sid,
+                f"CH{i + 1}",
+                k,
+                10.0 * k,
+                k % 2 == 0,
+            )
     if score is not None:
-        weights = {"compliance": 0.4, "symmetry": 0.25, "effort": 0.2, "game": 0.15}
+        weights: dict[str, Any] = {"compliance": 0.4, "symmetry": 0.25, "effort": 0.2, "game": 0.15}
         if effort_excluded:
-            weights = {"compliance": 0.5, "symmetry": 0.3125, "effort": 0, "game": 0.1875,
-                       "requested": weights, "excluded": {"effort": "rpe missing"}}
+            weights = {
+                "compliance": 0.5,
+                "symmetry": 0.3125,
+                "effort": 0,
+                "game": 0.1875,
+                "requested": weights,
+                "excluded": {"effort": "rpe missing"},
+            }
         await c.execute(
             """INSERT INTO performance_scores (session_id, overall_performance_score, compliance_score,
                    symmetry_score, effort_score, game_score, performance_weights, bfr_pressure_aop,
                    bfr_compliance_gate, rpe_post_session, game_points_achieved, game_points_maximum,
                    session_duration_minutes, left_muscle_completion_rate, right_muscle_completion_rate)
                VALUES ($1, $2, $3, $4, $5, 70, $6, $7, $8, $9, 700, 1000, 3.0, 1.0, 0.9)""",
-            sid, score, min(100.0, score + 5), 90.0, 0.0 if effort_excluded else 80.0, weights,
-            bfr_pressure, 0.0 if bfr_pressure is not None and not 45 <= bfr_pressure <= 55 else 1.0,
-            None if effort_excluded else 5)
+            sid,
+            score,
+            min(100.0, score + 5),
+            90.0,
+            0.0 if effort_excluded else 80.0,
+            weights,
+            bfr_pressure,
+            1.0 if bfr_pressure is None else bfr_gate(bfr_pressure, *AnalysisSettings().bfr_gate_range),
+            None if effort_excluded else 5,
+        )
     if settings:
-        await c.execute("INSERT INTO session_settings (session_id, mvc_calculation_method, mvc_user_left_quad) "
-                        "VALUES ($1, 'backend_calculated', 0.0012)", sid)
+        await c.execute(
+            "INSERT INTO session_settings (session_id, mvc_calculation_method, mvc_user_left_quad) "
+            "VALUES ($1, 'backend_calculated', 0.0012)",
+            sid,
+        )
     if bfr_row:
         await c.execute(
             """INSERT INTO bfr_monitoring (session_id, target_pressure_aop, actual_pressure_aop,
                    safety_gate_status, safety_violations_count, cuff_size, device_calibration_date)
-               VALUES ($1, 50, 48.5, true, 0, 'M', '2024-01-15')""", sid)
+               VALUES ($1, 50, 48.5, true, 0, 'M', '2024-01-15')""",
+            sid,
+        )
     return sid
 
 
 # --------------------------------------------------------------------------- fixtures
+
 
 @pytest.fixture(scope="module")
 async def server(database_url, tmp_path_factory):
@@ -129,7 +186,7 @@ async def stub(server):
 @pytest.fixture(scope="module")
 async def admin(database_url):
     c = await asyncpg.connect(database_url)
-    await init_connection(c)   # JSON columns as Python objects, as the services see them
+    await init_connection(c)  # JSON columns as Python objects, as the services see them
     yield c
     await c.close()
 
@@ -142,19 +199,35 @@ async def world(admin):
     days = [(0, 1, 50.0), (1, 2, 60.0), (3, 4, 65.0), (7, 8, 80.0)]
     ids = []
     for offset, day, score in days:
-        ids.append(await add_session(admin, p, date=T0 + dt.timedelta(days=offset), therapist=t, day=day,
-                                     score=score, effort_excluded=(day == 2),
-                                     bfr_pressure=50.0 if day == 4 else None, bfr_row=(day == 4),
-                                     contractions=3 if day == 1 else 0))
+        ids.append(
+            await add_session(
+                admin,
+                p,
+                date=T0 + dt.timedelta(days=offset),
+                therapist=t,
+                day=day,
+                score=score,
+                effort_excluded=(day == 2),
+                bfr_pressure=50.0 if day == 4 else None,
+                bfr_row=(day == 4),
+                contractions=3 if day == 1 else 0,
+            )
+        )
     # Second game session on protocol day 8, two hours later: a session, not a new therapy day.
-    ids.append(await add_session(admin, p, date=T0 + dt.timedelta(days=7, hours=2), therapist=t, day=8,
-                                 score=70.0))
-    failed = await add_session(admin, p, date=T0 + dt.timedelta(days=5), therapist=t, day=6,
-                               status="failed", settings=False)
+    ids.append(await add_session(admin, p, date=T0 + dt.timedelta(days=7, hours=2), therapist=t, day=8, score=70.0))
+    failed = await add_session(
+        admin, p, date=T0 + dt.timedelta(days=5), therapist=t, day=6, status="failed", settings=False
+    )
     pending = await add_session(admin, p, date=None, therapist=t, status="pending", stype=None, settings=False)
-    return {"therapist": t, "patient": p, "ids": ids, "failed": failed, "pending": pending,
-            "dates": [T0 + dt.timedelta(days=o) for o, _, _ in days] + [T0 + dt.timedelta(days=7, hours=2)],
-            "scores": [s for _, _, s in days] + [70.0]}
+    return {
+        "therapist": t,
+        "patient": p,
+        "ids": ids,
+        "failed": failed,
+        "pending": pending,
+        "dates": [T0 + dt.timedelta(days=o) for o, _, _ in days] + [T0 + dt.timedelta(days=7, hours=2)],
+        "scores": [s for _, _, s in days] + [70.0],
+    }
 
 
 async def _code(coro) -> tuple[grpc.StatusCode, str]:
@@ -164,6 +237,7 @@ async def _code(coro) -> tuple[grpc.StatusCode, str]:
 
 
 # --------------------------------------------------------------------------- single-session RPCs
+
 
 async def test_get_session(stub, world):
     s = await stub.GetSession(pb.GetSessionRequest(session_id=str(world["ids"][0])))
@@ -185,11 +259,17 @@ async def test_get_session(stub, world):
     assert pending.session_type == common_pb2.SESSION_TYPE_UNSPECIFIED
 
 
-@pytest.mark.parametrize("rpc", ["GetSession", "GetPerformanceScore", "GetBfrMonitoring",
-                                 "GetSessionSettings", "GetEmgStatistics"])
+@pytest.mark.parametrize(
+    "rpc", ["GetSession", "GetPerformanceScore", "GetBfrMonitoring", "GetSessionSettings", "GetEmgStatistics"]
+)
 async def test_session_rpcs_validate_the_id(stub, rpc):
-    req = (pb.GetSessionRequest if rpc == "GetSession" else
-           pb.GetEmgStatisticsRequest if rpc == "GetEmgStatistics" else pb.SessionKey)
+    req = (
+        pb.GetSessionRequest
+        if rpc == "GetSession"
+        else pb.GetEmgStatisticsRequest
+        if rpc == "GetEmgStatistics"
+        else pb.SessionKey
+    )
     code, msg = await _code(getattr(stub, rpc)(req(session_id="not-a-uuid")))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "session_id" in msg and "not-a-uuid" in msg
     code, msg = await _code(getattr(stub, rpc)(req(session_id="")))
@@ -218,8 +298,9 @@ async def test_emg_statistics_and_contractions(stub, world):
         assert (c1.start_s, c1.end_s, c1.duration_s) == (10.0, 12.5, 2.5)
         assert c1.meets_intensity and not c1.meets_duration
 
-    only = await stub.GetEmgStatistics(pb.GetEmgStatisticsRequest(session_id=sid, channels=["CH2"],
-                                                                  include_contractions=True))
+    only = await stub.GetEmgStatistics(
+        pb.GetEmgStatisticsRequest(session_id=sid, channels=["CH2"], include_contractions=True)
+    )
     assert [c.channel_name for c in only.channels] == ["CH2"] and len(only.channels[0].contractions) == 3
 
     code, msg = await _code(stub.GetEmgStatistics(pb.GetEmgStatisticsRequest(session_id=sid, channels=["CH9"])))
@@ -235,31 +316,37 @@ async def test_signal_flags_usable_and_masked_contractions(stub, admin):
     p = await add_patient(admin, t)
     sid = await add_session(admin, p, date=T0, therapist=t, score=55.0, contractions=3)
     plain = await add_session(admin, p, date=T0 + dt.timedelta(hours=1), therapist=t, score=60.0, contractions=1)
-    await admin.execute("UPDATE emg_statistics SET signal_flags = '{mains_interference,dropout,no_usable_emg}', "
-                        "usable = false WHERE session_id = $1 AND channel_name = 'CH1'", sid)
-    await admin.execute("UPDATE emg_contractions SET partially_masked = true, masked_s = 0.625 "
-                        "WHERE session_id = $1 AND channel_name = 'CH2' AND contraction_index = 1", sid)
+    await admin.execute(
+        "UPDATE emg_statistics SET signal_flags = '{mains_interference,dropout,no_usable_emg}', "
+        "usable = false WHERE session_id = $1 AND channel_name = 'CH1'",
+        sid,
+    )
+    await admin.execute(
+        "UPDATE emg_contractions SET partially_masked = true, masked_s = 0.625 "
+        "WHERE session_id = $1 AND channel_name = 'CH2' AND contraction_index = 1",
+        sid,
+    )
 
     res = await stub.GetEmgStatistics(pb.GetEmgStatisticsRequest(session_id=str(sid), include_contractions=True))
     ch1, ch2 = res.channels
     assert list(ch1.signal_flags) == ["mains_interference", "dropout", "no_usable_emg"] and ch1.usable is False
     assert list(ch2.signal_flags) == [] and ch2.usable is True
-    assert [(c.partially_masked, c.masked_s) for c in ch2.contractions] == [(False, 0.0), (True, 0.625),
-                                                                            (False, 0.0)]
+    assert [(c.partially_masked, c.masked_s) for c in ch2.contractions] == [(False, 0.0), (True, 0.625), (False, 0.0)]
     assert all(not c.partially_masked and c.masked_s == 0.0 for c in ch1.contractions)
-    only = await stub.GetEmgStatistics(pb.GetEmgStatisticsRequest(session_id=str(sid), channels=["CH2"],
-                                                                  include_contractions=True))
+    only = await stub.GetEmgStatistics(
+        pb.GetEmgStatisticsRequest(session_id=str(sid), channels=["CH2"], include_contractions=True)
+    )
     assert only.channels[0].contractions[1].partially_masked and only.channels[0].contractions[1].masked_s == 0.625
 
-    batch = await stub.BatchGetSessionStatistics(pb.BatchGetSessionStatisticsRequest(
-        session_ids=[str(sid), str(plain)]))
+    batch = await stub.BatchGetSessionStatistics(
+        pb.BatchGetSessionStatisticsRequest(session_ids=[str(sid), str(plain)])
+    )
     flagged, unflagged = batch.sessions
     assert [list(c.signal_flags) for c in flagged.channels] == [["mains_interference", "dropout", "no_usable_emg"], []]
     assert [c.usable for c in flagged.channels] == [False, True]
     assert [list(c.signal_flags) for c in unflagged.channels] == [[], []]
     assert all(c.usable for c in unflagged.channels)
-    defaults = await stub.GetEmgStatistics(pb.GetEmgStatisticsRequest(session_id=str(plain),
-                                                                      include_contractions=True))
+    defaults = await stub.GetEmgStatistics(pb.GetEmgStatisticsRequest(session_id=str(plain), include_contractions=True))
     assert all(not k.partially_masked and k.masked_s == 0.0 for c in defaults.channels for k in c.contractions)
 
 
@@ -268,8 +355,7 @@ async def test_performance_score_full_and_excluded_components(stub, world):
     assert full.overall_performance_score == 50 and full.compliance_score == 55
     assert full.HasField("effort_score") and full.effort_score == 80
     assert full.HasField("game_score") and full.game_score == 70
-    assert full.effective_weights == common_pb2.PerformanceWeights(compliance=0.4, symmetry=0.25,
-                                                                   effort=0.2, game=0.15)
+    assert full.effective_weights == common_pb2.PerformanceWeights(compliance=0.4, symmetry=0.25, effort=0.2, game=0.15)
     assert full.requested_weights == full.effective_weights and dict(full.excluded_components) == {}
     assert full.rpe_post_session == 5 and full.game_points_achieved == 700
     assert full.left_muscle_completion_rate == 1.0 and not full.HasField("left_muscle_intensity_rate")
@@ -279,8 +365,9 @@ async def test_performance_score_full_and_excluded_components(stub, world):
     excl = await stub.GetPerformanceScore(pb.SessionKey(session_id=str(world["ids"][1])))
     assert not excl.HasField("effort_score") and excl.game_score == 70
     assert dict(excl.excluded_components) == {"effort": "rpe missing"}
-    assert excl.effective_weights == common_pb2.PerformanceWeights(compliance=0.5, symmetry=0.3125,
-                                                                   effort=0, game=0.1875)
+    assert excl.effective_weights == common_pb2.PerformanceWeights(
+        compliance=0.5, symmetry=0.3125, effort=0, game=0.1875
+    )
     assert excl.requested_weights == full.effective_weights
     assert not excl.HasField("rpe_post_session")
 
@@ -313,8 +400,7 @@ async def test_bfr_monitoring_and_settings(stub, world):
     st = await stub.GetSessionSettings(pb.SessionKey(session_id=str(world["ids"][0])))
     assert st.mvc_calculation_method == "backend_calculated" and st.mvc_threshold_percentage == 0.75
     assert st.mvc_user_left_quad == 0.0012 and not st.HasField("mvc_user_right_quad")
-    assert st.performance_weights == common_pb2.PerformanceWeights(compliance=0.4, symmetry=0.25,
-                                                                   effort=0.2, game=0.15)
+    assert st.performance_weights == common_pb2.PerformanceWeights(compliance=0.4, symmetry=0.25, effort=0.2, game=0.15)
     assert st.target_contractions_per_muscle == 12 and st.bfr_enabled and st.bfr_target_pressure_aop == 50
     assert st.rest_period_between_sets_seconds == 120 and st.game_difficulty_level == 1
     code, msg = await _code(stub.GetSessionSettings(pb.SessionKey(session_id=str(world["failed"]))))
@@ -322,6 +408,7 @@ async def test_bfr_monitoring_and_settings(stub, world):
 
 
 # --------------------------------------------------------------------------- progress
+
 
 async def test_patient_progress_series_and_aggregates(stub, world):
     res = await stub.GetPatientProgress(pb.GetPatientProgressRequest(patient_id=world["patient"]))
@@ -333,7 +420,7 @@ async def test_patient_progress_series_and_aggregates(stub, world):
     p0, p1 = res.points[0], res.points[1]
     assert p0.session_date.ToDatetime(tzinfo=UTC) == T0 and p0.compliance_score == 55
     assert p0.effort_score == 80 and p0.game_score == 70
-    assert not p1.HasField("effort_score") and p1.HasField("game_score")   # excluded, not 0
+    assert not p1.HasField("effort_score") and p1.HasField("game_score")  # excluded, not 0
     assert set(p0.muscles) == {"left", "right"}
     left = p0.muscles["left"]
     assert left.channel_name == "CH1" and left.mvc_peak_value == pytest.approx(0.001)
@@ -353,18 +440,23 @@ async def test_patient_progress_series_and_aggregates(stub, world):
     assert (res.sessions_done, res.sessions_expected) == (4, 10)
     assert res.adherence_rate == pytest.approx(0.4)
 
-    window = await stub.GetPatientProgress(pb.GetPatientProgressRequest(
-        patient_id=world["patient"], date_from=ts(T0 + dt.timedelta(days=1)), date_to=ts(T0 + dt.timedelta(days=7))))
+    window = await stub.GetPatientProgress(
+        pb.GetPatientProgressRequest(
+            patient_id=world["patient"], date_from=ts(T0 + dt.timedelta(days=1)), date_to=ts(T0 + dt.timedelta(days=7))
+        )
+    )
     assert [p.protocol_day for p in window.points] == [2, 4]
     assert window.trend_slope_per_day == pytest.approx((65 - 60) / 2)
     assert (window.first_score, window.last_score, window.best_score) == (60, 65, 65)
-    only_from = await stub.GetPatientProgress(pb.GetPatientProgressRequest(
-        patient_id=world["patient"], date_from=ts(T0 + dt.timedelta(days=7))))
+    only_from = await stub.GetPatientProgress(
+        pb.GetPatientProgressRequest(patient_id=world["patient"], date_from=ts(T0 + dt.timedelta(days=7)))
+    )
     assert [p.overall_performance_score for p in only_from.points] == [80, 70]
-    only_to = await stub.GetPatientProgress(pb.GetPatientProgressRequest(
-        patient_id=world["patient"], date_to=ts(T0 + dt.timedelta(days=1))))
+    only_to = await stub.GetPatientProgress(
+        pb.GetPatientProgressRequest(patient_id=world["patient"], date_to=ts(T0 + dt.timedelta(days=1)))
+    )
     assert len(only_to.points) == 1
-    assert not only_to.HasField("trend_slope_per_day")       # < 2 sessions
+    assert not only_to.HasField("trend_slope_per_day")  # < 2 sessions
     assert only_to.first_score == only_to.last_score == only_to.best_score == 50
     assert only_to.sessions_done == 1 and only_to.adherence_rate == pytest.approx(0.1)
 
@@ -380,8 +472,9 @@ async def test_patient_progress_empty_unknown_and_invalid(stub, admin):
     assert code == grpc.StatusCode.NOT_FOUND and "NOPE-" in msg
     code, msg = await _code(stub.GetPatientProgress(pb.GetPatientProgressRequest()))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "patient_id" in msg
-    code, msg = await _code(stub.GetPatientProgress(pb.GetPatientProgressRequest(
-        patient_id=p, date_from=ts(T0), date_to=ts(T0))))
+    code, msg = await _code(
+        stub.GetPatientProgress(pb.GetPatientProgressRequest(patient_id=p, date_from=ts(T0), date_to=ts(T0)))
+    )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "date_from" in msg
 
 
@@ -396,6 +489,7 @@ async def test_patient_progress_adherence_is_capped(stub, admin):
 
 
 # --------------------------------------------------------------------------- list + pagination
+
 
 def _order_key(s: pb.Session):
     has = s.HasField("session_date")
@@ -458,8 +552,7 @@ async def test_list_sessions_filters(stub, admin):
     p = await add_patient(admin, t1)
     a = await add_session(admin, p, date=T0, therapist=t1, stype="baseline", score=40)
     b = await add_session(admin, p, date=T0 + dt.timedelta(days=1), therapist=t1, stype="training", score=50)
-    c = await add_session(admin, p, date=T0 + dt.timedelta(days=2), therapist=t2, stype="assessment",
-                          status="failed")
+    c = await add_session(admin, p, date=T0 + dt.timedelta(days=2), therapist=t2, stype="assessment", status="failed")
     d = await add_session(admin, p, date=None, therapist=t2, stype="training", status="pending")
 
     async def ids(**kw):
@@ -475,8 +568,11 @@ async def test_list_sessions_filters(stub, admin):
     assert await ids(patient_id=p, date_from=ts(T0 + dt.timedelta(days=1))) == [str(c), str(b)]
     assert await ids(patient_id=p, date_to=ts(T0 + dt.timedelta(days=2))) == [str(b), str(a)]
     assert await ids(patient_id=p, date_from=ts(T0), date_to=ts(T0 + dt.timedelta(days=1))) == [str(a)]
-    assert await ids(therapist_id=str(t1), session_type=common_pb2.SESSION_TYPE_BASELINE,
-                     processing_status=common_pb2.PROCESSING_STATUS_COMPLETED) == [str(a)]
+    assert await ids(
+        therapist_id=str(t1),
+        session_type=common_pb2.SESSION_TYPE_BASELINE,
+        processing_status=common_pb2.PROCESSING_STATUS_COMPLETED,
+    ) == [str(a)]
     assert await ids(patient_id="NOBODY-" + _tag()) == []
     # Unfiltered list: newest first, across everything.
     everything = await _walk(stub, pb.ListSessionsRequest(page_size=500))
@@ -498,8 +594,9 @@ async def test_list_sessions_errors(stub, admin):
 
     code, msg = await err(patient_id=p + "X", page_size=1, page_token=page.next_page_token)
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "page_token" in msg and "filters" in msg
-    code, msg = await err(patient_id=p, page_size=1, page_token=page.next_page_token,
-                          session_type=common_pb2.SESSION_TYPE_TRAINING)
+    code, msg = await err(
+        patient_id=p, page_size=1, page_token=page.next_page_token, session_type=common_pb2.SESSION_TYPE_TRAINING
+    )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "filters" in msg
     # Same filters but another page size is fine.
     ok = await stub.ListSessions(pb.ListSessionsRequest(patient_id=p, page_size=10, page_token=page.next_page_token))
@@ -521,6 +618,7 @@ async def test_list_sessions_errors(stub, admin):
 
 # --------------------------------------------------------------------------- cohort
 
+
 async def test_cohort_summary(stub, admin):
     t = await add_therapist(admin)
     other = await add_therapist(admin)
@@ -534,7 +632,7 @@ async def test_cohort_summary(stub, admin):
     await add_session(admin, p2, date=T0 + dt.timedelta(days=1), day=2, score=70)
     await add_session(admin, p2, date=T0 + dt.timedelta(days=1, hours=1), day=2, status="failed")
     await add_session(admin, p1, date=T0 + dt.timedelta(days=3), day=None, score=90)
-    await add_session(admin, q, date=T0, day=1, score=10)          # another therapist's patient
+    await add_session(admin, q, date=T0, day=1, score=10)  # another therapist's patient
 
     res = await stub.GetCohortSummary(pb.GetCohortSummaryRequest(therapist_id=str(t)))
     days = {d.protocol_day: d for d in res.days}
@@ -550,19 +648,32 @@ async def test_cohort_summary(stub, admin):
     assert (res.patient_count, res.session_count) == (2, 5)
     assert res.mean_overall_score == pytest.approx((40 + 60 + 50 + 70 + 90) / 5)
 
-    window = await stub.GetCohortSummary(pb.GetCohortSummaryRequest(
-        therapist_id=str(t), date_from=ts(T0 + dt.timedelta(minutes=30)), date_to=ts(T0 + dt.timedelta(days=2))))
+    window = await stub.GetCohortSummary(
+        pb.GetCohortSummaryRequest(
+            therapist_id=str(t), date_from=ts(T0 + dt.timedelta(minutes=30)), date_to=ts(T0 + dt.timedelta(days=2))
+        )
+    )
     assert [(d.protocol_day, d.session_count) for d in window.days] == [(1, 1), (2, 1)]
     assert window.session_count == 2 and window.mean_overall_score == pytest.approx(65)
     # Without dates the first level is pre-computed (cohort_day_scores); with a window covering
     # everything the sessions are aggregated: both paths give the same summary.
-    wide = await stub.GetCohortSummary(pb.GetCohortSummaryRequest(
-        therapist_id=str(t), date_from=ts(T0 - dt.timedelta(days=1)), date_to=ts(T0 + dt.timedelta(days=30))))
-    assert [(d.protocol_day, d.session_count, d.patient_count) for d in wide.days] == \
-        [(d.protocol_day, d.session_count, d.patient_count) for d in res.days]
+    wide = await stub.GetCohortSummary(
+        pb.GetCohortSummaryRequest(
+            therapist_id=str(t), date_from=ts(T0 - dt.timedelta(days=1)), date_to=ts(T0 + dt.timedelta(days=30))
+        )
+    )
+    assert [(d.protocol_day, d.session_count, d.patient_count) for d in wide.days] == [
+        (d.protocol_day, d.session_count, d.patient_count) for d in res.days
+    ]
     for a, b in zip(wide.days, res.days):
-        assert (a.mean_overall_score, a.stddev_overall_score, a.mean_compliance_score, a.mean_symmetry_score) == \
-            pytest.approx((b.mean_overall_score, b.stddev_overall_score, b.mean_compliance_score, b.mean_symmetry_score))
+        assert (
+            a.mean_overall_score,
+            a.stddev_overall_score,
+            a.mean_compliance_score,
+            a.mean_symmetry_score,
+        ) == pytest.approx(
+            (b.mean_overall_score, b.stddev_overall_score, b.mean_compliance_score, b.mean_symmetry_score)
+        )
     assert (wide.patient_count, wide.session_count) == (res.patient_count, res.session_count)
 
     everyone = await stub.GetCohortSummary(pb.GetCohortSummaryRequest())
@@ -581,6 +692,7 @@ async def test_cohort_summary(stub, admin):
 
 # --------------------------------------------------------------------------- roles
 
+
 def test_statistics_dsn_swaps_the_user_unless_explicit():
     cfg = make_config("postgresql://admin:secret@db.example:5433/ghostly?sslmode=require&user=admin")
     assert stats_db.statistics_dsn(cfg) == "postgresql://ghostly_statistics@db.example:5433/ghostly?sslmode=require"
@@ -597,16 +709,19 @@ async def test_service_connects_as_read_only_role(server, world):
     async with pool.acquire() as c:
         assert await c.fetchval("SELECT current_user") == "ghostly_statistics"
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
-            await c.execute("UPDATE performance_scores SET overall_performance_score = 0 WHERE session_id = $1",
-                            world["ids"][0])
+            await c.execute(
+                "UPDATE performance_scores SET overall_performance_score = 0 WHERE session_id = $1", world["ids"][0]
+            )
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await c.execute("DELETE FROM therapy_sessions WHERE id = $1", world["ids"][0])
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
-            await c.execute("INSERT INTO emg_contractions (statistics_id, session_id, channel_name, "
-                            "contraction_index, start_time_s, end_time_s, duration_s, peak_amplitude, "
-                            "mean_amplitude, meets_intensity, meets_duration, is_good) "
-                            "SELECT id, session_id, channel_name, 99, 0, 1, 1, 0, 0, true, true, true "
-                            "FROM emg_statistics LIMIT 1")
+            await c.execute(
+                "INSERT INTO emg_contractions (statistics_id, session_id, channel_name, "
+                "contraction_index, start_time_s, end_time_s, duration_s, peak_amplitude, "
+                "mean_amplitude, meets_intensity, meets_duration, is_good) "
+                "SELECT id, session_id, channel_name, 99, 0, 1, 1, 0, 0, true, true, true "
+                "FROM emg_statistics LIMIT 1"
+            )
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await c.fetch("SELECT * FROM export_history LIMIT 1")
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
@@ -615,10 +730,11 @@ async def test_service_connects_as_read_only_role(server, world):
 
 async def test_explicit_statistics_url_is_used_as_is(database_url, tmp_path):
     explicit = database_url + "?application_name=replica-test"
-    running = await start_service(SPEC, make_config(database_url, tmp_path, statistics_database_url=explicit),
-                                  port=0)
+    running = await start_service(SPEC, make_config(database_url, tmp_path, statistics_database_url=explicit), port=0)
     try:
-        async with running.context.pool.acquire() as c:
+        pool = running.context.pool
+        assert pool is not None
+        async with pool.acquire() as c:
             assert await c.fetchval("SELECT current_user") == "postgres"
     finally:
         await running.stop(0)
@@ -628,11 +744,21 @@ async def test_role_privileges(conn):
     def priv(role, table, what):
         return conn.fetchval("SELECT has_table_privilege($1, $2, $3)", role, table, what)
 
-    tables = [r["tablename"] for r in await conn.fetch(
-        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
-    readable = {"therapy_sessions", "emg_statistics", "emg_contractions", "performance_scores",
-                "bfr_monitoring", "session_settings", "patients", "therapists", "cohort_summary_scores",
-                "patient_calibrations", "session_outcomes", "scoring_config"}
+    tables = [r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+    readable = {
+        "therapy_sessions",
+        "emg_statistics",
+        "emg_contractions",
+        "performance_scores",
+        "bfr_monitoring",
+        "session_settings",
+        "patients",
+        "therapists",
+        "cohort_summary_scores",
+        "patient_calibrations",
+        "session_outcomes",
+        "scoring_config",
+    }
     for table in tables:
         for what in ("INSERT", "UPDATE", "DELETE", "TRUNCATE"):
             assert not await priv("ghostly_statistics", table, what), (table, what)
@@ -651,16 +777,23 @@ async def test_role_privileges(conn):
     for role in ("ghostly_ingest", "ghostly_statistics", "ghostly_jit_signal", "ghostly_export"):
         for what in ("SELECT", "INSERT"):
             assert not await priv(role, "later_table", what)
-    roles = await conn.fetch("SELECT rolname, rolcanlogin, rolsuper, rolpassword IS NULL AS nopw "
-                             "FROM pg_authid WHERE rolname LIKE 'ghostly\\_%' ORDER BY rolname")
-    assert [r["rolname"] for r in roles] == ["ghostly_export", "ghostly_ingest", "ghostly_jit_signal",
-                                             "ghostly_statistics"]
+    roles = await conn.fetch(
+        "SELECT rolname, rolcanlogin, rolsuper, rolpassword IS NULL AS nopw "
+        "FROM pg_authid WHERE rolname LIKE 'ghostly\\_%' ORDER BY rolname"
+    )
+    assert [r["rolname"] for r in roles] == [
+        "ghostly_export",
+        "ghostly_ingest",
+        "ghostly_jit_signal",
+        "ghostly_statistics",
+    ]
     assert all(r["rolcanlogin"] and not r["rolsuper"] and r["nopw"] for r in roles)
 
 
 async def test_roles_migration_is_repeatable_on_another_database(empty_database_url):
     """Roles already exist cluster-wide: a second database migrates cleanly and gets its grants."""
     from libs.db.migrate import migrate
+
     await migrate(empty_database_url)
     c = await asyncpg.connect(stats_db.with_user(empty_database_url, "ghostly_statistics"))
     try:
@@ -675,7 +808,9 @@ async def test_batch_get_session_statistics(stub, world):
     """The export's batch read: same content as the per-session RPCs, unknown ids listed."""
     ids = [str(i) for i in world["ids"]] + [str(world["failed"])]
     missing = str(uuid.uuid4())
-    reply = await stub.BatchGetSessionStatistics(pb.BatchGetSessionStatisticsRequest(session_ids=ids + [missing, ids[0]]))
+    reply = await stub.BatchGetSessionStatistics(
+        pb.BatchGetSessionStatisticsRequest(session_ids=[*ids, missing, ids[0]])
+    )
     assert [s.session.id for s in reply.sessions] == ids and list(reply.not_found) == [missing]
     for item in reply.sessions:
         single = await stub.GetEmgStatistics(pb.GetEmgStatisticsRequest(session_id=item.session.id))
@@ -688,3 +823,24 @@ async def test_batch_get_session_statistics(stub, world):
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.BatchGetSessionStatistics(pb.BatchGetSessionStatisticsRequest())
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_figures_a_migrated_legacy_channel_lacks_are_missing_not_zero(stub, admin):
+    """A channel migrated from the legacy system may lack counts, rates or the MVC peak
+    (migration 023: NULL there): the reads name them in missing_fields instead of serving a
+    measured-looking 0, and the progress series does not fail on them."""
+    t = await add_therapist(admin)
+    p = await add_patient(admin, t)
+    sid = await add_session(admin, p, date=T0, therapist=t, score=55.0, contractions=2)
+    await admin.execute(
+        "UPDATE emg_statistics SET intensity_rate = NULL, good_contractions_intensity = NULL, "
+        "mvc_peak_value = NULL WHERE session_id = $1 AND channel_name = 'CH1'",
+        sid,
+    )
+    res = await stub.GetEmgStatistics(pb.GetEmgStatisticsRequest(session_id=str(sid)))
+    by_name = {c.channel_name: c for c in res.channels}
+    assert sorted(by_name["CH1"].missing_fields) == ["good_contractions_intensity", "intensity_rate", "mvc_peak_value"]
+    assert list(by_name["CH2"].missing_fields) == [] and by_name["CH1"].total_contractions > 0
+    progress = await stub.GetPatientProgress(pb.GetPatientProgressRequest(patient_id=p))
+    muscles = progress.points[0].muscles
+    assert sorted(m for mp in muscles.values() for m in mp.missing_fields) == ["intensity_rate", "mvc_peak_value"]

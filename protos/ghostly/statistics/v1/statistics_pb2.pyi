@@ -177,7 +177,7 @@ class GetEmgStatisticsRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., channels: _Optional[_Iterable[str]] = ..., include_contractions: _Optional[bool] = ...) -> None: ...
 
 class ChannelStatistics(_message.Message):
-    __slots__ = ("id", "session_id", "channel_name", "mvc_peak_value", "mvc_rms_value", "mvc_confidence_score", "mvc_calculation_method", "total_contractions", "good_contractions_intensity", "good_contractions_duration", "good_contractions_both", "completion_rate", "intensity_rate", "duration_rate", "muscle_compliance_score", "signal_quality_score", "noise_level_db", "artifacts_detected", "processing_confidence", "processing_pipeline", "processing_version", "processing_time_ms", "mvc_threshold_percentage", "duration_threshold_seconds", "processed_at", "contractions", "side", "signal_flags", "usable")
+    __slots__ = ("id", "session_id", "channel_name", "mvc_peak_value", "mvc_rms_value", "mvc_confidence_score", "mvc_calculation_method", "total_contractions", "good_contractions_intensity", "good_contractions_duration", "good_contractions_both", "completion_rate", "intensity_rate", "duration_rate", "muscle_compliance_score", "signal_quality_score", "noise_level_db", "artifacts_detected", "processing_confidence", "processing_pipeline", "processing_version", "processing_time_ms", "mvc_threshold_percentage", "duration_threshold_seconds", "processed_at", "contractions", "side", "signal_flags", "usable", "missing_fields")
     ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -207,6 +207,7 @@ class ChannelStatistics(_message.Message):
     SIDE_FIELD_NUMBER: _ClassVar[int]
     SIGNAL_FLAGS_FIELD_NUMBER: _ClassVar[int]
     USABLE_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELDS_FIELD_NUMBER: _ClassVar[int]
     id: str
     session_id: str
     channel_name: str
@@ -236,7 +237,8 @@ class ChannelStatistics(_message.Message):
     side: str
     signal_flags: _containers.RepeatedScalarFieldContainer[str]
     usable: bool
-    def __init__(self, id: _Optional[str] = ..., session_id: _Optional[str] = ..., channel_name: _Optional[str] = ..., mvc_peak_value: _Optional[float] = ..., mvc_rms_value: _Optional[float] = ..., mvc_confidence_score: _Optional[float] = ..., mvc_calculation_method: _Optional[str] = ..., total_contractions: _Optional[int] = ..., good_contractions_intensity: _Optional[int] = ..., good_contractions_duration: _Optional[int] = ..., good_contractions_both: _Optional[int] = ..., completion_rate: _Optional[float] = ..., intensity_rate: _Optional[float] = ..., duration_rate: _Optional[float] = ..., muscle_compliance_score: _Optional[float] = ..., signal_quality_score: _Optional[float] = ..., noise_level_db: _Optional[float] = ..., artifacts_detected: _Optional[int] = ..., processing_confidence: _Optional[float] = ..., processing_pipeline: _Optional[str] = ..., processing_version: _Optional[str] = ..., processing_time_ms: _Optional[int] = ..., mvc_threshold_percentage: _Optional[float] = ..., duration_threshold_seconds: _Optional[float] = ..., processed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., contractions: _Optional[_Iterable[_Union[_common_pb2.Contraction, _Mapping]]] = ..., side: _Optional[str] = ..., signal_flags: _Optional[_Iterable[str]] = ..., usable: _Optional[bool] = ...) -> None: ...
+    missing_fields: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., session_id: _Optional[str] = ..., channel_name: _Optional[str] = ..., mvc_peak_value: _Optional[float] = ..., mvc_rms_value: _Optional[float] = ..., mvc_confidence_score: _Optional[float] = ..., mvc_calculation_method: _Optional[str] = ..., total_contractions: _Optional[int] = ..., good_contractions_intensity: _Optional[int] = ..., good_contractions_duration: _Optional[int] = ..., good_contractions_both: _Optional[int] = ..., completion_rate: _Optional[float] = ..., intensity_rate: _Optional[float] = ..., duration_rate: _Optional[float] = ..., muscle_compliance_score: _Optional[float] = ..., signal_quality_score: _Optional[float] = ..., noise_level_db: _Optional[float] = ..., artifacts_detected: _Optional[int] = ..., processing_confidence: _Optional[float] = ..., processing_pipeline: _Optional[str] = ..., processing_version: _Optional[str] = ..., processing_time_ms: _Optional[int] = ..., mvc_threshold_percentage: _Optional[float] = ..., duration_threshold_seconds: _Optional[float] = ..., processed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., contractions: _Optional[_Iterable[_Union[_common_pb2.Contraction, _Mapping]]] = ..., side: _Optional[str] = ..., signal_flags: _Optional[_Iterable[str]] = ..., usable: _Optional[bool] = ..., missing_fields: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetEmgStatisticsResponse(_message.Message):
     __slots__ = ("channels",)
@@ -464,7 +466,7 @@ class ProgressPoint(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., session_date: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., protocol_day: _Optional[int] = ..., session_type: _Optional[_Union[_common_pb2.SessionType, str]] = ..., overall_performance_score: _Optional[float] = ..., compliance_score: _Optional[float] = ..., symmetry_score: _Optional[float] = ..., effort_score: _Optional[float] = ..., game_score: _Optional[float] = ..., muscles: _Optional[_Mapping[str, MuscleProgress]] = ...) -> None: ...
 
 class MuscleProgress(_message.Message):
-    __slots__ = ("channel_name", "completion_rate", "intensity_rate", "duration_rate", "muscle_compliance_score", "mvc_peak_value", "total_contractions", "good_contractions_both")
+    __slots__ = ("channel_name", "completion_rate", "intensity_rate", "duration_rate", "muscle_compliance_score", "mvc_peak_value", "total_contractions", "good_contractions_both", "missing_fields")
     CHANNEL_NAME_FIELD_NUMBER: _ClassVar[int]
     COMPLETION_RATE_FIELD_NUMBER: _ClassVar[int]
     INTENSITY_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -473,6 +475,7 @@ class MuscleProgress(_message.Message):
     MVC_PEAK_VALUE_FIELD_NUMBER: _ClassVar[int]
     TOTAL_CONTRACTIONS_FIELD_NUMBER: _ClassVar[int]
     GOOD_CONTRACTIONS_BOTH_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELDS_FIELD_NUMBER: _ClassVar[int]
     channel_name: str
     completion_rate: float
     intensity_rate: float
@@ -481,7 +484,8 @@ class MuscleProgress(_message.Message):
     mvc_peak_value: float
     total_contractions: int
     good_contractions_both: int
-    def __init__(self, channel_name: _Optional[str] = ..., completion_rate: _Optional[float] = ..., intensity_rate: _Optional[float] = ..., duration_rate: _Optional[float] = ..., muscle_compliance_score: _Optional[float] = ..., mvc_peak_value: _Optional[float] = ..., total_contractions: _Optional[int] = ..., good_contractions_both: _Optional[int] = ...) -> None: ...
+    missing_fields: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, channel_name: _Optional[str] = ..., completion_rate: _Optional[float] = ..., intensity_rate: _Optional[float] = ..., duration_rate: _Optional[float] = ..., muscle_compliance_score: _Optional[float] = ..., mvc_peak_value: _Optional[float] = ..., total_contractions: _Optional[int] = ..., good_contractions_both: _Optional[int] = ..., missing_fields: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PatientProgress(_message.Message):
     __slots__ = ("patient_id", "points", "trend_slope_per_day", "first_score", "last_score", "best_score", "best_session_id", "sessions_done", "sessions_expected", "adherence_rate")
