@@ -11,6 +11,7 @@ COPY pyproject.toml README.md ./
 COPY protos ./protos
 COPY libs ./libs
 COPY services ./services
+COPY app ./app
 # libs/db/migrations is a symlink to ../../migrations (COPY keeps links as links): copy both.
 COPY migrations ./migrations
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
@@ -25,7 +26,7 @@ RUN pip install --no-cache-dir /tmp/wheels/*.whl && rm -rf /tmp/wheels \
     && useradd --system --uid 10001 ghostly \
     && mkdir -p /data/c3d-store /data/signal-cache && chown -R ghostly /data
 # (An empty named volume mounted on /data/* takes this ownership: writable by uid 10001.)
-# An empty, root-owned working directory: `python -m libs.healthcheck` puts it on sys.path.
+# An empty, root-owned working directory: `python -m app.healthcheck` puts it on sys.path.
 WORKDIR /app
 USER ghostly
 EXPOSE 50051 50052 50053 50054

@@ -1,7 +1,7 @@
 """`ghostly analyze FILE.c3d` - run the analysis core on one file and print the result.
 
-``register(subparsers)`` lets the project CLI (libs/cli.py) mount the subcommand; this
-module is also runnable on its own: ``python -m libs.emg.cli analyze FILE``.
+``register(subparsers)`` lets the project CLI (app/cli.py) mount the subcommand; this
+module is also runnable on its own: ``python -m app.analyze analyze FILE``.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import json
 import sys
 from collections.abc import Callable
 
-from .analysis import ChannelAnalysis, SessionAnalysis, analyze
-from .c3d_reader import read_c3d
-from .errors import EmgError
-from .settings import AnalysisSettings
+from libs.emg.analysis import ChannelAnalysis, SessionAnalysis, analyze
+from libs.emg.c3d_reader import read_c3d
+from libs.emg.errors import EmgError
+from libs.emg.settings import AnalysisSettings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -65,7 +65,7 @@ def _fmt(v: object, spec: str = ".3g") -> str:
 
 def _uv(v: float | None, unit: str = "V") -> str:
     """A value in the channel's unit (V, mV, uV) shown in uV."""
-    from .analysis import _UNIT_SCALE
+    from libs.emg.analysis import _UNIT_SCALE
 
     return "-" if v is None else f"{v * 1e6 / _UNIT_SCALE.get(unit.upper(), 1.0):.1f}"
 
@@ -181,7 +181,7 @@ def run_analyze(args: argparse.Namespace) -> int:
         return 2
     if args.plot:
         try:
-            from .plot import plot_analysis
+            from libs.emg.plot import plot_analysis
         except ImportError as exc:  # matplotlib is an optional dependency (extra "plot")
             print(f"error: --plot needs matplotlib ({exc}); pip install 'ghostly-emg-backend[plot]'", file=sys.stderr)
             return 2

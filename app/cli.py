@@ -28,9 +28,10 @@ Clinical workflow (client commands: gRPC to the services at GHOSTLY_<NAME>_ADDRE
 Analysis (no database)
     ghostly analyze FILE.c3d   EMG analysis of one file
 
-Start-up: only the module of the command being run is imported (libs/cli.py, COMMANDS), so
+Start-up: only the module of the command being run is imported (app/cli.py, COMMANDS), so
 `ghostly --help` and the client commands never load the EMG stack (libs.emg, numpy, scipy).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,9 +58,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sessions": ("libs.client.sessions", "list sessions / show one session's scores, muscle statistics and flags"),
     "outcome": ("libs.client.sessions", "record a session's RPE, game points or BFR pressure and re-score it"),
     "export": ("services.export.cli", "download a research / clinical export (audited)"),
-    "analyze": ("libs.emg.cli", "analyse one C3D file (statistics + performance score)"),
-    "migrate-legacy": ("libs.legacy.cli",
-                       "migrate legacy c3d_metadata/analysis_results into the statistics-first tables"),
+    "analyze": ("app.analyze", "analyse one C3D file (statistics + performance score)"),
+    "migrate-legacy": ("app.legacy", "migrate legacy c3d_metadata/analysis_results into the statistics-first tables"),
 }
 
 
@@ -68,7 +68,8 @@ def _spec(name: str):
 
 
 async def _all_health(cfg) -> list[str]:
-    from libs.healthcheck import status
+    from app.healthcheck import status
+
     return list(await asyncio.gather(*(status(cfg.target(n), timeout=1.0, tls_settings=cfg.tls) for n in SERVICES)))
 
 
@@ -82,16 +83,24 @@ def cmd_status(args) -> int:
 
 def cmd_migrate(args) -> int:
     from libs.db.embedded import ensure_database
-    from libs.db.migrate import MigrationError, migrate, status
+    from libs.db.migrate import MigrationError, baselined_versions, migrate, status
+
     cfg, pg = ensure_database(config_mod.load())
+    assert cfg.database_url is not None  # ensure_database names one
     try:
         if args.status:
+            baselined = asyncio.run(baselined_versions(cfg.database_url))
             for m, applied in asyncio.run(status(cfg.database_url)):
-                flag = "applied" if applied else ("pending (manual: --to)" if m.manual else "pending")
+                flag = (
+                    ("baselined (existing legacy objects adopted)" if m.version in baselined else "applied")
+                    if applied
+                    else ("pending (manual: --to)" if m.manual else "pending")
+                )
                 print(f"{m.path.name:<55} {flag}")
             return 0
         if args.set_role_passwords:
             from libs.db.roles import RolePasswordError, check
+
             missing = [var for role, var in config_mod.ROLE_PASSWORDS.items() if role not in cfg.role_passwords]
             if missing:
                 print(f"ghostly migrate: --set-role-passwords needs {', '.join(missing)}", file=sys.stderr)
@@ -101,10 +110,21 @@ def cmd_migrate(args) -> int:
             except RolePasswordError as exc:
                 print(f"ghostly migrate: {exc}", file=sys.stderr)
                 return 2
-        done = asyncio.run(migrate(cfg.database_url, to=args.to))
+
+        def said(adoption):
+            if adoption.baseline:
+                print(
+                    f"baselined {len(adoption.baseline)} migration(s): existing legacy objects adopted "
+                    "(compared with the files, not run)"
+                    + "".join(f"\n  {m.path.name}" for m in adoption.baseline)
+                    + "".join(f"\n  note: {n}" for n in adoption.notes)
+                )
+
+        done = asyncio.run(migrate(cfg.database_url, to=args.to, on_baseline=said))
         print(f"applied {len(done)} migration(s)" + "".join(f"\n  {m.path.name}" for m in done))
         if args.set_role_passwords:
             from libs.db.roles import set_passwords
+
             roles = asyncio.run(set_passwords(cfg.database_url, cfg.role_passwords))
             print(f"set the passwords of {', '.join(roles)}")
         return 0
@@ -119,7 +139,8 @@ def cmd_migrate(args) -> int:
 def cmd_serve(args) -> int:
     """One service. Without DATABASE_URL it joins the embedded cluster (starting it if needed);
     stopping leaves that cluster to the other processes using it (libs/db/embedded.py)."""
-    from libs.service_main import main
+    from app.service_main import main
+
     main(_spec(args.name))
     return 0
 
@@ -128,16 +149,23 @@ def _up_port_problems(cfg, pg) -> list[str]:
     """Why `ghostly up` could not listen on each port it needs (gRPC and metrics ports, and the
     embedded cluster's unless that cluster already runs and is reused), one line per port."""
     from libs.db.embedded import bind_problem
+
     wanted = []
     for name in SERVICES:
         wanted.append((cfg.port(name), cfg.host, f"{name} gRPC, {config_mod.SERVICE_PORTS[name][0]}"))
         if cfg.metrics_port(name):
-            wanted.append((cfg.metrics_port(name), cfg.host,
-                           f"{name} metrics, {config_mod.METRICS_PORTS[name][0]}"))
+            wanted.append((cfg.metrics_port(name), cfg.host, f"{name} metrics, {config_mod.METRICS_PORTS[name][0]}"))
     pg_port = pg.port_needed() if pg is not None else None
     if pg_port:
         wanted.append((pg_port, "127.0.0.1", "embedded PostgreSQL, GHOSTLY_PG_PORT"))
-    problems, seen = [], {}
+    if not cfg.events_url:
+        from libs.events import EmbeddedNats
+
+        broker = EmbeddedNats(cfg.data_dir / "nats")
+        if not broker.running():  # (one left by an earlier `ghostly up` is reused)
+            wanted.append((broker.port, "127.0.0.1", "embedded nats-server, GHOSTLY_NATS_PORT"))
+    problems: list[str] = []
+    seen: dict[int, str] = {}
     for port, host, what in wanted:
         if port in seen:
             problems.append(f"port {port} ({what}) is also configured for {seen[port]}")
@@ -155,18 +183,31 @@ def cmd_up(args) -> int:
     from libs import logs
     from libs.db.embedded import EmbeddedPostgres, EmbeddedPostgresError, ensure_database, redact
     from libs.db.migrate import migrate
+    from libs.events import EmbeddedNatsError, ensure_broker
+
     cfg = config_mod.load()
     logs.setup(cfg.log_level)
     pg = None if cfg.database_url else EmbeddedPostgres()
     problems = _up_port_problems(cfg, pg)
     if problems:
-        print("ghostly up: nothing started:\n" + "\n".join(f"  {p}" for p in problems)
-              + "\n  (stop what holds the port, or set the variable to a free port)", file=sys.stderr)
+        print(
+            "ghostly up: nothing started:\n"
+            + "\n".join(f"  {p}" for p in problems)
+            + "\n  (stop what holds the port, or set the variable to a free port)",
+            file=sys.stderr,
+        )
         return 1
     try:
         cfg, pg = ensure_database(cfg, pg)
     except EmbeddedPostgresError as exc:
         print(f"ghostly up: {exc}", file=sys.stderr)
+        return 1
+    try:
+        cfg, broker = ensure_broker(cfg)  # embedded nats-server unless GHOSTLY_EVENTS_URL is set
+    except EmbeddedNatsError as exc:
+        print(f"ghostly up: {exc}", file=sys.stderr)
+        if pg:
+            pg.stop()
         return 1
     children: list[tuple[str, subprocess.Popen]] = []
     stopping = False
@@ -184,6 +225,7 @@ def cmd_up(args) -> int:
         env.setdefault("GHOSTLY_AUTH_MODE", "dev")
         if cfg.statistics_database_url:
             env["STATISTICS_DATABASE_URL"] = cfg.statistics_database_url
+        env["GHOSTLY_EVENTS_URL"] = cfg.events_url  # ingest consumes the bucket events there
         for name in SERVICES:
             children.append((name, subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env)))
         deadline = time.monotonic() + 30
@@ -192,18 +234,22 @@ def cmd_up(args) -> int:
             if all(s == "SERVING" for s in states) or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        print(f"database  {redact(cfg.database_url)}"
-              + (f"  (embedded, password in {pg.password_file})" if pg else ""))
-        print(f"auth      {env['GHOSTLY_AUTH_MODE']}" + ("  (no token needed: local admin)"
-                                                      if env["GHOSTLY_AUTH_MODE"] == "dev" else ""))
+        print(f"database  {redact(cfg.database_url)}" + (f"  (embedded, password in {pg.password_file})" if pg else ""))
+        print(
+            f"events    {cfg.events_url}  subject {cfg.events_subject}"
+            + (f"  (embedded nats-server, store {broker.store_dir})" if broker else "")
+        )
+        print(
+            f"auth      {env['GHOSTLY_AUTH_MODE']}"
+            + ("  (no token needed: local admin)" if env["GHOSTLY_AUTH_MODE"] == "dev" else "")
+        )
         for name, state in zip(SERVICES, states):
             print(f"{name:<12} grpc://{cfg.target(name):<22} {state}")
         print("Ctrl-C to stop.", flush=True)
         while not stopping:
             for name, proc in children:
                 if proc.poll() is not None:
-                    print(f"ghostly up: service {name} exited with code {proc.returncode}; stopping",
-                          file=sys.stderr)
+                    print(f"ghostly up: service {name} exited with code {proc.returncode}; stopping", file=sys.stderr)
                     return 1
             time.sleep(0.5)
         return 0
@@ -216,6 +262,8 @@ def cmd_up(args) -> int:
                 proc.wait(timeout=cfg.shutdown_grace_s + 5)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if broker:
+            broker.stop()
         if pg:
             pg.stop()
 
@@ -224,12 +272,21 @@ def cmd_token(args) -> int:
     """Mint a token with the configured HS256 secret (local tooling; production tokens come
     from the identity provider)."""
     from libs.auth import issue_token
+
     cfg = config_mod.load()
     if not cfg.auth.secret:
         print("ghostly token: set GHOSTLY_JWT_SECRET (HS256) first", file=sys.stderr)
         return 2
-    print(issue_token(secret=cfg.auth.secret, subject=args.subject, role=args.role, issuer=cfg.auth.issuer,
-                      audience=cfg.auth.audience, ttl_s=args.ttl))
+    print(
+        issue_token(
+            secret=cfg.auth.secret,
+            subject=args.subject,
+            role=args.role,
+            issuer=cfg.auth.issuer,
+            audience=cfg.auth.audience,
+            ttl_s=args.ttl,
+        )
+    )
     return 0
 
 
@@ -241,8 +298,9 @@ def _command_word(argv: list[str]) -> str | None:
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The `ghostly` parser. With `argv`, only the module of the command it names is imported
     (the other commands are placeholders that carry their help line); without, every module."""
-    parser = argparse.ArgumentParser(prog="ghostly", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="ghostly", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="run database, migrations and all services").set_defaults(func=cmd_up)
     p = sub.add_parser("serve", help="run one service")
@@ -251,8 +309,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("migrate", help="apply database migrations")
     p.add_argument("--to", type=int, help="apply up to this version (includes manual ones)")
     p.add_argument("--status", action="store_true", help="list migrations and whether applied")
-    p.add_argument("--set-role-passwords", action="store_true",
-                   help="then give the per-service roles the passwords in GHOSTLY_<SERVICE>_DB_PASSWORD")
+    p.add_argument(
+        "--set-role-passwords",
+        action="store_true",
+        help="then give the per-service roles the passwords in GHOSTLY_<SERVICE>_DB_PASSWORD",
+    )
     p.set_defaults(func=cmd_migrate)
     sub.add_parser("status", help="health of each service").set_defaults(func=cmd_status)
     p = sub.add_parser("token", help="mint a bearer token (HS256, GHOSTLY_JWT_SECRET) for local use")
@@ -264,7 +325,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     wanted = _command_word(argv) if argv is not None else None
     loaded: set[str] = set()
     for name, (module, help_line) in COMMANDS.items():
-        if argv is None or COMMANDS.get(wanted, ("",))[0] == module:
+        if argv is None or COMMANDS.get(wanted or "", ("", ""))[0] == module:
             if module not in loaded:
                 loaded.add(module)
                 importlib.import_module(module).register(sub)
@@ -278,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(argv).parse_args(argv)
     try:
         return args.func(args) or 0
-    except config_mod.ConfigError as exc:   # a bad setting: its message, no traceback
+    except config_mod.ConfigError as exc:  # a bad setting: its message, no traceback
         print(f"ghostly: {exc}", file=sys.stderr)
         return 2
 

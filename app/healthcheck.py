@@ -1,8 +1,9 @@
 """Container health probe: exit 0 when a local gRPC server reports SERVING.
 
-    python -m libs.healthcheck ingest        # uses GHOSTLY_INGEST_PORT
-    python -m libs.healthcheck 127.0.0.1:50052
+python -m app.healthcheck ingest        # uses GHOSTLY_INGEST_PORT
+python -m app.healthcheck 127.0.0.1:50052
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -16,13 +17,18 @@ async def status(address: str, timeout: float = 2.0, tls_settings=None) -> str:
     gRPC status code's name if the health call itself failed otherwise."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
+
     from libs.tls import aio_channel
+
     async with aio_channel(address, tls_settings) as channel:
         try:
             reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
         except grpc.aio.AioRpcError as exc:
-            return "UNREACHABLE" if exc.code() in (grpc.StatusCode.UNAVAILABLE,
-                                                    grpc.StatusCode.DEADLINE_EXCEEDED) else exc.code().name
+            return (
+                "UNREACHABLE"
+                if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+                else exc.code().name
+            )
     return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
 

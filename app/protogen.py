@@ -2,8 +2,9 @@
 
 The generated files are committed next to their .proto sources so that a plain install
 needs no build step; `tests/test_protos.py` regenerates into a temp dir and fails when the
-committed files are stale.  Run: python -m libs.protogen
+committed files are stale.  Run: python -m app.protogen
 """
+
 from __future__ import annotations
 
 import sys
@@ -18,16 +19,22 @@ def proto_files(root: Path = PROTO_ROOT) -> list[Path]:
 
 def generate(out_dir: Path = PROTO_ROOT) -> list[Path]:
     """Compile every .proto under protos/ into out_dir; return the files written."""
+    import grpc_tools  # type: ignore[import-untyped]  # grpcio-tools ships no type information
     from grpc_tools import protoc
-    import grpc_tools
 
     include = str(Path(grpc_tools.__file__).parent / "_proto")  # google/protobuf/*.proto
     files = [str(p.relative_to(PROTO_ROOT)) for p in proto_files()]
-    rc = protoc.main([
-        "protoc", f"-I{PROTO_ROOT}", f"-I{include}",
-        f"--python_out={out_dir}", f"--pyi_out={out_dir}", f"--grpc_python_out={out_dir}",
-        *files,
-    ])
+    rc = protoc.main(
+        [
+            "protoc",
+            f"-I{PROTO_ROOT}",
+            f"-I{include}",
+            f"--python_out={out_dir}",
+            f"--pyi_out={out_dir}",
+            f"--grpc_python_out={out_dir}",
+            *files,
+        ]
+    )
     if rc != 0:
         raise RuntimeError(f"protoc failed with exit code {rc}")
     written = []

@@ -1,4 +1,5 @@
 """Process entry point shared by `python -m services.<name>` and `ghostly serve <name>`."""
+
 from __future__ import annotations
 
 import asyncio
@@ -21,7 +22,7 @@ def loop_factory(name: str):
     if name == "uvloop":
         try:
             import uvloop
-        except ImportError:   # e.g. a platform without wheels: the standard loop still works
+        except ImportError:  # e.g. a platform without wheels: the standard loop still works
             log.warning("uvloop is not installed; running on the standard asyncio loop")
             return None
         return uvloop.new_event_loop
@@ -31,7 +32,7 @@ def loop_factory(name: str):
 def main(spec: ServiceSpec) -> None:
     try:
         cfg = config_mod.load()
-    except config_mod.ConfigError as exc:   # a bad setting: its message, exit 2, no traceback
+    except config_mod.ConfigError as exc:  # a bad setting: its message, exit 2, no traceback
         print(f"{spec.name}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     logs.setup(cfg.log_level)
@@ -45,8 +46,10 @@ def main(spec: ServiceSpec) -> None:
     factory = loop_factory(cfg.event_loop)
     # Local use without a server: the project's own embedded cluster, migrated.
     cfg, pg = ensure_database(cfg)
+    assert cfg.database_url is not None  # ensure_database names one
     if pg is not None:
         from libs.db.migrate import migrate
+
         asyncio.run(migrate(cfg.database_url))
     try:
         with asyncio.Runner(loop_factory=factory) as runner:

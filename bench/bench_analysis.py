@@ -20,8 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import LARGEST
-
+from bench.common import LARGEST
 from libs.emg import analyze, analyze_file, read_c3d
 
 TARGET_MS = 30.0

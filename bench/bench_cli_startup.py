@@ -12,6 +12,7 @@ first, so the figures are for a warm file cache.
 
 Run: .venv/bin/python bench/bench_cli_startup.py [--runs 10] [--limit 0.3] [--module]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def ghostly_command(module: bool) -> list[str]:
     script = Path(sys.executable).parent / "ghostly"
-    return [str(script)] if script.exists() and not module else [sys.executable, "-m", "libs.cli"]
+    return [str(script)] if script.exists() and not module else [sys.executable, "-m", "app.cli"]
 
 
 def closed_port() -> int:
@@ -51,13 +52,21 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--limit", type=float, default=0.3, help="seconds allowed (default 0.3)")
-    ap.add_argument("--module", action="store_true",
-                    help="run `python -m libs.cli` from this checkout instead of the installed `ghostly` script")
+    ap.add_argument(
+        "--module",
+        action="store_true",
+        help="run `python -m app.cli` from this checkout instead of the installed `ghostly` script",
+    )
     args = ap.parse_args()
     ghostly = ghostly_command(args.module)
     env = dict(os.environ, GHOSTLY_STATISTICS_ADDRESS=f"127.0.0.1:{closed_port()}")
-    cases = [(["--help"], True), (["sessions", "--help"], True), (["patients", "list", "--help"], True),
-             (["sessions", "list", "--timeout", "5"], True), (["analyze", "--help"], False)]
+    cases = [
+        (["--help"], True),
+        (["sessions", "--help"], True),
+        (["patients", "list", "--help"], True),
+        (["sessions", "list", "--timeout", "5"], True),
+        (["analyze", "--help"], False),
+    ]
     print(f"{' '.join(ghostly)}: median of {args.runs} runs")
     over = False
     python = median_s([sys.executable, "-c", "pass"], args.runs, env)

@@ -6,6 +6,7 @@ every file has its own hash) with C concurrent clients. Target: >= 20 files/s on
 
     .venv/bin/python bench/bench_ingest.py [--files 60] [--concurrency 4]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,11 +19,12 @@ import time
 import uuid
 from pathlib import Path
 
-from common import LARGEST, database, median, pct, services
-
 import asyncpg
 import grpc
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bench.*, tests.*
+
+from bench.common import LARGEST, database, median, pct, services
 from ghostly.ingest.v1 import ingest_pb2_grpc
 from services.ingest.cli import requests
 
@@ -41,10 +43,14 @@ def variants(src: Path, n: int, folder: Path) -> list[Path]:
 
 async def run(dsn: str, files: list[Path], concurrency: int, address: str) -> tuple[float, list[float]]:
     conn = await asyncpg.connect(dsn)
-    therapist = await conn.fetchval("INSERT INTO therapists (user_id, first_name, last_name) "
-                                    "VALUES ($1, 'B', 'T') RETURNING id", uuid.uuid4())
-    await conn.execute("INSERT INTO patients (therapist_id, patient_code, first_name, last_name, date_of_birth) "
-                       "VALUES ($1, 'P900', 'B', 'P', '1940-01-01')", therapist)
+    therapist = await conn.fetchval(
+        "INSERT INTO therapists (user_id, first_name, last_name) VALUES ($1, 'B', 'T') RETURNING id", uuid.uuid4()
+    )
+    await conn.execute(
+        "INSERT INTO patients (therapist_id, patient_code, first_name, last_name, date_of_birth) "
+        "VALUES ($1, 'P900', 'B', 'P', '1940-01-01')",
+        therapist,
+    )
     await conn.close()
     latencies: list[float] = []
     gate = asyncio.Semaphore(concurrency)
@@ -58,7 +64,7 @@ async def run(dsn: str, files: list[Path], concurrency: int, address: str) -> tu
                 assert reply.created, reply
                 latencies.append((time.perf_counter() - t) * 1000)
 
-        await one(files[0])   # warm-up (worker processes, prepared statements)
+        await one(files[0])  # warm-up (worker processes, prepared statements)
         latencies.clear()
         t0 = time.perf_counter()
         await asyncio.gather(*(one(f) for f in files[1:]))
@@ -103,8 +109,10 @@ def main() -> None:
             rate, lat = asyncio.run(run(dsn, files, args.concurrency, address))
             cpu = {k: (v - cpu0.get(k, 0)) / (len(files) - 1) * 1000 for k, v in tree_cpu(server.pid).items()}
     size_mb = LARGEST.stat().st_size / 1e6
-    print(f"ingest of {len(files) - 1} distinct {size_mb:.1f} MB files through gRPC, "
-          f"{args.concurrency} concurrent uploads, {os.cpu_count()} cores")
+    print(
+        f"ingest of {len(files) - 1} distinct {size_mb:.1f} MB files through gRPC, "
+        f"{args.concurrency} concurrent uploads, {os.cpu_count()} cores"
+    )
     print(f"  throughput     {rate:6.1f} files/s   (target >= 20; reference implementation ~1.25 files/s)")
     print(f"  latency median {median(lat):6.1f} ms   p90 {pct(lat, 90):.1f} ms   p99 {pct(lat, 99):.1f} ms")
     print(f"  CPU per file   server process {cpu['server']:.1f} ms, analysis workers {cpu['workers']:.1f} ms")

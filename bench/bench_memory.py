@@ -31,9 +31,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bench.*
+from bench.common import ROOT
 
 MB = 1_000_000
 RATE, POINT_RATE, N_SUB, N_CH = 990.0, 33.0, 30, 4
@@ -48,7 +49,7 @@ def _params(n_frames: int, storage: str) -> bytes:
     is_float = storage == "float"
     labels = ["CH1 Raw", "CH2 Raw", "CH1 activated", "CH2 activated"]
     frames = n_frames if n_frames <= 32767 else (n_frames - 65536 if n_frames <= 65535 else -1)
-    groups = {
+    groups: dict[str, list[tuple[str, int, list[Any]]]] = {
         "POINT": [
             ("USED", 2, [1]),
             ("SCALE", 4, [-1.0 if is_float else 0.1]),
@@ -222,8 +223,8 @@ def measure_services(files: list[tuple[str, float, Path]]) -> dict[tuple[str, fl
 
     import asyncpg
     import grpc
-    from common import database, services
 
+    from bench.common import database, services
     from ghostly.ingest.v1 import ingest_pb2_grpc
     from ghostly.jit_signal.v1 import jit_signal_pb2 as pb
     from ghostly.jit_signal.v1 import jit_signal_pb2_grpc
@@ -332,7 +333,7 @@ def main() -> int:
     formats = args.formats.split(",")
     folder = Path(args.dir or tempfile.mkdtemp(prefix="ghostly-bench-memory-", dir="/tmp"))
     folder.mkdir(parents=True, exist_ok=True)
-    files = []
+    files: list[tuple[str, float, Path]] = []
     for storage in formats:
         for size in sizes:
             path = folder / f"Ghostly_Emg_20240506_14-30-{len(files):02d}-0001.c3d"

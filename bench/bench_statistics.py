@@ -19,6 +19,7 @@ Run: .venv/bin/python bench/bench_statistics.py [--sessions 7000,70000,700000] [
      [--therapists 50] [--quick] [--auth jwt] [--plans]
      (700k sessions: ~3 min to generate and load, ~3 GB of client memory)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,13 +40,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import database, services, wait_serving  # noqa: E402
-from gen_cohort import generate, summary  # noqa: E402
+from bench.common import database, services, wait_serving  # noqa: E402
+from bench.gen_cohort import generate, summary  # noqa: E402
 from ghostly.statistics.v1 import statistics_pb2 as pb  # noqa: E402
 from ghostly.statistics.v1 import statistics_pb2_grpc  # noqa: E402
 from libs.auth import issue_token  # noqa: E402
-from services.statistics import queries as q  # noqa: E402
 from libs.db.dsn import with_user  # noqa: E402
+from services.statistics import queries as q  # noqa: E402
 
 TARGETS = {  # name -> (statistic, limit ms)
     "GetPerformanceScore": [("p50", 1.0), ("p99", 5.0)],
@@ -55,10 +56,13 @@ TARGETS = {  # name -> (statistic, limit ms)
     "GetCohortSummary (therapist)": [("p99", 10.0)],
 }
 # The calls of the closing table across sizes.
-SCALING = ["GetPerformanceScore", "GetSession", "GetPatientProgress", "GetCohortSummary (all)",
-           "GetCohortSummary (therapist)"]
-
-
+SCALING = [
+    "GetPerformanceScore",
+    "GetSession",
+    "GetPatientProgress",
+    "GetCohortSummary (all)",
+    "GetCohortSummary (therapist)",
+]
 
 
 async def _timed(calls: int, make_call) -> np.ndarray:
@@ -71,9 +75,13 @@ async def _timed(calls: int, make_call) -> np.ndarray:
 
 
 def _fmt(samples: np.ndarray) -> dict:
-    return {"n": len(samples), "p50": float(np.percentile(samples, 50)),
-            "p90": float(np.percentile(samples, 90)), "p99": float(np.percentile(samples, 99)),
-            "max": float(samples.max())}
+    return {
+        "n": len(samples),
+        "p50": float(np.percentile(samples, 50)),
+        "p90": float(np.percentile(samples, 90)),
+        "p99": float(np.percentile(samples, 99)),
+        "max": float(samples.max()),
+    }
 
 
 class _WithToken:
@@ -102,42 +110,51 @@ async def measure(address: str, data: dict, quick: bool, token: str | None = Non
         # Warm-up: every pooled connection prepares its statements; gRPC channel is up.
         warm = [stub.GetPerformanceScore(pb.SessionKey(session_id=rnd.choice(completed))) for _ in range(200)]
         warm += [stub.GetSession(pb.GetSessionRequest(session_id=rnd.choice(sessions))) for _ in range(200)]
-        warm += [stub.GetPatientProgress(pb.GetPatientProgressRequest(patient_id=rnd.choice(patients)))
-                 for _ in range(50)]
-        warm += [stub.GetEmgStatistics(pb.GetEmgStatisticsRequest(session_id=rnd.choice(completed)))
-                 for _ in range(50)]
-        warm += [stub.ListSessions(pb.ListSessionsRequest(patient_id=rnd.choice(patients), page_size=20))
-                 for _ in range(50)]
+        warm += [
+            stub.GetPatientProgress(pb.GetPatientProgressRequest(patient_id=rnd.choice(patients))) for _ in range(50)
+        ]
+        warm += [stub.GetEmgStatistics(pb.GetEmgStatisticsRequest(session_id=rnd.choice(completed))) for _ in range(50)]
+        warm += [
+            stub.ListSessions(pb.ListSessionsRequest(patient_id=rnd.choice(patients), page_size=20)) for _ in range(50)
+        ]
         await asyncio.gather(*warm)
         for _ in range(3):
             await stub.GetCohortSummary(pb.GetCohortSummaryRequest())
 
         ids = [rnd.choice(completed) for _ in range(4000 // k)]
-        results["GetPerformanceScore"] = _fmt(await _timed(len(ids), lambda i: stub.GetPerformanceScore(
-            pb.SessionKey(session_id=ids[i]))))
+        results["GetPerformanceScore"] = _fmt(
+            await _timed(len(ids), lambda i: stub.GetPerformanceScore(pb.SessionKey(session_id=ids[i])))
+        )
         ids = [rnd.choice(sessions) for _ in range(4000 // k)]
-        results["GetSession"] = _fmt(await _timed(len(ids), lambda i: stub.GetSession(
-            pb.GetSessionRequest(session_id=ids[i]))))
+        results["GetSession"] = _fmt(
+            await _timed(len(ids), lambda i: stub.GetSession(pb.GetSessionRequest(session_id=ids[i])))
+        )
         ids = [rnd.choice(completed) for _ in range(1000 // k)]
-        results["GetEmgStatistics"] = _fmt(await _timed(len(ids), lambda i: stub.GetEmgStatistics(
-            pb.GetEmgStatisticsRequest(session_id=ids[i]))))
+        results["GetEmgStatistics"] = _fmt(
+            await _timed(len(ids), lambda i: stub.GetEmgStatistics(pb.GetEmgStatisticsRequest(session_id=ids[i])))
+        )
         pts = [rnd.choice(patients) for _ in range(1000 // k)]
         sizes = []
 
         async def progress(i):
             res = await stub.GetPatientProgress(pb.GetPatientProgressRequest(patient_id=pts[i]))
             sizes.append(len(res.points))
+
         results["GetPatientProgress"] = _fmt(await _timed(len(pts), progress))
         results["GetPatientProgress"]["note"] = f"{np.mean(sizes):.1f} points/patient"
-        results["ListSessions (patient, 20)"] = _fmt(await _timed(len(pts), lambda i: stub.ListSessions(
-            pb.ListSessionsRequest(patient_id=pts[i], page_size=20))))
-        results["ListSessions (all, 50)"] = _fmt(await _timed(500 // k, lambda i: stub.ListSessions(
-            pb.ListSessionsRequest(page_size=50))))
-        results["GetCohortSummary (all)"] = _fmt(await _timed(1000 // k, lambda i: stub.GetCohortSummary(
-            pb.GetCohortSummaryRequest())))
+        results["ListSessions (patient, 20)"] = _fmt(
+            await _timed(len(pts), lambda i: stub.ListSessions(pb.ListSessionsRequest(patient_id=pts[i], page_size=20)))
+        )
+        results["ListSessions (all, 50)"] = _fmt(
+            await _timed(500 // k, lambda i: stub.ListSessions(pb.ListSessionsRequest(page_size=50)))
+        )
+        results["GetCohortSummary (all)"] = _fmt(
+            await _timed(1000 // k, lambda i: stub.GetCohortSummary(pb.GetCohortSummaryRequest()))
+        )
         ths = [rnd.choice(therapists) for _ in range(1000 // k)]
-        results["GetCohortSummary (therapist)"] = _fmt(await _timed(len(ths), lambda i: stub.GetCohortSummary(
-            pb.GetCohortSummaryRequest(therapist_id=ths[i]))))
+        results["GetCohortSummary (therapist)"] = _fmt(
+            await _timed(len(ths), lambda i: stub.GetCohortSummary(pb.GetCohortSummaryRequest(therapist_id=ths[i])))
+        )
 
         # Throughput: 50 concurrent callers, dashboard mix (score + session), fixed duration.
         duration = 5.0 if not quick else 2.0
@@ -153,13 +170,14 @@ async def measure(address: str, data: dict, quick: bool, token: str | None = Non
                 else:
                     await stub.GetSession(pb.GetSessionRequest(session_id=r.choice(sessions)))
                 done += 1
+
         started = time.perf_counter()
         await asyncio.gather(*(caller(i) for i in range(50)))
         rps = done / (time.perf_counter() - started)
     return results, rps
 
 
-SUMMARY = object()   # plan check of the cohort summary: cohort_summary_scores only
+SUMMARY = object()  # plan check of the cohort summary: cohort_summary_scores only
 
 
 async def explain_all(dsn: str, data: dict) -> list[tuple[str, str, bool]]:
@@ -169,8 +187,11 @@ async def explain_all(dsn: str, data: dict) -> list[tuple[str, str, bool]]:
     sid = data["completed_ids"][len(data["completed_ids"]) // 2]
     patient = data["patient_codes"][len(data["patient_codes"]) // 2]
     therapist = data["therapist_ids"][0]
-    cursor_row = await conn.fetchrow("SELECT session_date, id FROM therapy_sessions WHERE patient_id = $1 "
-                                     "ORDER BY session_date DESC, id DESC OFFSET 20 LIMIT 1", patient)
+    cursor_row = await conn.fetchrow(
+        "SELECT session_date, id FROM therapy_sessions WHERE patient_id = $1 "
+        "ORDER BY session_date DESC, id DESC OFFSET 20 LIMIT 1",
+        patient,
+    )
     cases = [
         ("GetSession", q.GET_SESSION, [sid], True),
         ("GetPerformanceScore", q.PERFORMANCE_SCORE, [sid], True),
@@ -179,12 +200,19 @@ async def explain_all(dsn: str, data: dict) -> list[tuple[str, str, bool]]:
         ("GetEmgStatistics", q.EMG_STATISTICS, [sid], True),
         ("GetEmgStatistics contractions", q.CONTRACTIONS, [sid], bool(data["contraction_rows"])),
         ("GetPatientProgress", q.patient_progress(False, False), [patient], True),
-        ("ListSessions patient page 2", q.list_sessions(["patient_id = $1"], 2, 3, False, 4),
-         [patient, cursor_row["session_date"], cursor_row["id"], 21], True),
+        (
+            "ListSessions patient page 2",
+            q.list_sessions(["patient_id = $1"], 2, 3, False, 4),
+            [patient, cursor_row["session_date"], cursor_row["id"], 21],
+            True,
+        ),
         ("ListSessions all page 1", q.list_sessions([], None, None, False, 1), [51], True),
-        ("ListSessions therapist+status", q.list_sessions(["therapist_id = $1", "processing_status = $2"],
-                                                          None, None, False, 3),
-         [therapist, "completed", 51], True),
+        (
+            "ListSessions therapist+status",
+            q.list_sessions(["therapist_id = $1", "processing_status = $2"], None, None, False, 3),
+            [therapist, "completed", 51],
+            True,
+        ),
         ("GetCohortSummary therapist", q.cohort_summary(True, False, False), [therapist], SUMMARY),
         ("GetCohortSummary all", q.cohort_summary(False, False, False), [], SUMMARY),
     ]
@@ -196,10 +224,13 @@ async def explain_all(dsn: str, data: dict) -> list[tuple[str, str, bool]]:
                 # O(days): only the pre-aggregated rows, nothing that grows with the registry.
                 ok = "cohort_summary_scores" in plan and not any(
                     f" on {t} " in plan or f" on {t}\n" in plan
-                    for t in ("therapy_sessions", "performance_scores", "cohort_day_scores", "patients"))
+                    for t in ("therapy_sessions", "performance_scores", "cohort_day_scores", "patients")
+                )
             else:
-                ok = not must or ("Index" in plan and not ("Seq Scan on therapy_sessions" in plan
-                                                           or "Seq Scan on performance_scores" in plan))
+                ok = not must or (
+                    "Index" in plan
+                    and not ("Seq Scan on therapy_sessions" in plan or "Seq Scan on performance_scores" in plan)
+                )
             out.append((name, plan, ok))
     finally:
         await conn.close()
@@ -211,8 +242,14 @@ async def run(dsn: str, sessions: int, args) -> tuple[dict, bool]:
     every target and plan check was met."""
     t0 = time.perf_counter()
     patients = max(1, sessions // args.per_patient)
-    data = await generate(dsn, patients=patients, sessions_per_patient=args.per_patient,
-                          therapists=args.therapists, contractions=args.contractions, quiet=True)
+    data = await generate(
+        dsn,
+        patients=patients,
+        sessions_per_patient=args.per_patient,
+        therapists=args.therapists,
+        contractions=args.contractions,
+        quiet=True,
+    )
     print(summary(data), flush=True)
     token = None
     auth_env = {"GHOSTLY_AUTH_MODE": "dev"}
@@ -222,9 +259,16 @@ async def run(dsn: str, sessions: int, args) -> tuple[dict, bool]:
         auth_env = {"GHOSTLY_AUTH_MODE": "jwt", "GHOSTLY_JWT_SECRET": secret}
         token = issue_token(secret=secret, subject=str(uuid.uuid4()), role="researcher")
     # The service's default log level (its access lines included), pool and metrics settings.
-    with services(["statistics"], dsn, wait=False, quiet=True, GHOSTLY_DATA_DIR=str(Path(args.workdir)),
-                  GHOSTLY_LOG_LEVEL=os.environ.get("GHOSTLY_LOG_LEVEL", "INFO"), GHOSTLY_SHUTDOWN_GRACE_S="1",
-                  **auth_env) as running:
+    with services(
+        ["statistics"],
+        dsn,
+        wait=False,
+        quiet=True,
+        GHOSTLY_DATA_DIR=str(Path(args.workdir)),
+        GHOSTLY_LOG_LEVEL=os.environ.get("GHOSTLY_LOG_LEVEL", "INFO"),
+        GHOSTLY_SHUTDOWN_GRACE_S="1",
+        **auth_env,
+    ) as running:
         address = running.addresses["statistics"]
         # The client holds up to millions of ids: keep them out of the cyclic GC's full
         # collections (a client artefact that would otherwise show up in the measured p99).
@@ -239,8 +283,10 @@ async def run(dsn: str, sessions: int, args) -> tuple[dict, bool]:
         for name, plan, ok in plans:
             print(f"\n-- {name}  [{'ok' if ok else 'BAD PLAN'}]\n{plan}")
 
-    print(f"\n== StatisticsService through gRPC ({data['sessions']} sessions, {data['patients']} patients, "
-          f"{data['therapists']} therapists, {os.cpu_count()} CPUs, auth {args.auth}) ==")
+    print(
+        f"\n== StatisticsService through gRPC ({data['sessions']} sessions, {data['patients']} patients, "
+        f"{data['therapists']} therapists, {os.cpu_count()} CPUs, auth {args.auth}) =="
+    )
     print(f"{'call':<32}{'n':>6}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}   target")
     all_ok = True
     for name, r in results.items():
@@ -250,14 +296,25 @@ async def run(dsn: str, sessions: int, args) -> tuple[dict, bool]:
             all_ok &= ok
             checks.append(f"{stat}<={limit:g} {'OK' if ok else 'MISSED'}")
         note = f"  ({r['note']})" if "note" in r else ""
-        print(f"{name:<32}{r['n']:>6}{r['p50']:>9.3f}{r['p90']:>9.3f}{r['p99']:>9.3f}{r['max']:>9.3f}   "
-              f"{', '.join(checks) or '-'}{note}")
+        print(
+            f"{name:<32}{r['n']:>6}{r['p50']:>9.3f}{r['p90']:>9.3f}{r['p99']:>9.3f}{r['max']:>9.3f}   "
+            f"{', '.join(checks) or '-'}{note}"
+        )
     print(f"{'throughput, 50 callers':<32}{rps:>15.0f} req/s (GetPerformanceScore/GetSession mix)")
     bad = [name for name, _, ok in plans if not ok]
-    print("plans: " + ("point/list/progress queries use their indexes; the cohort summary reads "
-                       "cohort_summary_scores only" if not bad else f"BAD PLAN: {', '.join(bad)}"))
-    print(f"size done in {time.perf_counter() - t0:.1f}s (load {data['total_s']:.1f}s); "
-          f"targets {'met' if all_ok else 'NOT met'}", flush=True)
+    print(
+        "plans: "
+        + (
+            "point/list/progress queries use their indexes; the cohort summary reads cohort_summary_scores only"
+            if not bad
+            else f"BAD PLAN: {', '.join(bad)}"
+        )
+    )
+    print(
+        f"size done in {time.perf_counter() - t0:.1f}s (load {data['total_s']:.1f}s); "
+        f"targets {'met' if all_ok else 'NOT met'}",
+        flush=True,
+    )
     results["_load_s"] = data["total_s"]
     return results, all_ok and not bad
 
@@ -268,8 +325,7 @@ def print_scaling(by_size: dict[int, dict]) -> None:
     print(f"{'call':<32}" + "".join(f"{n:>20,}" for n in sizes) + (f"{'p50 growth':>12}" if len(sizes) > 1 else ""))
     for name in SCALING:
         cells = "".join(f"{by_size[n][name]['p50']:>11.2f} /{by_size[n][name]['p99']:>7.2f}" for n in sizes)
-        growth = (f"{by_size[sizes[-1]][name]['p50'] / by_size[sizes[0]][name]['p50']:>11.1f}x"
-                  if len(sizes) > 1 else "")
+        growth = f"{by_size[sizes[-1]][name]['p50'] / by_size[sizes[0]][name]['p50']:>11.1f}x" if len(sizes) > 1 else ""
         print(f"{name:<32}{cells}{growth}")
     print(f"{'load (generate+COPY+VACUUM) s':<32}" + "".join(f"{by_size[n]['_load_s']:>20.1f}" for n in sizes))
 
@@ -286,23 +342,32 @@ def _sizes(text: str) -> list[int]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description="StatisticsService benchmark")
-    ap.add_argument("--sessions", type=_sizes, default=[70000],
-                    help="total sessions of each cohort, comma-separated (default 70000; e.g. 7000,70000,700000)")
+    ap.add_argument(
+        "--sessions",
+        type=_sizes,
+        default=[70000],
+        help="total sessions of each cohort, comma-separated (default 70000; e.g. 7000,70000,700000)",
+    )
     ap.add_argument("--per-patient", type=int, default=70, help="sessions per patient (default 70)")
     ap.add_argument("--therapists", type=int, default=50, help="therapists of each cohort (default 50)")
     ap.add_argument("--contractions", action="store_true")
     ap.add_argument("--quick", action="store_true", help="fewer samples (smoke run)")
     ap.add_argument("--plans", action="store_true", help="print EXPLAIN (ANALYZE, BUFFERS) of every query")
-    ap.add_argument("--auth", choices=("dev", "jwt"), default="dev",
-                    help="dev: calls without a token (default); jwt: a researcher's bearer token on every call")
+    ap.add_argument(
+        "--auth",
+        choices=("dev", "jwt"),
+        default="dev",
+        help="dev: calls without a token (default); jwt: a researcher's bearer token on every call",
+    )
     args = ap.parse_args()
     import tempfile
+
     args.workdir = tempfile.mkdtemp(prefix="ghostly-bench-")
     by_size: dict[int, dict] = {}
     all_ok = True
     for sessions in args.sessions:
         print(f"\n######## cohort of {sessions:,} sessions ########", flush=True)
-        with database() as dsn:      # migrated; embedded unless DATABASE_URL (then a scratch database)
+        with database() as dsn:  # migrated; embedded unless DATABASE_URL (then a scratch database)
             by_size[sessions], ok = asyncio.run(run(dsn, sessions, args))
         all_ok &= ok
     print_scaling(by_size)

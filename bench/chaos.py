@@ -15,6 +15,7 @@ by kind and status code, and the check's counts; exit code 1 when a target is mi
 
     .venv/bin/python bench/chaos.py [--duration 120] [--seed 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,14 +31,17 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-from common import ROOT, wait_serving
-
 import asyncpg
 import grpc
 
-from ghostly.export.v1 import export_pb2 as epb, export_pb2_grpc
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bench.*, tests.*
+
+from bench.common import ROOT, wait_serving
+from ghostly.export.v1 import export_pb2 as epb
+from ghostly.export.v1 import export_pb2_grpc
 from ghostly.ingest.v1 import ingest_pb2, ingest_pb2_grpc
-from ghostly.jit_signal.v1 import jit_signal_pb2 as jpb, jit_signal_pb2_grpc
+from ghostly.jit_signal.v1 import jit_signal_pb2 as jpb
+from ghostly.jit_signal.v1 import jit_signal_pb2_grpc
 from libs.db.embedded import EmbeddedPostgres, free_port
 from libs.db.migrate import migrate
 from libs.emg.synthetic import ChannelSpec, SyntheticSpec, ghostly_file_name, regular_contractions, write_synthetic_c3d
@@ -56,19 +60,27 @@ class Cluster:
     def __init__(self, dsn: str, data_dir: Path):
         self.ports = {n: free_port() for n in SERVICES}
         self.addresses = {n: f"127.0.0.1:{p}" for n, p in self.ports.items()}
-        self.env = dict(os.environ, GHOSTLY_AUTH_MODE="dev", GHOSTLY_LOG_LEVEL=os.environ.get("CHAOS_LOG_LEVEL", "ERROR"), DATABASE_URL=dsn,
-                        GHOSTLY_DATA_DIR=str(data_dir), GHOSTLY_INGEST_CLAIM_LEASE_S=str(LEASE_S),
-                        GHOSTLY_INGEST_SWEEP_GRACE_S="5", GHOSTLY_INGEST_WORKERS="1",
-                        **{f"GHOSTLY_{n.upper()}_PORT": str(p) for n, p in self.ports.items()},
-                        **{f"GHOSTLY_{n.upper()}_ADDRESS": a for n, a in self.addresses.items()},
-                        **{f"GHOSTLY_{n.upper()}_METRICS_PORT": "0" for n in SERVICES})
+        self.env = dict(
+            os.environ,
+            GHOSTLY_AUTH_MODE="dev",
+            GHOSTLY_LOG_LEVEL=os.environ.get("CHAOS_LOG_LEVEL", "ERROR"),
+            DATABASE_URL=dsn,
+            GHOSTLY_DATA_DIR=str(data_dir),
+            GHOSTLY_INGEST_CLAIM_LEASE_S=str(LEASE_S),
+            GHOSTLY_INGEST_SWEEP_GRACE_S="5",
+            GHOSTLY_INGEST_WORKERS="1",
+            **{f"GHOSTLY_{n.upper()}_PORT": str(p) for n, p in self.ports.items()},
+            **{f"GHOSTLY_{n.upper()}_ADDRESS": a for n, a in self.addresses.items()},
+            **{f"GHOSTLY_{n.upper()}_METRICS_PORT": "0" for n in SERVICES},
+        )
         self.env.pop("STATISTICS_DATABASE_URL", None)
         self.procs: dict[str, subprocess.Popen] = {}
-        self.log = open(os.environ.get("CHAOS_LOG") or data_dir.parent / "services.log", "a")
+        self.log = open(os.environ.get("CHAOS_LOG") or data_dir.parent / "services.log", "a")  # noqa: SIM115 - the services write to it until the bench exits
 
     def start(self, name: str) -> None:
-        self.procs[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], cwd=ROOT, env=self.env,
-                                            stdout=self.log, stderr=self.log)
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}"], cwd=ROOT, env=self.env, stdout=self.log, stderr=self.log
+        )
 
     async def kill_and_restart(self, name: str) -> None:
         proc = self.procs[name]
@@ -90,9 +102,14 @@ class Cluster:
 def make_files(directory: Path, n: int) -> list[Path]:
     files = []
     for i in range(n):
-        spec = SyntheticSpec(duration_s=60.0, seed=5000 + i, channels=[
-            ChannelSpec(contractions=regular_contractions(8, 2.5, 6.0)),
-            ChannelSpec(contractions=regular_contractions(6, 2.0, 8.0, amplitude_v=200e-6))])
+        spec = SyntheticSpec(
+            duration_s=60.0,
+            seed=5000 + i,
+            channels=[
+                ChannelSpec(contractions=regular_contractions(8, 2.5, 6.0)),
+                ChannelSpec(contractions=regular_contractions(6, 2.0, 8.0, amplitude_v=200e-6)),
+            ],
+        )
         path = directory / f"{i:04d}_{ghostly_file_name(spec, seconds=i % 60, frac=f'{i:04d}')}"
         write_synthetic_c3d(path, spec)
         files.append(path)
@@ -102,13 +119,18 @@ def make_files(directory: Path, n: int) -> list[Path]:
 async def seed_people(dsn: str) -> tuple[str, uuid.UUID]:
     conn = await asyncpg.connect(dsn)
     try:
-        therapist = await conn.fetchval("INSERT INTO therapists (user_id, first_name, last_name) "
-                                        "VALUES ($1, 'C', 'T') RETURNING id", uuid.uuid4())
-        await conn.execute("INSERT INTO patients (therapist_id, patient_code, first_name, last_name, date_of_birth) "
-                           "VALUES ($1, 'P900', 'C', 'P', '1940-01-01')", therapist)
+        therapist = await conn.fetchval(
+            "INSERT INTO therapists (user_id, first_name, last_name) VALUES ($1, 'C', 'T') RETURNING id", uuid.uuid4()
+        )
+        await conn.execute(
+            "INSERT INTO patients (therapist_id, patient_code, first_name, last_name, date_of_birth) "
+            "VALUES ($1, 'P900', 'C', 'P', '1940-01-01')",
+            therapist,
+        )
         researcher = uuid.uuid4()
-        await conn.execute("INSERT INTO researcher_profiles (id, full_name, institution) VALUES ($1, 'R', 'I')",
-                           researcher)
+        await conn.execute(
+            "INSERT INTO researcher_profiles (id, full_name, institution) VALUES ($1, 'R', 'I')", researcher
+        )
         return "P900", researcher
     finally:
         await conn.close()
@@ -120,16 +142,28 @@ async def session_ids(dsn: str) -> list[str]:
     except Exception:  # noqa: BLE001 - database restarting
         return []
     try:
-        return [str(r["id"]) for r in await conn.fetch(
-            "SELECT id FROM therapy_sessions WHERE processing_status = 'completed'")]
+        return [
+            str(r["id"])
+            for r in await conn.fetch("SELECT id FROM therapy_sessions WHERE processing_status = 'completed'")
+        ]
     finally:
         await conn.close()
 
 
-async def load(cluster: Cluster, dsn: str, files: list[Path], patient: str, researcher: uuid.UUID,
-               stop_at: float, rng: random.Random, calls: Counter) -> None:
+async def load(
+    cluster: Cluster,
+    dsn: str,
+    files: list[Path],
+    patient: str,
+    researcher: uuid.UUID,
+    stop_at: float,
+    rng: random.Random,
+    calls: Counter,
+) -> None:
     def record(kind: str, exc: BaseException | None) -> None:
-        code = "OK" if exc is None else (exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else type(exc).__name__)
+        code = (
+            "OK" if exc is None else (exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else type(exc).__name__)
+        )
         calls[(kind, code)] += 1
 
     known: list[str] = []
@@ -145,7 +179,7 @@ async def load(cluster: Cluster, dsn: str, files: list[Path], patient: str, rese
             for path in files:
                 if time.monotonic() >= stop_at:
                     return
-                for _ in range(20):   # retried until accepted (the tablet's behaviour)
+                for _ in range(20):  # retried until accepted (the tablet's behaviour)
                     try:
                         await stub.Upload(requests(path, patient), timeout=30, wait_for_ready=True)
                         record("Upload", None)
@@ -175,17 +209,26 @@ async def load(cluster: Cluster, dsn: str, files: list[Path], patient: str, rese
         return stub.Reprocess(ingest_pb2.ReprocessRequest(session_id=sid), timeout=30, wait_for_ready=True)
 
     def export(stub, sid):
-        req = rng.choice([
-            dict(type=epb.EXPORT_TYPE_STATISTICS_ONLY, format=epb.EXPORT_FORMAT_CSV, session_ids=[sid]),
-            dict(type=epb.EXPORT_TYPE_SIGNALS_VISUALIZATION, format=epb.EXPORT_FORMAT_JSON, session_ids=[sid]),
-        ])
-        return stub.CreateExport(epb.CreateExportRequest(exported_by=str(researcher), **req),
-                                 timeout=30, wait_for_ready=True)
+        req = rng.choice(
+            [
+                dict(type=epb.EXPORT_TYPE_STATISTICS_ONLY, format=epb.EXPORT_FORMAT_CSV, session_ids=[sid]),
+                dict(type=epb.EXPORT_TYPE_SIGNALS_VISUALIZATION, format=epb.EXPORT_FORMAT_JSON, session_ids=[sid]),
+            ]
+        )
+        return stub.CreateExport(
+            epb.CreateExportRequest(exported_by=str(researcher), **req), timeout=30, wait_for_ready=True
+        )
 
     def stream(stub, sid):
-        return stub.StreamSignals(jpb.StreamSignalsRequest(
-            session_id=sid, kind=rng.choice([jpb.SIGNAL_KIND_RAW, jpb.SIGNAL_KIND_ENVELOPE]),
-            max_points=rng.choice([500, 1000, 2000])), timeout=30, wait_for_ready=True)
+        return stub.StreamSignals(
+            jpb.StreamSignalsRequest(
+                session_id=sid,
+                kind=rng.choice([jpb.SIGNAL_KIND_RAW, jpb.SIGNAL_KIND_ENVELOPE]),
+                max_points=rng.choice([500, 1000, 2000]),
+            ),
+            timeout=30,
+            wait_for_ready=True,
+        )
 
     reprocessor = lambda: repeatedly("ingest", "Reprocess", ingest_pb2_grpc.IngestServiceStub, reprocess)  # noqa: E731
     exporter = lambda: repeatedly("export", "CreateExport", export_pb2_grpc.ExportServiceStub, export)  # noqa: E731
@@ -200,8 +243,19 @@ def restart_postgres(pg: EmbeddedPostgres, down_s: float) -> None:
     pg_ctl's output pipe is not held by the new server)."""
     pg._run("pg_ctl", "-D", str(pg.data_dir), "-m", "immediate", "-w", "stop")
     time.sleep(down_s)
-    pg._run("pg_ctl", "-D", str(pg.data_dir), "-l", str(pg.data_dir / "server.log"), "-o", f"-p {pg.port}",
-            "-w", "-t", "60", "start")
+    pg._run(
+        "pg_ctl",
+        "-D",
+        str(pg.data_dir),
+        "-l",
+        str(pg.data_dir / "server.log"),
+        "-o",
+        f"-p {pg.port}",
+        "-w",
+        "-t",
+        "60",
+        "start",
+    )
 
 
 async def faults(cluster: Cluster, pg: EmbeddedPostgres, stop_at: float, rng: random.Random, injected: Counter) -> None:
@@ -212,7 +266,7 @@ async def faults(cluster: Cluster, pg: EmbeddedPostgres, stop_at: float, rng: ra
         if time.monotonic() >= stop_at:
             return
         if i % len(kinds) == 0:
-            rng.shuffle(kinds)   # every kind of fault in each round, in random order
+            rng.shuffle(kinds)  # every kind of fault in each round, in random order
         fault = kinds[i % len(kinds)]
         i += 1
         if fault == "restart postgresql":
@@ -229,25 +283,31 @@ async def consistency(dsn: str, store: Path, deadline_s: float) -> dict[str, int
         # database is back: give the survivors time.
         t_end = time.monotonic() + deadline_s
         while time.monotonic() < t_end and await conn.fetchval(
-                "SELECT (SELECT count(*) FROM therapy_sessions WHERE processing_status = 'processing') + "
-                "(SELECT count(*) FROM export_history WHERE error_message LIKE 'export in progress%')"):
+            "SELECT (SELECT count(*) FROM therapy_sessions WHERE processing_status = 'processing') + "
+            "(SELECT count(*) FROM export_history WHERE error_message LIKE 'export in progress%')"
+        ):
             await asyncio.sleep(0.5)
-        out = {k: await conn.fetchval(q) for k, q in {
-            "sessions": "SELECT count(*) FROM therapy_sessions",
-            "completed": "SELECT count(*) FROM therapy_sessions WHERE processing_status = 'completed'",
-            "stuck_processing": "SELECT count(*) FROM therapy_sessions WHERE processing_status = 'processing'",
-            "failed": "SELECT count(*) FROM therapy_sessions WHERE processing_status = 'failed'",
-            "completed_without_statistics": "SELECT count(*) FROM therapy_sessions s WHERE processing_status = "
+        out = {
+            k: await conn.fetchval(q)
+            for k, q in {
+                "sessions": "SELECT count(*) FROM therapy_sessions",
+                "completed": "SELECT count(*) FROM therapy_sessions WHERE processing_status = 'completed'",
+                "stuck_processing": "SELECT count(*) FROM therapy_sessions WHERE processing_status = 'processing'",
+                "failed": "SELECT count(*) FROM therapy_sessions WHERE processing_status = 'failed'",
+                "completed_without_statistics": "SELECT count(*) FROM therapy_sessions s WHERE processing_status = "
                 "'completed' AND (SELECT count(*) FROM emg_statistics e WHERE e.session_id = s.id) <> 2",
-            "completed_without_score": "SELECT count(*) FROM therapy_sessions s WHERE processing_status = 'completed' "
+                "completed_without_score": "SELECT count(*) FROM therapy_sessions s WHERE processing_status = 'completed' "
                 "AND NOT EXISTS (SELECT 1 FROM performance_scores p WHERE p.session_id = s.id)",
-            "exports": "SELECT count(*) FROM export_history",
-            "exports_in_progress": "SELECT count(*) FROM export_history WHERE export_status = 'failed' "
+                "exports": "SELECT count(*) FROM export_history",
+                "exports_in_progress": "SELECT count(*) FROM export_history WHERE export_status = 'failed' "
                 "AND error_message LIKE 'export in progress%'",
-        }.items()}
+            }.items()
+        }
         paths = {r["file_path"] for r in await conn.fetch("SELECT file_path FROM therapy_sessions")}
-        for r in await conn.fetch("SELECT id, export_type, export_timestamp FROM export_history "
-                                  "WHERE error_message LIKE 'export in progress%'"):
+        for r in await conn.fetch(
+            "SELECT id, export_type, export_timestamp FROM export_history "
+            "WHERE error_message LIKE 'export in progress%'"
+        ):
             print(f"export still in progress: {r['id']} {r['export_type']} started {r['export_timestamp']}")
     finally:
         await conn.close()
@@ -288,11 +348,14 @@ def main(argv: list[str] | None = None) -> int:
             async def run() -> tuple[Counter, Counter, float]:
                 for a in cluster.addresses.values():
                     await wait_serving(a, timeout=60)
-                calls, injected = Counter(), Counter()
+                calls: Counter[tuple[str, str]] = Counter()
+                injected: Counter[str] = Counter()
                 t0 = time.monotonic()
                 stop_at = t0 + duration
-                await asyncio.gather(load(cluster, dsn, files, patient, researcher, stop_at, rng, calls),
-                                     faults(cluster, pg, stop_at, rng, injected))
+                await asyncio.gather(
+                    load(cluster, dsn, files, patient, researcher, stop_at, rng, calls),
+                    faults(cluster, pg, stop_at, rng, injected),
+                )
                 return calls, injected, time.monotonic() - t0
 
             calls, injected, wall = asyncio.run(run())
@@ -302,17 +365,31 @@ def main(argv: list[str] | None = None) -> int:
                 cluster.stop()
             pg.stop()
     print(f"chaos run: {wall:.0f} s of load, seed {args.seed}, {os.cpu_count()} cores, lease {LEASE_S:g} s")
-    print("faults injected: " + ", ".join(f"{k} x{n}" for k, n in sorted(injected.items()))
-          + f" (total {sum(injected.values())})")
+    print(
+        "faults injected: "
+        + ", ".join(f"{k} x{n}" for k, n in sorted(injected.items()))
+        + f" (total {sum(injected.values())})"
+    )
     print(f"{'request':<16}{'status':<22}{'count':>7}")
     for (kind, code), n in sorted(calls.items()):
         print(f"{kind:<16}{code:<22}{n:>7}")
     print(f"requests: {sum(calls.values())}")
     print("consistency: " + ", ".join(f"{k}={v}" for k, v in checked.items()))
     internal = sum(n for (_, code), n in calls.items() if code in ("INTERNAL", "UNKNOWN", "DATA_LOSS"))
-    bad = {k: checked[k] for k in ("stuck_processing", "failed", "completed_without_statistics",
-                                   "completed_without_score", "exports_in_progress", "orphan_store_files",
-                                   "missing_store_files", "staging_files") if checked[k]}
+    bad = {
+        k: checked[k]
+        for k in (
+            "stuck_processing",
+            "failed",
+            "completed_without_statistics",
+            "completed_without_score",
+            "exports_in_progress",
+            "orphan_store_files",
+            "missing_store_files",
+            "staging_files",
+        )
+        if checked[k]
+    }
     print(f"INTERNAL/UNKNOWN responses: {internal}; lost or stuck: {bad or 0}")
     return 1 if internal or bad else 0
 

@@ -1,4 +1,5 @@
 """Benchmark scaffolding: a database (embedded unless DATABASE_URL), migrated, and timing helpers."""
+
 from __future__ import annotations
 
 import contextlib
@@ -29,6 +30,7 @@ def database():
         admin = url.rsplit("/", 1)[0] + "/postgres"
     else:
         from libs.db.embedded import EmbeddedPostgres
+
         pg = EmbeddedPostgres(ephemeral=True)
         pg.start()
         admin = pg.admin_dsn()
@@ -56,11 +58,12 @@ def database():
 
 
 async def wait_serving(address: str, timeout: float = 30.0) -> None:
-    """Poll the standard health service (libs.healthcheck) until `address` reports SERVING."""
+    """Poll the standard health service (app.healthcheck) until `address` reports SERVING."""
     import asyncio
     import time
 
-    from libs.healthcheck import check
+    from app.healthcheck import check
+
     deadline = time.monotonic() + timeout
     while not await check(address, timeout=1.0):
         if time.monotonic() > deadline:
@@ -86,14 +89,22 @@ def services(names, dsn: str, *, wait: bool = True, quiet: bool = False, **env: 
     import subprocess
 
     from libs.db.embedded import free_port
+
     ports = {n: free_port() for n in names}
-    full = dict(os.environ, GHOSTLY_AUTH_MODE="dev", GHOSTLY_LOG_LEVEL="WARNING", DATABASE_URL=dsn,
-                **{f"GHOSTLY_{n.upper()}_PORT": str(p) for n, p in ports.items()})
-    full.pop("STATISTICS_DATABASE_URL", None)     # the scratch database, not a configured replica
+    full = dict(
+        os.environ,
+        GHOSTLY_AUTH_MODE="dev",
+        GHOSTLY_LOG_LEVEL="WARNING",
+        DATABASE_URL=dsn,
+        **{f"GHOSTLY_{n.upper()}_PORT": str(p) for n, p in ports.items()},
+    )
+    full.pop("STATISTICS_DATABASE_URL", None)  # the scratch database, not a configured replica
     full.update(env)
     out = subprocess.DEVNULL if quiet else None
-    procs = {n: subprocess.Popen([sys.executable, "-m", f"services.{n}"], cwd=ROOT, env=full, stdout=out, stderr=out)
-             for n in names}
+    procs = {
+        n: subprocess.Popen([sys.executable, "-m", f"services.{n}"], cwd=ROOT, env=full, stdout=out, stderr=out)
+        for n in names
+    }
     try:
         running = Running({n: f"127.0.0.1:{p}" for n, p in ports.items()}, procs)
         if wait:
@@ -109,7 +120,7 @@ def services(names, dsn: str, *, wait: bool = True, quiet: bool = False, **env: 
 
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
-    return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
+    return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))]
 
 
 def median(values: list[float]) -> float:

@@ -5,6 +5,7 @@ kind and the errors (target: 0 errors). Exit code 1 when any request failed.
 
     .venv/bin/python bench/load_test.py [--duration 30] [--callers 50] [--streams 10]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,16 +18,20 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
-
-from common import LARGEST, SAMPLES, database, median, pct, services
+from typing import Any
 
 import asyncpg
 import grpc
 
-from bench_ingest import variants
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bench.*, tests.*
+
+from bench.bench_ingest import variants
+from bench.common import LARGEST, SAMPLES, database, median, pct, services
 from ghostly.ingest.v1 import ingest_pb2_grpc
-from ghostly.jit_signal.v1 import jit_signal_pb2 as jpb, jit_signal_pb2_grpc
-from ghostly.statistics.v1 import statistics_pb2 as spb, statistics_pb2_grpc
+from ghostly.jit_signal.v1 import jit_signal_pb2 as jpb
+from ghostly.jit_signal.v1 import jit_signal_pb2_grpc
+from ghostly.statistics.v1 import statistics_pb2 as spb
+from ghostly.statistics.v1 import statistics_pb2_grpc
 from libs.auth import issue_token
 from services.ingest.cli import requests
 
@@ -34,10 +39,10 @@ SECRET = "load-test-secret-" + uuid.uuid4().hex
 SERVICES = ("ingest", "statistics", "jit_signal")
 
 
-
-
 def _meta(role: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {issue_token(secret=SECRET, subject=str(uuid.uuid4()), role=role, ttl_s=3600)}"),)
+    return (
+        ("authorization", f"Bearer {issue_token(secret=SECRET, subject=str(uuid.uuid4()), role=role, ttl_s=3600)}"),
+    )
 
 
 class Recorder:
@@ -55,13 +60,22 @@ class Recorder:
         self.examples.setdefault(key, exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc))
 
 
-async def run_load(addresses: dict[str, str], sessions: list[str], patient: str, files: list[Path],
-                   duration: float, callers: int, streams: int) -> Recorder:
+async def run_load(
+    addresses: dict[str, str],
+    sessions: list[str],
+    patient: str,
+    files: list[Path],
+    duration: float,
+    callers: int,
+    streams: int,
+) -> Recorder:
     rec = Recorder()
     researcher, service = _meta("researcher"), _meta("service")
     stop_at = time.monotonic() + duration
-    chans = {n: grpc.aio.insecure_channel(a, options=[("grpc.max_send_message_length", 8 << 20)])
-             for n, a in addresses.items()}
+    chans = {
+        n: grpc.aio.insecure_channel(a, options=[("grpc.max_send_message_length", 8 << 20)])
+        for n, a in addresses.items()
+    }
     stats = statistics_pb2_grpc.StatisticsServiceStub(chans["statistics"])
     jit = jit_signal_pb2_grpc.JitSignalServiceStub(chans["jit_signal"])
     ingest = ingest_pb2_grpc.IngestServiceStub(chans["ingest"])
@@ -70,13 +84,40 @@ async def run_load(addresses: dict[str, str], sessions: list[str], patient: str,
     async def caller():
         while time.monotonic() < stop_at:
             sid = rng.choice(sessions)
-            kind, call = rng.choice([
-                ("GetPerformanceScore", lambda: stats.GetPerformanceScore(spb.SessionKey(session_id=sid), metadata=researcher, timeout=5)),
-                ("GetSession", lambda: stats.GetSession(spb.GetSessionRequest(session_id=sid), metadata=researcher, timeout=5)),
-                ("GetEmgStatistics", lambda: stats.GetEmgStatistics(spb.GetEmgStatisticsRequest(session_id=sid), metadata=researcher, timeout=5)),
-                ("ListSessions", lambda: stats.ListSessions(spb.ListSessionsRequest(patient_id=patient, page_size=20), metadata=researcher, timeout=5)),
-                ("GetPatientProgress", lambda: stats.GetPatientProgress(spb.GetPatientProgressRequest(patient_id=patient), metadata=researcher, timeout=5)),
-            ])
+            kind, call = rng.choice(
+                [
+                    (
+                        "GetPerformanceScore",
+                        lambda sid=sid: stats.GetPerformanceScore(
+                            spb.SessionKey(session_id=sid), metadata=researcher, timeout=5
+                        ),
+                    ),
+                    (
+                        "GetSession",
+                        lambda sid=sid: stats.GetSession(
+                            spb.GetSessionRequest(session_id=sid), metadata=researcher, timeout=5
+                        ),
+                    ),
+                    (
+                        "GetEmgStatistics",
+                        lambda sid=sid: stats.GetEmgStatistics(
+                            spb.GetEmgStatisticsRequest(session_id=sid), metadata=researcher, timeout=5
+                        ),
+                    ),
+                    (
+                        "ListSessions",
+                        lambda: stats.ListSessions(
+                            spb.ListSessionsRequest(patient_id=patient, page_size=20), metadata=researcher, timeout=5
+                        ),
+                    ),
+                    (
+                        "GetPatientProgress",
+                        lambda: stats.GetPatientProgress(
+                            spb.GetPatientProgressRequest(patient_id=patient), metadata=researcher, timeout=5
+                        ),
+                    ),
+                ]
+            )
             t = time.perf_counter()
             try:
                 await call()
@@ -92,8 +133,11 @@ async def run_load(addresses: dict[str, str], sessions: list[str], patient: str,
             points = 1000 if rng.random() < 0.8 else rng.choice((500, 2000, 4000))
             t = time.perf_counter()
             try:
-                async for _ in jit.StreamSignals(jpb.StreamSignalsRequest(
-                        session_id=sid, kind=jpb.SIGNAL_KIND_ENVELOPE, max_points=points), metadata=researcher, timeout=10):
+                async for _ in jit.StreamSignals(
+                    jpb.StreamSignalsRequest(session_id=sid, kind=jpb.SIGNAL_KIND_ENVELOPE, max_points=points),
+                    metadata=researcher,
+                    timeout=10,
+                ):
                     pass
                 rec.ok("StreamSignals", time.perf_counter() - t)
             except Exception as exc:  # noqa: BLE001
@@ -120,11 +164,16 @@ async def run_load(addresses: dict[str, str], sessions: list[str], patient: str,
 
 async def seed(dsn: str, ingest_addr: str, files: list[Path]) -> tuple[str, list[str]]:
     conn = await asyncpg.connect(dsn)
-    therapist = await conn.fetchval("INSERT INTO therapists (user_id, first_name, last_name) VALUES ($1, 'L', 'T') "
-                                    "RETURNING id", uuid.uuid4())
+    therapist = await conn.fetchval(
+        "INSERT INTO therapists (user_id, first_name, last_name) VALUES ($1, 'L', 'T') RETURNING id", uuid.uuid4()
+    )
     patient = "P777"
-    await conn.execute("INSERT INTO patients (therapist_id, patient_code, first_name, last_name, date_of_birth) "
-                       "VALUES ($1, $2, 'L', 'P', '1940-01-01')", therapist, patient)
+    await conn.execute(
+        "INSERT INTO patients (therapist_id, patient_code, first_name, last_name, date_of_birth) "
+        "VALUES ($1, $2, 'L', 'P', '1940-01-01')",
+        therapist,
+        patient,
+    )
     await conn.close()
     ids = []
     async with grpc.aio.insecure_channel(ingest_addr, options=[("grpc.max_send_message_length", 8 << 20)]) as ch:
@@ -145,8 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         if samples:
             seeds = samples
             uploads = variants(LARGEST if LARGEST.exists() else samples[0], 400, Path(tmp))
-        else:   # no real samples: synthetic GHOSTLY-like files
+        else:  # no real samples: synthetic GHOSTLY-like files
             from libs.emg.synthetic import SyntheticSpec, ghostly_file_name, write_synthetic_c3d
+
             seeds = []
             for i in range(3):
                 spec = SyntheticSpec(duration_s=120.0, seed=i)
@@ -154,18 +204,30 @@ def main(argv: list[str] | None = None) -> int:
                 write_synthetic_c3d(p, spec)
                 seeds.append(p)
             uploads = variants(seeds[0], 400, Path(tmp))
-        with services(SERVICES, dsn, GHOSTLY_DATA_DIR=str(Path(tmp) / "data"), GHOSTLY_AUTH_MODE="jwt",
-                      GHOSTLY_JWT_SECRET=SECRET, GHOSTLY_DB_POOL_MAX="20",
-                      **{f"GHOSTLY_{n.upper()}_METRICS_PORT": "0" for n in SERVICES}) as running:
+        # Any: a **dict[str, str] could also fill services()' bool keywords, as far as mypy knows
+        metrics_off: dict[str, Any] = {f"GHOSTLY_{n.upper()}_METRICS_PORT": "0" for n in SERVICES}
+        with services(
+            SERVICES,
+            dsn,
+            GHOSTLY_DATA_DIR=str(Path(tmp) / "data"),
+            GHOSTLY_AUTH_MODE="jwt",
+            GHOSTLY_JWT_SECRET=SECRET,
+            GHOSTLY_DB_POOL_MAX="20",
+            **metrics_off,
+        ) as running:
             addresses = running.addresses
             patient, sessions = asyncio.run(seed(dsn, addresses["ingest"], seeds))
             t0 = time.perf_counter()
-            rec = asyncio.run(run_load(addresses, sessions, patient, uploads, args.duration, args.callers, args.streams))
+            rec = asyncio.run(
+                run_load(addresses, sessions, patient, uploads, args.duration, args.callers, args.streams)
+            )
             wall = time.perf_counter() - t0
     total = sum(len(v) for v in rec.latency.values())
     errors = sum(rec.errors.values())
-    print(f"load test: {args.callers} statistics callers + {args.streams} JIT streams + 1 ingest uploader, "
-          f"{wall:.1f} s, {os.cpu_count()} cores, auth on")
+    print(
+        f"load test: {args.callers} statistics callers + {args.streams} JIT streams + 1 ingest uploader, "
+        f"{wall:.1f} s, {os.cpu_count()} cores, auth on"
+    )
     print(f"{'kind':<22}{'served':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
     for kind, lat in sorted(rec.latency.items()):
         print(f"{kind:<22}{len(lat):>8}{len(lat) / wall:>9.1f}{median(lat):>9.2f}{pct(lat, 99):>9.2f}")

@@ -30,8 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import SAMPLES
-
+from bench.common import SAMPLES
 from libs.emg import PROCESSING_VERSION, AnalysisSettings, ProcessingParams, analyze_file
 from libs.emg import validation as v
 
@@ -68,6 +67,7 @@ def plot_case(result: v.CaseResult, out_dir: Path) -> Path:
     import matplotlib.pyplot as plt
 
     truth = result.truth
+    assert truth is not None, "a case without its ground truth is not plotted"
     rate, n_ch = truth["rate"], len(truth["channels"])
     params = _params_of(result.analysis) if result.analysis is not None else ProcessingParams()
     t = np.arange(truth["n_samples"]) / rate
@@ -152,6 +152,7 @@ def plot_real(path: Path, rows: list[v.DeviceAgreement], out_dir: Path) -> Path:
     )
     for k, r in enumerate(rows):
         mc = muscles[r.channel]
+        assert mc.activated_index is not None  # a device row: the channel has its activated channel
         ch = res.channel(r.channel)
         raw, act = rec.channel(mc.raw_index), rec.channel(mc.activated_index)
         env = _envelope(raw, rec.rate, params)
@@ -238,8 +239,8 @@ def main() -> int:
     print(f"\nSYNTHETIC ({time.perf_counter() - t0:.1f} s)")
     print(v.format_suite(suite))
     problems = suite.failures + [f for r in suite.cases for f in r.failures]
-    for f in problems:
-        print(f"  FAIL {f}")
+    for failure in problems:
+        print(f"  FAIL {failure}")
     ok = suite.passed
 
     files = v.sample_files(args.samples or SAMPLES)
@@ -260,13 +261,13 @@ def main() -> int:
             "\n  device channel: threshold = value of the first non-zero sample of each raw run (median, p10-p90);"
             "\n  signed onset = ours - device (negative: we see the onset first)"
         )
-        for r in rows:
-            d = r.device
+        for row in rows:
+            d = row.device
             thr = d["threshold_p10_p90_v"]
             dur = d["event_duration_s"]
-            signed = np.median(r.match.onset_errors_s) * 1e3 if r.match.onset_errors_s else float("nan")
+            signed = np.median(row.match.onset_errors_s) * 1e3 if row.match.onset_errors_s else float("nan")
             print(
-                f"  {r.file} {r.channel}: zeros {d['zero_fraction']:.1%}, raw runs {d['raw_runs']} "
+                f"  {row.file} {row.channel}: zeros {d['zero_fraction']:.1%}, raw runs {d['raw_runs']} "
                 f"({d['raw_runs_under_100ms']} < 100 ms), threshold {d['threshold_v'] * _UV:.1f} uV "
                 f"({thr[0] * _UV:.1f}-{thr[1] * _UV:.1f}), peak {d['peak_v'] * _UV:.0f} uV, events {d['events']}, "
                 f"duration median {dur['median'] * 1e3:.0f} ms (p10 {dur['p10'] * 1e3:.0f}, p90 "

@@ -11,6 +11,7 @@ Dev mode (GHOSTLY_AUTH_MODE=dev, what `ghostly up` uses for local work unless to
 otherwise): calls without a token act as a local admin; a token, when sent, is still checked.
 The default is `jwt`: without a verification key configured every call is refused.
 """
+
 from __future__ import annotations
 
 import contextvars
@@ -32,7 +33,7 @@ DEV_SUBJECT = "00000000-0000-0000-0000-000000000000"
 
 @dataclass(frozen=True)
 class Identity:
-    subject: str            # auth user id (therapists.user_id / researcher_profiles.id)
+    subject: str  # auth user id (therapists.user_id / researcher_profiles.id)
     role: str
     token: str | None = None  # forwarded to downstream services
     dev: bool = False
@@ -68,11 +69,11 @@ def current() -> Identity:
     return identity
 
 
-def set_current(identity: Identity) -> contextvars.Token:
+def set_current(identity: Identity) -> contextvars.Token[Identity | None]:
     return _CURRENT.set(identity)
 
 
-class acting_as:  # noqa: N801 - a context manager, used like open()
+class acting_as:
     """``with auth.acting_as(identity):`` sets the identity outside an RPC (scripts, tests)."""
 
     def __init__(self, identity: Identity):
@@ -102,10 +103,10 @@ def _read_key(value: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class AuthSettings:
-    mode: str = "jwt"                 # "jwt" or "dev"
-    algorithm: str = "HS256"          # "HS256" or "RS256"
-    secret: str | None = None         # HS256 shared secret
-    public_key: str | None = None     # RS256 PEM (or @/path/to/key.pem)
+    mode: str = "jwt"  # "jwt" or "dev"
+    algorithm: str = "HS256"  # "HS256" or "RS256"
+    secret: str | None = None  # HS256 shared secret
+    public_key: str | None = None  # RS256 PEM (or @/path/to/key.pem)
     issuer: str = "ghostly"
     audience: str = "ghostly-backend"
     leeway_s: float = 30.0
@@ -127,6 +128,7 @@ class Authenticator:
         self.settings = settings
         self._key = settings.verification_key()
         import jwt  # noqa: F401 (imported once when the server starts, not on its first call)
+
         # token -> (identity, nbf, exp) of tokens whose signature and claims were verified. The
         # gateway sends the same token on many calls, and verifying it costs ~40 us (HS256;
         # RS256 more), as much as a point read's own work. A hit is re-checked against nbf/exp
@@ -152,15 +154,24 @@ class Authenticator:
             if not_before - self.settings.leeway_s <= time.time() < expires + self.settings.leeway_s:
                 self._verified.move_to_end(token)
                 return identity
-            del self._verified[token]   # expired (or not yet valid): verify again, which says why
+            del self._verified[token]  # expired (or not yet valid): verify again, which says why
         if not self._key:
-            raise FailedPrecondition("the server has no token verification key configured "
-                                     "(GHOSTLY_JWT_SECRET or GHOSTLY_JWT_PUBLIC_KEY)")
+            raise FailedPrecondition(
+                "the server has no token verification key configured (GHOSTLY_JWT_SECRET or GHOSTLY_JWT_PUBLIC_KEY)"
+            )
         import jwt
+
         s = self.settings
         try:
-            claims = jwt.decode(token, self._key, algorithms=[s.algorithm], audience=s.audience, issuer=s.issuer,
-                                leeway=s.leeway_s, options={"require": ["exp", "sub", "iss", "aud"]})
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[s.algorithm],
+                audience=s.audience,
+                issuer=s.issuer,
+                leeway=s.leeway_s,
+                options={"require": ["exp", "sub", "iss", "aud"]},
+            )
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("token expired") from None
         except jwt.InvalidAudienceError:
@@ -186,26 +197,39 @@ class Authenticator:
 
 def authorize(identity: Identity, allowed: frozenset[str], method: str) -> None:
     if identity.role not in allowed:
-        raise PermissionDenied(f"role {identity.role!r} may not call {method.rsplit('/', 1)[-1]} "
-                               f"(allowed: {', '.join(sorted(allowed))})")
+        raise PermissionDenied(
+            f"role {identity.role!r} may not call {method.rsplit('/', 1)[-1]} (allowed: {', '.join(sorted(allowed))})"
+        )
 
 
 def client_metadata(token: str | None = None) -> tuple[tuple[str, str], ...]:
     """Metadata for the `ghostly` client commands: the given token or $GHOSTLY_TOKEN."""
     import os
+
     token = token or os.environ.get("GHOSTLY_TOKEN")
     return (("authorization", f"Bearer {token}"),) if token else ()
 
 
-def issue_token(*, secret: str | None = None, private_key: str | None = None, algorithm: str = "HS256",
-                subject: str, role: str, issuer: str = "ghostly", audience: str = "ghostly-backend",
-                ttl_s: float = 3600.0) -> str:
+def issue_token(
+    *,
+    secret: str | None = None,
+    private_key: str | None = None,
+    algorithm: str = "HS256",
+    subject: str,
+    role: str,
+    issuer: str = "ghostly",
+    audience: str = "ghostly-backend",
+    ttl_s: float = 3600.0,
+) -> str:
     """Mint a token (tests, local tooling, `ghostly token`). Production tokens come from the
     identity provider behind the gateway."""
     import jwt
+
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")
     now = int(time.time())
     claims = {"sub": subject, "role": role, "iss": issuer, "aud": audience, "iat": now, "exp": now + int(ttl_s)}
     key = secret if algorithm == "HS256" else _read_key(private_key)
+    if key is None:
+        raise ValueError(f"a {algorithm} token needs {'a secret' if algorithm == 'HS256' else 'a private key'}")
     return jwt.encode(claims, key, algorithm=algorithm)

@@ -14,6 +14,15 @@ exit non-zero.
 | STATISTICS_DATABASE_URL     | DATABASE_URL                     | read replica / read-only role for reads   |
 | GHOSTLY_DATA_DIR            | <project>/var                    | root of local state (store, cache)        |
 | GHOSTLY_STORE_DIR           | $GHOSTLY_DATA_DIR/c3d-store      | content store root for C3D files          |
+| GHOSTLY_STORE_URL           | file://$GHOSTLY_STORE_DIR        | content store: `file:///dir` or `s3://bucket/prefix` (S3-compatible; endpoint, credentials, region from the AWS_* variables below) |
+| GHOSTLY_EVENTS_URL          | (unset: no bucket-event consumer) | NATS server(s) with JetStream, `nats://host:4222[,nats://...]`: ingest consumes S3 bucket notifications from it; `ghostly up` starts an embedded nats-server and sets it when unset |
+| GHOSTLY_EVENTS_STREAM       | GHOSTLY_BUCKET_EVENTS            | JetStream stream of the bucket events (created by ingest when missing; it also keeps the dead letters) |
+| GHOSTLY_EVENTS_SUBJECT      | ghostly.bucket.events            | subject the bucket notifications are published on; dead letters go to `<subject>.dead` |
+| GHOSTLY_EVENTS_CONSUMER     | ghostly-ingest                   | durable JetStream consumer shared by all ingest replicas (each event goes to one of them) |
+| GHOSTLY_EVENTS_MAX_DELIVER  | 5                                | deliveries of one event before it goes to the dead-letter subject |
+| GHOSTLY_EVENTS_RETRY_DELAY_S | 1.0                             | first redelivery delay after a failure (doubled each time, at most 60 s) |
+| GHOSTLY_NATS_PORT           | 54222                            | port (127.0.0.1) of the nats-server `ghostly up` starts when GHOSTLY_EVENTS_URL is unset (libs.events) |
+| GHOSTLY_NATS_BIN            | PATH, else /usr/sbin/nats-server | the nats-server executable (embedded broker) |
 | GHOSTLY_CACHE_DIR           | $GHOSTLY_DATA_DIR/signal-cache   | JIT signal cache payloads                 |
 | GHOSTLY_CACHE_MAX_BYTES     | 1073741824 (1 GiB)               | size limit of the signal cache directory  |
 | GHOSTLY_PGDATA              | see libs.db.embedded             | embedded cluster's data directory         |
@@ -65,6 +74,11 @@ exit non-zero.
 | GHOSTLY_TLS_CLIENT_AUTH     | none                             | `require`: servers accept only clients with a certificate from GHOSTLY_TLS_CA (mutual TLS) |
 | GHOSTLY_TLS_CLIENT_CERT / _KEY | (unset)                       | clients (export, CLI, probe): certificate and key presented for mutual TLS |
 
+The S3 content store (libs/storage/s3.py) reads the standard AWS variables, through botocore:
+`AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` (unset: AWS; set: path-style addressing, for MinIO,
+Ceph, moto...), `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (or any other botocore credential
+source), `AWS_DEFAULT_REGION` (default us-east-1).
+
 Tracing (OpenTelemetry, libs/tracing.py) uses the standard OTEL_* variables, read at service start
 by tracing.setup() and the OpenTelemetry SDK, not by load(); off by default:
 
@@ -77,6 +91,7 @@ by tracing.setup() and the OpenTelemetry SDK, not by load(); off by default:
 | `OTEL_TRACES_SAMPLER` / `_ARG` | parentbased_always_on | sampling (SDK); `OTEL_BSP_*` tune the batching; `OTEL_SDK_DISABLED=true`: off |
 | `OTEL_PROPAGATORS`            | tracecontext,baggage   | how the trace context travels in the gRPC metadata (W3C `traceparent`) |
 """
+
 from __future__ import annotations
 
 import math
@@ -112,6 +127,13 @@ class Config:
     data_dir: Path
     store_dir: Path
     cache_dir: Path
+    store_url: str | None = None  # None: file://<store_dir> (store_location)
+    events_url: str | None = None
+    events_stream: str = "GHOSTLY_BUCKET_EVENTS"
+    events_subject: str = "ghostly.bucket.events"
+    events_consumer: str = "ghostly-ingest"
+    events_max_deliver: int = 5
+    events_retry_delay_s: float = 1.0
     cache_max_bytes: int = 1 << 30
     host: str = "127.0.0.1"
     ports: dict[str, int] = field(default_factory=dict)
@@ -144,6 +166,11 @@ class Config:
         return self.ports[service]
 
     @property
+    def store_location(self) -> str:
+        """GHOSTLY_STORE_URL, else file://<GHOSTLY_STORE_DIR> (what libs.storage.open_store takes)."""
+        return self.store_url or f"file://{self.store_dir}"
+
+    @property
     def analysis_memory_budget_bytes(self) -> int:
         """GHOSTLY_ANALYSIS_MEMORY_BUDGET_MB (MiB) in bytes (0 = no limit)."""
         return self.analysis_memory_budget_mb << 20
@@ -159,10 +186,9 @@ class Config:
         """Address a client uses to reach `service` (another host in a deployment)."""
         return self.targets.get(service) or f"127.0.0.1:{self.ports[service]}"
 
-    def with_database(self, url: str) -> "Config":
+    def with_database(self, url: str) -> Config:
         """Same config pointed at another database (used by the embedded default)."""
-        return replace(self, database_url=url,
-                       statistics_database_url=self.statistics_database_url or url)
+        return replace(self, database_url=url, statistics_database_url=self.statistics_database_url or url)
 
 
 class ConfigError(ValueError):
@@ -174,8 +200,7 @@ class ConfigError(ValueError):
         if len(self.problems) == 1:
             message = self.problems[0]
         else:
-            message = f"{len(self.problems)} settings are not allowed:\n" + "\n".join(
-                f"  {p}" for p in self.problems)
+            message = f"{len(self.problems)} settings are not allowed:\n" + "\n".join(f"  {p}" for p in self.problems)
         super().__init__(message)
 
 
@@ -184,6 +209,7 @@ class _Refused(ValueError):
 
 
 # -- Parsers: text -> value, or _Refused("what is allowed"). ----------------------------------
+
 
 def _integer(lo: int | None = None, hi: int | None = None, note: str = ""):
     if lo is not None and hi is not None:
@@ -202,6 +228,7 @@ def _integer(lo: int | None = None, hi: int | None = None, note: str = ""):
         if (lo is not None and n < lo) or (hi is not None and n > hi):
             raise _Refused(allowed)
         return n
+
     return parse
 
 
@@ -216,6 +243,7 @@ def _number(lo: float, *, inclusive: bool, note: str = ""):
         if not math.isfinite(x) or x < lo or (x == lo and not inclusive):
             raise _Refused(allowed)
         return x
+
     return parse
 
 
@@ -227,6 +255,7 @@ def _choice(*options: str, normalise=str.lower):
         if value not in options:
             raise _Refused(allowed)
         return value
+
     return parse
 
 
@@ -271,7 +300,7 @@ def _directory(text: str) -> Path:
     path = Path(value)
     try:
         not_a_directory = path.exists() and not path.is_dir()
-    except OSError:   # cannot be looked at from here (permissions): left to its user to report
+    except OSError:  # cannot be looked at from here (permissions): left to its user to report
         not_a_directory = False
     if not_a_directory:
         raise _Refused(f"{allowed}; this one exists and is not a directory")
@@ -307,18 +336,65 @@ def _address(text: str) -> str:
 
 def _postgres_url(text: str) -> str:
     value = text.strip()
-    scheme, sep, rest = value.partition("://")
+    scheme, sep, _rest = value.partition("://")
     if not sep or scheme.lower() not in ("postgres", "postgresql") or any(c.isspace() for c in value):
         raise _Refused("a PostgreSQL URL: postgresql://user:password@host:port/database (or postgres://...)")
     return value
 
 
+def _store_url(text: str) -> str:
+    value = text.strip()
+    allowed = "file:///directory or s3://bucket/prefix (bucket: 3-63 of a-z 0-9 . -)"
+    if value.startswith("file://") and len(value) > len("file://") and "\0" not in value:
+        return value
+    if value.startswith("s3://"):
+        from libs.storage.s3 import parse_s3_url
+
+        try:
+            parse_s3_url(value)
+        except Exception:  # noqa: BLE001 - InvalidArgument: what is wrong is in `allowed`
+            raise _Refused(allowed) from None
+        return value
+    raise _Refused(allowed)
+
+
+def _nats_urls(text: str) -> str:
+    value = text.strip()
+    allowed = "nats://host:port (or tls://host:port), several comma-separated"
+    for url in value.split(","):
+        scheme, sep, rest = url.strip().partition("://")
+        if not sep or scheme not in ("nats", "tls") or not rest or any(c.isspace() for c in rest):
+            raise _Refused(allowed)
+    return value
+
+
+def _subject(text: str) -> str:
+    value = text.strip()
+    if (
+        not value
+        or any(c.isspace() or c in "*>" for c in value)
+        or value.startswith(".")
+        or value.endswith(".")
+        or ".." in value
+    ):
+        raise _Refused("a NATS subject without wildcards, e.g. ghostly.bucket.events")
+    return value
+
+
+def _name(text: str) -> str:
+    value = text.strip()
+    if not value or not all(c.isalnum() or c in "-_" for c in value):
+        raise _Refused("a name of letters, digits, - and _")
+    return value
+
+
 def _timezone(text: str) -> str:
     from zoneinfo import ZoneInfo
+
     value = text.strip()
     try:
         ZoneInfo(value)
-    except (ValueError, OSError, KeyError):   # ZoneInfoNotFoundError is a KeyError
+    except (ValueError, OSError, KeyError):  # ZoneInfoNotFoundError is a KeyError
         raise _Refused("an IANA time zone name, e.g. UTC or Europe/Brussels") from None
     return value
 
@@ -331,12 +407,16 @@ def _public_key(text: str) -> str:
 
 _PORT = _integer(1, 65535)
 _PORT_OR_OFF = _integer(0, 65535, "0 = no endpoint")
-_GRPC_MAX = (1 << 31) - 1            # gRPC channel arguments are 32-bit integers
+_GRPC_MAX = (1 << 31) - 1  # gRPC channel arguments are 32-bit integers
 
 
 # Per-service database roles (migration 010) -> the variable holding the password to give it.
-ROLE_PASSWORDS = {"ghostly_ingest": "GHOSTLY_INGEST_DB_PASSWORD", "ghostly_statistics": "GHOSTLY_STATISTICS_DB_PASSWORD",
-                  "ghostly_jit_signal": "GHOSTLY_JIT_SIGNAL_DB_PASSWORD", "ghostly_export": "GHOSTLY_EXPORT_DB_PASSWORD"}
+ROLE_PASSWORDS = {
+    "ghostly_ingest": "GHOSTLY_INGEST_DB_PASSWORD",
+    "ghostly_statistics": "GHOSTLY_STATISTICS_DB_PASSWORD",
+    "ghostly_jit_signal": "GHOSTLY_JIT_SIGNAL_DB_PASSWORD",
+    "ghostly_export": "GHOSTLY_EXPORT_DB_PASSWORD",
+}
 
 # Scalar settings: field -> (environment variable, parser). Unset or empty: the field's default
 # (Config / AuthSettings above), so every default is written once.
@@ -346,6 +426,13 @@ _SETTINGS = {
     "max_message_bytes": ("GHOSTLY_MAX_MESSAGE_BYTES", _integer(1024, _GRPC_MAX)),
     "max_upload_bytes": ("GHOSTLY_MAX_UPLOAD_BYTES", _integer(1)),
     "event_secret": ("GHOSTLY_EVENT_SECRET", _text),
+    "store_url": ("GHOSTLY_STORE_URL", _store_url),
+    "events_url": ("GHOSTLY_EVENTS_URL", _nats_urls),
+    "events_stream": ("GHOSTLY_EVENTS_STREAM", _name),
+    "events_subject": ("GHOSTLY_EVENTS_SUBJECT", _subject),
+    "events_consumer": ("GHOSTLY_EVENTS_CONSUMER", _name),
+    "events_max_deliver": ("GHOSTLY_EVENTS_MAX_DELIVER", _integer(1)),
+    "events_retry_delay_s": ("GHOSTLY_EVENTS_RETRY_DELAY_S", _number(0, inclusive=True, note="seconds")),
     "device_timezone": ("GHOSTLY_DEVICE_TIMEZONE", _timezone),
     "ingest_workers": ("GHOSTLY_INGEST_WORKERS", _integer(0, note="0 = number of CPUs")),
     "ingest_claim_lease_s": ("GHOSTLY_INGEST_CLAIM_LEASE_S", _number(0, inclusive=False, note="seconds")),
@@ -359,8 +446,7 @@ _SETTINGS = {
     "db_pool_max": ("GHOSTLY_DB_POOL_MAX", _integer(1)),
     "health_interval_s": ("GHOSTLY_HEALTH_INTERVAL_S", _number(0, inclusive=False, note="seconds")),
     "shutdown_grace_s": ("GHOSTLY_SHUTDOWN_GRACE_S", _number(0, inclusive=True, note="seconds")),
-    "log_level": ("GHOSTLY_LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL",
-                                               normalise=str.upper)),
+    "log_level": ("GHOSTLY_LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", normalise=str.upper)),
     "event_loop": ("GHOSTLY_EVENT_LOOP", _choice("uvloop", "asyncio")),
 }
 _TLS_SETTINGS = {
@@ -386,6 +472,8 @@ _CHECKED_ONLY = {
     "GHOSTLY_PGDATA": _directory,
     "GHOSTLY_PG_PORT": _PORT,
     "GHOSTLY_PG_BIN": _directory,
+    "GHOSTLY_NATS_PORT": _PORT,
+    "GHOSTLY_NATS_BIN": _readable_file,
     "EMG_ANALYSIS_THREADS": _integer(1),
     "GHOSTLY_TOKEN": _text,
 }
@@ -395,6 +483,7 @@ def _shown(var: str, value: str) -> str:
     """The value as an error message shows it: a URL's password is masked."""
     if var.endswith("DATABASE_URL"):
         from urllib.parse import urlsplit
+
         try:
             parts = urlsplit(value)
             if parts.password:
@@ -408,7 +497,9 @@ class _Reader:
     """Reads variables from `env`, collecting every refusal instead of stopping at the first."""
 
     def __init__(self, env: dict[str, str]):
-        self.env, self.problems, self.refused = env, [], set()
+        self.env = env
+        self.problems: list[str] = []
+        self.refused: set[str] = set()
 
     def get(self, var: str, parse, default=None):
         text = self.env.get(var)
@@ -466,9 +557,11 @@ def load(env: dict[str, str] | None = None) -> Config:
         read.get(var, parse)
     lo = settings.get("db_pool_min", Config.db_pool_min)
     hi = settings.get("db_pool_max", Config.db_pool_max)
-    if lo > hi and "GHOSTLY_DB_POOL_MAX" not in read.refused:   # (then MIN was given: default 1)
-        read.problems.append(f"GHOSTLY_DB_POOL_MIN={env['GHOSTLY_DB_POOL_MIN'].strip()!r} is not allowed: "
-                             f"at most GHOSTLY_DB_POOL_MAX ({hi})")
+    if lo > hi and "GHOSTLY_DB_POOL_MAX" not in read.refused:  # (then MIN was given: default 1)
+        read.problems.append(
+            f"GHOSTLY_DB_POOL_MIN={env['GHOSTLY_DB_POOL_MIN'].strip()!r} is not allowed: "
+            f"at most GHOSTLY_DB_POOL_MAX ({hi})"
+        )
     if read.problems:
         raise ConfigError(read.problems)
     return Config(
@@ -485,6 +578,7 @@ def load(env: dict[str, str] | None = None) -> Config:
         tls=TlsSettings(**tls),
         **settings,
     )
+
 
 @dataclass(frozen=True)
 class TlsSettings:
@@ -507,4 +601,3 @@ class TlsSettings:
     @property
     def client_enabled(self) -> bool:
         return self.ca_file is not None
-

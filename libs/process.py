@@ -3,6 +3,7 @@
 Linux's parent-death signal (prctl PR_SET_PDEATHSIG) is delivered to a process when the thread
 that forked it exits, including by SIGKILL, where no cleanup code of the parent runs.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -22,6 +23,6 @@ def die_with_parent(sig: int = signal.SIGKILL) -> bool:
             return False
     except (OSError, AttributeError):
         return False
-    if os.getppid() != parent or parent == 1:   # orphaned before the call took effect
+    if os.getppid() != parent or parent == 1:  # orphaned before the call took effect
         os._exit(1)
     return True

@@ -11,6 +11,7 @@ configuration that is stored can always be used. JSON keys (documented in migrat
 performance_weights, compliance_weights, rpe_effort {"0".."10": score}, bfr_gate [low, high],
 game_points_max_by_level {"level": points}.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,7 +40,7 @@ class ScoringConfig:
 
     # -- database ---------------------------------------------------------------------------
     @classmethod
-    def from_row(cls, row: Any) -> "ScoringConfig":
+    def from_row(cls, row: Any) -> ScoringConfig:
         """From a scoring_config row (version, config JSON, created_by, created_at, notes)."""
         c = row["config"]
         return cls(
@@ -49,7 +50,10 @@ class ScoringConfig:
             rpe_effort={int(k): float(v) for k, v in c["rpe_effort"].items()},
             bfr_gate=(float(c["bfr_gate"][0]), float(c["bfr_gate"][1])),
             game_points_max_by_level={int(k): int(v) for k, v in (c.get("game_points_max_by_level") or {}).items()},
-            created_by=row["created_by"], created_at=row["created_at"], notes=row["notes"])
+            created_by=row["created_by"],
+            created_at=row["created_at"],
+            notes=row["notes"],
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -63,10 +67,13 @@ class ScoringConfig:
     # -- EMG core -----------------------------------------------------------------------------
     def settings_kwargs(self) -> dict[str, Any]:
         """AnalysisSettings keyword arguments (a session's own options are applied over them)."""
-        return {"performance_weights": dict(self.performance_weights),
-                "compliance_weights": dict(self.compliance_weights),
-                "rpe_effort": dict(self.rpe_effort), "bfr_gate_range": self.bfr_gate,
-                "game_points_max_by_level": dict(self.game_points_max_by_level)}
+        return {
+            "performance_weights": dict(self.performance_weights),
+            "compliance_weights": dict(self.compliance_weights),
+            "rpe_effort": dict(self.rpe_effort),
+            "bfr_gate_range": self.bfr_gate,
+            "game_points_max_by_level": dict(self.game_points_max_by_level),
+        }
 
     def validate(self) -> None:
         """Raise SettingsError (INVALID_ARGUMENT) unless the EMG core accepts every value."""
@@ -81,16 +88,20 @@ class ScoringConfig:
             performance_weights=common_pb2.PerformanceWeights(**self.performance_weights),
             compliance_weights=common_pb2.ComplianceWeights(**self.compliance_weights),
             rpe_effort=[common_pb2.RpeEffort(rpe=k, effort_score=v) for k, v in sorted(self.rpe_effort.items())],
-            bfr_gate_low_aop=self.bfr_gate[0], bfr_gate_high_aop=self.bfr_gate[1],
-            game_points_max=[common_pb2.GameLevelMax(level=k, max_points=v)
-                             for k, v in sorted(self.game_points_max_by_level.items())],
-            created_by=self.created_by, notes=self.notes or "")
+            bfr_gate_low_aop=self.bfr_gate[0],
+            bfr_gate_high_aop=self.bfr_gate[1],
+            game_points_max=[
+                common_pb2.GameLevelMax(level=k, max_points=v) for k, v in sorted(self.game_points_max_by_level.items())
+            ],
+            created_by=self.created_by,
+            notes=self.notes or "",
+        )
         if self.created_at is not None:
             msg.created_at.FromDatetime(self.created_at)
         return msg
 
     @classmethod
-    def from_proto(cls, msg: common_pb2.ScoringConfig) -> "ScoringConfig":
+    def from_proto(cls, msg: common_pb2.ScoringConfig) -> ScoringConfig:
         """A new configuration from a request (version and authorship are assigned by the
         writer); INVALID_ARGUMENT naming the field for anything the core would refuse."""
         if not msg.HasField("performance_weights") or not msg.HasField("compliance_weights"):
@@ -110,10 +121,14 @@ class ScoringConfig:
                 raise InvalidArgument(f"config.{name} must be a finite percentage")
         if len(msg.notes) > 1000:
             raise InvalidArgument("config.notes must be at most 1000 characters")
-        cfg = cls(version=0,
-                  performance_weights={k: getattr(msg.performance_weights, k) for k in PERFORMANCE_KEYS},
-                  compliance_weights={k: getattr(msg.compliance_weights, k) for k in COMPLIANCE_KEYS},
-                  rpe_effort=rpe, bfr_gate=(msg.bfr_gate_low_aop, msg.bfr_gate_high_aop),
-                  game_points_max_by_level=levels, notes=msg.notes or None)
+        cfg = cls(
+            version=0,
+            performance_weights={k: getattr(msg.performance_weights, k) for k in PERFORMANCE_KEYS},
+            compliance_weights={k: getattr(msg.compliance_weights, k) for k in COMPLIANCE_KEYS},
+            rpe_effort=rpe,
+            bfr_gate=(msg.bfr_gate_low_aop, msg.bfr_gate_high_aop),
+            game_points_max_by_level=levels,
+            notes=msg.notes or None,
+        )
         cfg.validate()
         return cfg

@@ -1,6 +1,7 @@
 """gRPC transport security: one place that turns TlsSettings (libs/config.py) into server
 credentials and client channels, so servers, export's downstream calls, the CLI and the
 health probe agree. Without settings everything stays plaintext (local development)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,7 +23,8 @@ def server_credentials(tls: TlsSettings | None):
     return grpc.ssl_server_credentials(
         [(_read(tls.key_file), _read(tls.cert_file))],
         root_certificates=_read(tls.ca_file) if tls.client_auth else None,
-        require_client_auth=tls.client_auth)
+        require_client_auth=tls.client_auth,
+    )
 
 
 def channel_credentials(tls: TlsSettings | None):
@@ -32,9 +34,11 @@ def channel_credentials(tls: TlsSettings | None):
         return None
     import grpc
 
-    return grpc.ssl_channel_credentials(root_certificates=_read(tls.ca_file),
-                                        private_key=_read(tls.client_key_file),
-                                        certificate_chain=_read(tls.client_cert_file))
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read(tls.ca_file),
+        private_key=_read(tls.client_key_file),
+        certificate_chain=_read(tls.client_cert_file),
+    )
 
 
 def aio_channel(target: str, tls: TlsSettings | None, options: list[tuple[str, Any]] | None = None):

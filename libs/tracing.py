@@ -5,7 +5,7 @@ Off unless `OTEL_TRACES_EXPORTER` names an exporter (`otlp`, `console`; `none`, 
 is off). When off nothing is hooked in at all: the server interceptor checks one module global
 per RPC, pools keep asyncpg's own connection class, stores are not wrapped and channels get no
 client interceptor; the OpenTelemetry SDK is not even imported. Set up once per process by the
-service entry point (libs/service_main.py -> setup); tests use install() / uninstall().
+service entry point (app/service_main.py -> setup); tests use install() / uninstall().
 
 What is traced:
   * server spans, one per RPC (libs/grpc_server/interceptor.py: server_span / end_server_span),
@@ -25,13 +25,15 @@ _HEADERS, _INSECURE, _CERTIFICATE, _TIMEOUT, OTEL_EXPORTER_OTLP_PROTOCOL (grpc, 
 http/protobuf needs opentelemetry-exporter-otlp-proto-http), OTEL_TRACES_SAMPLER / _ARG,
 OTEL_BSP_* (batching), OTEL_SDK_DISABLED=true (off whatever the exporter).
 """
+
 from __future__ import annotations
 
 import contextlib
 import functools
 import logging
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 log = logging.getLogger("ghostly.tracing")
 
@@ -51,7 +53,13 @@ OTEL_EXPORTER_OTLP_TRACES_PROTOCOL = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
 TRACER: Any = None
 _provider: Any = None
 # The OpenTelemetry API names the hooks use, bound by install() (not imported while off).
-context = propagate = trace = SpanKind = Status = StatusCode = _RUNTIME_CONTEXT = None
+context: Any = None
+propagate: Any = None
+trace: Any = None
+SpanKind: Any = None
+Status: Any = None
+StatusCode: Any = None
+_RUNTIME_CONTEXT: Any = None
 
 
 def _bind_api() -> None:
@@ -96,25 +104,33 @@ def _exporter_names(environ) -> list[str]:
     names = [n.strip() for n in raw.split(",") if n.strip()]
     bad = [n for n in names if n not in EXPORTERS]
     if bad:
-        raise TracingConfigError(f"OTEL_TRACES_EXPORTER={raw!r} is not allowed: a comma-separated list "
-                                 f"of {', '.join(EXPORTERS)}")
+        raise TracingConfigError(
+            f"OTEL_TRACES_EXPORTER={raw!r} is not allowed: a comma-separated list of {', '.join(EXPORTERS)}"
+        )
     return [n for n in names if n != "none"]
 
 
 def _otlp_exporter(environ):
-    protocol = (environ.get(OTEL_EXPORTER_OTLP_TRACES_PROTOCOL) or environ.get(OTEL_EXPORTER_OTLP_PROTOCOL)
-                or "grpc").strip().lower()
+    protocol = (
+        (environ.get(OTEL_EXPORTER_OTLP_TRACES_PROTOCOL) or environ.get(OTEL_EXPORTER_OTLP_PROTOCOL) or "grpc")
+        .strip()
+        .lower()
+    )
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     elif protocol == "http/protobuf":
         try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-not-found]  # optional package, not installed here
+                OTLPSpanExporter,
+            )
         except ImportError:
-            raise TracingConfigError("OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf needs the package "
-                                     "opentelemetry-exporter-otlp-proto-http (grpc is built in)") from None
+            raise TracingConfigError(
+                "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf needs the package "
+                "opentelemetry-exporter-otlp-proto-http (grpc is built in)"
+            ) from None
     else:
         raise TracingConfigError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not allowed: grpc or http/protobuf")
-    return OTLPSpanExporter()   # endpoint, headers, TLS, timeout: the OTEL_EXPORTER_OTLP_* variables
+    return OTLPSpanExporter()  # endpoint, headers, TLS, timeout: the OTEL_EXPORTER_OTLP_* variables
 
 
 def setup(service: str, environ=None) -> bool:
@@ -152,8 +168,7 @@ def shutdown() -> None:
 
 # -- server side -----------------------------------------------------------------------------
 # rpc.grpc.status_code values that make a server span an error (OpenTelemetry RPC conventions).
-_SERVER_ERRORS = frozenset({"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE",
-                            "DATA_LOSS"})
+_SERVER_ERRORS = frozenset({"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"})
 
 
 def _carrier(metadata) -> dict[str, str]:
@@ -166,9 +181,19 @@ def server_span(method: str, service: str, metadata, peer: str, request_id: str)
     end_server_span. Only called when TRACER is set."""
     parent = propagate.extract(_carrier(metadata))
     rpc_service, _, rpc_method = method.lstrip("/").partition("/")
-    span = TRACER.start_span(method.lstrip("/"), context=parent, kind=SpanKind.SERVER, attributes={
-        "rpc.system": "grpc", "rpc.service": rpc_service, "rpc.method": rpc_method,
-        "network.peer.address": peer, "ghostly.service": service, "ghostly.request_id": request_id})
+    span = TRACER.start_span(
+        method.lstrip("/"),
+        context=parent,
+        kind=SpanKind.SERVER,
+        attributes={
+            "rpc.system": "grpc",
+            "rpc.service": rpc_service,
+            "rpc.method": rpc_method,
+            "network.peer.address": peer,
+            "ghostly.service": service,
+            "ghostly.request_id": request_id,
+        },
+    )
     token = context.attach(trace.set_span_in_context(span, parent))
     return span, token
 
@@ -180,7 +205,7 @@ def end_server_span(span, token, code_name: str, code_value: int, error: str) ->
     span.end()
     try:
         _RUNTIME_CONTEXT.detach(token)
-    except (ValueError, RuntimeError):   # another context, or already reset
+    except (ValueError, RuntimeError):  # another context, or already reset
         pass
 
 
@@ -204,16 +229,20 @@ def _client_start(details):
     method = details.method.decode() if isinstance(details.method, bytes) else details.method
     rpc_service, _, rpc_method = method.lstrip("/").partition("/")
     tracer = TRACER
-    if tracer is None:   # switched off after the channel was made
+    if tracer is None:  # switched off after the channel was made
         return None, details
-    span = tracer.start_span(method.lstrip("/"), kind=SpanKind.CLIENT, attributes={
-        "rpc.system": "grpc", "rpc.service": rpc_service, "rpc.method": rpc_method})
+    span = tracer.start_span(
+        method.lstrip("/"),
+        kind=SpanKind.CLIENT,
+        attributes={"rpc.system": "grpc", "rpc.service": rpc_service, "rpc.method": rpc_method},
+    )
     carrier: dict[str, str] = {}
     propagate.inject(carrier, context=trace.set_span_in_context(span))
     metadata = list(details.metadata or ())
     metadata.extend(carrier.items())
-    details = grpc.aio.ClientCallDetails(details.method, details.timeout, metadata, details.credentials,
-                                         details.wait_for_ready)
+    details = grpc.aio.ClientCallDetails(
+        details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+    )
     return span, details
 
 
@@ -242,15 +271,15 @@ def _client_classes():
                 return await continuation(details, request)
             try:
                 call = await continuation(details, request)
-                await call   # the response (or the AioRpcError), so the span covers the call
+                await call  # the response (or the AioRpcError), so the span covers the call
             except grpc.aio.AioRpcError as exc:
                 _client_end(span, exc.code(), exc.details() or "")
                 raise
-            except BaseException:   # cancelled
+            except BaseException:  # cancelled
                 _client_end(span, None)
                 raise
             _client_end(span, grpc.StatusCode.OK)
-            return call   # (done: the caller's await returns its response)
+            return call  # (done: the caller's await returns its response)
 
     class UnaryStream(grpc.aio.UnaryStreamClientInterceptor):
         async def intercept_unary_stream(self, continuation, client_call_details, request):
@@ -282,10 +311,10 @@ def _finish_stream(span, call) -> None:
 
     try:
         task = asyncio.get_running_loop().create_task(finish())
-    except RuntimeError:   # no loop any more: end it without a status
+    except RuntimeError:  # no loop any more: end it without a status
         span.end()
         return
-    _finishing.add(task)   # (a strong reference until it ran)
+    _finishing.add(task)  # (a strong reference until it ran)
     task.add_done_callback(_finishing.discard)
 
 
@@ -313,9 +342,13 @@ def _db_span(conn, query: str) -> Iterator[None]:
     text = query if isinstance(query, str) else str(query)
     words = text.split(None, 1)
     operation = words[0].upper() if words else "postgresql"
-    attributes = {"db.system.name": "postgresql", "db.system": "postgresql",
-                  "db.operation.name": operation, "db.query.text": text[:2000]}
-    params = getattr(conn, "_params", None)
+    attributes: dict[str, Any] = {
+        "db.system.name": "postgresql",
+        "db.system": "postgresql",
+        "db.operation.name": operation,
+        "db.query.text": text[:2000],
+    }
+    params: Any = getattr(conn, "_params", None)
     if getattr(params, "database", None):
         attributes["db.namespace"] = params.database
     addr = getattr(conn, "_addr", None)
@@ -351,6 +384,7 @@ def traced_connection_class(base: type) -> type:
                 return await inner(self, query, *args, **kwargs)
             with _db_span(self, query):
                 return await inner(self, query, *args, **kwargs)
+
         method.__name__ = method.__qualname__ = name
         method.__doc__ = inner.__doc__
         return method
@@ -368,7 +402,7 @@ def _store_span(name: str, path: str | None = None) -> Iterator[Any]:
     if tracer is None:
         yield None
         return
-    if not trace.get_current_span().is_recording():   # (as _db_span)
+    if not trace.get_current_span().is_recording():  # (as _db_span)
         yield None
         return
     attributes = {"ghostly.store.operation": name.rsplit(".", 1)[-1]}
@@ -414,16 +448,46 @@ class TracedStore:
         with _store_span("store.delete", path):
             return await self.wrapped.delete(path)
 
-    @contextlib.contextmanager
     def local_path(self, path: str):
-        with _store_span("store.read", path):
-            with self.wrapped.local_path(path) as local:
-                yield local
+        return _TracedLocalPath(self.wrapped, path)
 
     @contextlib.asynccontextmanager
     async def staging(self):
         async with self.wrapped.staging() as staging:
             yield _TracedStaging(staging)
+
+
+class _TracedLocalPath:
+    """store.read span around the wrapped store's local_path, ``with`` or ``async with``."""
+
+    def __init__(self, store, path: str):
+        self.store, self.path = store, path
+        self._stack: contextlib.ExitStack | None = None
+        self._astack: contextlib.AsyncExitStack | None = None
+
+    def __enter__(self):
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(_store_span("store.read", self.path))
+            local = stack.enter_context(self.store.local_path(self.path))
+            self._stack = stack.pop_all()
+        return local
+
+    def __exit__(self, *exc):
+        stack, self._stack = self._stack, None
+        assert stack is not None
+        return stack.__exit__(*exc)
+
+    async def __aenter__(self):
+        async with contextlib.AsyncExitStack() as stack:
+            stack.enter_context(_store_span("store.read", self.path))
+            local = await stack.enter_async_context(self.store.local_path(self.path))
+            self._astack = stack.pop_all()
+        return local
+
+    async def __aexit__(self, *exc):
+        stack, self._astack = self._astack, None
+        assert stack is not None
+        return await stack.__aexit__(*exc)
 
 
 class _TracedStaging:

@@ -1,5 +1,6 @@
 """docker-compose.yml validated without an engine (Debian's docker-compose `config`), and the
 container health probe against a real server."""
+
 from __future__ import annotations
 
 import asyncio
@@ -16,18 +17,29 @@ from tests.helpers import ROOT, make_config
 COMPOSE = shutil.which("docker-compose")
 
 
-SECRETS = {"POSTGRES_PASSWORD": "pg-secret-for-tests", "GHOSTLY_INGEST_DB_PASSWORD": "ingest-secret-1",
-           "GHOSTLY_STATISTICS_DB_PASSWORD": "statistics-secret-1", "GHOSTLY_JIT_SIGNAL_DB_PASSWORD": "jit-secret-1",
-           "GHOSTLY_EXPORT_DB_PASSWORD": "export-secret-1"}
+SECRETS = {
+    "POSTGRES_PASSWORD": "pg-secret-for-tests",
+    "GHOSTLY_INGEST_DB_PASSWORD": "ingest-secret-1",
+    "GHOSTLY_STATISTICS_DB_PASSWORD": "statistics-secret-1",
+    "GHOSTLY_JIT_SIGNAL_DB_PASSWORD": "jit-secret-1",
+    "GHOSTLY_EXPORT_DB_PASSWORD": "export-secret-1",
+}
 
 
 def _compose(*args: str, secrets: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     import os
 
+    assert COMPOSE is not None  # the tests calling this are skipped without docker-compose
     env = {k: v for k, v in os.environ.items() if k not in SECRETS}
     env.update(SECRETS if secrets is None else secrets)
-    return subprocess.run([COMPOSE, "-f", str(ROOT / "docker-compose.yml"), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [COMPOSE, "-f", str(ROOT / "docker-compose.yml"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.mark.skipif(COMPOSE is None, reason="docker-compose not installed (scripts/setup installs it)")
@@ -38,7 +50,7 @@ def test_compose_file_is_valid_and_complete():
     assert sorted(services) == ["export", "ingest", "jit_signal", "migrate", "postgres", "statistics"]
     rendered = _compose("config").stdout
     for name in ("ingest", "statistics", "jit_signal", "export"):
-        assert f"libs.healthcheck\n      - {name}" in rendered or f"- libs.healthcheck\n      - {name}" in rendered, name
+        assert f"app.healthcheck\n      - {name}" in rendered or f"- app.healthcheck\n      - {name}" in rendered, name
     assert rendered.count("condition: service_completed_successfully") == 4
     assert "c3d-store:/data/c3d-store" in rendered.replace("source: c3d-store\n        target: ", "c3d-store:")
     # The role passwords reach the migrate job; the statistics role connects with its own.
@@ -66,11 +78,13 @@ def test_dockerfile_prepares_volumes_for_the_service_user():
 async def test_health_probe_exit_codes(database_url, tmp_path):
     server = await start_service(STATISTICS, make_config(database_url, tmp_path), port=0)
     try:
-        ok = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "libs.healthcheck", server.address],
-                                     cwd=ROOT, capture_output=True)
+        ok = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "app.healthcheck", server.address], cwd=ROOT, capture_output=True
+        )
         assert ok.returncode == 0
     finally:
         await server.stop(0)
-    down = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "libs.healthcheck", server.address],
-                                   cwd=ROOT, capture_output=True)
+    down = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "app.healthcheck", server.address], cwd=ROOT, capture_output=True
+    )
     assert down.returncode == 1

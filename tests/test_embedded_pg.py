@@ -1,4 +1,5 @@
 """The embedded default database: start, use, stop, remove (as root via runuser)."""
+
 from __future__ import annotations
 
 import os
@@ -45,18 +46,21 @@ async def test_a_killed_owner_leaves_no_cluster_behind(tmp_path):
     from pathlib import Path
 
     from libs.db.embedded import OWNER_FILE, sweep_orphan_clusters
-    script = ("import os, sys; sys.path.insert(0, os.getcwd()); from libs.db.embedded import EmbeddedPostgres; "
-              "pg = EmbeddedPostgres(ephemeral=True); print(pg.start(), pg.data_dir, flush=True); os._exit(0)")
+
+    script = (
+        "import os, sys; sys.path.insert(0, os.getcwd()); from libs.db.embedded import EmbeddedPostgres; "
+        "pg = EmbeddedPostgres(ephemeral=True); print(pg.start(), pg.data_dir, flush=True); os._exit(0)"
+    )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
     dsn, data_dir = out[0], Path(out[1])
     assert (data_dir.parent / OWNER_FILE).exists()
-    conn = await asyncpg.connect(dsn)          # leaked: still running after its owner exited
+    conn = await asyncpg.connect(dsn)  # leaked: still running after its owner exited
     await conn.close()
 
-    mine = EmbeddedPostgres(ephemeral=True)    # the next throwaway cluster sweeps first
+    mine = EmbeddedPostgres(ephemeral=True)  # the next throwaway cluster sweeps first
     try:
         assert not data_dir.parent.exists()
-        assert sweep_orphan_clusters() == [] and mine.data_dir.parent.exists()   # a live owner's: kept
+        assert sweep_orphan_clusters() == [] and mine.data_dir.parent.exists()  # a live owner's: kept
         try:
             await asyncpg.connect(dsn, timeout=2)
             raise AssertionError("the orphaned server is still accepting connections")
@@ -68,8 +72,14 @@ async def test_a_killed_owner_leaves_no_cluster_behind(tmp_path):
 
 def test_the_sweep_removes_only_certainly_dead_owners(tmp_path):
     from libs.db.embedded import EPHEMERAL_PREFIX, OWNER_FILE, _process_identity, sweep_orphan_clusters
-    records = {"dead": "999999999 12345", "empty": "", "pid-only": "1", "garbage": "x y z",
-               "alive": _process_identity(os.getpid())}
+
+    records = {
+        "dead": "999999999 12345",
+        "empty": "",
+        "pid-only": "1",
+        "garbage": "x y z",
+        "alive": _process_identity(os.getpid()),
+    }
     for name, record in records.items():
         d = tmp_path / f"{EPHEMERAL_PREFIX}{name}"
         (d / "data").mkdir(parents=True)
@@ -77,4 +87,5 @@ def test_the_sweep_removes_only_certainly_dead_owners(tmp_path):
     (tmp_path / f"{EPHEMERAL_PREFIX}no-record" / "data").mkdir(parents=True)
     assert [p.name for p in sweep_orphan_clusters(tmp_path)] == [f"{EPHEMERAL_PREFIX}dead"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        f"{EPHEMERAL_PREFIX}{n}" for n in ("empty", "pid-only", "garbage", "alive", "no-record"))
+        f"{EPHEMERAL_PREFIX}{n}" for n in ("empty", "pid-only", "garbage", "alive", "no-record")
+    )

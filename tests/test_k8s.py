@@ -16,6 +16,7 @@ memory limit covers its analysis memory budget and workers; the migrate Job runs
 `latest`; labels and selectors agree; every referenced ConfigMap/PVC exists. The renderings are
 also validated against the Kubernetes JSON schema (kubernetes-validate) when it is installed.
 """
+
 from __future__ import annotations
 
 import copy
@@ -34,20 +35,25 @@ yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read the manifest
 K8S = ROOT / "deploy" / "k8s"
 BASE = K8S / "base"
 OVERLAYS = sorted(p.parent for p in (K8S / "overlays").glob("*/kustomization.yaml"))
-SCHEMA_VERSION = "1.30"      # oldest Kubernetes the manifests are validated against
+SCHEMA_VERSION = "1.30"  # oldest Kubernetes the manifests are validated against
 
 # Secrets are referenced by name, created outside git (docs/deploy.md).
 SECRETS = {"ghostly-database", "ghostly-auth", "ghostly-s3"}
 # Each service's role password, as the service reads it (statistics: libpq's PGPASSWORD, used
 # for its ghostly_statistics login; services/statistics/db.py).
-PASSWORD_ENV = {"ingest": ROLE_PASSWORDS["ghostly_ingest"], "statistics": "PGPASSWORD",
-                "jit_signal": ROLE_PASSWORDS["ghostly_jit_signal"], "export": ROLE_PASSWORDS["ghostly_export"]}
+PASSWORD_ENV = {
+    "ingest": ROLE_PASSWORDS["ghostly_ingest"],
+    "statistics": "PGPASSWORD",
+    "jit_signal": ROLE_PASSWORDS["ghostly_jit_signal"],
+    "export": ROLE_PASSWORDS["ghostly_export"],
+}
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|DATABASE_URL|TOKEN|PUBLIC_KEY|PRIVATE_KEY|ACCESS_KEY|_KEY$")
-NOT_SECRET = {"GHOSTLY_TLS_KEY", "GHOSTLY_TLS_CLIENT_KEY"}   # paths of mounted files, not values
+NOT_SECRET = {"GHOSTLY_TLS_KEY", "GHOSTLY_TLS_CLIENT_KEY"}  # paths of mounted files, not values
 NAMESPACED_NOT = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentVolume", "StorageClass"}
 
 
 # --------------------------------------------------------------------------- rendering
+
 
 def _binary() -> list[str] | None:
     if shutil.which("kustomize"):
@@ -66,7 +72,8 @@ def render_with_binary(path: Path) -> list[dict]:
 
 
 def _split_image(image: str) -> tuple[str, str | None, str | None]:
-    name, digest = (image.split("@", 1) + [None])[:2]
+    name, at, rest = image.partition("@")
+    digest = rest if at else None
     tag = None
     if ":" in name.rsplit("/", 1)[-1]:
         name, tag = name.rsplit(":", 1)
@@ -111,6 +118,7 @@ def render(path: Path) -> list[dict]:
 
 # --------------------------------------------------------------------------- helpers
 
+
 def _pod_spec(doc: dict) -> dict | None:
     if doc["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
         return doc["spec"]["template"]["spec"]
@@ -150,6 +158,7 @@ def _config(docs: list[dict]) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------- the checks
+
 
 def check(docs: list[dict]) -> list[str]:
     """Every problem of a rendering, one line each (empty: fine)."""
@@ -191,14 +200,23 @@ def check(docs: list[dict]) -> list[str]:
                     if r not in res.get(kind, {}):
                         problems.append(f"{cname}: no {kind}.{r}")
             for r in ("cpu", "memory"):
-                if r in res.get("requests", {}) and r in res.get("limits", {}) and \
-                        _quantity(res["requests"][r]) > _quantity(res["limits"][r]):
+                if (
+                    r in res.get("requests", {})
+                    and r in res.get("limits", {})
+                    and _quantity(res["requests"][r]) > _quantity(res["limits"][r])
+                ):
                     problems.append(f"{cname}: requests.{r} above limits.{r}")
             sc = c.get("securityContext", {})
-            if sc.get("allowPrivilegeEscalation") is not False or sc.get("readOnlyRootFilesystem") is not True \
-                    or "ALL" not in sc.get("capabilities", {}).get("drop", []) or sc.get("privileged"):
-                problems.append(f"{cname}: securityContext must forbid privilege escalation, drop ALL "
-                                f"capabilities and mount the root filesystem read-only")
+            if (
+                sc.get("allowPrivilegeEscalation") is not False
+                or sc.get("readOnlyRootFilesystem") is not True
+                or "ALL" not in sc.get("capabilities", {}).get("drop", [])
+                or sc.get("privileged")
+            ):
+                problems.append(
+                    f"{cname}: securityContext must forbid privilege escalation, drop ALL "
+                    f"capabilities and mount the root filesystem read-only"
+                )
             if sc.get("runAsUser") == 0 or sc.get("runAsNonRoot") is False:
                 problems.append(f"{cname}: runs as root")
             if sc.get("readOnlyRootFilesystem") and "/tmp" not in {m["mountPath"] for m in c.get("volumeMounts", [])}:
@@ -232,24 +250,34 @@ def check(docs: list[dict]) -> list[str]:
         dname = d["metadata"]["name"]
         if not _matches(selector, labels):
             problems.append(f"Deployment/{dname}: selector {selector} does not match its pod labels")
-        if not any(_matches(p["spec"]["selector"].get("matchLabels", {}), labels)
-                   for p in _by_kind(docs, "PodDisruptionBudget")):
+        if not any(
+            _matches(p["spec"]["selector"].get("matchLabels", {}), labels)
+            for p in _by_kind(docs, "PodDisruptionBudget")
+        ):
             problems.append(f"Deployment/{dname}: no PodDisruptionBudget")
-        others = [o for o in deployments if o is not d
-                  and _matches(selector, o["spec"]["template"]["metadata"].get("labels", {}))]
+        others = [
+            o
+            for o in deployments
+            if o is not d and _matches(selector, o["spec"]["template"]["metadata"].get("labels", {}))
+        ]
         if others:
             problems.append(f"Deployment/{dname}: its selector also matches {others[0]['metadata']['name']}")
         grace = d["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)
         if grace <= float(config.get("GHOSTLY_SHUTDOWN_GRACE_S", 10)):
             problems.append(f"Deployment/{dname}: terminationGracePeriodSeconds {grace} leaves no time to drain")
     for s in services:
-        hits = [d for d in deployments if _matches(s["spec"].get("selector", {}),
-                                                    d["spec"]["template"]["metadata"].get("labels", {}))]
+        hits = [
+            d
+            for d in deployments
+            if _matches(s["spec"].get("selector", {}), d["spec"]["template"]["metadata"].get("labels", {}))
+        ]
         if len(hits) != 1:
             problems.append(f"Service/{s['metadata']['name']}: selects {len(hits)} Deployments (must be 1)")
     for p in _by_kind(docs, "PodDisruptionBudget"):
-        if not any(_matches(p["spec"]["selector"].get("matchLabels", {}),
-                            d["spec"]["template"]["metadata"].get("labels", {})) for d in deployments):
+        if not any(
+            _matches(p["spec"]["selector"].get("matchLabels", {}), d["spec"]["template"]["metadata"].get("labels", {}))
+            for d in deployments
+        ):
             problems.append(f"PodDisruptionBudget/{p['metadata']['name']}: selects no Deployment")
     missing = set(SERVICE_PORTS) - seen_services
     if missing:
@@ -257,8 +285,7 @@ def check(docs: list[dict]) -> list[str]:
     jobs = [j for j in _by_kind(docs, "Job") if any("migrate" in c.get("command", []) for c in _containers(j))]
     if len(jobs) != 1:
         problems.append(f"{len(jobs)} migrate Jobs (must be 1)")
-    hpas = [h for h in _by_kind(docs, "HorizontalPodAutoscaler")
-            if h["spec"]["scaleTargetRef"]["kind"] == "Deployment"]
+    hpas = [h for h in _by_kind(docs, "HorizontalPodAutoscaler") if h["spec"]["scaleTargetRef"]["kind"] == "Deployment"]
     ingest = [d for d in deployments if _serves(d) == "ingest"]
     if not ingest or not any(h["spec"]["scaleTargetRef"]["name"] == ingest[0]["metadata"]["name"] for h in hpas):
         problems.append("no HorizontalPodAutoscaler targets the ingest Deployment")
@@ -302,8 +329,11 @@ def _check_service_container(doc, c, env, config, services, seen) -> list[str]:
     for var in ("DATABASE_URL", PASSWORD_ENV[svc]):
         if "secretKeyRef" not in env.get(var, {}).get("valueFrom", {}):
             problems.append(f"{cname}: {var} must come from a secretKeyRef")
-    if not any(_matches(s["spec"].get("selector", {}), doc["spec"]["template"]["metadata"].get("labels", {}))
-               and any(p["port"] == port for p in s["spec"]["ports"]) for s in services):
+    if not any(
+        _matches(s["spec"].get("selector", {}), doc["spec"]["template"]["metadata"].get("labels", {}))
+        and any(p["port"] == port for p in s["spec"]["ports"])
+        for s in services
+    ):
         problems.append(f"{cname}: no Service exposes port {port}")
     if svc == "ingest":
         workers = int(config.get("GHOSTLY_INGEST_WORKERS", 0) or 0)
@@ -315,15 +345,18 @@ def _check_service_container(doc, c, env, config, services, seen) -> list[str]:
             problems.append(f"{cname}: cpu limit below GHOSTLY_INGEST_WORKERS={workers}")
         need = (budget + 256 * (workers + 1)) * 2**20
         if "memory" in limits and _quantity(limits["memory"]) < need:
-            problems.append(f"{cname}: memory limit {limits['memory']} below the analysis budget {budget} MiB "
-                            f"+ 256 MiB x {workers + 1} processes")
+            problems.append(
+                f"{cname}: memory limit {limits['memory']} below the analysis budget {budget} MiB "
+                f"+ 256 MiB x {workers + 1} processes"
+            )
     if svc == "export":
         for var, target in (("GHOSTLY_STATISTICS_ADDRESS", "statistics"), ("GHOSTLY_JIT_SIGNAL_ADDRESS", "jit_signal")):
             address = config.get(var) or env.get(var, {}).get("value", "")
             host, _, p = address.rpartition(":")
-            if not any(s["metadata"]["name"] == host.split(".")[0] and
-                       any(str(sp["port"]) == p for sp in s["spec"]["ports"]) for s in services) \
-                    or p != str(SERVICE_PORTS[target][1]):
+            if not any(
+                s["metadata"]["name"] == host.split(".")[0] and any(str(sp["port"]) == p for sp in s["spec"]["ports"])
+                for s in services
+            ) or p != str(SERVICE_PORTS[target][1]):
                 problems.append(f"{cname}: {var}={address!r} is not a Service of {target}")
     return problems
 
@@ -339,6 +372,7 @@ def _check_migrate_job(cname, c, env) -> list[str]:
 
 
 # --------------------------------------------------------------------------- tests
+
 
 @pytest.fixture(scope="module")
 def base() -> list[dict]:
@@ -388,22 +422,26 @@ def test_the_checks_catch_broken_manifests(base):
     cases = {
         "readinessProbe": lambda d: container(d).pop("readinessProbe"),
         "livenessProbe must be a native grpc": lambda d: container(d).__setitem__(
-            "livenessProbe", {"tcpSocket": {"port": 50052}}),
+            "livenessProbe", {"tcpSocket": {"port": 50052}}
+        ),
         "grpc probe on port": lambda d: container(d)["readinessProbe"]["grpc"].__setitem__("port", 50051),
         "no limits.memory": lambda d: container(d)["resources"]["limits"].pop("memory"),
         "non-root": lambda d: deployment(d)["spec"]["template"]["spec"]["securityContext"].pop("runAsNonRoot"),
         "literal value": lambda d: container(d)["env"].append({"name": "GHOSTLY_JWT_SECRET", "value": "hunter2"}),
         "PGPASSWORD must come from a secretKeyRef": lambda d: container(d).__setitem__(
-            "env", [e for e in container(d)["env"] if e["name"] != "PGPASSWORD"]),
+            "env", [e for e in container(d)["env"] if e["name"] != "PGPASSWORD"]
+        ),
         "not latest": lambda d: container(d).__setitem__("image", "ghostly-emg-backend:latest"),
-        "no PodDisruptionBudget": lambda d: d.remove(next(p for p in _by_kind(d, "PodDisruptionBudget")
-                                                           if p["metadata"]["name"] == "ghostly-export")),
+        "no PodDisruptionBudget": lambda d: d.remove(
+            next(p for p in _by_kind(d, "PodDisruptionBudget") if p["metadata"]["name"] == "ghostly-export")
+        ),
         "no HorizontalPodAutoscaler": lambda d: d.remove(_by_kind(d, "HorizontalPodAutoscaler")[0]),
         "does not match its pod labels": lambda d: deployment(d)["spec"]["selector"]["matchLabels"].__setitem__(
-            "app.kubernetes.io/name", "ghostly-typo"),
-        "selects 0 Deployments": lambda d: next(s for s in _by_kind(d, "Service")
-                                                if s["metadata"]["name"] == "ghostly-export")["spec"].__setitem__(
-            "selector", {"app.kubernetes.io/name": "nobody"}),
+            "app.kubernetes.io/name", "ghostly-typo"
+        ),
+        "selects 0 Deployments": lambda d: next(
+            s for s in _by_kind(d, "Service") if s["metadata"]["name"] == "ghostly-export"
+        )["spec"].__setitem__("selector", {"app.kubernetes.io/name": "nobody"}),
         "migrate Jobs": lambda d: d.remove(_by_kind(d, "Job")[0]),
         "memory limit": lambda d: container(d, "ingest")["resources"]["limits"].__setitem__("memory", "2Gi"),
         "missing PVC": lambda d: d.remove(_by_kind(d, "PersistentVolumeClaim")[0]),
@@ -421,13 +459,15 @@ def test_schema_validation():
         for doc in render(path):
             try:
                 kv.validate(doc, SCHEMA_VERSION, strict=True)
-            except kv.ValidationError as exc:   # strict: an unknown field (a typo) fails too
-                raise AssertionError(f"{path.relative_to(ROOT)} {doc['kind']}/{doc['metadata']['name']}: {exc}")
+            except kv.ValidationError as exc:  # strict: an unknown field (a typo) fails too
+                raise AssertionError(
+                    f"{path.relative_to(ROOT)} {doc['kind']}/{doc['metadata']['name']}: {exc}"
+                ) from exc
 
 
 def test_schema_validation_can_fail(base):
     kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate not installed (offline schemas)")
     doc = copy.deepcopy(next(d for d in base if d["kind"] == "Deployment"))
-    doc["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {"grpc": {"port": 1}}   # a typo
+    doc["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {"grpc": {"port": 1}}  # a typo
     with pytest.raises(kv.ValidationError):
         kv.validate(doc, SCHEMA_VERSION, strict=True)

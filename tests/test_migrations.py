@@ -1,5 +1,6 @@
 """Migration runner: fresh database, idempotent re-run, edited file refused, concurrency,
 manual migrations only on purpose, a failing file rolled back."""
+
 from __future__ import annotations
 
 import asyncio
@@ -62,7 +63,8 @@ async def test_concurrent_runners_apply_each_migration_once(empty_database_url):
 
 async def test_manual_migration_only_when_targeted(empty_database_url, migrations_copy):
     (migrations_copy / "900_manual_step.sql").write_text(
-        "-- ghostly:manual\n-- applied only on purpose\nCREATE TABLE manual_marker (id int);\n")
+        "-- ghostly:manual\n-- applied only on purpose\nCREATE TABLE manual_marker (id int);\n"
+    )
     (migrations_copy / "901_after.sql").write_text("-- later regular migration\nCREATE TABLE after_marker (id int);\n")
     await migrate(empty_database_url, directory=migrations_copy)
     versions = await _versions(empty_database_url)
@@ -73,8 +75,9 @@ async def test_manual_migration_only_when_targeted(empty_database_url, migration
 
 async def test_failing_migration_leaves_nothing(empty_database_url, migrations_copy):
     (migrations_copy / "950_broken.sql").write_text(
-        "-- broken on purpose\nCREATE TABLE half_done (id int);\nSELECT no_such_function();\n")
-    with pytest.raises(MigrationError, match="950_broken.sql failed and was rolled back"):
+        "-- broken on purpose\nCREATE TABLE half_done (id int);\nSELECT no_such_function();\n"
+    )
+    with pytest.raises(MigrationError, match=r"950_broken.sql failed and was rolled back"):
         await migrate(empty_database_url, directory=migrations_copy)
     conn = await asyncpg.connect(empty_database_url)
     try:

@@ -1,5 +1,6 @@
 """The .proto files are the product's API: generated code must be current, packages versioned,
 and every message field, enum value and RPC documented."""
+
 from __future__ import annotations
 
 import filecmp
@@ -10,18 +11,44 @@ from pathlib import Path
 import pytest
 from google.protobuf import descriptor_pb2
 
-from libs import protogen
+from app import protogen
 
 SERVICES = {
     "ghostly.ingest.v1": {
-        "IngestService": {"Upload", "IngestStoredFile", "Reprocess", "GetProcessingStatus", "RecordSessionOutcome",
-                          "SetScoringConfig"},
-        "PatientService": {"CreateTherapist", "CreatePatient", "UpdatePatient", "DeactivatePatient",
-                           "SetPatientCalibration", "CalibrateFromSession"}},
-    "ghostly.statistics.v1": {"StatisticsService": {
-        "GetSession", "ListSessions", "GetEmgStatistics", "GetPerformanceScore", "GetBfrMonitoring",
-        "GetSessionSettings", "GetPatientProgress", "GetCohortSummary", "BatchGetSessionStatistics",
-        "GetPatient", "ListPatients", "ListPatientCalibrations", "GetScoringConfig"}},
+        "IngestService": {
+            "Upload",
+            "IngestStoredFile",
+            "Reprocess",
+            "GetProcessingStatus",
+            "RecordSessionOutcome",
+            "SetScoringConfig",
+        },
+        "PatientService": {
+            "CreateTherapist",
+            "CreatePatient",
+            "UpdatePatient",
+            "DeactivatePatient",
+            "SetPatientCalibration",
+            "CalibrateFromSession",
+        },
+    },
+    "ghostly.statistics.v1": {
+        "StatisticsService": {
+            "GetSession",
+            "ListSessions",
+            "GetEmgStatistics",
+            "GetPerformanceScore",
+            "GetBfrMonitoring",
+            "GetSessionSettings",
+            "GetPatientProgress",
+            "GetCohortSummary",
+            "BatchGetSessionStatistics",
+            "GetPatient",
+            "ListPatients",
+            "ListPatientCalibrations",
+            "GetScoringConfig",
+        }
+    },
     "ghostly.jit_signal.v1": {"JitSignalService": {"StreamSignals", "ListChannels"}},
     "ghostly.export.v1": {"ExportService": {"CreateExport", "ListExportHistory"}},
 }
@@ -32,19 +59,32 @@ def test_generated_code_is_current(tmp_path):
     assert written, "no proto files found"
     for generated in written:
         committed = protogen.PROTO_ROOT / generated.relative_to(tmp_path)
-        assert committed.exists(), f"{committed} missing: run python -m libs.protogen"
-        assert filecmp.cmp(generated, committed, shallow=False), \
-            f"{committed} is stale: run python -m libs.protogen and commit"
+        assert committed.exists(), f"{committed} missing: run python -m app.protogen"
+        assert filecmp.cmp(generated, committed, shallow=False), (
+            f"{committed} is stale: run python -m app.protogen and commit"
+        )
 
 
 @pytest.fixture(scope="module")
 def descriptor_set(tmp_path_factory) -> descriptor_pb2.FileDescriptorSet:
-    import grpc_tools
+    import grpc_tools  # type: ignore[import-untyped]  # grpcio-tools ships no type information
+
     out = tmp_path_factory.mktemp("desc") / "all.pb"
     include = Path(grpc_tools.__file__).parent / "_proto"
     files = [str(p.relative_to(protogen.PROTO_ROOT)) for p in protogen.proto_files()]
-    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{protogen.PROTO_ROOT}", f"-I{include}",
-                    "--include_source_info", f"--descriptor_set_out={out}", *files], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{protogen.PROTO_ROOT}",
+            f"-I{include}",
+            "--include_source_info",
+            f"--descriptor_set_out={out}",
+            *files,
+        ],
+        check=True,
+    )
     fds = descriptor_pb2.FileDescriptorSet()
     fds.ParseFromString(out.read_bytes())
     return fds
@@ -62,10 +102,12 @@ def test_services_and_versions(descriptor_set):
 def _documented(fds):
     """Yield (what, has_comment) for every RPC, message field and enum value."""
     for f in fds.file:
-        comments = {tuple(loc.path): (loc.leading_comments + loc.trailing_comments).strip()
-                    for loc in f.source_code_info.location}
+        comments = {
+            tuple(loc.path): (loc.leading_comments + loc.trailing_comments).strip()
+            for loc in f.source_code_info.location
+        }
 
-        def msg(path, m, prefix):
+        def msg(path, m, prefix, comments=comments):
             for i, field in enumerate(m.field):
                 yield f"{prefix}.{m.name}.{field.name}", bool(comments.get((*path, 2, i)))
             for i, nested in enumerate(m.nested_type):

@@ -4,6 +4,7 @@ database driver raised it, and health reports the store next to the database.
 
 The store failures are ones root cannot bypass (the tests run as root): the store directory
 replaced by a file, os.link failing with ENOSPC / EIO, an immutable path holding other bytes."""
+
 from __future__ import annotations
 
 import asyncio
@@ -39,6 +40,7 @@ C = grpc.StatusCode
 
 # -- The mapping table ------------------------------------------------------------------------
 
+
 async def _asyncpg_refused() -> BaseException:
     try:
         await asyncpg.connect(f"postgresql://nobody@127.0.0.1:{free_port()}/none", timeout=5)
@@ -67,33 +69,63 @@ def test_store_errors_come_first_in_the_mapping_table():
     assert OSError not in classes and TimeoutError not in classes
 
 
-@pytest.mark.parametrize("exc, code, message", [
-    (errors.StoreConflict("content store: 'P/a.c3d' already holds different bytes"), C.FAILED_PRECONDITION,
-     "content store: 'P/a.c3d' already holds different bytes"),
-    (store_error(OSError(errno.ENOSPC, "No space left on device"), "publish", "P/a.c3d"), C.RESOURCE_EXHAUSTED,
-     "content store: cannot publish 'P/a.c3d': No space left on device (ENOSPC)"),
-    (store_error(OSError(errno.EDQUOT, "Disk quota exceeded"), "publish", "P/a.c3d"), C.RESOURCE_EXHAUSTED,
-     "content store: cannot publish 'P/a.c3d': Disk quota exceeded (EDQUOT)"),
-    (store_error(PermissionError(errno.EACCES, "Permission denied"), "read", "P/a.c3d"), C.INTERNAL,
-     "content store: cannot read 'P/a.c3d': Permission denied (EACCES)"),
-    (store_error(FileExistsError(errno.EEXIST, "File exists"), "create the folder of", "P/a.c3d"), C.INTERNAL,
-     "content store: cannot create the folder of 'P/a.c3d': File exists (EEXIST)"),
-    (errors.DataLoss("the stored C3D file no longer matches its file_hash"), C.DATA_LOSS,
-     "the stored C3D file no longer matches its file_hash"),
-    # Not the store's, not the database's: an OSError of the handler's own is INTERNAL.
-    (PermissionError(errno.EACCES, "Permission denied"), C.INTERNAL, ""),
-    (FileExistsError(errno.EEXIST, "File exists"), C.INTERNAL, ""),
-    (OSError(errno.ENOSPC, "No space left on device"), C.INTERNAL, ""),
-    # Socket-level connection failures: the database.
-    (ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"), C.UNAVAILABLE,
-     "database unavailable: ConnectionResetError: [Errno 104] Connection reset by peer"),
-    (asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
-     C.UNAVAILABLE, "database unavailable: ConnectionDoesNotExistError: connection was closed in the middle "
-                    "of operation"),
-    (TimeoutError("deadline exceeded waiting for the statistics service"), C.DEADLINE_EXCEEDED,
-     "deadline exceeded waiting for the statistics service"),
-    (TimeoutError(), C.DEADLINE_EXCEEDED, "deadline exceeded"),
-], ids=lambda v: v.__class__.__name__ if isinstance(v, BaseException) else None)
+@pytest.mark.parametrize(
+    "exc, code, message",
+    [
+        (
+            errors.StoreConflict("content store: 'P/a.c3d' already holds different bytes"),
+            C.FAILED_PRECONDITION,
+            "content store: 'P/a.c3d' already holds different bytes",
+        ),
+        (
+            store_error(OSError(errno.ENOSPC, "No space left on device"), "publish", "P/a.c3d"),
+            C.RESOURCE_EXHAUSTED,
+            "content store: cannot publish 'P/a.c3d': No space left on device (ENOSPC)",
+        ),
+        (
+            store_error(OSError(errno.EDQUOT, "Disk quota exceeded"), "publish", "P/a.c3d"),
+            C.RESOURCE_EXHAUSTED,
+            "content store: cannot publish 'P/a.c3d': Disk quota exceeded (EDQUOT)",
+        ),
+        (
+            store_error(PermissionError(errno.EACCES, "Permission denied"), "read", "P/a.c3d"),
+            C.INTERNAL,
+            "content store: cannot read 'P/a.c3d': Permission denied (EACCES)",
+        ),
+        (
+            store_error(FileExistsError(errno.EEXIST, "File exists"), "create the folder of", "P/a.c3d"),
+            C.INTERNAL,
+            "content store: cannot create the folder of 'P/a.c3d': File exists (EEXIST)",
+        ),
+        (
+            errors.DataLoss("the stored C3D file no longer matches its file_hash"),
+            C.DATA_LOSS,
+            "the stored C3D file no longer matches its file_hash",
+        ),
+        # Not the store's, not the database's: an OSError of the handler's own is INTERNAL.
+        (PermissionError(errno.EACCES, "Permission denied"), C.INTERNAL, ""),
+        (FileExistsError(errno.EEXIST, "File exists"), C.INTERNAL, ""),
+        (OSError(errno.ENOSPC, "No space left on device"), C.INTERNAL, ""),
+        # Socket-level connection failures: the database.
+        (
+            ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"),
+            C.UNAVAILABLE,
+            "database unavailable: ConnectionResetError: [Errno 104] Connection reset by peer",
+        ),
+        (
+            asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+            C.UNAVAILABLE,
+            "database unavailable: ConnectionDoesNotExistError: connection was closed in the middle of operation",
+        ),
+        (
+            TimeoutError("deadline exceeded waiting for the statistics service"),
+            C.DEADLINE_EXCEEDED,
+            "deadline exceeded waiting for the statistics service",
+        ),
+        (TimeoutError(), C.DEADLINE_EXCEEDED, "deadline exceeded"),
+    ],
+    ids=lambda v: v.__class__.__name__ if isinstance(v, BaseException) else None,
+)
 def test_mapping(exc, code, message):
     assert status_for(exc) == (code, message)
     assert not is_connection_error(exc) or code is C.UNAVAILABLE
@@ -102,7 +134,7 @@ def test_mapping(exc, code, message):
 def test_store_errors_are_never_connection_errors():
     for exc in (errors.StoreConflict("x"), errors.StoreFull("x"), errors.StoreError("x")):
         assert not is_connection_error(exc)
-    assert isinstance(errors.StoreConflict("x"), FileExistsError)   # ContentStore.commit's promise
+    assert isinstance(errors.StoreConflict("x"), FileExistsError)  # ContentStore.commit's promise
 
 
 async def test_database_driver_errors_are_unavailable():
@@ -123,6 +155,7 @@ async def test_database_driver_errors_are_unavailable():
 
 # -- The store itself -------------------------------------------------------------------------
 
+
 async def test_local_store_wraps_its_oserrors(tmp_path, monkeypatch):
     store = LocalContentStore(tmp_path / "store")
     async with store.staging() as staging:
@@ -141,14 +174,15 @@ async def test_local_store_wraps_its_oserrors(tmp_path, monkeypatch):
 
     def full(src, dst):
         raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+
     monkeypatch.setattr(os, "link", full)
     async with store.staging() as staging:
         await staging.write(b"new")
         with pytest.raises(errors.StoreFull) as info:
             await staging.commit("P/b.c3d")
     assert str(info.value) == "content store: cannot publish 'P/b.c3d': No space left on device (ENOSPC)"
-    assert str(tmp_path) not in str(info.value)          # no server path in what the caller sees
-    assert isinstance(info.value.__cause__, OSError)     # the full error stays in the logs
+    assert str(tmp_path) not in str(info.value)  # no server path in what the caller sees
+    assert isinstance(info.value.__cause__, OSError)  # the full error stays in the logs
     monkeypatch.undo()
 
     # A file where a folder belongs.
@@ -157,7 +191,7 @@ async def test_local_store_wraps_its_oserrors(tmp_path, monkeypatch):
         await staging.write(b"q")
         with pytest.raises(errors.StoreError) as info:
             await staging.commit("Q/c.c3d")
-    assert not isinstance(info.value, FileExistsError)   # not mistaken for "other bytes at that path"
+    assert not isinstance(info.value, FileExistsError)  # not mistaken for "other bytes at that path"
     assert str(info.value).startswith("content store: cannot create the folder of 'Q/c.c3d': ")
 
     assert await store.check() is None
@@ -168,8 +202,7 @@ async def test_local_store_wraps_its_oserrors(tmp_path, monkeypatch):
     with pytest.raises(errors.StoreError) as info:
         async with store.staging():
             pass
-    assert str(info.value) == ("content store: cannot start an upload in the staging folder: "
-                               "Not a directory (ENOTDIR)")
+    assert str(info.value) == ("content store: cannot start an upload in the staging folder: Not a directory (ENOTDIR)")
     with pytest.raises(errors.NotFound):
         await store.stat("P/a.c3d")
     # Opening a store whose root cannot be created does not fail: its health says so.
@@ -192,8 +225,11 @@ async def test_write_errors_of_an_upload(tmp_path):
     async with store.staging() as staging:
         staging._handle.close()
         staging._handle = FullFile()
-        with pytest.raises(errors.StoreFull, match=r"^content store: cannot write the upload to the staging "
-                                                   r"folder: No space left on device \(ENOSPC\)$"):
+        with pytest.raises(
+            errors.StoreFull,
+            match=r"^content store: cannot write the upload to the staging "
+            r"folder: No space left on device \(ENOSPC\)$",
+        ):
             await staging.write(b"x")
 
 
@@ -206,11 +242,17 @@ def test_open_store_is_collected_for_the_health_probe(tmp_path):
 
 # -- A real server ----------------------------------------------------------------------------
 
+
 def _synthetic(directory: Path) -> tuple[bytes, str]:
-    seed = 10_000_000 + secrets.randbelow(10 ** 9)   # content no other test uploads
-    spec = SyntheticSpec(duration_s=12.0, seed=seed, channels=[
-        ChannelSpec(contractions=regular_contractions(3, 1.5, 3.0)),
-        ChannelSpec(contractions=regular_contractions(3, 1.5, 3.0, amplitude_v=200e-6))])
+    seed = 10_000_000 + secrets.randbelow(10**9)  # content no other test uploads
+    spec = SyntheticSpec(
+        duration_s=12.0,
+        seed=seed,
+        channels=[
+            ChannelSpec(contractions=regular_contractions(3, 1.5, 3.0)),
+            ChannelSpec(contractions=regular_contractions(3, 1.5, 3.0, amplitude_v=200e-6)),
+        ],
+    )
     name = ghostly_file_name(spec, seconds=seed % 60, frac=f"{seed % 10000:04d}")
     path = directory / f"{seed}.c3d"
     write_synthetic_c3d(path, spec)
@@ -255,13 +297,14 @@ async def test_disk_full_is_resource_exhausted_not_database_unavailable(ingest, 
 
     def full(src, dst):
         raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+
     monkeypatch.setattr(os, "link", full)
     err = await _upload_error(ingest, data, name, patient)
     assert err.code() is C.RESOURCE_EXHAUSTED
     assert err.details() == f"content store: cannot publish '{patient}/{name}': No space left on device (ENOSPC)"
-    assert ingest.serving   # a store error is not a database outage: the pool is kept, still SERVING
+    assert ingest.serving  # a store error is not a database outage: the pool is kept, still SERVING
 
-    monkeypatch.undo()      # space again: the same upload goes through
+    monkeypatch.undo()  # space again: the same upload goes through
     async with grpc.aio.insecure_channel(ingest.address) as ch:
         reply = await ingest_pb2_grpc.IngestServiceStub(ch).Upload(upload_messages(data, name, patient), timeout=60)
     assert reply.created and reply.status == common_pb2.PROCESSING_STATUS_COMPLETED
@@ -273,17 +316,19 @@ async def test_io_error_of_the_store_is_internal_with_the_store_message(ingest, 
 
     def broken(src, dst):
         raise OSError(errno.EIO, "Input/output error", str(dst))
+
     monkeypatch.setattr(os, "link", broken)
     err = await _upload_error(ingest, data, name, patient)
     assert err.code() is C.INTERNAL
-    assert err.details().startswith(f"content store: cannot publish '{patient}/{name}': Input/output error (EIO) "
-                                    "(request id ")
+    assert err.details().startswith(
+        f"content store: cannot publish '{patient}/{name}': Input/output error (EIO) (request id "
+    )
     assert str(tmp_path) not in err.details()
 
 
 async def test_immutable_path_holding_other_bytes_is_failed_precondition(ingest, patient, tmp_path):
     data, name = _synthetic(tmp_path)
-    stem = name[:-len(".c3d")]
+    stem = name[: -len(".c3d")]
     folder = ingest.context.config.store_dir / patient
     folder.mkdir(parents=True)
     # The name is taken by other bytes, and so is the content-named fallback ingest tries next.
@@ -292,10 +337,11 @@ async def test_immutable_path_holding_other_bytes_is_failed_precondition(ingest,
     (folder / fallback).write_bytes(b"yet other bytes")
     err = await _upload_error(ingest, data, name, patient)
     assert err.code() is C.FAILED_PRECONDITION
-    assert err.details() == (f"content store: '{patient}/{fallback}' already holds different bytes "
-                             "(stored files are immutable)")
+    assert err.details() == (
+        f"content store: '{patient}/{fallback}' already holds different bytes (stored files are immutable)"
+    )
 
-    (folder / fallback).unlink()   # only the name taken: ingest keeps both, the new one content-named
+    (folder / fallback).unlink()  # only the name taken: ingest keeps both, the new one content-named
     async with grpc.aio.insecure_channel(ingest.address) as ch:
         reply = await ingest_pb2_grpc.IngestServiceStub(ch).Upload(upload_messages(data, name, patient), timeout=60)
     assert reply.created and reply.file_path == f"{patient}/{fallback}"
@@ -316,23 +362,26 @@ async def test_health_reports_the_store(database_url, patient, tmp_path):
 
         async def store_users_down():
             return all([await _health(servers[n].address) == "NOT_SERVING" for n in ("ingest", "jit_signal")])
+
         await wait_for(store_users_down, timeout=10)
         for n in ("ingest", "jit_signal"):
             assert servers[n].health_detail == f"content store root {store_dir} is not a directory"
-        assert await _health(servers["statistics"].address) == "SERVING"   # uses no store
+        assert await _health(servers["statistics"].address) == "SERVING"  # uses no store
 
         data, name = _synthetic(tmp_path)
         err = await _upload_error(servers["ingest"], data, name, patient)
         assert err.code() is C.INTERNAL
-        assert err.details().startswith("content store: cannot start an upload in the staging folder: "
-                                        "Not a directory (ENOTDIR) (request id ")
+        assert err.details().startswith(
+            "content store: cannot start an upload in the staging folder: Not a directory (ENOTDIR) (request id "
+        )
 
         store_dir.unlink()
         store_dir.mkdir()
 
         async def back():
             return all([await _health(s.address) == "SERVING" for s in servers.values()])
-        await wait_for(back, timeout=10)   # no restart needed
+
+        await wait_for(back, timeout=10)  # no restart needed
         assert servers["ingest"].health_detail is None
     finally:
         for s in servers.values():
@@ -350,7 +399,7 @@ class _Raising(statistics_pb2_grpc.StatisticsServiceServicer):
             raise PermissionError(errno.EACCES, "Permission denied", "/srv/secret/file")
         if kind == "database":
             await asyncpg.connect(f"postgresql://nobody@127.0.0.1:{free_port()}/none", timeout=5)
-        if kind == "slow":   # cancelled by gRPC at the deadline
+        if kind == "slow":  # cancelled by gRPC at the deadline
             await asyncio.sleep(5)
         return statistics_pb2.Session(id=kind)
 
@@ -372,7 +421,9 @@ async def test_oserrors_through_a_real_server(database_url, tmp_path):
 
             err = await call("timeout")
             assert (err.code(), err.details()) == (
-                C.DEADLINE_EXCEEDED, "deadline exceeded waiting for the jit_signal service at 127.0.0.1:1")
+                C.DEADLINE_EXCEEDED,
+                "deadline exceeded waiting for the jit_signal service at 127.0.0.1:1",
+            )
             err = await call("oserror")
             assert err.code() is C.INTERNAL and err.details().startswith("internal error (request id ")
             err = await call("database")

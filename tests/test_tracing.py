@@ -4,6 +4,7 @@ with database and content-store spans; nothing at all when tracing is off; the O
 The real statistics, jit_signal and export servers run in process on loopback over the
 session's PostgreSQL (as tests/export/conftest.py does); spans go to an in-memory exporter.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,8 +42,12 @@ async def world(database_url, shared_data_dir, tmp_path_factory):
 
     assert not tracing.enabled()
     cfg = dataclasses.replace(make_config(database_url, shared_data_dir), ingest_workers=1)
-    spec = SyntheticSpec(duration_s=20.0, seed=1919, time=(2024, 9, 19, 19, 19), channels=[
-        ChannelSpec(contractions=regular_contractions(3, 2.0, 5.0)), ChannelSpec()])
+    spec = SyntheticSpec(
+        duration_s=20.0,
+        seed=1919,
+        time=(2024, 9, 19, 19, 19),
+        channels=[ChannelSpec(contractions=regular_contractions(3, 2.0, 5.0)), ChannelSpec()],
+    )
     path = tmp_path_factory.mktemp("tracing") / ghostly_file_name(spec, seconds=19)
     write_synthetic_c3d(path, spec)
     conn = await asyncpg.connect(database_url)
@@ -54,7 +59,8 @@ async def world(database_url, shared_data_dir, tmp_path_factory):
     try:
         async with grpc.aio.insecure_channel(ingest.address) as ch:
             reply = await ingest_pb2_grpc.IngestServiceStub(ch).Upload(
-                upload_messages(path.read_bytes(), path.name, patient), timeout=120)
+                upload_messages(path.read_bytes(), path.name, patient), timeout=120
+            )
     finally:
         await ingest.stop(0)
     return cfg, reply.session_id
@@ -67,8 +73,10 @@ async def services(cfg):
     from services.jit_signal.server import SPEC as JIT
     from services.statistics.server import SPEC as STATS
 
-    servers = {"statistics": await start_service(STATS, cfg, port=0),
-               "jit_signal": await start_service(JIT, cfg, port=0)}
+    servers = {
+        "statistics": await start_service(STATS, cfg, port=0),
+        "jit_signal": await start_service(JIT, cfg, port=0),
+    }
     try:
         ports = dict(cfg.ports, **{n: s.port for n, s in servers.items()})
         servers["export"] = await start_service(EXPORT_SPEC, dataclasses.replace(cfg, ports=ports), port=0)
@@ -82,11 +90,16 @@ async def run_exports(address: str, session_id: str, *, interceptors=None, metad
     """A signals export (export calls statistics and jit_signal) and a statistics export."""
     async with grpc.aio.insecure_channel(address, interceptors=interceptors) as ch:
         stub = export_pb2_grpc.ExportServiceStub(ch)
-        for fields in (dict(type=pb.EXPORT_TYPE_SIGNALS_VISUALIZATION, max_points=200, signal_kinds=["raw"]),
-                       dict(type=pb.EXPORT_TYPE_STATISTICS_ONLY)):
+        for fields in (
+            dict(type=pb.EXPORT_TYPE_SIGNALS_VISUALIZATION, max_points=200, signal_kinds=["raw"]),
+            dict(type=pb.EXPORT_TYPE_STATISTICS_ONLY),
+        ):
             done = False
-            async for msg in stub.CreateExport(pb.CreateExportRequest(
-                    format=pb.EXPORT_FORMAT_CSV, session_ids=[session_id], **fields), timeout=120, metadata=metadata):
+            async for msg in stub.CreateExport(
+                pb.CreateExportRequest(format=pb.EXPORT_FORMAT_CSV, session_ids=[session_id], **fields),
+                timeout=120,
+                metadata=metadata,
+            ):
                 done = done or msg.WhichOneof("body") == "completed"
             assert done
 
@@ -118,12 +131,18 @@ async def test_one_trace_across_export_statistics_and_jit_signal(world, recorder
         with provider.get_tracer("test").start_as_current_span("researcher download") as root:
             await run_exports(servers["export"].address, session_id, interceptors=tracing.client_interceptors())
         # A failing export (unknown session: statistics answers NOT_FOUND), a trace of its own.
-        async with grpc.aio.insecure_channel(servers["export"].address,
-                                             interceptors=tracing.client_interceptors()) as ch:
+        async with grpc.aio.insecure_channel(
+            servers["export"].address, interceptors=tracing.client_interceptors()
+        ) as ch:
             with pytest.raises(grpc.aio.AioRpcError) as info:
-                async for _ in export_pb2_grpc.ExportServiceStub(ch).CreateExport(pb.CreateExportRequest(
-                        type=pb.EXPORT_TYPE_SIGNALS_VISUALIZATION, format=pb.EXPORT_FORMAT_CSV,
-                        session_ids=["00000000-0000-4000-8000-000000000000"]), timeout=60):
+                async for _ in export_pb2_grpc.ExportServiceStub(ch).CreateExport(
+                    pb.CreateExportRequest(
+                        type=pb.EXPORT_TYPE_SIGNALS_VISUALIZATION,
+                        format=pb.EXPORT_FORMAT_CSV,
+                        session_ids=["00000000-0000-4000-8000-000000000000"],
+                    ),
+                    timeout=60,
+                ):
                     pass
             assert info.value.code() is grpc.StatusCode.NOT_FOUND
     trace_id = root.get_span_context().trace_id
@@ -137,17 +156,20 @@ async def test_one_trace_across_export_statistics_and_jit_signal(world, recorder
     assert failed_root.kind is SpanKind.CLIENT and failed_root.name == EXPORT
     assert {s.context.trace_id for s in failed} == {failed_root.context.trace_id}
     assert failed_root.attributes["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
-    assert failed_root.status.status_code.name == "ERROR"   # a client span: any non-OK code
+    assert failed_root.status.status_code.name == "ERROR"  # a client span: any non-OK code
     failed_servers = {service_of(s): s for s in failed if s.kind is SpanKind.SERVER}
     assert failed_servers.keys() >= {"export", "statistics"}
     assert failed_servers["export"].attributes["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
-    assert failed_servers["export"].status.status_code.name == "UNSET"   # the caller's error, not the server's
+    assert failed_servers["export"].status.status_code.name == "UNSET"  # the caller's error, not the server's
 
     server = [s for s in ours if s.kind is SpanKind.SERVER]
     assert {service_of(s) for s in server} == {"export", "statistics", "jit_signal"}
     names = {s.name for s in server}
-    assert {EXPORT, "ghostly.statistics.v1.StatisticsService/GetSession",
-            "ghostly.jit_signal.v1.JitSignalService/StreamSignals"} <= names, names
+    assert {
+        EXPORT,
+        "ghostly.statistics.v1.StatisticsService/GetSession",
+        "ghostly.jit_signal.v1.JitSignalService/StreamSignals",
+    } <= names, names
     assert all(s.attributes["rpc.grpc.status_code"] == 0 for s in server)
     assert all(s.attributes["ghostly.request_id"] for s in server)
 
@@ -185,7 +207,10 @@ async def test_one_trace_across_export_statistics_and_jit_signal(world, recorder
     # The access log lines name the trace (written when the servers stopped).
     lines = [r.fields for r in caplog.records if r.name == "ghostly.rpc" and hasattr(r, "fields")]
     assert {f["service"] for f in lines if f.get("trace_id") == format(trace_id, "032x")} == {
-        "export", "statistics", "jit_signal"}
+        "export",
+        "statistics",
+        "jit_signal",
+    }
 
 
 async def test_tracing_off_adds_nothing(world, monkeypatch, tmp_path):
@@ -210,8 +235,11 @@ async def test_tracing_off_adds_nothing(world, monkeypatch, tmp_path):
     async with services(cfg) as servers:
         assert all(s.context.pool._connection_class is asyncpg.Connection for s in servers.values())
         # A caller's traceparent is ignored.
-        await run_exports(servers["export"].address, session_id, metadata=(
-            ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),))
+        await run_exports(
+            servers["export"].address,
+            session_id,
+            metadata=(("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),),
+        )
     assert exporter.get_finished_spans() == ()
     assert calls == []
 
@@ -220,8 +248,9 @@ async def test_tracing_off_adds_nothing(world, monkeypatch, tmp_path):
 def python(code: str, **env: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     environ.update(env)
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                          cwd=ROOT, env=environ)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT, env=environ
+    )
 
 
 SPAN = """
@@ -241,8 +270,10 @@ def test_setup_is_off_by_default_and_for_none():
     assert python(SPAN, OTEL_TRACES_EXPORTER="none").stdout.strip() == "off"
     assert python(SPAN, OTEL_TRACES_EXPORTER="console", OTEL_SDK_DISABLED="true").stdout.strip() == "off"
     # Off: the SDK is not even imported.
-    out = python("import sys; from libs import tracing, service_main; import libs.grpc_server, libs.db.pool;"
-                 "tracing.setup('x'); print(any(m.startswith('opentelemetry') for m in sys.modules))")
+    out = python(
+        "import sys; from libs import tracing; from app import service_main; import libs.grpc_server, libs.db.pool;"
+        "tracing.setup('x'); print(any(m.startswith('opentelemetry') for m in sys.modules))"
+    )
     assert out.stdout.strip() == "False", out.stderr
 
 
@@ -251,7 +282,7 @@ def test_console_exporter_and_default_service_name():
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("on") and '"name": "hello"' in out.stdout
     assert '"service.name": "ghostly-statistics"' in out.stdout
-    assert "store.stat" not in out.stdout   # store spans only inside a traced RPC
+    assert "store.stat" not in out.stdout  # store spans only inside a traced RPC
     out = python(SPAN, OTEL_TRACES_EXPORTER="console", OTEL_SERVICE_NAME="stats-eu1")
     assert '"service.name": "stats-eu1"' in out.stdout
 
@@ -259,11 +290,18 @@ def test_console_exporter_and_default_service_name():
 def test_a_bad_exporter_stops_the_service_with_exit_2():
     out = python(SPAN, OTEL_TRACES_EXPORTER="zipkin")
     assert out.returncode != 0 and "OTEL_TRACES_EXPORTER='zipkin' is not allowed" in out.stderr
-    run = subprocess.run([sys.executable, "-m", "services.statistics"], capture_output=True, text=True,
-                         timeout=60, cwd=ROOT, env={**os.environ, "OTEL_TRACES_EXPORTER": "jaeger"})
+    run = subprocess.run(
+        [sys.executable, "-m", "services.statistics"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "OTEL_TRACES_EXPORTER": "jaeger"},
+    )
     assert run.returncode == 2
-    assert run.stderr.strip() == ("statistics: OTEL_TRACES_EXPORTER='jaeger' is not allowed: a comma-separated "
-                                  "list of none, otlp, console")
+    assert run.stderr.strip() == (
+        "statistics: OTEL_TRACES_EXPORTER='jaeger' is not allowed: a comma-separated list of none, otlp, console"
+    )
 
 
 def test_otlp_exporter_sends_to_the_collector_at_the_endpoint():
@@ -283,14 +321,17 @@ def test_otlp_exporter_sends_to_the_collector_at_the_endpoint():
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
-        out = python(SPAN, OTEL_TRACES_EXPORTER="otlp", OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
-                     OTEL_EXPORTER_OTLP_INSECURE="true")
+        out = python(
+            SPAN,
+            OTEL_TRACES_EXPORTER="otlp",
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
+            OTEL_EXPORTER_OTLP_INSECURE="true",
+        )
         assert out.returncode == 0 and out.stdout.strip() == "on", out.stderr
         assert got.wait(10)
     finally:
         server.stop(0)
     spans = [s for r in received for rs in r.resource_spans for ss in rs.scope_spans for s in ss.spans]
     assert [s.name for s in spans] == ["hello"]
-    attrs = {a.key: a.value.string_value for r in received for rs in r.resource_spans
-             for a in rs.resource.attributes}
+    attrs = {a.key: a.value.string_value for r in received for rs in r.resource_spans for a in rs.resource.attributes}
     assert attrs["service.name"] == "ghostly-statistics"

@@ -5,6 +5,7 @@ $GHOSTLY_TOKEN, one way of reporting a failure, and the API's units formatted fo
 Nothing heavy is imported at module level: grpc and the generated code are imported when a
 command runs (``Client``), never while the parser is built.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -30,6 +31,7 @@ class _Stub:
 
         def call(request, timeout: float | None = None):
             return method(request, timeout=timeout or self._timeout, metadata=self._metadata)
+
         return call
 
 
@@ -40,6 +42,7 @@ class Client:
     def __init__(self, timeout: float = TIMEOUT_S):
         from libs import auth
         from libs import config as config_mod
+
         self._cfg = config_mod.load()
         self._metadata = auth.client_metadata()
         self._timeout = timeout
@@ -51,6 +54,7 @@ class Client:
     def _channel(self, service: str):
         if service not in self._channels:
             from libs.tls import channel
+
             self._channels[service] = channel(self.target(service), self._cfg.tls)
         return self._channels[service]
 
@@ -60,16 +64,19 @@ class Client:
     @property
     def patients(self) -> _Stub:
         from ghostly.ingest.v1 import ingest_pb2_grpc
+
         return self._stub("ingest", ingest_pb2_grpc.PatientServiceStub)
 
     @property
     def ingest(self) -> _Stub:
         from ghostly.ingest.v1 import ingest_pb2_grpc
+
         return self._stub("ingest", ingest_pb2_grpc.IngestServiceStub)
 
     @property
     def statistics(self) -> _Stub:
         from ghostly.statistics.v1 import statistics_pb2_grpc
+
         return self._stub("statistics", statistics_pb2_grpc.StatisticsServiceStub)
 
     def close(self) -> None:
@@ -77,7 +84,7 @@ class Client:
             channel.close()
         self._channels.clear()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -98,6 +105,7 @@ def command(func):
     @functools.wraps(func)
     def run(args) -> int:
         import grpc
+
         try:
             with Client(timeout=getattr(args, "timeout", None) or TIMEOUT_S) as client:
                 return func(args, client) or 0
@@ -107,15 +115,22 @@ def command(func):
         except CommandError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_ERROR
+
     return run
 
 
 def add_timeout(parser) -> None:
-    parser.add_argument("--timeout", type=float, default=TIMEOUT_S, metavar="S",
-                        help=f"deadline of each call in seconds (default {TIMEOUT_S:g})")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=TIMEOUT_S,
+        metavar="S",
+        help=f"deadline of each call in seconds (default {TIMEOUT_S:g})",
+    )
 
 
 # --------------------------------------------------------------------------- formatting
+
 
 def optional(msg, field: str):
     """The value of an `optional` proto field, or None when unset."""
@@ -143,7 +158,7 @@ def when(ts, date_only: bool = False) -> str:
     """A protobuf Timestamp in UTC ('-' when unset)."""
     if ts is None or (ts.seconds == 0 and ts.nanos == 0):
         return "-"
-    d = dt.datetime.fromtimestamp(ts.seconds, tz=dt.timezone.utc)
+    d = dt.datetime.fromtimestamp(ts.seconds, tz=dt.UTC)
     return d.strftime("%Y-%m-%d" if date_only else "%Y-%m-%d %H:%M:%S")
 
 
@@ -158,16 +173,19 @@ def _enum_word(enum, value: int, prefix: str) -> str:
 
 def status_word(value: int) -> str:
     from ghostly.common.v1 import common_pb2
+
     return _enum_word(common_pb2.ProcessingStatus, value, "PROCESSING_STATUS_")
 
 
 def session_type_word(value: int) -> str:
     from ghostly.common.v1 import common_pb2
+
     return _enum_word(common_pb2.SessionType, value, "SESSION_TYPE_")
 
 
 def calibration_source_word(value: int) -> str:
     from ghostly.common.v1 import common_pb2
+
     return _enum_word(common_pb2.CalibrationSource, value, "CALIBRATION_SOURCE_")
 
 

@@ -12,41 +12,55 @@ calibration (writes: ingest's PatientService; reads: StatisticsService).
 MVCs are given and shown in uV of the RMS envelope (the API stores volts). A new calibration
 applies to sessions ingested from then on; sessions already analysed keep their values.
 """
+
 from __future__ import annotations
 
 import argparse
 
-from libs.client.common import (CommandError, add_timeout, calibration_source_word, command, num, optional,
-                                table, uv, when)
+from libs.client.common import (
+    CommandError,
+    add_timeout,
+    calibration_source_word,
+    command,
+    num,
+    optional,
+    table,
+    uv,
+    when,
+)
 
 # --------------------------------------------------------------------------- formatting
 
 
 def _patient_line(p) -> str:
     state = "active" if p.active else f"deactivated {when(p.deactivated_at)} UTC"
-    return (f"patient     {p.patient_code}   {p.first_name} {p.last_name}   born {p.date_of_birth or '-'}   "
-            f"{state}")
+    return f"patient     {p.patient_code}   {p.first_name} {p.last_name}   born {p.date_of_birth or '-'}   {state}"
 
 
 def calibration_values(c) -> str:
     """'MVC L 400.0 uV  R - ; duration L 2 s  R 2 s ; target 12 ; BFR target 50 % AOP' ('-': not set)."""
+
     def value(field: str, fmt, unit: str) -> str:
         v = optional(c, field)
         return "-" if v is None else f"{fmt(v)} {unit}".rstrip()
 
-    return (f"MVC L {value('mvc_left_v', uv, 'uV')}  R {value('mvc_right_v', uv, 'uV')}   "
-            f"duration L {value('duration_threshold_left_s', num, 's')}  "
-            f"R {value('duration_threshold_right_s', num, 's')}   "
-            f"target {value('target_contractions', num, '')}   "
-            f"BFR target {value('bfr_target_pressure_aop', num, '% AOP')}")
+    return (
+        f"MVC L {value('mvc_left_v', uv, 'uV')}  R {value('mvc_right_v', uv, 'uV')}   "
+        f"duration L {value('duration_threshold_left_s', num, 's')}  "
+        f"R {value('duration_threshold_right_s', num, 's')}   "
+        f"target {value('target_contractions', num, '')}   "
+        f"BFR target {value('bfr_target_pressure_aop', num, '% AOP')}"
+    )
 
 
 def _calibration_lines(c) -> list[str]:
     source = calibration_source_word(c.source)
     origin = f" from session {c.source_session_id}" if c.source_session_id else ""
-    lines = [f"calibration {c.id}   {source}{origin}   {when(c.created_at)} UTC by {c.created_by or '-'}"
-             + (f" ({c.created_by_role})" if c.created_by_role else ""),
-             f"  {calibration_values(c)}"]
+    lines = [
+        f"calibration {c.id}   {source}{origin}   {when(c.created_at)} UTC by {c.created_by or '-'}"
+        + (f" ({c.created_by_role})" if c.created_by_role else ""),
+        f"  {calibration_values(c)}",
+    ]
     if c.rule:
         lines.append(f"  rule: {c.rule}")
     if c.notes:
@@ -56,11 +70,14 @@ def _calibration_lines(c) -> list[str]:
 
 # --------------------------------------------------------------------------- therapists
 
+
 @command
 def run_therapist_add(args, client) -> int:
     from ghostly.ingest.v1 import ingest_pb2
-    t = client.patients.CreateTherapist(ingest_pb2.CreateTherapistRequest(
-        user_id=args.user_id, first_name=args.first, last_name=args.last))
+
+    t = client.patients.CreateTherapist(
+        ingest_pb2.CreateTherapistRequest(user_id=args.user_id, first_name=args.first, last_name=args.last)
+    )
     print(f"therapist   {t.id}   {t.first_name} {t.last_name}   user {t.user_id}")
     print(f"(register patients with: ghostly patients add CODE ... --therapist {t.id})")
     return 0
@@ -68,12 +85,20 @@ def run_therapist_add(args, client) -> int:
 
 # --------------------------------------------------------------------------- patients
 
+
 @command
 def run_add(args, client) -> int:
     from ghostly.ingest.v1 import ingest_pb2
-    p = client.patients.CreatePatient(ingest_pb2.CreatePatientRequest(
-        patient_code=args.code or "", therapist_id=args.therapist or "", first_name=args.first,
-        last_name=args.last, date_of_birth=args.dob))
+
+    p = client.patients.CreatePatient(
+        ingest_pb2.CreatePatientRequest(
+            patient_code=args.code or "",
+            therapist_id=args.therapist or "",
+            first_name=args.first,
+            last_name=args.last,
+            date_of_birth=args.dob,
+        )
+    )
     print(_patient_line(p))
     print(f"therapist   {p.therapist_id}")
     return 0
@@ -82,10 +107,14 @@ def run_add(args, client) -> int:
 @command
 def run_list(args, client) -> int:
     from ghostly.statistics.v1 import statistics_pb2 as spb
+
     patients, token = [], ""
     while True:
-        page = client.statistics.ListPatients(spb.ListPatientsRequest(
-            therapist_id=args.therapist or "", include_inactive=args.all, page_size=500, page_token=token))
+        page = client.statistics.ListPatients(
+            spb.ListPatientsRequest(
+                therapist_id=args.therapist or "", include_inactive=args.all, page_size=500, page_token=token
+            )
+        )
         patients += page.patients
         token = page.next_page_token
         if not token:
@@ -97,8 +126,17 @@ def run_list(args, client) -> int:
     for p in patients:
         c = p.current_calibration if p.HasField("current_calibration") else None
         mvc = "-" if c is None else f"{uv(optional(c, 'mvc_left_v'))} / {uv(optional(c, 'mvc_right_v'))}"
-        rows.append([p.patient_code, f"{p.first_name} {p.last_name}", p.date_of_birth or "-",
-                     "yes" if p.active else "no", str(p.session_count), mvc, p.therapist_id or "-"])
+        rows.append(
+            [
+                p.patient_code,
+                f"{p.first_name} {p.last_name}",
+                p.date_of_birth or "-",
+                "yes" if p.active else "no",
+                str(p.session_count),
+                mvc,
+                p.therapist_id or "-",
+            ]
+        )
     for line in table(rows, ["CODE", "NAME", "BORN", "ACTIVE", "SESSIONS", "MVC L / R uV", "THERAPIST"]):
         print(line)
     return 0
@@ -108,9 +146,11 @@ def run_list(args, client) -> int:
 def run_show(args, client) -> int:
     from ghostly.statistics.v1 import statistics_pb2 as spb
     from libs.client.sessions import recent_sessions, session_lines
+
     p = client.statistics.GetPatient(spb.GetPatientRequest(patient_code=args.code))
     history = client.statistics.ListPatientCalibrations(
-        spb.ListPatientCalibrationsRequest(patient_code=args.code)).calibrations
+        spb.ListPatientCalibrationsRequest(patient_code=args.code)
+    ).calibrations
     sessions = recent_sessions(client, args.code, args.limit)
     print(_patient_line(p))
     print(f"therapist   {p.therapist_id or '-'}")
@@ -123,14 +163,37 @@ def run_show(args, client) -> int:
         print("  none (each session's own values or the backend estimate are used)")
     print()
     print(f"calibration history ({len(history)}, newest first)")
-    rows = [[when(c.created_at), calibration_source_word(c.source), uv(optional(c, "mvc_left_v")),
-             uv(optional(c, "mvc_right_v")), num(optional(c, "duration_threshold_left_s")),
-             num(optional(c, "duration_threshold_right_s")), num(optional(c, "target_contractions")),
-             num(optional(c, "bfr_target_pressure_aop")), c.source_session_id or "-", c.id]
-            for c in history]
+    rows = [
+        [
+            when(c.created_at),
+            calibration_source_word(c.source),
+            uv(optional(c, "mvc_left_v")),
+            uv(optional(c, "mvc_right_v")),
+            num(optional(c, "duration_threshold_left_s")),
+            num(optional(c, "duration_threshold_right_s")),
+            num(optional(c, "target_contractions")),
+            num(optional(c, "bfr_target_pressure_aop")),
+            c.source_session_id or "-",
+            c.id,
+        ]
+        for c in history
+    ]
     if rows:
-        for line in table(rows, ["CREATED (UTC)", "SOURCE", "MVC L uV", "MVC R uV", "DUR L s", "DUR R s",
-                                 "TARGET", "BFR %AOP", "FROM SESSION", "ID"]):
+        for line in table(
+            rows,
+            [
+                "CREATED (UTC)",
+                "SOURCE",
+                "MVC L uV",
+                "MVC R uV",
+                "DUR L s",
+                "DUR R s",
+                "TARGET",
+                "BFR %AOP",
+                "FROM SESSION",
+                "ID",
+            ],
+        ):
             print("  " + line)
     else:
         print("  (none)")
@@ -141,9 +204,14 @@ def run_show(args, client) -> int:
     return 0
 
 
-MANUAL = (("mvc_left", "mvc_left_v"), ("mvc_right", "mvc_right_v"), ("duration_left", "duration_threshold_left_s"),
-          ("duration_right", "duration_threshold_right_s"), ("target", "target_contractions"),
-          ("bfr_target", "bfr_target_pressure_aop"))
+MANUAL = (
+    ("mvc_left", "mvc_left_v"),
+    ("mvc_right", "mvc_right_v"),
+    ("duration_left", "duration_threshold_left_s"),
+    ("duration_right", "duration_threshold_right_s"),
+    ("target", "target_contractions"),
+    ("bfr_target", "bfr_target_pressure_aop"),
+)
 
 
 def _volts(option: str, microvolts: float) -> float:
@@ -156,29 +224,41 @@ def _volts(option: str, microvolts: float) -> float:
 @command
 def run_calibrate(args, client) -> int:
     from ghostly.ingest.v1 import ingest_pb2
+
     manual = {field: getattr(args, opt) for opt, field in MANUAL if getattr(args, opt) is not None}
     if args.from_session:
         if manual:
-            raise CommandError("--from-session derives the MVCs from the session and carries the other values "
-                               "over: give either --from-session or values, not both")
+            raise CommandError(
+                "--from-session derives the MVCs from the session and carries the other values "
+                "over: give either --from-session or values, not both"
+            )
         from ghostly.statistics.v1 import statistics_pb2 as spb
+
         # CalibrateFromSession names only the session: make sure it is this patient's.
         session = client.statistics.GetSession(spb.GetSessionRequest(session_id=args.from_session))
         if session.patient_id != args.code:
-            raise CommandError(f"session {args.from_session} belongs to patient {session.patient_id}, "
-                               f"not {args.code}")
-        c = client.patients.CalibrateFromSession(ingest_pb2.CalibrateFromSessionRequest(
-            session_id=args.from_session, top_n=args.top_n or 0, allow_any_session_type=args.any_session_type,
-            notes=args.notes or ""), timeout=max(args.timeout, 60.0))
+            raise CommandError(f"session {args.from_session} belongs to patient {session.patient_id}, not {args.code}")
+        c = client.patients.CalibrateFromSession(
+            ingest_pb2.CalibrateFromSessionRequest(
+                session_id=args.from_session,
+                top_n=args.top_n or 0,
+                allow_any_session_type=args.any_session_type,
+                notes=args.notes or "",
+            ),
+            timeout=max(args.timeout, 60.0),
+        )
     else:
         if not manual:
-            raise CommandError("nothing to calibrate: give --mvc-left/--mvc-right (uV), --duration-left/"
-                               "--duration-right (s), --target, --bfr-target or --from-session")
+            raise CommandError(
+                "nothing to calibrate: give --mvc-left/--mvc-right (uV), --duration-left/"
+                "--duration-right (s), --target, --bfr-target or --from-session"
+            )
         for opt, field in MANUAL[:2]:
             if field in manual:
                 manual[field] = _volts(opt.replace("_", "-"), manual[field])
-        c = client.patients.SetPatientCalibration(ingest_pb2.SetPatientCalibrationRequest(
-            patient_code=args.code, notes=args.notes or "", **manual))
+        c = client.patients.SetPatientCalibration(
+            ingest_pb2.SetPatientCalibrationRequest(patient_code=args.code, notes=args.notes or "", **manual)
+        )
     print(f"patient     {c.patient_code}: new current calibration")
     for line in _calibration_lines(c):
         print(line)
@@ -189,6 +269,7 @@ def run_calibrate(args, client) -> int:
 @command
 def run_deactivate(args, client) -> int:
     from ghostly.ingest.v1 import ingest_pb2
+
     p = client.patients.DeactivatePatient(ingest_pb2.DeactivatePatientRequest(patient_code=args.code))
     print(_patient_line(p))
     print("(history kept; new files of this patient are still ingested, with a warning)")
@@ -204,20 +285,27 @@ HELP = {
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("patients", help=HELP["patients"], description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="patients_command", required=True,
-                           metavar="{add,list,show,calibrate,deactivate}")
+    p = subparsers.add_parser(
+        "patients", help=HELP["patients"], description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = p.add_subparsers(dest="patients_command", required=True, metavar="{add,list,show,calibrate,deactivate}")
 
     q = sub.add_parser("add", help="register a patient (CreatePatient)")
-    q.add_argument("code", nargs="?", metavar="CODE",
-                   help="patient code, e.g. P005 (letters, digits, '-', '_'; omitted: generated)")
+    q.add_argument(
+        "code",
+        nargs="?",
+        metavar="CODE",
+        help="patient code, e.g. P005 (letters, digits, '-', '_'; omitted: generated)",
+    )
     q.add_argument("--first", required=True, metavar="NAME", help="given name")
     q.add_argument("--last", required=True, metavar="NAME", help="family name")
     q.add_argument("--dob", required=True, metavar="YYYY-MM-DD", help="date of birth")
-    q.add_argument("--therapist", metavar="UUID",
-                   help="therapists.id (as printed by `ghostly therapists add`); required for admins, "
-                        "a therapist's own caseload otherwise")
+    q.add_argument(
+        "--therapist",
+        metavar="UUID",
+        help="therapists.id (as printed by `ghostly therapists add`); required for admins, "
+        "a therapist's own caseload otherwise",
+    )
     add_timeout(q)
     q.set_defaults(func=run_add)
 
@@ -233,9 +321,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_timeout(q)
     q.set_defaults(func=run_show)
 
-    q = sub.add_parser("calibrate", help="new current calibration: values (SetPatientCalibration) or derived "
-                                         "from an assessment session (CalibrateFromSession)",
-                       description="Values left out are carried over from the current calibration.")
+    q = sub.add_parser(
+        "calibrate",
+        help="new current calibration: values (SetPatientCalibration) or derived "
+        "from an assessment session (CalibrateFromSession)",
+        description="Values left out are carried over from the current calibration.",
+    )
     q.add_argument("code", metavar="CODE")
     q.add_argument("--mvc-left", type=float, metavar="UV", help="MVC of the left quadriceps (CH1), uV RMS envelope")
     q.add_argument("--mvc-right", type=float, metavar="UV", help="MVC of the right quadriceps (CH2), uV RMS envelope")
@@ -243,12 +334,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--duration-right", type=float, metavar="S", help="good-duration threshold right, seconds")
     q.add_argument("--target", type=int, metavar="N", help="contractions expected per muscle")
     q.add_argument("--bfr-target", type=float, metavar="AOP", help="BFR target pressure, %% AOP")
-    q.add_argument("--from-session", metavar="SESSION_ID",
-                   help="derive the MVCs from this assessment session (median peak of the strongest "
-                        "uncorrupted contractions)")
+    q.add_argument(
+        "--from-session",
+        metavar="SESSION_ID",
+        help="derive the MVCs from this assessment session (median peak of the strongest uncorrupted contractions)",
+    )
     q.add_argument("--top-n", type=int, metavar="N", help="with --from-session: contractions per muscle (default 3)")
-    q.add_argument("--any-session-type", action="store_true",
-                   help="with --from-session: accept a session that is not of type assessment")
+    q.add_argument(
+        "--any-session-type",
+        action="store_true",
+        help="with --from-session: accept a session that is not of type assessment",
+    )
     q.add_argument("--notes", metavar="TEXT", help="free-text note stored with the calibration")
     add_timeout(q)
     q.set_defaults(func=run_calibrate)
@@ -261,8 +357,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("therapists", help=HELP["therapists"])
     sub = p.add_subparsers(dest="therapists_command", required=True, metavar="{add}")
     q = sub.add_parser("add", help="register a therapist (CreateTherapist, admin/service only)")
-    q.add_argument("--user-id", required=True, metavar="UUID",
-                   help="auth user id of the therapist's account (the `sub` of their tokens)")
+    q.add_argument(
+        "--user-id",
+        required=True,
+        metavar="UUID",
+        help="auth user id of the therapist's account (the `sub` of their tokens)",
+    )
     q.add_argument("--first", required=True, metavar="NAME", help="given name")
     q.add_argument("--last", required=True, metavar="NAME", help="family name")
     add_timeout(q)

@@ -7,11 +7,14 @@ Two walls:
    settings `ghostly.role` / `ghostly.user_id` that `apply_identity()` puts on the connection.
 Rows a therapist may not see are reported as NOT_FOUND, exactly as RLS would hide them.
 """
+
 from __future__ import annotations
 
 import contextlib
 import uuid
 import weakref
+from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 
@@ -19,17 +22,20 @@ from libs import auth
 from libs.errors import NotFound
 
 # Connection -> identity its settings were last set for (cleared by the pool's reset).
-_applied: "weakref.WeakKeyDictionary[asyncpg.Connection, tuple[str, str]]" = weakref.WeakKeyDictionary()
+_applied: weakref.WeakKeyDictionary[asyncpg.Connection, tuple[str, str]] = weakref.WeakKeyDictionary()
 
-CASELOAD = ("SELECT p.patient_code FROM patients p JOIN therapists t ON t.id = p.therapist_id "
-            "WHERE t.user_id = $1")
+CASELOAD = "SELECT p.patient_code FROM patients p JOIN therapists t ON t.id = p.therapist_id WHERE t.user_id = $1"
 
 
-def _raw(conn) -> asyncpg.Connection:
+# A connection: asyncpg.Connection or the pool's PoolConnectionProxy (asyncpg is untyped).
+Conn = Any
+
+
+def _raw(conn: Conn) -> asyncpg.Connection:
     return getattr(conn, "_con", conn)  # PoolConnectionProxy -> Connection
 
 
-async def apply_identity(conn, identity: auth.Identity | None = None) -> None:
+async def apply_identity(conn: Conn, identity: auth.Identity | None = None) -> None:
     """Put the caller's role and subject on the connection for the RLS policies (one round
     trip, skipped when this connection already carries the same identity)."""
     identity = identity or auth.current()
@@ -37,8 +43,7 @@ async def apply_identity(conn, identity: auth.Identity | None = None) -> None:
     raw = _raw(conn)
     if _applied.get(raw) == key:
         return
-    await conn.execute("SELECT set_config('ghostly.role', $1, false), set_config('ghostly.user_id', $2, false)",
-                       *key)
+    await conn.execute("SELECT set_config('ghostly.role', $1, false), set_config('ghostly.user_id', $2, false)", *key)
     _applied[raw] = key
 
 
@@ -54,12 +59,8 @@ async def reset_connection(conn: asyncpg.Connection) -> None:
         conn.terminate()
 
 
-def forget(conn) -> None:
-    _applied.pop(_raw(conn), None)
-
-
 @contextlib.asynccontextmanager
-async def acquire(pool: asyncpg.Pool):
+async def acquire(pool: asyncpg.Pool) -> AsyncIterator[Conn]:
     """A pooled connection carrying the current caller's identity."""
     async with pool.acquire() as conn:
         await apply_identity(conn)
@@ -78,7 +79,7 @@ def caseload_condition(column: str, subject_arg: str, identity: auth.Identity | 
     return f"{column} IN ({CASELOAD.replace('$1', subject_arg)})"
 
 
-async def caseload(conn, identity: auth.Identity | None = None) -> list[str] | None:
+async def caseload(conn: Conn, identity: auth.Identity | None = None) -> list[str] | None:
     """Patient codes the caller may see; None = unrestricted."""
     identity = identity or auth.current()
     if not identity.is_therapist:
@@ -90,14 +91,19 @@ async def caseload(conn, identity: auth.Identity | None = None) -> list[str] | N
 
 
 # One round trip each: is this patient / this session's patient in the therapist's caseload?
-_PATIENT_IN_CASELOAD = ("SELECT EXISTS (SELECT 1 FROM patients p JOIN therapists t ON t.id = p.therapist_id "
-                        "WHERE t.user_id = $1 AND p.patient_code = $2)")
-_SESSION_IN_CASELOAD = ("SELECT EXISTS (SELECT 1 FROM therapy_sessions s JOIN patients p ON p.patient_code = s.patient_id "
-                        "JOIN therapists t ON t.id = p.therapist_id WHERE t.user_id = $1 AND s.id = $2)")
+_PATIENT_IN_CASELOAD = (
+    "SELECT EXISTS (SELECT 1 FROM patients p JOIN therapists t ON t.id = p.therapist_id "
+    "WHERE t.user_id = $1 AND p.patient_code = $2)"
+)
+_SESSION_IN_CASELOAD = (
+    "SELECT EXISTS (SELECT 1 FROM therapy_sessions s JOIN patients p ON p.patient_code = s.patient_id "
+    "JOIN therapists t ON t.id = p.therapist_id WHERE t.user_id = $1 AND s.id = $2)"
+)
 
 
-async def ensure_patient_visible(conn, patient_code: str | None, what: str,
-                                 identity: auth.Identity | None = None) -> None:
+async def ensure_patient_visible(
+    conn: Conn, patient_code: str | None, what: str, identity: auth.Identity | None = None
+) -> None:
     identity = identity or auth.current()
     if not identity.is_therapist:
         return
@@ -106,7 +112,7 @@ async def ensure_patient_visible(conn, patient_code: str | None, what: str,
         raise NotFound(f"{what} does not exist")
 
 
-async def ensure_session_visible(conn, session_id: uuid.UUID, identity: auth.Identity | None = None) -> None:
+async def ensure_session_visible(conn: Conn, session_id: uuid.UUID, identity: auth.Identity | None = None) -> None:
     identity = identity or auth.current()
     if not identity.is_therapist:
         return

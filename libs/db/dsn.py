@@ -1,4 +1,5 @@
 """PostgreSQL connection strings."""
+
 from __future__ import annotations
 
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -10,15 +11,15 @@ def with_user(dsn: str, user: str, password: str | None = None) -> str:
     parts = urlsplit(dsn)
     if parts.scheme not in ("postgres", "postgresql"):
         raise ValueError(f"unsupported DSN scheme {parts.scheme!r}: use postgresql://")
-    netloc = parts.netloc.rsplit("@", 1)[-1]           # host[:port][,host2...]
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
-             if k not in ("user", "password")]
+    netloc = parts.netloc.rsplit("@", 1)[-1]  # host[:port][,host2...]
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in ("user", "password")]
     auth = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
     return urlunsplit(parts._replace(netloc=f"{auth}@{netloc}", query=urlencode(query)))
 
 
 def password_of(dsn: str) -> str | None:
     from urllib.parse import unquote
+
     parts = urlsplit(dsn)
     return unquote(parts.password) if parts.password else None
 

@@ -35,6 +35,7 @@ operator started with pg_ctl is never stopped). So one `ghostly serve` stopping 
 the database away from the others, and the last one out stops it. Starting and stopping are
 serialised by <data dir>.start.lock.
 """
+
 from __future__ import annotations
 
 import base64
@@ -54,15 +55,16 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from libs.config import PROJECT_ROOT
+from libs.config import PROJECT_ROOT, Config
 
 log = logging.getLogger("ghostly.embedded_pg")
 
-PASSWORD_FILE = "ghostly-password"     # in the data directory, mode 0600
-STARTED_FILE = "ghostly.started"       # "<postmaster pid> <start time>" of a server ghostly started
+PASSWORD_FILE = "ghostly-password"  # in the data directory, mode 0600
+STARTED_FILE = "ghostly.started"  # "<postmaster pid> <start time>" of a server ghostly started
 # The per-service roles of migration 010 (created there when missing; here too, with a password).
 SERVICE_ROLES = ("ghostly_ingest", "ghostly_statistics", "ghostly_jit_signal", "ghostly_export")
 STATISTICS_ROLE = "ghostly_statistics"  # services/statistics/db.py ROLE
@@ -81,20 +83,24 @@ def find_bin_dir() -> Path:
     on_path = shutil.which("pg_ctl")
     if on_path:
         return Path(on_path).resolve().parent  # /usr/local/bin/pg_ctl may be a lone symlink
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
-                        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
+        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
+    )
     if candidates:
         return Path(candidates[-1]).parent
     raise EmbeddedPostgresError(
         "PostgreSQL server binaries (initdb, pg_ctl) not found: install the 'postgresql' package "
-        "(scripts/setup does it), set GHOSTLY_PG_BIN, or set DATABASE_URL to use an existing server")
+        "(scripts/setup does it), set GHOSTLY_PG_BIN, or set DATABASE_URL to use an existing server"
+    )
 
 
 # --------------------------------------------------------------------------- ports
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def port_in_use(port: int) -> bool:
@@ -119,7 +125,7 @@ def bind_problem(host: str, port: int) -> str | None:
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE:
                     return f"in use by {port_holder(port) or 'another process'}"
-                if exc.errno == errno.EADDRNOTAVAIL:   # e.g. ::1 on a host without IPv6
+                if exc.errno == errno.EADDRNOTAVAIL:  # e.g. ::1 on a host without IPv6
                     continue
                 return exc.strerror or str(exc)
     return None
@@ -186,8 +192,9 @@ def _postgres_user() -> pwd.struct_passwd:
     try:
         return pwd.getpwnam("postgres")
     except KeyError as exc:
-        raise EmbeddedPostgresError("running as root but there is no 'postgres' OS user; "
-                                    "install the postgresql package") from exc
+        raise EmbeddedPostgresError(
+            "running as root but there is no 'postgres' OS user; install the postgresql package"
+        ) from exc
 
 
 def _unreachable_ancestor(path: Path, pg: pwd.struct_passwd) -> Path | None:
@@ -214,7 +221,10 @@ def scram_verifier(password: str, iterations: int = 4096) -> str:
     salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
     stored = hashlib.sha256(hmac.new(salted, b"Client Key", "sha256").digest()).digest()
     server = hmac.new(salted, b"Server Key", "sha256").digest()
-    b64 = lambda b: base64.b64encode(b).decode()   # noqa: E731
+
+    def b64(b: bytes) -> str:
+        return base64.b64encode(b).decode()
+
     return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored)}:{b64(server)}"
 
 
@@ -225,10 +235,14 @@ def _hba(ephemeral: bool) -> str:
         "local   all   postgres   peer",
     ]
     if ephemeral:
-        lines += ["# Throwaway test cluster: the service roles (not superusers) without a password.",
-                  f"host    all   {','.join(SERVICE_ROLES)}   127.0.0.1/32   trust"]
-    lines += ["# TCP: a password (scram-sha-256) for every role. Anything else is refused.",
-              "host    all   all   127.0.0.1/32   scram-sha-256"]
+        lines += [
+            "# Throwaway test cluster: the service roles (not superusers) without a password.",
+            f"host    all   {','.join(SERVICE_ROLES)}   127.0.0.1/32   trust",
+        ]
+    lines += [
+        "# TCP: a password (scram-sha-256) for every role. Anything else is refused.",
+        "host    all   all   127.0.0.1/32   scram-sha-256",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -246,7 +260,7 @@ def _process_identity(pid: int) -> str | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return f"{pid} {stat.rsplit(')', 1)[1].split()[19]}"   # field 22: start time in clock ticks
+    return f"{pid} {stat.rsplit(')', 1)[1].split()[19]}"  # field 22: start time in clock ticks
 
 
 def _owner_alive(parent: Path) -> bool:
@@ -271,7 +285,7 @@ def sweep_orphan_clusters(tmp: Path = Path("/tmp")) -> list[Path]:
         try:
             if orphan.running():
                 orphan._run("pg_ctl", "-D", str(orphan.data_dir), "-m", "immediate", "-w", "stop", check=False)
-        except EmbeddedPostgresError:   # e.g. no binaries: removing the directory still helps
+        except EmbeddedPostgresError:  # e.g. no binaries: removing the directory still helps
             pass
         shutil.rmtree(parent, ignore_errors=True)
         log.info("removed an orphaned throwaway cluster (%s)", parent)
@@ -308,13 +322,19 @@ def default_data_dir() -> Path:
 class EmbeddedPostgres:
     """One PostgreSQL cluster listening on 127.0.0.1:<port>, password authentication."""
 
-    def __init__(self, data_dir: Path | None = None, *, port: int | None = None,
-                 database: str = "ghostly", ephemeral: bool = False):
+    def __init__(
+        self,
+        data_dir: Path | None = None,
+        *,
+        port: int | None = None,
+        database: str = "ghostly",
+        ephemeral: bool = False,
+    ):
         self.ephemeral = ephemeral
         if data_dir is None and ephemeral:
             sweep_orphan_clusters()
             parent = Path(tempfile.mkdtemp(prefix=EPHEMERAL_PREFIX, dir="/tmp"))
-            tmp = parent / (OWNER_FILE + ".tmp")     # written whole, then renamed: never half-read
+            tmp = parent / (OWNER_FILE + ".tmp")  # written whole, then renamed: never half-read
             tmp.write_text(_process_identity(os.getpid()) or str(os.getpid()))
             os.replace(tmp, parent / OWNER_FILE)
             data_dir = parent / "data"
@@ -324,7 +344,7 @@ class EmbeddedPostgres:
         self.bin_dir = find_bin_dir()
         self._started_here = False
         self._password: str | None = None
-        self._users_lock: int | None = None    # fd holding the shared "in use" lock
+        self._users_lock: int | None = None  # fd holding the shared "in use" lock
 
     # -- DSNs ------------------------------------------------------------------------------
     @property
@@ -342,7 +362,8 @@ class EmbeddedPostgres:
             except PermissionError as exc:
                 raise EmbeddedPostgresError(
                     f"cannot read {self.password_file}: the embedded cluster belongs to another user; "
-                    "run ghostly as that user, set GHOSTLY_DATA_DIR / GHOSTLY_PGDATA, or set DATABASE_URL") from exc
+                    "run ghostly as that user, set GHOSTLY_DATA_DIR / GHOSTLY_PGDATA, or set DATABASE_URL"
+                ) from exc
         return self._password
 
     def role_dsn(self, role: str = "postgres", database: str | None = None) -> str:
@@ -358,26 +379,45 @@ class EmbeddedPostgres:
         return self.role_dsn("postgres", "postgres")
 
     # -- helpers ---------------------------------------------------------------------------
-    def _run(self, *args: str, check: bool = True, input: str | None = None,
-             password: bool = False) -> subprocess.CompletedProcess:
+    def _run(
+        self, *args: str, check: bool = True, input: str | None = None, password: bool = False
+    ) -> subprocess.CompletedProcess[str]:
         cmd = [str(self.bin_dir / args[0]), *args[1:]]
         if _is_root():
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
         env = dict(os.environ, PGCONNECT_TIMEOUT="10")
         env.pop("PGPASSWORD", None)
         if password and self.password:
-            env["PGPASSWORD"] = self.password      # not on the command line (ps shows that)
+            env["PGPASSWORD"] = self.password  # not on the command line (ps shows that)
         proc = subprocess.run(cmd, capture_output=True, text=True, input=input, env=env)
         if check and proc.returncode != 0:
             raise EmbeddedPostgresError(
-                f"{args[0]} failed (exit {proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+                f"{args[0]} failed (exit {proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}"
+            )
         return proc
 
     def _psql(self, sql: str, *, database: str = "postgres", host: str = "127.0.0.1") -> str:
         """Run `sql` (from stdin: never on a command line) as postgres; its output."""
-        return self._run("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", str(self.port),
-                         "-U", "postgres", "-d", database, "-tA", "-f", "-", input=sql,
-                         password=host == "127.0.0.1").stdout.strip()
+        return self._run(
+            "psql",
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            host,
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-d",
+            database,
+            "-tA",
+            "-f",
+            "-",
+            input=sql,
+            password=host == "127.0.0.1",
+        ).stdout.strip()
 
     def _chown_to_postgres(self, path: Path) -> None:
         if _is_root():
@@ -398,7 +438,7 @@ class EmbeddedPostgres:
         if not _is_root():
             return
         pg = _postgres_user()
-        for created in missing:   # ours: make sure postgres can pass (a umask of 077 would not)
+        for created in missing:  # ours: make sure postgres can pass (a umask of 077 would not)
             os.chmod(created, os.stat(created).st_mode | 0o711)
         if self.ephemeral:
             # mkdtemp made the parent 0700 for root: hand it to postgres.
@@ -407,7 +447,8 @@ class EmbeddedPostgres:
         if blocked is not None:
             raise EmbeddedPostgresError(
                 f"the postgres user cannot reach {self.data_dir} ({blocked} is not traversable by it); "
-                "set GHOSTLY_DATA_DIR (or GHOSTLY_PGDATA) to a directory outside it, e.g. /var/lib/ghostly")
+                "set GHOSTLY_DATA_DIR (or GHOSTLY_PGDATA) to a directory outside it, e.g. /var/lib/ghostly"
+            )
         self.data_dir.mkdir(exist_ok=True)
         os.chown(self.data_dir, pg.pw_uid, pg.pw_gid)
         os.chmod(self.data_dir, 0o700)
@@ -456,7 +497,7 @@ class EmbeddedPostgres:
                 time.sleep(0.05)
 
     @contextlib.contextmanager
-    def _starting_lock(self):
+    def _starting_lock(self) -> Iterator[None]:
         """Held while this process starts or stops the cluster (one at a time)."""
         fd = os.open(self._lock_path("start"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -475,7 +516,7 @@ class EmbeddedPostgres:
         with self._starting_lock():
             if self._users_lock is None:
                 fd = os.open(self._lock_path("users"), os.O_RDWR | os.O_CREAT, 0o600)
-                fcntl.flock(fd, fcntl.LOCK_SH)    # nobody holds it exclusively without the start lock
+                fcntl.flock(fd, fcntl.LOCK_SH)  # nobody holds it exclusively without the start lock
                 self._users_lock = fd
             try:
                 self._start()
@@ -497,9 +538,21 @@ class EmbeddedPostgres:
                 raise EmbeddedPostgresError(
                     f"port {self.port} on 127.0.0.1 is already in use"
                     f" by {port_holder(self.port) or 'another process'}; set GHOSTLY_PG_PORT to a free port "
-                    "or DATABASE_URL to use that server")
-            self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.data_dir / "server.log"),
-                      "-o", f"-p {self.port}", "-w", "-t", "60", "start")
+                    "or DATABASE_URL to use that server"
+                )
+            self._run(
+                "pg_ctl",
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.data_dir / "server.log"),
+                "-o",
+                f"-p {self.port}",
+                "-w",
+                "-t",
+                "60",
+                "start",
+            )
             self._started_here = True
             identity = self._server_identity()
             if identity and not self.ephemeral:
@@ -524,9 +577,20 @@ class EmbeddedPostgres:
         staged = self.data_dir.parent / f".{self.data_dir.name}.{secrets.token_hex(4)}.password"
         self._write_private(staged, password + "\n")
         try:
-            self._run("initdb", "-D", str(self.data_dir), "-U", "postgres", f"--pwfile={staged}",
-                      "--auth-local=peer", "--auth-host=scram-sha-256",
-                      "-E", "UTF8", "--locale=C", "--no-sync")
+            self._run(
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "postgres",
+                f"--pwfile={staged}",
+                "--auth-local=peer",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            )
             os.replace(staged, self.password_file)
         finally:
             staged.unlink(missing_ok=True)
@@ -556,8 +620,12 @@ class EmbeddedPostgres:
         """A cluster from before passwords (trust authentication): give postgres a generated
         password, then replace pg_hba.conf. Done over the unix socket of a server started
         without TCP (or over TCP when it already runs: it trusts TCP until the reload)."""
-        log.warning("embedded PostgreSQL in %s has no password (an earlier version's cluster): "
-                    "setting one (%s) and requiring it", self.data_dir, self.password_file)
+        log.warning(
+            "embedded PostgreSQL in %s has no password (an earlier version's cluster): "
+            "setting one (%s) and requiring it",
+            self.data_dir,
+            self.password_file,
+        )
         password = secrets.token_urlsafe(24)
         sql = f"ALTER ROLE postgres PASSWORD '{scram_verifier(password)}';\n"
         was_running = self.running()
@@ -565,8 +633,19 @@ class EmbeddedPostgres:
             self.port = self._running_port() or self.port
             self._psql(sql)
         else:
-            self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.data_dir / "server.log"),
-                      "-o", f"-p {self.port} -c listen_addresses=''", "-w", "-t", "60", "start")
+            self._run(
+                "pg_ctl",
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.data_dir / "server.log"),
+                "-o",
+                f"-p {self.port} -c listen_addresses=''",
+                "-w",
+                "-t",
+                "60",
+                "start",
+            )
             try:
                 self._psql(sql, host=str(self.data_dir))
             finally:
@@ -595,7 +674,8 @@ class EmbeddedPostgres:
         END;
     END IF;
     ALTER ROLE {role} PASSWORD '{scram_verifier(self.password or "")}';"""
-            for role in SERVICE_ROLES)
+            for role in SERVICE_ROLES
+        )
         self._psql(f"DO $roles$\nBEGIN{statements}\nEND\n$roles$;\n")
 
     def _release_users_lock(self) -> None:
@@ -617,7 +697,7 @@ class EmbeddedPostgres:
                 self._stop_server()
             shutil.rmtree(self.data_dir.parent, ignore_errors=True)
             return
-        if self._users_lock is None:      # never started through this object
+        if self._users_lock is None:  # never started through this object
             return
         with self._starting_lock():
             try:
@@ -641,20 +721,21 @@ class EmbeddedPostgres:
             return False
         return recorded == self._server_identity()
 
-    def __enter__(self) -> "EmbeddedPostgres":
+    def __enter__(self) -> EmbeddedPostgres:
         self.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
-def ensure_database(cfg, pg: EmbeddedPostgres | None = None):
+def ensure_database(cfg: Config, pg: EmbeddedPostgres | None = None) -> tuple[Config, EmbeddedPostgres | None]:
     """(cfg, None) when cfg names a database; otherwise start (or join) the project's own
     embedded cluster (`pg`, or the default one) and return (cfg pointed at it, the cluster);
     the caller calls its stop() when done (which leaves it running for other users). The
     statistics service gets its read-only role's DSN, with the cluster's password."""
     from dataclasses import replace
+
     if cfg.database_url:
         return cfg, None
     pg = pg or EmbeddedPostgres()

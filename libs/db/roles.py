@@ -2,6 +2,7 @@
 password). `ghostly migrate --set-role-passwords` calls set_passwords with the
 GHOSTLY_<SERVICE>_DB_PASSWORD settings, so a deployment (compose's migrate job, a Kubernetes
 Job) gives every service its own credentials from secrets, never from the image."""
+
 from __future__ import annotations
 
 import asyncpg
@@ -33,8 +34,9 @@ async def set_passwords(dsn: str, passwords: dict[str, str]) -> list[str]:
                 if not exists:
                     raise RolePasswordError(f"role {role} does not exist: run the migrations first")
                 await conn.execute("SET LOCAL password_encryption = 'scram-sha-256'")
-                stmt = await conn.fetchval("SELECT format('ALTER ROLE %I LOGIN PASSWORD %L', $1::text, $2::text)",
-                                           role, pw)
+                stmt = await conn.fetchval(
+                    "SELECT format('ALTER ROLE %I LOGIN PASSWORD %L', $1::text, $2::text)", role, pw
+                )
                 await conn.execute(stmt)
     finally:
         await conn.close()

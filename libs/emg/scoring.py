@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
 from .errors import SettingsError
-from .settings import _check_weights, default_rpe_effort
+from .settings import BFR_SAFE_RANGE, _check_weights, default_rpe_effort
 
 COMPONENTS = ("compliance", "symmetry", "effort", "game")
 
@@ -48,7 +48,9 @@ def effort_score(rpe: int | None, table: dict[int, float] | None = None) -> floa
     return float((table or default_rpe_effort())[rpe])
 
 
-def bfr_gate(pressure_aop: float | None, low: float = 45.0, high: float = 55.0) -> float | None:
+def bfr_gate(
+    pressure_aop: float | None, low: float = BFR_SAFE_RANGE[0], high: float = BFR_SAFE_RANGE[1]
+) -> float | None:
     """1.0 inside [low, high] % AOP (inclusive), 0.0 outside, None when not measured."""
     if pressure_aop is None:
         return None
@@ -143,7 +145,7 @@ def performance(
     game_points: int | None,
     game_points_max: int,
     weights: dict[str, float],
-    bfr_range: tuple[float, float] = (45.0, 55.0),
+    bfr_range: tuple[float, float] = BFR_SAFE_RANGE,
     session_duration_minutes: float | None = None,
     unusable_sides: dict[str, str] | None = None,
     rpe_effort: dict[int, float] | None = None,

@@ -14,6 +14,10 @@ from typing import Any, TypeVar
 
 from .errors import SettingsError
 
+# The BFR safe range (% of arterial occlusion pressure, inclusive): the one default. The trial's
+# scoring configuration (scoring_configs, migration 016) may set another.
+BFR_SAFE_RANGE: tuple[float, float] = (45.0, 55.0)
+
 _WEIGHT_TOLERANCE = 1e-6
 
 _V = TypeVar("_V")
@@ -208,7 +212,7 @@ class AnalysisSettings:
     performance_weights: dict[str, float] = field(default_factory=_default_performance_weights)
     rpe: int | None = None  # post-session Borg CR10 RPE, 0..10
     bfr_pressure_aop: float | None = None  # measured BFR pressure, % of arterial occlusion pressure
-    bfr_gate_range: tuple[float, float] = (45.0, 55.0)  # inclusive safe range (% AOP)
+    bfr_gate_range: tuple[float, float] = BFR_SAFE_RANGE  # inclusive safe range (% AOP)
     game_points: int | None = None  # points achieved in the game
     game_points_max: int = 1000  # max points at the played difficulty
     # Trial scoring configuration (versioned in the database; these are version 1's values).

@@ -5,20 +5,21 @@ OpenTelemetry server span (libs/tracing.py; the access line then carries its tra
 Every RPC gets a request id (the caller's `x-request-id` metadata, or a new one), echoed in
 the trailing metadata and present in every log line written while it runs.
 """
+
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import socket
 import time
 import uuid
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import grpc
 
 from libs import auth, errors, tracing
-from libs.emg.errors import EmgError
 from libs.grpc_server import metrics
 from libs.logs import REQUEST_ID
 
@@ -33,7 +34,7 @@ ACCESS_LOG_DELAY_S = 0.01
 ACCESS_LOG_BATCH = 256
 _pending: list[tuple[int, dict]] = []
 _flush_handle: asyncio.TimerHandle | None = None
-_flush_loop: asyncio.AbstractEventLoop | None = None   # the loop _flush_handle belongs to
+_flush_loop: asyncio.AbstractEventLoop | None = None  # the loop _flush_handle belongs to
 
 
 def flush_access_log() -> None:
@@ -52,10 +53,10 @@ def _access_log(level: int, fields: dict) -> None:
     global _flush_handle, _flush_loop
     try:
         loop = asyncio.get_running_loop()
-    except RuntimeError:   # no loop (a generator finalised at interpreter exit): now
+    except RuntimeError:  # no loop (a generator finalised at interpreter exit): now
         loop = None
     if _flush_handle is not None and _flush_loop is not loop:
-        flush_access_log()   # lines left by a loop that has gone (tests run several)
+        flush_access_log()  # lines left by a loop that has gone (tests run several)
     _pending.append((level, fields))
     if loop is None or len(_pending) >= ACCESS_LOG_BATCH:
         flush_access_log()
@@ -70,9 +71,14 @@ def _access_log(level: int, fields: dict) -> None:
 # Socket failures (refused, reset, broken pipe, unknown host) are connection failures too: the
 # database is the only server a handler opens sockets to. Any other OSError is one only when the
 # database driver raised it (is_connection_error): a content-store or file error is not.
-CONNECTION_ERRORS = (ConnectionError, socket.gaierror,
-                     asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                     asyncpg.exceptions.OperatorInterventionError, asyncpg.InternalClientError)
+CONNECTION_ERRORS = (
+    ConnectionError,
+    socket.gaierror,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.InternalClientError,
+)
 
 # Exception class -> status, first match wins. Then an OSError (TimeoutError included) that is
 # not in this table: see status_for.
@@ -93,8 +99,6 @@ STATUS_OF: list[tuple[type[BaseException] | tuple[type[BaseException], ...], grp
     (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.DataLoss, grpc.StatusCode.DATA_LOSS),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
-    # A malformed C3D or bad analysis settings is the caller's input.
-    (EmgError, grpc.StatusCode.INVALID_ARGUMENT),
     # The database went away mid-request (CONNECTION_ERRORS), or refuses more clients: retryable.
     (CONNECTION_ERRORS, grpc.StatusCode.UNAVAILABLE),
     (asyncpg.TooManyConnectionsError, grpc.StatusCode.UNAVAILABLE),
@@ -122,9 +126,10 @@ def status_for(exc: BaseException, deadline_passed: bool = False) -> tuple[grpc.
     expired (a TimeoutError is then DEADLINE_EXCEEDED whatever raised it)."""
     if isinstance(exc, _BAD_TEXT):
         return grpc.StatusCode.INVALID_ARGUMENT, f"a text field holds a character that cannot be stored: {exc}"
+    kind = errors.foreign_kind(exc)  # e.g. the EMG core's errors (libs/errors.py FOREIGN)
     for cls, code in STATUS_OF:
-        if isinstance(exc, cls):
-            if code is grpc.StatusCode.UNAVAILABLE and not isinstance(exc, errors.DomainError):
+        if isinstance(exc, cls) or (kind is not None and isinstance(cls, type) and issubclass(kind, cls)):
+            if code is grpc.StatusCode.UNAVAILABLE and kind is None and not isinstance(exc, errors.DomainError):
                 return code, f"database unavailable: {exc.__class__.__name__}: {exc}"
             return code, str(exc) or exc.__class__.__name__
     if isinstance(exc, OSError):
@@ -160,11 +165,17 @@ def _request_id(metadata) -> str:
 class _Call:
     """Book-keeping of one RPC: request id, timing, final status, and the log line."""
 
-    def __init__(self, service: str, method: str, short_method: str, context: grpc.aio.ServicerContext,
-                 on_connection_error: Callable[[], Awaitable[None]] | None = None):
+    def __init__(
+        self,
+        service: str,
+        method: str,
+        short_method: str,
+        context: grpc.aio.ServicerContext,
+        on_connection_error: Callable[[], Awaitable[None]] | None = None,
+    ):
         self.service, self.method, self.short_method, self.context = service, method, short_method, context
         self.on_connection_error = on_connection_error
-        self.metadata = context.invocation_metadata() or ()   # (a new tuple on every read)
+        self.metadata = context.invocation_metadata() or ()  # (a new tuple on every read)
         self.request_id = _request_id(self.metadata)
         self.token = REQUEST_ID.set(self.request_id)
         self.started = time.perf_counter()
@@ -178,15 +189,16 @@ class _Call:
         self.code = grpc.StatusCode.OK
         self.error = ""
         self.role = ""
-        self._identity_token = None
+        self._identity_token: contextvars.Token[auth.Identity | None] | None = None
         # Tracing off (the default): one global read, nothing else.
         self.span = None
         if tracing.TRACER is not None:
-            self.span, self._span_token = tracing.server_span(method, service, self.metadata, self.peer,
-                                                              self.request_id)
+            self.span, self._span_token = tracing.server_span(
+                method, service, self.metadata, self.peer, self.request_id
+            )
         try:
             context.set_trailing_metadata((("x-request-id", self.request_id),))
-        except Exception:  # pragma: no cover - trailing metadata is best effort
+        except Exception:  # noqa: BLE001  # pragma: no cover - trailing metadata is best effort
             pass
 
     def authenticate(self, authenticator: auth.Authenticator | None, allowed: frozenset[str]) -> None:
@@ -217,7 +229,7 @@ class _Call:
             # most likely broken the same way, e.g. after a database restart).
             try:
                 await self.on_connection_error()
-            except Exception:  # noqa: BLE001 - best effort
+            except Exception:
                 log.warning("could not expire database connections", exc_info=True)
         if code is grpc.StatusCode.INTERNAL:
             log.error("unhandled error in %s", self.method, exc_info=exc)
@@ -225,8 +237,11 @@ class _Call:
                 self.span.record_exception(exc)
             # A store failure says what failed (its message names store-relative paths only);
             # anything else is not shown to the caller.
-            message = (f"{message} (request id {self.request_id})" if isinstance(exc, errors.StoreError)
-                       else f"internal error (request id {self.request_id})")
+            message = (
+                f"{message} (request id {self.request_id})"
+                if isinstance(exc, errors.StoreError)
+                else f"internal error (request id {self.request_id})"
+            )
         self.code, self.error = code, message
         await self.context.abort(code, message)
 
@@ -247,7 +262,9 @@ class _Call:
             fields = {
                 # Explicit: the line is written after this RPC's context (REQUEST_ID) is gone.
                 "request_id": self.request_id,
-                "service": self.service, "method": self.method, "status": self.code.name,
+                "service": self.service,
+                "method": self.method,
+                "status": self.code.name,
                 "duration_ms": round(elapsed * 1000, 3),
                 "peer": self.peer,
             }
@@ -274,9 +291,13 @@ class ErrorAndLoggingInterceptor(grpc.aio.ServerInterceptor):
     `permissions` (method name -> roles allowed; unlisted methods: every role) guard every RPC
     except health and reflection."""
 
-    def __init__(self, service: str, on_connection_error: Callable[[], Awaitable[None]] | None = None,
-                 authenticator: auth.Authenticator | None = None,
-                 permissions: dict[str, frozenset[str]] | None = None):
+    def __init__(
+        self,
+        service: str,
+        on_connection_error: Callable[[], Awaitable[None]] | None = None,
+        authenticator: auth.Authenticator | None = None,
+        permissions: dict[str, frozenset[str]] | None = None,
+    ):
         self.service = service
         self.on_connection_error = on_connection_error
         self.authenticator = authenticator
@@ -314,6 +335,7 @@ class ErrorAndLoggingInterceptor(grpc.aio.ServerInterceptor):
                     await call.fail(exc)
                 finally:
                     call.finish()
+
             return wrapper
 
         def stream_response(behavior):
@@ -331,10 +353,10 @@ class ErrorAndLoggingInterceptor(grpc.aio.ServerInterceptor):
                     await call.fail(exc)
                 finally:
                     call.finish()
+
             return wrapper
 
-        kw = dict(request_deserializer=handler.request_deserializer,
-                  response_serializer=handler.response_serializer)
+        kw = dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(unary_response(handler.unary_unary), **kw)
         if handler.stream_unary:

@@ -18,6 +18,7 @@ Servers of one process asking for the same port share one endpoint (reference co
 port held by another process is logged as a warning and metrics stay off for that service —
 the gRPC service itself never fails to start because of its metrics port.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,19 +29,18 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 log = logging.getLogger("ghostly.metrics")
 
 # 0.5 ms (a cached statistics read) ... 30 s (a large upload or a full-resolution stream).
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                   1.0, 2.5, 5.0, 10.0, 30.0)
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
-RPC_HANDLED = Counter("ghostly_rpc_handled", "RPCs completed, by gRPC status code",
-                      ["service", "method", "code"])
-RPC_ERRORS = Counter("ghostly_rpc_errors", "RPCs completed with a non-OK status code",
-                     ["service", "method", "code"])
-RPC_DURATION = Histogram("ghostly_rpc_duration_seconds",
-                         "RPC latency in seconds (server side; streaming RPCs until completion)",
-                         ["service", "method"], buckets=LATENCY_BUCKETS)
+RPC_HANDLED = Counter("ghostly_rpc_handled", "RPCs completed, by gRPC status code", ["service", "method", "code"])
+RPC_ERRORS = Counter("ghostly_rpc_errors", "RPCs completed with a non-OK status code", ["service", "method", "code"])
+RPC_DURATION = Histogram(
+    "ghostly_rpc_duration_seconds",
+    "RPC latency in seconds (server side; streaming RPCs until completion)",
+    ["service", "method"],
+    buckets=LATENCY_BUCKETS,
+)
 RPC_IN_FLIGHT = Gauge("ghostly_rpc_in_flight", "RPCs currently being handled", ["service", "method"])
-SERVING = Gauge("ghostly_service_serving", "1 when the service reports SERVING (database reachable)",
-                ["service"])
+SERVING = Gauge("ghostly_service_serving", "1 when the service reports SERVING (database reachable)", ["service"])
 
 
 # labels() costs a lock and a dict lookup per call: keep the children per label set (the set
@@ -70,7 +70,7 @@ def rpc_finished(service: str, method: str, code_name: str, seconds: float) -> N
 
 # -- HTTP endpoint ---------------------------------------------------------------------------
 _lock = threading.Lock()
-_servers: dict[tuple[str, int], list] = {}   # (host, port) -> [http server, thread, users]
+_servers: dict[tuple[str, int], list] = {}  # (host, port) -> [http server, thread, users]
 
 
 class MetricsEndpoint:

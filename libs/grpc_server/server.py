@@ -3,21 +3,22 @@
 A service module only describes itself with a ServiceSpec (its name, the proto services it
 implements, and a `register` callback adding servicers); everything operational lives here.
 """
+
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import asyncpg
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from libs import tls
-from libs import auth
+from libs import auth, tls
 from libs.config import Config
 from libs.db.pool import create_pool
 from libs.grpc_server import metrics
@@ -33,6 +34,7 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 @dataclass
 class ServiceContext:
     """What a servicer gets: configuration, the database pool, and clean-up hooks."""
+
     config: Config
     pool: asyncpg.Pool | None
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -43,8 +45,8 @@ class ServiceContext:
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    name: str                               # "ingest", "statistics", "jit_signal", "export"
-    full_names: tuple[str, ...]             # proto service names, e.g. ghostly.ingest.v1.IngestService
+    name: str  # "ingest", "statistics", "jit_signal", "export"
+    full_names: tuple[str, ...]  # proto service names, e.g. ghostly.ingest.v1.IngestService
     register: Callable[[grpc.aio.Server, ServiceContext], Awaitable[None]]
     # Method name -> roles allowed to call it (libs.auth.ROLES); unlisted: every role.
     permissions: dict[str, frozenset[str]] = field(default_factory=dict)
@@ -65,15 +67,21 @@ def server_options(config: Config) -> list[tuple[str, int]]:
 
 
 class RunningService:
-    def __init__(self, spec: ServiceSpec, server: grpc.aio.Server, port: int,
-                 health_servicer: health.aio.HealthServicer, context: ServiceContext,
-                 owns_pool: bool):
+    def __init__(
+        self,
+        spec: ServiceSpec,
+        server: grpc.aio.Server,
+        port: int,
+        health_servicer: health.aio.HealthServicer,
+        context: ServiceContext,
+        owns_pool: bool,
+    ):
         self.spec, self.server, self.port = spec, server, port
         self.health, self.context, self._owns_pool = health_servicer, context, owns_pool
         self._monitor: asyncio.Task | None = None
         self.serving: bool | None = None
-        self.health_detail: str | None = None   # why it is NOT_SERVING (None while SERVING)
-        self.metrics: metrics.MetricsEndpoint | None = None   # the /metrics endpoint, if any
+        self.health_detail: str | None = None  # why it is NOT_SERVING (None while SERVING)
+        self.metrics: metrics.MetricsEndpoint | None = None  # the /metrics endpoint, if any
 
     @property
     def address(self) -> str:
@@ -90,8 +98,11 @@ class RunningService:
             status = SERVING if ok else NOT_SERVING
             for name in ("", *self.spec.full_names):
                 await self.health.set(name, status)
-        log.log(logging.INFO if ok else logging.WARNING, "health changed",
-                extra={"fields": {"service": self.spec.name, "serving": ok, "reason": self.health_detail}})
+        log.log(
+            logging.INFO if ok else logging.WARNING,
+            "health changed",
+            extra={"fields": {"service": self.spec.name, "serving": ok, "reason": self.health_detail}},
+        )
 
     async def probe(self) -> str | None:
         """None when the service can serve, else why not: the database first, then each
@@ -159,15 +170,20 @@ class RunningService:
             if self._owns_pool and self.context.pool is not None:
                 await self.context.pool.close()
         finally:
-            flush_access_log()   # the access lines of the drained calls
+            flush_access_log()  # the access lines of the drained calls
             if self.metrics is not None:
-                self.metrics.release()   # after the drain: the last scrape sees the final counts
+                self.metrics.release()  # after the drain: the last scrape sees the final counts
                 self.metrics = None
 
 
-async def start_service(spec: ServiceSpec, config: Config, *, port: int | None = None,
-                        pool: asyncpg.Pool | None = None,
-                        metrics_port: int | None = None) -> RunningService:
+async def start_service(
+    spec: ServiceSpec,
+    config: Config,
+    *,
+    port: int | None = None,
+    pool: asyncpg.Pool | None = None,
+    metrics_port: int | None = None,
+) -> RunningService:
     """Start `spec` on config.host:port (port 0 = any free port). Uses `pool` if given.
 
     `metrics_port`: where /metrics is served (None = config, GHOSTLY_<NAME>_METRICS_PORT;
@@ -175,20 +191,23 @@ async def start_service(spec: ServiceSpec, config: Config, *, port: int | None =
     owns_pool = pool is None
     dsn = spec.dsn(config)
     if pool is None and dsn:
-        pool = await create_pool(dsn, min_size=config.db_pool_min, max_size=config.db_pool_max,
-                                 application_name=f"ghostly-{spec.name}", **spec.pool_options)
+        pool = await create_pool(
+            dsn,
+            min_size=config.db_pool_min,
+            max_size=config.db_pool_max,
+            application_name=f"ghostly-{spec.name}",
+            **spec.pool_options,
+        )
     context = ServiceContext(config=config, pool=pool)
     expire = pool.expire_connections if pool is not None else None
     interceptor = ErrorAndLoggingInterceptor(spec.name, expire, auth.Authenticator(config.auth), spec.permissions)
-    server = grpc.aio.server(interceptors=[interceptor],
-                             options=server_options(config))
+    server = grpc.aio.server(interceptors=[interceptor], options=server_options(config))
     with collect_opened() as stores:
         await spec.register(server, context)
     context.stores.extend(stores)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*spec.full_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection((*spec.full_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     wanted = config.port(spec.name) if port is None else port
     creds = tls.server_credentials(config.tls)
     address = f"{config.host}:{wanted}"
@@ -201,9 +220,16 @@ async def start_service(spec: ServiceSpec, config: Config, *, port: int | None =
     running.start_monitor()
     mport = config.metrics_port(spec.name) if metrics_port is None else metrics_port
     running.metrics = metrics.open_endpoint(config.host, mport)
-    log.info("service started", extra={"fields": {
-        "service": spec.name, "address": running.address,
-        "metrics": running.metrics.url if running.metrics else None}})
+    log.info(
+        "service started",
+        extra={
+            "fields": {
+                "service": spec.name,
+                "address": running.address,
+                "metrics": running.metrics.url if running.metrics else None,
+            }
+        },
+    )
     return running
 
 

@@ -1,5 +1,6 @@
 """Run IngestService alone: python -m services.ingest"""
-from libs.service_main import main
+
+from app.service_main import main
 from services.ingest.server import SPEC
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ was used (session_settings.calibration_id), so a later calibration never silentl
 session and Reprocess(apply_current_calibration) replaces only what did not come from the
 session itself.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -16,16 +17,26 @@ from typing import Any
 SESSION_REQUEST, PATIENT_CALIBRATION, DEFAULT = "session_request", "patient_calibration", "default"
 VALUE_KEYS = ("mvc_left", "mvc_right", "duration_left", "duration_right", "target_contractions", "bfr_target")
 # value key -> patient_calibrations column
-CALIBRATION_COLUMNS = {"mvc_left": "mvc_left_v", "mvc_right": "mvc_right_v",
-                       "duration_left": "duration_threshold_left_s", "duration_right": "duration_threshold_right_s",
-                       "target_contractions": "target_contractions", "bfr_target": "bfr_target_pressure_aop"}
-SIDES = {"mvc_left": ("mvc_user", "left"), "mvc_right": ("mvc_user", "right"),
-         "duration_left": ("duration_threshold", "left"), "duration_right": ("duration_threshold", "right")}
+CALIBRATION_COLUMNS = {
+    "mvc_left": "mvc_left_v",
+    "mvc_right": "mvc_right_v",
+    "duration_left": "duration_threshold_left_s",
+    "duration_right": "duration_threshold_right_s",
+    "target_contractions": "target_contractions",
+    "bfr_target": "bfr_target_pressure_aop",
+}
+SIDES = {
+    "mvc_left": ("mvc_user", "left"),
+    "mvc_right": ("mvc_user", "right"),
+    "duration_left": ("duration_threshold", "left"),
+    "duration_right": ("duration_threshold", "right"),
+}
 
 
 @dataclass
 class Resolved:
     """AnalysisSettings keyword arguments plus their provenance."""
+
     kwargs: dict[str, Any]
     sources: dict[str, str]
     calibration_id: uuid.UUID | None
@@ -83,13 +94,15 @@ def resolve(kwargs: dict[str, Any], requested: dict[str, Any], calibration: Any 
             out["target_contractions"] = int(value)
         else:
             bfr_target = float(value)
-    used = calibration is not None and PATIENT_CALIBRATION in sources.values()
-    return Resolved(out, sources, calibration["id"] if used else None,
-                    calibration["source"] if used else None, bfr_target)
+    used = calibration if calibration is not None and PATIENT_CALIBRATION in sources.values() else None
+    return Resolved(
+        out, sources, used["id"] if used is not None else None, used["source"] if used is not None else None, bfr_target
+    )
 
 
-def stored_request_part(kwargs: dict[str, Any], value_sources: dict[str, str] | None,
-                        bfr_target: float | None) -> dict[str, Any]:
+def stored_request_part(
+    kwargs: dict[str, Any], value_sources: dict[str, str] | None, bfr_target: float | None
+) -> dict[str, Any]:
     """From a session's stored values: only those that came from the session's own request
     (for Reprocess with apply_current_calibration). Sessions written before calibrations
     existed have no value_sources: their stored thresholds were sent with the session."""

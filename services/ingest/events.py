@@ -5,6 +5,7 @@ The signed message (documented in ingest.proto for the storage side) is five lin
 the session metadata serialised deterministically; so a captured event cannot be replayed
 with another patient, therapist or settings in its body, nor later than MAX_SKEW_S.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -33,8 +34,9 @@ def sign(secret: str, request: ingest_pb2.IngestStoredFileRequest) -> str:
     return hmac.new(secret.encode(), _message(request), hashlib.sha256).hexdigest()
 
 
-def signed(secret: str, request: ingest_pb2.IngestStoredFileRequest,
-           now: float | None = None) -> ingest_pb2.IngestStoredFileRequest:
+def signed(
+    secret: str, request: ingest_pb2.IngestStoredFileRequest, now: float | None = None
+) -> ingest_pb2.IngestStoredFileRequest:
     """``request`` stamped with signed_at = now and signed (for Python storage bridges, tests)."""
     out = ingest_pb2.IngestStoredFileRequest()
     out.CopyFrom(request)
@@ -54,5 +56,6 @@ def verify(secret: str | None, request: ingest_pb2.IngestStoredFileRequest, now:
         raise Unauthenticated("storage event signature does not match the request")
     skew = abs((time.time() if now is None else now) - request.signed_at.seconds)
     if not request.HasField("signed_at") or skew > MAX_SKEW_S:
-        raise Unauthenticated(f"storage event signed_at is {skew:.0f} s away from the server's clock "
-                              f"(at most {MAX_SKEW_S} s allowed)")
+        raise Unauthenticated(
+            f"storage event signed_at is {skew:.0f} s away from the server's clock (at most {MAX_SKEW_S} s allowed)"
+        )

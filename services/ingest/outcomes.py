@@ -7,6 +7,7 @@ scored with (the current one for a session never scored), so recording an outcom
 only what the outcome changes. One writer per session at a time: the session row is locked
 for the whole read-merge-write.
 """
+
 from __future__ import annotations
 
 import math
@@ -63,11 +64,15 @@ def _sides(channels: list[dict]) -> tuple[dict[str, dict | None], dict[str, str]
         if side not in rates or rates[side] is not None:
             continue
         if not ch["usable"]:
-            unusable.setdefault(side, f"{ch['channel_name']} ({side}) has no usable EMG: "
-                                      + ", ".join(f for f in ch["signal_flags"] if f in EXCLUDING_FLAGS))
+            unusable.setdefault(
+                side,
+                f"{ch['channel_name']} ({side}) has no usable EMG: "
+                + ", ".join(f for f in ch["signal_flags"] if f in EXCLUDING_FLAGS),
+            )
             continue
-        rates[side] = {k: ch[k] for k in ("completion_rate", "intensity_rate", "duration_rate",
-                                          "muscle_compliance_score")}
+        rates[side] = {
+            k: ch[k] for k in ("completion_rate", "intensity_rate", "duration_rate", "muscle_compliance_score")
+        }
     return rates, {k: v for k, v in unusable.items() if rates.get(k) is None}
 
 
@@ -85,9 +90,14 @@ async def _config(conn: asyncpg.Connection, version: int | None) -> ScoringConfi
 def _recorded(row: asyncpg.Record) -> dict[str, Any] | None:
     if row["o_recorded_by"] is None:
         return None
-    return {"rpe_post_session": row["o_rpe"], "game_points": row["o_game_points"],
-            "game_points_max": row["o_game_points_max"], "bfr_actual_pressure_aop": row["o_bfr"],
-            "recorded_by": row["o_recorded_by"], "recorded_at": row["o_recorded_at"]}
+    return {
+        "rpe_post_session": row["o_rpe"],
+        "game_points": row["o_game_points"],
+        "game_points_max": row["o_game_points_max"],
+        "bfr_actual_pressure_aop": row["o_bfr"],
+        "recorded_by": row["o_recorded_by"],
+        "recorded_at": row["o_recorded_at"],
+    }
 
 
 def _baseline(row: asyncpg.Record) -> dict[str, Any]:
@@ -112,44 +122,60 @@ def _requested_weights(row: asyncpg.Record, config: ScoringConfig) -> dict[str, 
     return dict(config.performance_weights)
 
 
-async def record(conn: asyncpg.Connection, req: ingest_pb2.RecordSessionOutcomeRequest) -> ingest_pb2.SessionOutcomeReply:
+async def record(
+    conn: asyncpg.Connection, req: ingest_pb2.RecordSessionOutcomeRequest
+) -> ingest_pb2.SessionOutcomeReply:
     sid = parse_uuid(req.session_id, "session_id")
     given = requested_values(req)
     me = auth.current()
     async with conn.transaction():
-        row = await repo.outcome_inputs(conn, sid)   # locks the session: one writer at a time
+        row = await repo.outcome_inputs(conn, sid)  # locks the session: one writer at a time
         if row is None or (me.is_therapist and row["owner_user_id"] != me.subject):
             raise NotFound(f"session {sid} does not exist")
         if row["processing_status"] != "completed":
-            raise FailedPrecondition(f"session {sid} is {row['processing_status']}: an outcome can be recorded "
-                                     "once it is completed")
+            raise FailedPrecondition(
+                f"session {sid} is {row['processing_status']}: an outcome can be recorded once it is completed"
+            )
         outcome = _recorded(row)
         current = outcome if outcome is not None else _baseline(row)
-        merged = {c: given.get(c, current.get(c)) for c in OUTCOME_COLUMNS}
+        merged: dict[str, Any] = {c: given.get(c, current.get(c)) for c in OUTCOME_COLUMNS}
         config = await _config(conn, row["scoring_config_version"])
         level = int(row["game_level"]) if row["game_level"] and row["game_level"].isdigit() else None
-        merged["game_points_max"] = int(merged["game_points_max"] or config.game_points_max_by_level.get(level)
-                                        or DEFAULT_GAME_POINTS_MAX)
+        merged["game_points_max"] = int(
+            merged["game_points_max"]
+            or (config.game_points_max_by_level.get(level) if level is not None else None)
+            or DEFAULT_GAME_POINTS_MAX
+        )
         if outcome is not None and all(merged[c] == outcome[c] for c in OUTCOME_COLUMNS):
-            return _reply(sid, outcome, row["score_id"] is not None and row, changed=False,
-                          config_version=config.version)
+            return _reply(
+                sid, outcome, row["score_id"] is not None and row, changed=False, config_version=config.version
+            )
         rates, unusable = _sides(row["channels"])
         weights = _requested_weights(row, config)
         perf = scoring.performance(
-            rates["left"], rates["right"], rpe=merged["rpe_post_session"],
-            bfr_pressure_aop=merged["bfr_actual_pressure_aop"], game_points=merged["game_points"],
-            game_points_max=merged["game_points_max"], weights=weights, bfr_range=config.bfr_gate,
-            session_duration_minutes=row["session_duration_minutes"], unusable_sides=unusable,
-            rpe_effort=config.rpe_effort)
+            rates["left"],
+            rates["right"],
+            rpe=merged["rpe_post_session"],
+            bfr_pressure_aop=merged["bfr_actual_pressure_aop"],
+            game_points=merged["game_points"],
+            game_points_max=merged["game_points_max"],
+            weights=weights,
+            bfr_range=config.bfr_gate,
+            session_duration_minutes=row["session_duration_minutes"],
+            unusable_sides=unusable,
+            rpe_effort=config.rpe_effort,
+        )
         saved = dict(await repo.upsert_outcome(conn, sid, merged, me.subject))
         score: Any = None
         if perf.overall_performance_score is not None:
             score = await repo.update_score(conn, sid, perf, weights, config.version)
-            if score is None:   # never scored before (e.g. nothing was measurable without the outcome)
+            if score is None:  # never scored before (e.g. nothing was measurable without the outcome)
                 await repo.insert_score(conn, sid, perf, weights, config.version)
-                score = {"overall_performance_score": perf.overall_performance_score,
-                         "performance_weights": repo.weights_json(perf, weights),
-                         "scoring_config_version": config.version}
+                score = {
+                    "overall_performance_score": perf.overall_performance_score,
+                    "performance_weights": repo.weights_json(perf, weights),
+                    "scoring_config_version": config.version,
+                }
         elif row["score_id"] is not None:
             await conn.execute("DELETE FROM performance_scores WHERE session_id = $1", sid)
         if "bfr_actual_pressure_aop" in given:
@@ -164,29 +190,45 @@ async def _record_bfr(conn: asyncpg.Connection, sid: uuid.UUID, b: ingest_pb2.Bf
 
     existing = await conn.fetchrow("SELECT * FROM bfr_monitoring WHERE session_id = $1", sid)
     new = bfr_row(ingest_pb2.SessionMetadata(bfr=b), config.bfr_gate)
+    assert new is not None  # the metadata holds the BFR message
     if existing is not None:
         for col, value in list(new.items()):
-            if col in existing.keys() and col not in ("actual_pressure_aop", "safety_gate_status") and (
-                    value is None or (col == "target_pressure_aop" and not b.HasField("target_pressure_aop"))
-                    or (col == "safety_violations_count" and not b.HasField("safety_violations_count"))):
+            if (
+                col in existing
+                and col not in ("actual_pressure_aop", "safety_gate_status")
+                and (
+                    value is None
+                    or (col == "target_pressure_aop" and not b.HasField("target_pressure_aop"))
+                    or (col == "safety_violations_count" and not b.HasField("safety_violations_count"))
+                )
+            ):
                 new[col] = existing[col]
     await repo.upsert_bfr(conn, sid, new)
 
 
-def _reply(sid: uuid.UUID, outcome: dict[str, Any], score: Any, *, changed: bool,
-           config_version: int | None = None) -> ingest_pb2.SessionOutcomeReply:
+def _reply(
+    sid: uuid.UUID, outcome: dict[str, Any], score: Any, *, changed: bool, config_version: int | None = None
+) -> ingest_pb2.SessionOutcomeReply:
     """``score``: a row with overall_performance_score, performance_weights (JSON) and
     scoring_config_version, or None/False when the session has no score."""
-    msg = ingest_pb2.SessionOutcomeReply(session_id=str(sid), changed=changed, recorded_by=outcome["recorded_by"],
-                                         recorded_at=to_timestamp(outcome["recorded_at"]))
-    for col, field in (("rpe_post_session", "rpe_post_session"), ("game_points", "game_points"),
-                       ("game_points_max", "game_points_max"), ("bfr_actual_pressure_aop", "bfr_actual_pressure_aop")):
+    msg = ingest_pb2.SessionOutcomeReply(
+        session_id=str(sid),
+        changed=changed,
+        recorded_by=outcome["recorded_by"],
+        recorded_at=to_timestamp(outcome["recorded_at"]),
+    )
+    for col, field in (
+        ("rpe_post_session", "rpe_post_session"),
+        ("game_points", "game_points"),
+        ("game_points_max", "game_points_max"),
+        ("bfr_actual_pressure_aop", "bfr_actual_pressure_aop"),
+    ):
         if outcome[col] is not None:
             setattr(msg, field, outcome[col])
     if score:
         msg.overall_performance_score = score["overall_performance_score"]
         msg.scoring_config_version = score["scoring_config_version"]
-        weights = score["performance_weights"] if "performance_weights" in score.keys() else score["score_weights"]
+        weights = score["performance_weights"] if "performance_weights" in score else score["score_weights"]
         for k, v in ((weights or {}).get("excluded") or {}).items():
             msg.components_excluded[k] = v
     elif config_version is not None:

@@ -5,6 +5,7 @@ checked here): admin and service write anything; a therapist creates patients in
 caseload and edits only those. A patient outside the caller's caseload answers NOT_FOUND with
 the message of an unknown one, so codes of other therapists' patients are not revealed.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -19,8 +20,8 @@ from ghostly.common.v1 import common_pb2
 from ghostly.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from libs import auth
 from libs.convert import parse_uuid, to_timestamp
-from libs.registry_pb import CALIBRATION_VALUES, calibration_pb, patient_pb
 from libs.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from libs.registry_pb import CALIBRATION_VALUES, calibration_pb, patient_pb
 from services.ingest import repository as repo
 
 CODE_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
@@ -28,9 +29,14 @@ NAME_MAX = 100
 NOTES_MAX = 1000
 DEFAULT_TOP_N, MAX_TOP_N = 3, 20
 # Calibration value -> (proto field, valid range (exclusive low?, low, high), unit for messages)
-CAL_LIMITS = {"mvc_left_v": (0.0, 0.1, "V"), "mvc_right_v": (0.0, 0.1, "V"),
-              "duration_threshold_left_s": (0.0, 60.0, "s"), "duration_threshold_right_s": (0.0, 60.0, "s"),
-              "target_contractions": (0, 1000, ""), "bfr_target_pressure_aop": (-1e-9, 100.0, "% AOP")}
+CAL_LIMITS = {
+    "mvc_left_v": (0.0, 0.1, "V"),
+    "mvc_right_v": (0.0, 0.1, "V"),
+    "duration_threshold_left_s": (0.0, 60.0, "s"),
+    "duration_threshold_right_s": (0.0, 60.0, "s"),
+    "target_contractions": (0, 1000, ""),
+    "bfr_target_pressure_aop": (-1e-9, 100.0, "% AOP"),
+}
 CAL_VALUES = CALIBRATION_VALUES
 assert tuple(CAL_LIMITS) == CALIBRATION_VALUES
 
@@ -65,8 +71,13 @@ def _notes(value: str) -> str | None:
 
 
 def therapist_pb(row: asyncpg.Record) -> common_pb2.Therapist:
-    return common_pb2.Therapist(id=str(row["id"]), user_id=str(row["user_id"]), first_name=row["first_name"],
-                                last_name=row["last_name"], created_at=to_timestamp(row["created_at"]))
+    return common_pb2.Therapist(
+        id=str(row["id"]),
+        user_id=str(row["user_id"]),
+        first_name=row["first_name"],
+        last_name=row["last_name"],
+        created_at=to_timestamp(row["created_at"]),
+    )
 
 
 async def caller_therapist(conn: asyncpg.Connection, me: auth.Identity) -> asyncpg.Record | None:
@@ -122,7 +133,9 @@ class PatientServicer(ingest_pb2_grpc.PatientServiceServicer):
             created = await repo.create_patient(conn, code, therapist_id, first, last, dob)
             if created is None:
                 raise AlreadyExists(f"patient code {code!r} is already taken")
-            return patient_pb(await repo.patient(conn, created), None)
+            found = await repo.patient(conn, created)
+            assert found is not None  # created in this transaction
+            return patient_pb(found, None)
 
     async def UpdatePatient(self, request: ingest_pb2.UpdatePatientRequest, context) -> common_pb2.Patient:
         changes: dict[str, Any] = {}
@@ -143,43 +156,52 @@ class PatientServicer(ingest_pb2_grpc.PatientServiceServicer):
                 changes["therapist_id"] = tid
             if changes:
                 await repo.update_patient(conn, row["patient_code"], changes)
-            return patient_pb(await repo.patient(conn, row["patient_code"]),
-                              await repo.current_calibration(conn, row["patient_code"]))
+            found = await repo.patient(conn, row["patient_code"])
+            assert found is not None  # locked by editable_patient
+            return patient_pb(found, await repo.current_calibration(conn, row["patient_code"]))
 
     async def DeactivatePatient(self, request: ingest_pb2.DeactivatePatientRequest, context) -> common_pb2.Patient:
         async with self.db.acquire() as conn, conn.transaction():
             row = await editable_patient(conn, request.patient_code)
             await repo.deactivate_patient(conn, row["patient_code"])
-            return patient_pb(await repo.patient(conn, row["patient_code"]),
-                              await repo.current_calibration(conn, row["patient_code"]))
+            found = await repo.patient(conn, row["patient_code"])
+            assert found is not None  # locked by editable_patient
+            return patient_pb(found, await repo.current_calibration(conn, row["patient_code"]))
 
-    async def SetPatientCalibration(self, request: ingest_pb2.SetPatientCalibrationRequest,
-                                    context) -> common_pb2.PatientCalibration:
+    async def SetPatientCalibration(
+        self, request: ingest_pb2.SetPatientCalibrationRequest, context
+    ) -> common_pb2.PatientCalibration:
         given: dict[str, Any] = {}
         for col, (low, high, unit) in CAL_LIMITS.items():
             if request.HasField(col):
                 v = getattr(request, col)
-                if isinstance(v, float) and not math.isfinite(v) or not low < v <= high:
-                    raise InvalidArgument(f"{col} must be > {max(low, 0):g} and <= {high:g} {unit}".rstrip()
-                                          + f", got {v!r}")
+                if (isinstance(v, float) and not math.isfinite(v)) or not low < v <= high:
+                    raise InvalidArgument(
+                        f"{col} must be > {max(low, 0):g} and <= {high:g} {unit}".rstrip() + f", got {v!r}"
+                    )
                 given[col] = v
         if not given:
-            raise InvalidArgument("give at least one calibration value (mvc_left_v, mvc_right_v, "
-                                  "duration_threshold_left_s/right_s, target_contractions, bfr_target_pressure_aop)")
+            raise InvalidArgument(
+                "give at least one calibration value (mvc_left_v, mvc_right_v, "
+                "duration_threshold_left_s/right_s, target_contractions, bfr_target_pressure_aop)"
+            )
         notes = _notes(request.notes)
-        return await self._calibrate(request.patient_code, given, source="therapist_entered", session_id=None,
-                                     rule=None, notes=notes)
+        return await self._calibrate(
+            request.patient_code, given, source="therapist_entered", session_id=None, rule=None, notes=notes
+        )
 
-    async def CalibrateFromSession(self, request: ingest_pb2.CalibrateFromSessionRequest,
-                                   context) -> common_pb2.PatientCalibration:
+    async def CalibrateFromSession(
+        self, request: ingest_pb2.CalibrateFromSessionRequest, context
+    ) -> common_pb2.PatientCalibration:
         sid = parse_uuid(request.session_id, "session_id")
         top_n = request.top_n or DEFAULT_TOP_N
         if not 1 <= top_n <= MAX_TOP_N:
             raise InvalidArgument(f"top_n must be 0 (= {DEFAULT_TOP_N}) or 1..{MAX_TOP_N}, got {request.top_n}")
         notes = _notes(request.notes)
         async with self.db.acquire() as conn:
-            session = await conn.fetchrow("SELECT patient_id, processing_status, session_type FROM therapy_sessions "
-                                          "WHERE id = $1", sid)
+            session = await conn.fetchrow(
+                "SELECT patient_id, processing_status, session_type FROM therapy_sessions WHERE id = $1", sid
+            )
             if session is None or session["patient_id"] is None:
                 raise NotFound(f"session {sid} does not exist")
             try:
@@ -189,27 +211,48 @@ class PatientServicer(ingest_pb2_grpc.PatientServiceServicer):
             if session["processing_status"] != "completed":
                 raise FailedPrecondition(f"session {sid} is {session['processing_status']}, not completed")
             if session["session_type"] != "assessment" and not request.allow_any_session_type:
-                raise FailedPrecondition(f"session {sid} is of type {session['session_type'] or 'unknown'}, not "
-                                         "assessment (set allow_any_session_type to use it anyway)")
+                raise FailedPrecondition(
+                    f"session {sid} is of type {session['session_type'] or 'unknown'}, not "
+                    "assessment (set allow_any_session_type to use it anyway)"
+                )
             channels = await repo.strongest_peaks(conn, sid)
         given, notes_rule = mvc_from_peaks(channels, top_n)
         if not given:
             raise FailedPrecondition(f"session {sid} yields no MVC: {notes_rule}")
-        return await self._calibrate(session["patient_id"], given, source="assessment_session", session_id=sid,
-                                     rule=notes_rule, notes=notes)
+        return await self._calibrate(
+            session["patient_id"], given, source="assessment_session", session_id=sid, rule=notes_rule, notes=notes
+        )
 
-    async def _calibrate(self, code: str, given: dict[str, Any], *, source: str, session_id: uuid.UUID | None,
-                         rule: str | None, notes: str | None) -> common_pb2.PatientCalibration:
+    async def _calibrate(
+        self,
+        code: str,
+        given: dict[str, Any],
+        *,
+        source: str,
+        session_id: uuid.UUID | None,
+        rule: str | None,
+        notes: str | None,
+    ) -> common_pb2.PatientCalibration:
         me = auth.current()
         async with self.db.acquire() as conn, conn.transaction():
-            row = await editable_patient(conn, code)   # locks the patient: calibrations are serialised
+            row = await editable_patient(conn, code)  # locks the patient: calibrations are serialised
             if not row["active"]:
                 raise FailedPrecondition(f"patient {code!r} is deactivated")
             previous = await repo.current_calibration(conn, code)
-            values = {c: (given[c] if c in given else (previous[c] if previous is not None else None)) for c in CAL_VALUES}
-            new = await repo.insert_calibration(conn, code, values, source=source, source_session_id=session_id,
-                                                rule=rule, created_by=me.subject, created_by_role=me.role,
-                                                notes=notes)
+            values = {
+                c: (given[c] if c in given else (previous[c] if previous is not None else None)) for c in CAL_VALUES
+            }
+            new = await repo.insert_calibration(
+                conn,
+                code,
+                values,
+                source=source,
+                source_session_id=session_id,
+                rule=rule,
+                created_by=me.subject,
+                created_by_role=me.role,
+                notes=notes,
+            )
         return calibration_pb(new)
 
 
@@ -229,8 +272,9 @@ def mvc_from_peaks(channels: dict[str, dict[str, Any]], top_n: int) -> tuple[dic
         if not ch["usable"]:
             parts.append(f"{ch['channel_name']} ({side}) unusable ({', '.join(ch['signal_flags'])}): kept previous")
         elif len(peaks) < top_n:
-            parts.append(f"{ch['channel_name']} ({side}) has {len(peaks)} uncorrupted contraction(s) < {top_n}: "
-                         "kept previous")
+            parts.append(
+                f"{ch['channel_name']} ({side}) has {len(peaks)} uncorrupted contraction(s) < {top_n}: kept previous"
+            )
         else:
             given[f"mvc_{side}_v"] = float(statistics.median(peaks[:top_n]))
             parts.append(f"{ch['channel_name']} ({side}) from {top_n} of {len(peaks)}")

@@ -1,5 +1,6 @@
 """Database writes of the ingest service. Statistics are always written (or replaced) in ONE
 transaction together with the session's status, so readers never see half a session."""
+
 from __future__ import annotations
 
 import json
@@ -22,6 +23,7 @@ SESSION_TYPES = {1: "baseline", 2: "training", 3: "assessment"}
 @dataclass(frozen=True)
 class SessionHeader:
     """What is known about a session before its analysis (from the request and the file)."""
+
     file_path: str
     file_hash: str
     file_size_bytes: int
@@ -47,7 +49,9 @@ class ExistingSession:
 async def find_by_hash(conn: asyncpg.Connection, file_hash: str) -> ExistingSession | None:
     row = await conn.fetchrow(
         "SELECT id, processing_status, error_message, file_path, processing_version, processing_time_ms "
-        "FROM therapy_sessions WHERE file_hash = $1", file_hash)
+        "FROM therapy_sessions WHERE file_hash = $1",
+        file_hash,
+    )
     return ExistingSession(*row) if row else None
 
 
@@ -74,19 +78,33 @@ async def claim(conn: asyncpg.Connection, h: SessionHeader, *, owner: str, reque
             ON CONFLICT (file_hash) DO NOTHING
             RETURNING id
             """,
-            h.file_path, h.file_hash, h.file_size_bytes, h.patient_id, h.therapist_id, h.session_label,
-            h.session_date, h.session_type, h.protocol_day, h.processing_version, owner, request)
+            h.file_path,
+            h.file_hash,
+            h.file_size_bytes,
+            h.patient_id,
+            h.therapist_id,
+            h.session_label,
+            h.session_date,
+            h.session_type,
+            h.protocol_day,
+            h.processing_version,
+            owner,
+            request,
+        )
         await conn.execute("DELETE FROM ingest_pending_files WHERE file_hash = $1", h.file_hash)
     return sid
 
 
 # -- leases of claimed sessions (crash recovery, migration 020) --------------------------------
 
+
 async def renew_leases(conn: asyncpg.Connection, owner: str, session_ids: list[uuid.UUID]) -> None:
     await conn.execute(
         "UPDATE therapy_sessions SET claim_heartbeat_at = now() "
         "WHERE id = ANY($2::uuid[]) AND claimed_by = $1 AND processing_status = 'processing'",
-        owner, session_ids)
+        owner,
+        session_ids,
+    )
 
 
 async def stale_claims(conn: asyncpg.Connection, lease_s: float, limit: int = 100) -> list[uuid.UUID]:
@@ -94,27 +112,38 @@ async def stale_claims(conn: asyncpg.Connection, lease_s: float, limit: int = 10
     rows = await conn.fetch(
         "SELECT id FROM therapy_sessions WHERE processing_status = 'processing' "
         "AND COALESCE(claim_heartbeat_at, created_at) < now() - make_interval(secs => $1) "
-        "ORDER BY COALESCE(claim_heartbeat_at, created_at) LIMIT $2", lease_s, limit)
+        "ORDER BY COALESCE(claim_heartbeat_at, created_at) LIMIT $2",
+        lease_s,
+        limit,
+    )
     return [r["id"] for r in rows]
 
 
-async def take_over(conn: asyncpg.Connection, session_id: uuid.UUID, owner: str,
-                    lease_s: float) -> asyncpg.Record | None:
+async def take_over(
+    conn: asyncpg.Connection, session_id: uuid.UUID, owner: str, lease_s: float
+) -> asyncpg.Record | None:
     """Take a stale lease (one UPDATE: of two processes trying, exactly one gets the row)."""
     return await conn.fetchrow(
         "UPDATE therapy_sessions SET claimed_by = $2, claim_heartbeat_at = now() "
         "WHERE id = $1 AND processing_status = 'processing' "
         "AND COALESCE(claim_heartbeat_at, created_at) < now() - make_interval(secs => $3) "
-        "RETURNING file_path, file_hash, patient_id, claim_request", session_id, owner, lease_s)
+        "RETURNING file_path, file_hash, patient_id, claim_request",
+        session_id,
+        owner,
+        lease_s,
+    )
 
 
 # -- files an upload stored before its claim (orphan sweep, migration 020) ----------------------
+
 
 async def note_pending_file(conn: asyncpg.Connection, file_hash: str, paths: list[str]) -> None:
     await conn.execute(
         "INSERT INTO ingest_pending_files (file_hash, file_paths) VALUES ($1, $2) "
         "ON CONFLICT (file_hash) DO UPDATE SET file_paths = EXCLUDED.file_paths, created_at = now()",
-        file_hash, paths)
+        file_hash,
+        paths,
+    )
 
 
 async def forget_pending_file(conn: asyncpg.Connection, file_hash: str) -> None:
@@ -131,7 +160,10 @@ async def stale_pending_files(conn: asyncpg.Connection, grace_s: float, limit: i
         FROM ingest_pending_files f
         WHERE f.created_at < now() - make_interval(secs => $1)
         ORDER BY f.created_at LIMIT $2
-        """, grace_s, limit)
+        """,
+        grace_s,
+        limit,
+    )
 
 
 class InputsChanged(Exception):
@@ -139,22 +171,22 @@ class InputsChanged(Exception):
     were computed from stale inputs and are not written (the caller re-reads and retries)."""
 
 
-NOT_CHECKED = object()   # write_results(outcome_recorded_at=...) default: no outcome check
+NOT_CHECKED = object()  # write_results(outcome_recorded_at=...) default: no outcome check
 
 
 async def lock_session(conn: asyncpg.Connection, session_id: uuid.UUID) -> str | None:
     """Row lock on the session until the transaction ends: every writer of a session's derived
     rows takes it first, so concurrent writers of one session take turns (never interleave
     their deletes and inserts). Returns the status (None: no such session)."""
-    return await conn.fetchval("SELECT processing_status FROM therapy_sessions WHERE id = $1 FOR UPDATE",
-                               session_id)
+    return await conn.fetchval("SELECT processing_status FROM therapy_sessions WHERE id = $1 FOR UPDATE", session_id)
 
 
 _no_nul = no_nul  # one copy: libs/convert.py
 
 
-async def mark_failed(conn: asyncpg.Connection, session_id: uuid.UUID, message: str,
-                      processing_version: str, processing_time_ms: int) -> None:
+async def mark_failed(
+    conn: asyncpg.Connection, session_id: uuid.UUID, message: str, processing_version: str, processing_time_ms: int
+) -> None:
     """Failed = the reason and no statistics (removes any from an earlier run)."""
     message = _no_nul(message)
     async with conn.transaction():
@@ -164,7 +196,11 @@ async def mark_failed(conn: asyncpg.Connection, session_id: uuid.UUID, message: 
             "UPDATE therapy_sessions SET processing_status = 'failed', error_message = $2, "
             "processing_version = $3, processing_time_ms = $4, processed_at = now(), "
             "claimed_by = NULL, claim_heartbeat_at = NULL, claim_request = NULL WHERE id = $1",
-            session_id, message, processing_version, processing_time_ms)
+            session_id,
+            message,
+            processing_version,
+            processing_time_ms,
+        )
         await signal_cache.invalidate(conn, session_id, "session_reprocessed")
 
 
@@ -195,12 +231,22 @@ def _analysis_details(ch, analysis: SessionAnalysis, processing: ProcessingParam
     }
 
 
-async def write_results(conn: asyncpg.Connection, session_id: uuid.UUID, analysis: SessionAnalysis,
-                        settings: AnalysisSettings, *, bfr: dict[str, Any] | None,
-                        game_difficulty_level: int | None, processing_time_ms: int,
-                        game_metadata: dict[str, Any], scoring_config_version: int = 1,
-                        calibration_id: uuid.UUID | None = None, value_sources: dict[str, str] | None = None,
-                        bfr_target: float | None = None, outcome_recorded_at: Any = NOT_CHECKED) -> None:
+async def write_results(
+    conn: asyncpg.Connection,
+    session_id: uuid.UUID,
+    analysis: SessionAnalysis,
+    settings: AnalysisSettings,
+    *,
+    bfr: dict[str, Any] | None,
+    game_difficulty_level: int | None,
+    processing_time_ms: int,
+    game_metadata: dict[str, Any],
+    scoring_config_version: int = 1,
+    calibration_id: uuid.UUID | None = None,
+    value_sources: dict[str, str] | None = None,
+    bfr_target: float | None = None,
+    outcome_recorded_at: Any = NOT_CHECKED,
+) -> None:
     """Replace every derived row of the session and mark it completed, atomically.
     `outcome_recorded_at`: the session_outcomes.recorded_at the analysis's inputs were read
     with (None: no outcome); if another is recorded by now, InputsChanged and nothing written."""
@@ -224,23 +270,60 @@ async def write_results(conn: asyncpg.Connection, session_id: uuid.UUID, analysi
                 claimed_by = NULL, claim_heartbeat_at = NULL, claim_request = NULL
             WHERE id = $1
             """,
-            session_id, float(rec["rate_hz"]), float(rec["duration_s"]), int(rec["n_samples"]),
-            _no_nul(list(rec["labels"])), len(rec["labels"]), analysis.processing_version, processing_time_ms,
-            _no_nul(game_metadata), analysis.metadata.get("session_datetime"))
+            session_id,
+            float(rec["rate_hz"]),
+            float(rec["duration_s"]),
+            int(rec["n_samples"]),
+            _no_nul(list(rec["labels"])),
+            len(rec["labels"]),
+            analysis.processing_version,
+            processing_time_ms,
+            _no_nul(game_metadata),
+            analysis.metadata.get("session_datetime"),
+        )
 
         stat_rows = []
         for ch in analysis.channels:
             d = ch.descriptors
-            stat_rows.append(_no_nul((
-                uuid.uuid4(), session_id, ch.channel_name, ch.mvc_peak_value, ch.mvc_rms_value,
-                ch.mvc_confidence_score, ch.mvc_calculation_method, ch.total_contractions,
-                ch.good_contractions_intensity, ch.good_contractions_duration, ch.good_contractions_both,
-                ch.completion_rate, ch.intensity_rate, ch.duration_rate, ch.muscle_compliance_score,
-                ch.signal_quality_score, ch.noise_level_db, ch.artifacts_detected, ch.processing_confidence,
-                PROCESSING_PIPELINE, ch.processing_version, int(round(ch.timings_ms.get("total", 0) or 0)),
-                ch.mvc_threshold_percentage, ch.duration_threshold_seconds, ch.side,
-                d.rms_v, d.mav_v, d.mean_frequency_hz, d.median_frequency_hz, d.fatigue_index_hz_per_min,
-                _analysis_details(ch, analysis, settings.processing), list(ch.signal_flags), bool(ch.usable))))
+            stat_rows.append(
+                _no_nul(
+                    (
+                        uuid.uuid4(),
+                        session_id,
+                        ch.channel_name,
+                        ch.mvc_peak_value,
+                        ch.mvc_rms_value,
+                        ch.mvc_confidence_score,
+                        ch.mvc_calculation_method,
+                        ch.total_contractions,
+                        ch.good_contractions_intensity,
+                        ch.good_contractions_duration,
+                        ch.good_contractions_both,
+                        ch.completion_rate,
+                        ch.intensity_rate,
+                        ch.duration_rate,
+                        ch.muscle_compliance_score,
+                        ch.signal_quality_score,
+                        ch.noise_level_db,
+                        ch.artifacts_detected,
+                        ch.processing_confidence,
+                        PROCESSING_PIPELINE,
+                        ch.processing_version,
+                        round(ch.timings_ms.get("total", 0) or 0),
+                        ch.mvc_threshold_percentage,
+                        ch.duration_threshold_seconds,
+                        ch.side,
+                        d.rms_v,
+                        d.mav_v,
+                        d.mean_frequency_hz,
+                        d.median_frequency_hz,
+                        d.fatigue_index_hz_per_min,
+                        _analysis_details(ch, analysis, settings.processing),
+                        list(ch.signal_flags),
+                        bool(ch.usable),
+                    )
+                )
+            )
         await conn.executemany(
             """
             INSERT INTO emg_statistics (id, session_id, channel_name, mvc_peak_value, mvc_rms_value,
@@ -253,12 +336,30 @@ async def write_results(conn: asyncpg.Connection, session_id: uuid.UUID, analysi
                 median_frequency_hz, fatigue_index, analysis_details, signal_flags, usable)
             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,
                     $23,$24,$25,$26,$27,$28,$29,$30,$31,$32,$33)
-            """, stat_rows)
+            """,
+            stat_rows,
+        )
 
         contraction_rows = [
-            (row[0], session_id, row[2], i, c.start_s, c.end_s, c.duration_s, c.peak_v, c.mean_v,
-             c.meets_intensity, c.meets_duration, c.good, bool(c.partially_masked), float(c.masked_s))
-            for row, ch in zip(stat_rows, analysis.channels) for i, c in enumerate(ch.contractions)]
+            (
+                row[0],
+                session_id,
+                row[2],
+                i,
+                c.start_s,
+                c.end_s,
+                c.duration_s,
+                c.peak_v,
+                c.mean_v,
+                c.meets_intensity,
+                c.meets_duration,
+                c.good,
+                bool(c.partially_masked),
+                float(c.masked_s),
+            )
+            for row, ch in zip(stat_rows, analysis.channels)
+            for i, c in enumerate(ch.contractions)
+        ]
         if contraction_rows:
             # One INSERT of unnested arrays (COPY is refused on a table with row-level security,
             # which the ingest role has; executemany would cost a round trip per row).
@@ -271,27 +372,45 @@ async def write_results(conn: asyncpg.Connection, session_id: uuid.UUID, analysi
                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int[], $5::float8[], $6::float8[],
                                      $7::float8[], $8::float8[], $9::float8[], $10::bool[], $11::bool[], $12::bool[],
                                      $13::bool[], $14::float8[])
-                """, *[list(c) for c in cols])
+                """,
+                *[list(c) for c in cols],
+            )
 
         if analysis.performance.overall_performance_score is not None:
             await _insert_score(conn, session_id, analysis, settings, scoring_config_version)
         # else: nothing measurable (no usable EMG channel, no RPE or game): completed, not scored.
 
-        await upsert_settings(conn, session_id, settings, game_difficulty_level=game_difficulty_level,
-                              bfr_target=bfr_target if bfr_target is not None else (bfr or {}).get("target_pressure_aop"),
-                              calibration_id=calibration_id, value_sources=value_sources)
+        await upsert_settings(
+            conn,
+            session_id,
+            settings,
+            game_difficulty_level=game_difficulty_level,
+            bfr_target=bfr_target if bfr_target is not None else (bfr or {}).get("target_pressure_aop"),
+            calibration_id=calibration_id,
+            value_sources=value_sources,
+        )
         if bfr is not None:
             await upsert_bfr(conn, session_id, bfr)
         await signal_cache.invalidate(conn, session_id, "session_reprocessed")
 
 
-async def _insert_score(conn: asyncpg.Connection, session_id: uuid.UUID, analysis: SessionAnalysis,
-                        settings: AnalysisSettings, scoring_config_version: int) -> None:
+async def _insert_score(
+    conn: asyncpg.Connection,
+    session_id: uuid.UUID,
+    analysis: SessionAnalysis,
+    settings: AnalysisSettings,
+    scoring_config_version: int,
+) -> None:
     await insert_score(conn, session_id, analysis.performance, settings.performance_weights, scoring_config_version)
 
 
-async def insert_score(conn: asyncpg.Connection, session_id: uuid.UUID, p: PerformanceResult,
-                       requested_weights: dict[str, float], scoring_config_version: int) -> None:
+async def insert_score(
+    conn: asyncpg.Connection,
+    session_id: uuid.UUID,
+    p: PerformanceResult,
+    requested_weights: dict[str, float],
+    scoring_config_version: int,
+) -> None:
     """Write the session's performance_scores row (replacing any)."""
     await conn.execute("DELETE FROM performance_scores WHERE session_id = $1", session_id)
     await conn.execute(
@@ -304,20 +423,40 @@ async def insert_score(conn: asyncpg.Connection, session_id: uuid.UUID, p: Perfo
             right_muscle_duration_rate, scoring_config_version)
         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20)
         """,
-        session_id, p.overall_performance_score, p.compliance_score or 0.0, p.symmetry_score or 0.0,
-        p.effort_score or 0.0, p.game_score or 0.0, weights_json(p, requested_weights),
+        session_id,
+        p.overall_performance_score,
+        p.compliance_score or 0.0,
+        p.symmetry_score or 0.0,
+        p.effort_score or 0.0,
+        p.game_score or 0.0,
+        weights_json(p, requested_weights),
         p.bfr_pressure_aop,
         # Not evaluated (no BFR pressure) is stored as 1.0 with bfr_pressure_aop NULL.
         1.0 if p.bfr_compliance_gate is None else p.bfr_compliance_gate,
-        p.rpe_post_session, p.game_points_achieved or 0, p.game_points_maximum,
-        p.session_duration_minutes, p.left_muscle_completion_rate, p.left_muscle_intensity_rate,
-        p.left_muscle_duration_rate, p.right_muscle_completion_rate, p.right_muscle_intensity_rate,
-        p.right_muscle_duration_rate, scoring_config_version)
+        p.rpe_post_session,
+        p.game_points_achieved or 0,
+        p.game_points_maximum,
+        p.session_duration_minutes,
+        p.left_muscle_completion_rate,
+        p.left_muscle_intensity_rate,
+        p.left_muscle_duration_rate,
+        p.right_muscle_completion_rate,
+        p.right_muscle_intensity_rate,
+        p.right_muscle_duration_rate,
+        scoring_config_version,
+    )
 
 
-async def upsert_settings(conn: asyncpg.Connection, session_id: uuid.UUID, s: AnalysisSettings, *,
-                          game_difficulty_level: int | None, bfr_target: float | None,
-                          calibration_id: uuid.UUID | None = None, value_sources: dict[str, str] | None = None) -> None:
+async def upsert_settings(
+    conn: asyncpg.Connection,
+    session_id: uuid.UUID,
+    s: AnalysisSettings,
+    *,
+    game_difficulty_level: int | None,
+    bfr_target: float | None,
+    calibration_id: uuid.UUID | None = None,
+    value_sources: dict[str, str] | None = None,
+) -> None:
     per = lambda table, side: table.get(side)  # noqa: E731 - sides are how the table stores muscles
     await conn.execute(
         """
@@ -344,32 +483,60 @@ async def upsert_settings(conn: asyncpg.Connection, session_id: uuid.UUID, s: An
             value_sources = COALESCE($15, session_settings.value_sources),
             updated_at = now()
         """,
-        session_id, "user_defined" if s.mvc_user or s.mvc_session else "backend_calculated",
-        s.mvc_threshold_percentage, per(s.mvc_user, "left"), per(s.mvc_user, "right"),
-        dict(s.performance_weights), s.duration_threshold_s, per(s.duration_threshold, "left"),
-        per(s.duration_threshold, "right"), s.target_contractions, s.bfr_pressure_aop is not None,
-        bfr_target, game_difficulty_level, calibration_id, value_sources)
+        session_id,
+        "user_defined" if s.mvc_user or s.mvc_session else "backend_calculated",
+        s.mvc_threshold_percentage,
+        per(s.mvc_user, "left"),
+        per(s.mvc_user, "right"),
+        dict(s.performance_weights),
+        s.duration_threshold_s,
+        per(s.duration_threshold, "left"),
+        per(s.duration_threshold, "right"),
+        s.target_contractions,
+        s.bfr_pressure_aop is not None,
+        bfr_target,
+        game_difficulty_level,
+        calibration_id,
+        value_sources,
+    )
 
 
 async def upsert_bfr(conn: asyncpg.Connection, session_id: uuid.UUID, b: dict[str, Any]) -> None:
-    cols = ["target_pressure_aop", "actual_pressure_aop", "pressure_stability_coefficient",
-            "safety_gate_status", "safety_violations_count", "safety_violations_duration_seconds",
-            "max_pressure_deviation_aop", "patient_aop_baseline_mmhg", "patient_limb_circumference_cm",
-            "cuff_size", "cuff_position", "monitoring_device", "device_calibration_date",
-            "device_serial_number", "bfr_session_duration_minutes", "monitoring_frequency_hz"]
+    cols = [
+        "target_pressure_aop",
+        "actual_pressure_aop",
+        "pressure_stability_coefficient",
+        "safety_gate_status",
+        "safety_violations_count",
+        "safety_violations_duration_seconds",
+        "max_pressure_deviation_aop",
+        "patient_aop_baseline_mmhg",
+        "patient_limb_circumference_cm",
+        "cuff_size",
+        "cuff_position",
+        "monitoring_device",
+        "device_calibration_date",
+        "device_serial_number",
+        "bfr_session_duration_minutes",
+        "monitoring_frequency_hz",
+    ]
     values = [b.get(c) for c in cols]
     placeholders = ", ".join(f"${i + 2}" for i in range(len(cols)))
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols)
     await conn.execute(
         f"INSERT INTO bfr_monitoring (session_id, {', '.join(cols)}) VALUES ($1, {placeholders}) "
-        f"ON CONFLICT (session_id) DO UPDATE SET {updates}", session_id, *values)
+        f"ON CONFLICT (session_id) DO UPDATE SET {updates}",
+        session_id,
+        *values,
+    )
 
 
 async def load_inputs(conn: asyncpg.Connection, session_id: uuid.UUID):
     """(session row, settings row, score row, bfr row) for re-processing."""
     session = await conn.fetchrow(
         "SELECT id, file_path, file_hash, processing_version, processing_status, patient_id FROM therapy_sessions WHERE id = $1",
-        session_id)
+        session_id,
+    )
     settings = await conn.fetchrow("SELECT * FROM session_settings WHERE session_id = $1", session_id)
     score = await conn.fetchrow("SELECT * FROM performance_scores WHERE session_id = $1", session_id)
     bfr = await conn.fetchrow("SELECT * FROM bfr_monitoring WHERE session_id = $1", session_id)
@@ -382,8 +549,10 @@ def dumps(obj: Any) -> str:
 
 # --------------------------------------------------------------------------- registry
 
-PATIENT_COLUMNS = ("p.id, p.patient_code, p.therapist_id, p.first_name, p.last_name, p.date_of_birth, p.active, "
-                   "p.created_at, p.deactivated_at")
+PATIENT_COLUMNS = (
+    "p.id, p.patient_code, p.therapist_id, p.first_name, p.last_name, p.date_of_birth, p.active, "
+    "p.created_at, p.deactivated_at"
+)
 
 
 async def therapist_by_user(conn: asyncpg.Connection, user_id: uuid.UUID) -> asyncpg.Record | None:
@@ -394,11 +563,17 @@ async def therapist_exists(conn: asyncpg.Connection, therapist_id: uuid.UUID) ->
     return bool(await conn.fetchval("SELECT true FROM therapists WHERE id = $1", therapist_id))
 
 
-async def create_therapist(conn: asyncpg.Connection, user_id: uuid.UUID, first: str, last: str) -> asyncpg.Record | None:
+async def create_therapist(
+    conn: asyncpg.Connection, user_id: uuid.UUID, first: str, last: str
+) -> asyncpg.Record | None:
     """The new row, or None when the user id is already registered."""
     return await conn.fetchrow(
         "INSERT INTO therapists (user_id, first_name, last_name) VALUES ($1, $2, $3) "
-        "ON CONFLICT (user_id) DO NOTHING RETURNING *", user_id, first, last)
+        "ON CONFLICT (user_id) DO NOTHING RETURNING *",
+        user_id,
+        first,
+        last,
+    )
 
 
 async def patient(conn: asyncpg.Connection, code: str, *, for_update: bool = False) -> asyncpg.Record | None:
@@ -406,7 +581,9 @@ async def patient(conn: asyncpg.Connection, code: str, *, for_update: bool = Fal
     return await conn.fetchrow(
         f"SELECT {PATIENT_COLUMNS}, t.user_id AS therapist_user_id, "
         f"(SELECT count(*) FROM therapy_sessions s WHERE s.patient_id = p.patient_code) AS session_count "
-        f"FROM patients p JOIN therapists t ON t.id = p.therapist_id WHERE p.patient_code = $1{lock}", code)
+        f"FROM patients p JOIN therapists t ON t.id = p.therapist_id WHERE p.patient_code = $1{lock}",
+        code,
+    )
 
 
 async def patient_active(conn: asyncpg.Connection, code: str) -> bool | None:
@@ -415,19 +592,30 @@ async def patient_active(conn: asyncpg.Connection, code: str) -> bool | None:
     return await conn.fetchval("SELECT active FROM patients WHERE patient_code = $1", code)
 
 
-async def create_patient(conn: asyncpg.Connection, code: str | None, therapist_id: uuid.UUID, first: str,
-                         last: str, dob) -> asyncpg.Record | None:
+async def create_patient(
+    conn: asyncpg.Connection, code: str | None, therapist_id: uuid.UUID, first: str, last: str, dob
+) -> asyncpg.Record | None:
     """The new patient's code, or None when the code is taken."""
     if code:
         return await conn.fetchval(
             "INSERT INTO patients (patient_code, therapist_id, first_name, last_name, date_of_birth) "
             "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (patient_code) DO NOTHING RETURNING patient_code",
-            code, therapist_id, first, last, dob)
+            code,
+            therapist_id,
+            first,
+            last,
+            dob,
+        )
     # Generated codes (P001, ...) may collide with codes chosen by hand: take the next free one.
     for _ in range(1000):
         got = await conn.fetchval(
             "INSERT INTO patients (therapist_id, first_name, last_name, date_of_birth) VALUES ($1, $2, $3, $4) "
-            "ON CONFLICT (patient_code) DO NOTHING RETURNING patient_code", therapist_id, first, last, dob)
+            "ON CONFLICT (patient_code) DO NOTHING RETURNING patient_code",
+            therapist_id,
+            first,
+            last,
+            dob,
+        )
         if got:
             return got
     raise RuntimeError("no free generated patient code")
@@ -439,20 +627,32 @@ async def update_patient(conn: asyncpg.Connection, code: str, changes: dict[str,
 
 
 async def deactivate_patient(conn: asyncpg.Connection, code: str) -> None:
-    await conn.execute("UPDATE patients SET active = false, deactivated_at = now() "
-                       "WHERE patient_code = $1 AND active", code)
+    await conn.execute(
+        "UPDATE patients SET active = false, deactivated_at = now() WHERE patient_code = $1 AND active", code
+    )
 
 
 # --------------------------------------------------------------------------- calibration
 
+
 async def current_calibration(conn: asyncpg.Connection, code: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        "SELECT * FROM patient_calibrations WHERE patient_code = $1 ORDER BY created_at DESC, id DESC LIMIT 1", code)
+        "SELECT * FROM patient_calibrations WHERE patient_code = $1 ORDER BY created_at DESC, id DESC LIMIT 1", code
+    )
 
 
-async def insert_calibration(conn: asyncpg.Connection, code: str, values: dict[str, Any], *, source: str,
-                             source_session_id: uuid.UUID | None, rule: str | None, created_by: str,
-                             created_by_role: str, notes: str | None) -> asyncpg.Record:
+async def insert_calibration(
+    conn: asyncpg.Connection,
+    code: str,
+    values: dict[str, Any],
+    *,
+    source: str,
+    source_session_id: uuid.UUID | None,
+    rule: str | None,
+    created_by: str,
+    created_by_role: str,
+    notes: str | None,
+) -> asyncpg.Record:
     cols = list(values)
     args = [values[c] for c in cols]
     fixed = ["patient_code", "source", "source_session_id", "rule", "created_by", "created_by_role", "notes"]
@@ -460,7 +660,15 @@ async def insert_calibration(conn: asyncpg.Connection, code: str, values: dict[s
     ph = ", ".join(f"${i + 1}" for i in range(len(names)))
     return await conn.fetchrow(
         f"INSERT INTO patient_calibrations ({', '.join(names)}) VALUES ({ph}) RETURNING *",
-        *args, code, source, source_session_id, rule, created_by, created_by_role, notes)
+        *args,
+        code,
+        source,
+        source_session_id,
+        rule,
+        created_by,
+        created_by_role,
+        notes,
+    )
 
 
 async def strongest_peaks(conn: asyncpg.Connection, session_id: uuid.UUID) -> dict[str, dict[str, Any]]:
@@ -475,11 +683,14 @@ async def strongest_peaks(conn: asyncpg.Connection, session_id: uuid.UUID) -> di
         LEFT JOIN emg_contractions c ON c.statistics_id = e.id
         WHERE e.session_id = $1
         GROUP BY e.id, e.channel_name, e.side, e.usable, e.signal_flags
-        """, session_id)
+        """,
+        session_id,
+    )
     return {r["channel_name"]: dict(r) for r in rows}
 
 
 # --------------------------------------------------------------------------- scoring configuration
+
 
 async def scoring_config(conn: asyncpg.Connection, version: int | None = None) -> asyncpg.Record:
     """The given version, or the current (highest) one."""
@@ -488,8 +699,9 @@ async def scoring_config(conn: asyncpg.Connection, version: int | None = None) -
     return await conn.fetchrow("SELECT * FROM scoring_config WHERE version = $1", version)
 
 
-async def insert_scoring_config(conn: asyncpg.Connection, config: dict[str, Any], created_by: str,
-                                notes: str | None) -> asyncpg.Record:
+async def insert_scoring_config(
+    conn: asyncpg.Connection, config: dict[str, Any], created_by: str, notes: str | None
+) -> asyncpg.Record:
     """The next version (writers serialised on the table, so versions never collide)."""
     async with conn.transaction():
         # Writers take turns (an advisory lock needs no table privilege beyond INSERT).
@@ -497,7 +709,10 @@ async def insert_scoring_config(conn: asyncpg.Connection, config: dict[str, Any]
         return await conn.fetchrow(
             "INSERT INTO scoring_config (version, config, created_by, notes) "
             "SELECT COALESCE(max(version), 0) + 1, $1, $2, $3 FROM scoring_config RETURNING *",
-            config, created_by, notes)
+            config,
+            created_by,
+            notes,
+        )
 
 
 # --------------------------------------------------------------------------- post-session outcomes
@@ -533,8 +748,13 @@ async def outcome_inputs(conn: asyncpg.Connection, session_id: uuid.UUID) -> asy
     return await conn.fetchrow(OUTCOME_INPUTS, session_id)
 
 
-async def update_score(conn: asyncpg.Connection, session_id: uuid.UUID, p: PerformanceResult,
-                       requested_weights: dict[str, float], scoring_config_version: int) -> asyncpg.Record | None:
+async def update_score(
+    conn: asyncpg.Connection,
+    session_id: uuid.UUID,
+    p: PerformanceResult,
+    requested_weights: dict[str, float],
+    scoring_config_version: int,
+) -> asyncpg.Record | None:
     """Re-score an existing performance_scores row in place (the per-side rates are unchanged);
     returns what the API reports, or None when the session had no score row."""
     return await conn.fetchrow(
@@ -546,35 +766,56 @@ async def update_score(conn: asyncpg.Connection, session_id: uuid.UUID, p: Perfo
         WHERE session_id = $1
         RETURNING overall_performance_score, performance_weights, scoring_config_version
         """,
-        session_id, p.overall_performance_score, p.compliance_score or 0.0, p.symmetry_score or 0.0,
-        p.effort_score or 0.0, p.game_score or 0.0, weights_json(p, requested_weights), p.bfr_pressure_aop,
-        1.0 if p.bfr_compliance_gate is None else p.bfr_compliance_gate, p.rpe_post_session,
-        p.game_points_achieved or 0, p.game_points_maximum, scoring_config_version)
+        session_id,
+        p.overall_performance_score,
+        p.compliance_score or 0.0,
+        p.symmetry_score or 0.0,
+        p.effort_score or 0.0,
+        p.game_score or 0.0,
+        weights_json(p, requested_weights),
+        p.bfr_pressure_aop,
+        1.0 if p.bfr_compliance_gate is None else p.bfr_compliance_gate,
+        p.rpe_post_session,
+        p.game_points_achieved or 0,
+        p.game_points_maximum,
+        scoring_config_version,
+    )
 
 
-async def upsert_outcome(conn: asyncpg.Connection, session_id: uuid.UUID, values: dict[str, Any],
-                         recorded_by: str) -> asyncpg.Record:
+async def upsert_outcome(
+    conn: asyncpg.Connection, session_id: uuid.UUID, values: dict[str, Any], recorded_by: str
+) -> asyncpg.Record:
     cols = ["rpe_post_session", "game_points", "game_points_max", "bfr_actual_pressure_aop"]
     return await conn.fetchrow(
         f"""
-        INSERT INTO session_outcomes (session_id, {', '.join(cols)}, recorded_by, recorded_at)
+        INSERT INTO session_outcomes (session_id, {", ".join(cols)}, recorded_by, recorded_at)
         VALUES ($1, $2, $3, $4, $5, $6, now())
-        ON CONFLICT (session_id) DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in cols)},
+        ON CONFLICT (session_id) DO UPDATE SET {", ".join(f"{c} = EXCLUDED.{c}" for c in cols)},
             recorded_by = EXCLUDED.recorded_by, recorded_at = now()
         RETURNING *
-        """, session_id, *[values.get(c) for c in cols], recorded_by)
+        """,
+        session_id,
+        *[values.get(c) for c in cols],
+        recorded_by,
+    )
 
 
 # --------------------------------------------------------------------------- storage events
+
 
 async def record_event(conn: asyncpg.Connection, event_id: str, request_sha256: str, window_s: int) -> str | None:
     """Record a signed storage event; returns the digest it was first seen with (None: new).
     Rows older than twice the clock window are dropped on the way."""
     async with conn.transaction():
-        await conn.execute("DELETE FROM storage_event_replays WHERE received_at < now() - make_interval(secs => $1)",
-                           2 * window_s)
-        seen = await conn.fetchval("INSERT INTO storage_event_replays (event_id, request_sha256) VALUES ($1, $2) "
-                                   "ON CONFLICT (event_id) DO NOTHING RETURNING request_sha256", event_id, request_sha256)
+        await conn.execute(
+            "DELETE FROM storage_event_replays WHERE received_at < now() - make_interval(secs => $1)", 2 * window_s
+        )
+        seen = await conn.fetchval(
+            "INSERT INTO storage_event_replays (event_id, request_sha256) VALUES ($1, $2) "
+            "ON CONFLICT (event_id) DO NOTHING RETURNING request_sha256",
+            event_id,
+            request_sha256,
+        )
         if seen is not None:
             return None
         return await conn.fetchval("SELECT request_sha256 FROM storage_event_replays WHERE event_id = $1", event_id)
@@ -582,16 +823,23 @@ async def record_event(conn: asyncpg.Connection, event_id: str, request_sha256: 
 
 # -- Reprocess work items shared by the ingest replicas (migration 022) -------------------------
 
-async def enqueue_reprocess(conn: asyncpg.Connection, batch_id: uuid.UUID, queue: str,
-                            session_ids: list[uuid.UUID], request: bytes) -> None:
+
+async def enqueue_reprocess(
+    conn: asyncpg.Connection, batch_id: uuid.UUID, queue: str, session_ids: list[uuid.UUID], request: bytes
+) -> None:
     await conn.execute(
         "INSERT INTO reprocess_items (batch_id, queue, session_id, request) "
         "SELECT $1, $2, s, $4 FROM unnest($3::uuid[]) WITH ORDINALITY AS t(s, n) ORDER BY n",
-        batch_id, queue, session_ids, request)
+        batch_id,
+        queue,
+        session_ids,
+        request,
+    )
 
 
-async def claim_reprocess_item(conn: asyncpg.Connection, queue: str, owner: str, lease_s: float,
-                               max_attempts: int) -> asyncpg.Record | None:
+async def claim_reprocess_item(
+    conn: asyncpg.Connection, queue: str, owner: str, lease_s: float, max_attempts: int
+) -> asyncpg.Record | None:
     """The oldest queued item of `queue`, or one whose replica stopped renewing its lease;
     SKIP LOCKED: concurrent consumers never take the same item."""
     return await conn.fetchrow(
@@ -603,28 +851,44 @@ async def claim_reprocess_item(conn: asyncpg.Connection, queue: str, owner: str,
                           AND heartbeat_at < now() - make_interval(secs => $3)))
                     ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1)
         RETURNING id, batch_id, session_id, request, attempts, attempts > $4 AS exhausted
-        """, queue, owner, lease_s, max_attempts)
+        """,
+        queue,
+        owner,
+        lease_s,
+        max_attempts,
+    )
 
 
 async def finish_reprocess_item(conn: asyncpg.Connection, item_id: int, owner: str, error: str | None) -> None:
     await conn.execute(
         "UPDATE reprocess_items SET status = $3, error_message = $4, finished_at = now(), heartbeat_at = now() "
         "WHERE id = $1 AND claimed_by = $2 AND status = 'running'",
-        item_id, owner, "failed" if error else "done", no_nul(error) if error else None)
+        item_id,
+        owner,
+        "failed" if error else "done",
+        no_nul(error) if error else None,
+    )
 
 
 async def renew_reprocess_items(conn: asyncpg.Connection, owner: str, item_ids: list[int]) -> None:
-    await conn.execute("UPDATE reprocess_items SET heartbeat_at = now() "
-                       "WHERE id = ANY($2::bigint[]) AND claimed_by = $1 AND status = 'running'", owner, item_ids)
+    await conn.execute(
+        "UPDATE reprocess_items SET heartbeat_at = now() "
+        "WHERE id = ANY($2::bigint[]) AND claimed_by = $1 AND status = 'running'",
+        owner,
+        item_ids,
+    )
 
 
-async def finished_reprocess_items(conn: asyncpg.Connection, batch_id: uuid.UUID,
-                                   reported: list[int]) -> list[asyncpg.Record]:
+async def finished_reprocess_items(
+    conn: asyncpg.Connection, batch_id: uuid.UUID, reported: list[int]
+) -> list[asyncpg.Record]:
     """Finished items of the batch not reported yet (items finish in any order, on any replica)."""
     return await conn.fetch(
         "SELECT id, session_id, status, error_message FROM reprocess_items "
         "WHERE batch_id = $1 AND finished_at IS NOT NULL AND id <> ALL($2::bigint[]) ORDER BY finished_at, id",
-        batch_id, reported)
+        batch_id,
+        reported,
+    )
 
 
 async def cancel_queued_reprocess(conn: asyncpg.Connection, batch_id: uuid.UUID) -> None:
@@ -632,5 +896,6 @@ async def cancel_queued_reprocess(conn: asyncpg.Connection, batch_id: uuid.UUID)
 
 
 async def purge_finished_reprocess(conn: asyncpg.Connection, older_than_s: float) -> None:
-    await conn.execute("DELETE FROM reprocess_items WHERE finished_at < now() - make_interval(secs => $1)",
-                       older_than_s)
+    await conn.execute(
+        "DELETE FROM reprocess_items WHERE finished_at < now() - make_interval(secs => $1)", older_than_s
+    )

@@ -7,6 +7,7 @@ corrected re-upload of the same bytes refused) or an orphan file. The analysis t
 checked again by AnalysisSettings (settings_from_request); the bounds here are the storage
 ones and the documented ranges of ingest.proto.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,13 +19,17 @@ from libs.errors import InvalidArgument
 INT4_MAX = (1 << 31) - 1
 # google.protobuf.Timestamp's own range: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z.
 _TS_MIN, _TS_MAX = -62135596800, 253402300799
-MAX_TARGET_CONTRACTIONS = 1000       # as patient_calibrations (migration 016)
-MAX_MVC_V = 0.1                      # 100 mV: no surface EMG envelope reaches it (016)
-MAX_DURATION_THRESHOLD_S = 60.0      # as patient_calibrations (016)
-MAX_PROTOCOL_DAY = 365             # the trial protocol has 14 days; follow-ups may come later
-MAX_TEXT = 200                       # free-text BFR fields (device, cuff, serial number)
-SESSION_TYPES = {common_pb2.SESSION_TYPE_UNSPECIFIED, common_pb2.SESSION_TYPE_BASELINE,
-                 common_pb2.SESSION_TYPE_TRAINING, common_pb2.SESSION_TYPE_ASSESSMENT}
+MAX_TARGET_CONTRACTIONS = 1000  # as patient_calibrations (migration 016)
+MAX_MVC_V = 0.1  # 100 mV: no surface EMG envelope reaches it (016)
+MAX_DURATION_THRESHOLD_S = 60.0  # as patient_calibrations (016)
+MAX_PROTOCOL_DAY = 365  # the trial protocol has 14 days; follow-ups may come later
+MAX_TEXT = 200  # free-text BFR fields (device, cuff, serial number)
+SESSION_TYPES = {
+    common_pb2.SESSION_TYPE_UNSPECIFIED,
+    common_pb2.SESSION_TYPE_BASELINE,
+    common_pb2.SESSION_TYPE_TRAINING,
+    common_pb2.SESSION_TYPE_ASSESSMENT,
+}
 
 
 def _has(msg, name: str) -> bool:
@@ -36,8 +41,9 @@ def _int_range(value: int, field: str, lo: int, hi: int) -> None:
         raise InvalidArgument(f"{field} must be an integer from {lo} to {hi}, got {value}")
 
 
-def _number(value: float, field: str, lo: float | None = None, hi: float | None = None, *,
-            lo_open: bool = False) -> None:
+def _number(
+    value: float, field: str, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False
+) -> None:
     if not math.isfinite(value):
         raise InvalidArgument(f"{field} must be a finite number, got {value}")
     if lo is not None and (value < lo or (lo_open and value == lo)):
@@ -48,8 +54,9 @@ def _number(value: float, field: str, lo: float | None = None, hi: float | None 
 
 def check_timestamp(ts, field: str) -> None:
     if not (_TS_MIN <= ts.seconds <= _TS_MAX and 0 <= ts.nanos <= 999_999_999):
-        raise InvalidArgument(f"{field} must be a time in the years 1-9999 (seconds {ts.seconds}, "
-                              f"nanos {ts.nanos} given)")
+        raise InvalidArgument(
+            f"{field} must be a time in the years 1-9999 (seconds {ts.seconds}, nanos {ts.nanos} given)"
+        )
 
 
 def check_options(o: ingest_pb2.AnalysisOptions, prefix: str) -> None:
@@ -75,8 +82,13 @@ def check_bfr(b: ingest_pb2.BfrInput, prefix: str) -> None:
     for name in ("target_pressure_aop", "actual_pressure_aop", "max_pressure_deviation_aop"):
         if name == "actual_pressure_aop" or _has(b, name):
             _number(getattr(b, name), f"{prefix}.{name}", 0.0, 100.0)
-    for name in ("pressure_stability_coefficient", "safety_violations_duration_s", "patient_aop_baseline_mmhg",
-                 "patient_limb_circumference_cm", "bfr_session_duration_minutes"):
+    for name in (
+        "pressure_stability_coefficient",
+        "safety_violations_duration_s",
+        "patient_aop_baseline_mmhg",
+        "patient_limb_circumference_cm",
+        "bfr_session_duration_minutes",
+    ):
         if _has(b, name):
             _number(getattr(b, name), f"{prefix}.{name}", 0.0)
     if _has(b, "monitoring_frequency_hz"):

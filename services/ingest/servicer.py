@@ -1,4 +1,5 @@
 """IngestService: upload / storage event -> content store -> analysis -> statistics tables."""
+
 from __future__ import annotations
 
 import asyncio
@@ -9,28 +10,31 @@ import os
 import socket
 import time
 import uuid
-from datetime import datetime, timezone
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import PurePosixPath
-from typing import Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo
-
 
 from ghostly.common.v1 import common_pb2
 from ghostly.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+from libs import auth
 from libs.convert import parse_uuid
 from libs.emg import PROCESSING_VERSION, AnalysisSettings, EmgError, MemoryBudgetExceeded, check_analysis_budget
+from libs.emg.settings import BFR_SAFE_RANGE
 from libs.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from libs.grpc_server import ServiceContext
 from libs.grpc_server.interceptor import is_connection_error
-from libs.storage import ContentStore, StoredObject, validate_relative_path
-from services.ingest import events, repository as repo
-from libs import auth
 from libs.scoring_config import ScoringConfig
-from services.ingest import outcomes
-from services.ingest import request_checks
+from libs.storage import ContentStore, StoredObject, validate_relative_path
+from services.ingest import events, outcomes, request_checks
 from services.ingest import plan as plan_mod
+from services.ingest import repository as repo
 from services.ingest.options import options_overrides, settings_from_request
 from services.ingest.worker import AnalysisPool
+
+if TYPE_CHECKING:
+    import asyncpg
 
 log = logging.getLogger("ghostly.ingest")
 
@@ -40,7 +44,7 @@ SETTLE_TIMEOUT_S = 300.0
 REPROCESS_ATTEMPTS = 3
 # A Reprocess work item is taken again when its replica died, at most this many times in all.
 ITEM_MAX_ATTEMPTS = 3
-REPROCESS_POLL_S = 0.25          # how often a Reprocess call looks for items other replicas finished
+REPROCESS_POLL_S = 0.25  # how often a Reprocess call looks for items other replicas finished
 FINISHED_ITEMS_KEPT_S = 86400.0  # finished work items are deleted a day later
 
 STATUS = {
@@ -49,10 +53,14 @@ STATUS = {
     "completed": common_pb2.PROCESSING_STATUS_COMPLETED,
     "failed": common_pb2.PROCESSING_STATUS_FAILED,
 }
-SESSION_TYPES = {common_pb2.SESSION_TYPE_BASELINE: "baseline", common_pb2.SESSION_TYPE_TRAINING: "training",
-                 common_pb2.SESSION_TYPE_ASSESSMENT: "assessment"}
+SESSION_TYPES = {
+    common_pb2.SESSION_TYPE_BASELINE: "baseline",
+    common_pb2.SESSION_TYPE_TRAINING: "training",
+    common_pb2.SESSION_TYPE_ASSESSMENT: "assessment",
+}
 BFR_FIELDS = {  # BfrInput field -> bfr_monitoring column
-    "target_pressure_aop": "target_pressure_aop", "actual_pressure_aop": "actual_pressure_aop",
+    "target_pressure_aop": "target_pressure_aop",
+    "actual_pressure_aop": "actual_pressure_aop",
     "pressure_stability_coefficient": "pressure_stability_coefficient",
     "safety_violations_count": "safety_violations_count",
     "safety_violations_duration_s": "safety_violations_duration_seconds",
@@ -61,7 +69,9 @@ BFR_FIELDS = {  # BfrInput field -> bfr_monitoring column
     "patient_limb_circumference_cm": "patient_limb_circumference_cm",
     "bfr_session_duration_minutes": "bfr_session_duration_minutes",
     "monitoring_frequency_hz": "monitoring_frequency_hz",
-    "cuff_size": "cuff_size", "cuff_position": "cuff_position", "monitoring_device": "monitoring_device",
+    "cuff_size": "cuff_size",
+    "cuff_position": "cuff_position",
+    "monitoring_device": "monitoring_device",
     "device_serial_number": "device_serial_number",
 }
 
@@ -76,7 +86,7 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def bfr_row(meta: ingest_pb2.SessionMetadata, gate: tuple[float, float] = (45.0, 55.0)) -> dict[str, Any] | None:
+def bfr_row(meta: ingest_pb2.SessionMetadata, gate: tuple[float, float] = BFR_SAFE_RANGE) -> dict[str, Any] | None:
     """bfr_monitoring values from the request (None when the session had no BFR)."""
     if not meta.HasField("bfr"):
         return None
@@ -132,12 +142,13 @@ def _gated(bfr: dict | None, plan: plan_mod.Plan) -> dict | None:
 
 class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     def __init__(self, ctx: ServiceContext, store: ContentStore, analysis_pool: AnalysisPool):
-        self.ctx, self.db, self.store, self.analysis = ctx, ctx.pool, store, analysis_pool
+        # The ingest service always runs with a database (its spec's DSN): the pool is set.
+        self.ctx, self.db, self.store, self.analysis = ctx, cast("asyncpg.Pool", ctx.pool), store, analysis_pool
         self.device_tz = ZoneInfo(ctx.config.device_timezone)
-        self.settling: set[asyncio.Task] = set()   # results/failures waiting for the database
+        self.settling: set[asyncio.Task] = set()  # results/failures waiting for the database
         # Lease owner of the sessions this process claims: unique per process start.
         self.owner = f"{socket.gethostname()[:100]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-        self.leases: set[uuid.UUID] = set()        # claimed sessions being processed here
+        self.leases: set[uuid.UUID] = set()  # claimed sessions being processed here
         self.recovering: set[uuid.UUID] = set()
         # Reprocess work items: replicas sharing one content store share one queue.
         self.queue = hashlib.sha256(store.identity().encode()).hexdigest()[:16]
@@ -161,7 +172,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         if not patient_code:
             raise InvalidArgument("session.patient_code is required for an upload")
         validate_relative_path(patient_code)
-        request_checks.check_session(meta.session)      # bad fields: nothing is stored
+        request_checks.check_session(meta.session)  # bad fields: nothing is stored
         settings = settings_from_request(meta.session)
         bfr = bfr_row(meta.session)
         limit = self.ctx.config.max_upload_bytes
@@ -188,14 +199,13 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 # between leaves a note the orphan sweep follows (not an unknown file).
                 await repo.note_pending_file(conn, staging.sha256, [target, _content_named(target, staging.sha256)])
             obj = await self._commit(staging, target)
-        return await self._register_and_process(obj, meta.session, settings, bfr, patient, therapist,
-                                                uploaded=True)
+        return await self._register_and_process(obj, meta.session, settings, bfr, patient, therapist, uploaded=True)
 
     async def IngestStoredFile(self, request, context) -> ingest_pb2.IngestReply:
         path = validate_relative_path(request.file_path)
         secret = self.ctx.config.event_secret
         events.verify(secret, request)
-        request_checks.check_session(request.session)   # before the event id is recorded
+        request_checks.check_session(request.session)  # before the event id is recorded
         settings = settings_from_request(request.session)
         bfr = bfr_row(request.session)
         if secret is not None:
@@ -206,15 +216,17 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 first = await repo.record_event(conn, request.event_id, digest, events.MAX_SKEW_S)
             if first is not None and first != digest:
                 raise FailedPrecondition(f"storage event {request.event_id!r} was already used for another request")
-        obj = await self.store.stat(path)   # NOT_FOUND; refuses paths leaving the store
+        obj = await self.store.stat(path)  # NOT_FOUND; refuses paths leaving the store
         existing = await self._existing(obj.sha256)
         if existing:
             return existing
         async with self.db.acquire() as conn:
             registered = await repo.find_by_path(conn, path)
         if registered:
-            raise FailedPrecondition(f"{path} is already registered (session {registered[0]}) with different "
-                                     "content: stored C3D files are immutable")
+            raise FailedPrecondition(
+                f"{path} is already registered (session {registered[0]}) with different "
+                "content: stored C3D files are immutable"
+            )
         code = request.session.patient_code.strip() or (path.split("/")[0] if "/" in path else "")
         if not code:
             raise InvalidArgument("no patient code: give session.patient_code or store the file under <patient>/")
@@ -231,13 +243,20 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             value = parse_uuid(value, "session_id")
         row = await self.db.fetchrow(
             f"SELECT id, processing_status, error_message, processing_version, processing_time_ms, created_at, "
-            f"processed_at, file_path, file_hash FROM therapy_sessions WHERE {column} = $1", value)
+            f"processed_at, file_path, file_hash FROM therapy_sessions WHERE {column} = $1",
+            value,
+        )
         if row is None:
             raise NotFound(f"no session with {key} {getattr(request, key)!r}")
         reply = ingest_pb2.ProcessingStatusReply(
-            session_id=str(row["id"]), status=STATUS[row["processing_status"]],
-            error_message=row["error_message"] or "", processing_version=row["processing_version"],
-            processing_time_ms=row["processing_time_ms"] or 0, file_path=row["file_path"], file_hash=row["file_hash"])
+            session_id=str(row["id"]),
+            status=STATUS[row["processing_status"]],
+            error_message=row["error_message"] or "",
+            processing_version=row["processing_version"],
+            processing_time_ms=row["processing_time_ms"] or 0,
+            file_path=row["file_path"],
+            file_hash=row["file_hash"],
+        )
         if row["created_at"]:
             reply.created_at.FromDatetime(row["created_at"])
         if row["processed_at"]:
@@ -251,15 +270,21 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         if request.HasField("options"):
             request_checks.check_options(request.options, "options")
         overrides = options_overrides(request.options) if request.HasField("options") else {}
-        AnalysisSettings(**overrides)   # invalid options fail the whole call before any work
-        where, args = {"session_id": ("id = $1", [parse_uuid(request.session_id, "session_id")] if scope == "session_id" else []),
-                       "patient_code": ("patient_id = $1", [request.patient_code]),
-                       "all": ("true", [])}[scope]
+        AnalysisSettings(**overrides)  # invalid options fail the whole call before any work
+        where, args = {
+            "session_id": ("id = $1", [parse_uuid(request.session_id, "session_id")] if scope == "session_id" else []),
+            "patient_code": ("patient_id = $1", [request.patient_code]),
+            "all": ("true", []),
+        }[scope]
         if request.only_outdated:
             where += f" AND processing_version <> ${len(args) + 1}"
             args.append(PROCESSING_VERSION)
-        ids = [r["id"] for r in await self.db.fetch(
-            f"SELECT id FROM therapy_sessions WHERE {where} ORDER BY session_date NULLS LAST, id", *args)]
+        ids = [
+            r["id"]
+            for r in await self.db.fetch(
+                f"SELECT id FROM therapy_sessions WHERE {where} ORDER BY session_date NULLS LAST, id", *args
+            )
+        ]
         if scope == "session_id" and not ids and not request.only_outdated:
             raise NotFound(f"session {args[0]} does not exist")  # the parsed id, whatever case was sent
         # Work items every ingest replica sharing this content store consumes (SKIP LOCKED
@@ -285,15 +310,24 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                     yield ingest_pb2.ReprocessProgress(
                         session_id=str(r["session_id"]),
                         status=STATUS["failed" if r["status"] == "failed" else "completed"],
-                        error_message=r["error_message"] or "", done_count=done, total_count=len(ids),
-                        failed_count=failed, processing_version=PROCESSING_VERSION)
+                        error_message=r["error_message"] or "",
+                        done_count=done,
+                        total_count=len(ids),
+                        failed_count=failed,
+                        processing_version=PROCESSING_VERSION,
+                    )
                 if done < len(ids):
                     # Woken at once by this replica's consumers; items another replica runs
                     # are seen at the next poll.
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(finished.wait(), REPROCESS_POLL_S)
-            yield ingest_pb2.ReprocessProgress(done=True, done_count=done, total_count=len(ids),
-                                               failed_count=failed, processing_version=PROCESSING_VERSION)
+            yield ingest_pb2.ReprocessProgress(
+                done=True,
+                done_count=done,
+                total_count=len(ids),
+                failed_count=failed,
+                processing_version=PROCESSING_VERSION,
+            )
         finally:
             if done < len(ids):
                 # Client gone or deadline: what has not started is dropped; each started item
@@ -301,11 +335,13 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 async def cancel():
                     async with self.db.acquire() as conn:
                         await repo.cancel_queued_reprocess(conn, batch)
+
                 with contextlib.suppress(Exception):
                     await asyncio.shield(cancel())
 
-    async def RecordSessionOutcome(self, request: ingest_pb2.RecordSessionOutcomeRequest,
-                                   context) -> ingest_pb2.SessionOutcomeReply:
+    async def RecordSessionOutcome(
+        self, request: ingest_pb2.RecordSessionOutcomeRequest, context
+    ) -> ingest_pb2.SessionOutcomeReply:
         async with self.db.acquire() as conn:
             return await outcomes.record(conn, request)
 
@@ -324,17 +360,24 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         if found is None:
             return None
         if found.status == "failed":
-            raise InvalidArgument(f"this file was already ingested as session {found.id} and failed: "
-                                  f"{found.error_message}")
+            raise InvalidArgument(
+                f"this file was already ingested as session {found.id} and failed: {found.error_message}"
+            )
         return ingest_pb2.IngestReply(
-            session_id=str(found.id), created=False, status=STATUS[found.status], file_hash=file_hash,
-            file_path=found.file_path, processing_version=found.processing_version)
+            session_id=str(found.id),
+            created=False,
+            status=STATUS[found.status],
+            file_hash=file_hash,
+            file_path=found.file_path,
+            processing_version=found.processing_version,
+        )
 
     async def _people(self, patient_code: str, therapist_id: str) -> tuple[str, uuid.UUID | None]:
         """Documented rule: patient codes must be registered (patients need a name, birth date
         and therapist that a C3D does not carry), so an unknown code is FAILED_PRECONDITION."""
-        row = await self.db.fetchrow("SELECT patient_code, therapist_id FROM patients WHERE patient_code = $1",
-                                     patient_code)
+        row = await self.db.fetchrow(
+            "SELECT patient_code, therapist_id FROM patients WHERE patient_code = $1", patient_code
+        )
         if row is None:
             raise FailedPrecondition(f"patient {patient_code!r} is not registered; register the patient first")
         if not therapist_id:
@@ -352,17 +395,31 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             return await staging.commit(_content_named(path, staging.sha256))
 
     def _session_date(self, meta: ingest_pb2.SessionMetadata) -> datetime | None:
-        return meta.session_date.ToDatetime(tzinfo=timezone.utc) if meta.HasField("session_date") else None
+        return meta.session_date.ToDatetime(tzinfo=UTC) if meta.HasField("session_date") else None
 
-    async def _register_and_process(self, obj: StoredObject, meta: ingest_pb2.SessionMetadata,
-                                    settings: AnalysisSettings, bfr: dict | None, patient: str,
-                                    therapist: uuid.UUID | None, *, uploaded: bool = False) -> ingest_pb2.IngestReply:
+    async def _register_and_process(
+        self,
+        obj: StoredObject,
+        meta: ingest_pb2.SessionMetadata,
+        settings: AnalysisSettings,
+        bfr: dict | None,
+        patient: str,
+        therapist: uuid.UUID | None,
+        *,
+        uploaded: bool = False,
+    ) -> ingest_pb2.IngestReply:
         header = repo.SessionHeader(
-            file_path=obj.path, file_hash=obj.sha256, file_size_bytes=obj.size_bytes, patient_id=patient,
-            therapist_id=therapist, session_label=PurePosixPath(obj.path).stem,
-            session_date=self._session_date(meta), session_type=SESSION_TYPES.get(meta.session_type),
+            file_path=obj.path,
+            file_hash=obj.sha256,
+            file_size_bytes=obj.size_bytes,
+            patient_id=patient,
+            therapist_id=therapist,
+            session_label=PurePosixPath(obj.path).stem,
+            session_date=self._session_date(meta),
+            session_type=SESSION_TYPES.get(meta.session_type),
             protocol_day=meta.protocol_day if meta.HasField("protocol_day") else None,
-            processing_version=PROCESSING_VERSION)
+            processing_version=PROCESSING_VERSION,
+        )
         level = _level(meta)
         try:
             async with self.db.acquire() as conn:
@@ -389,8 +446,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             elif uploaded:
                 await self._discard_upload(obj)
             raise
-        if sid is None:   # a concurrent upload of the same bytes won
+        if sid is None:  # a concurrent upload of the same bytes won
             existing = await self._existing(obj.sha256)
+            assert existing is not None  # the winner's session holds this hash
             if existing.file_path != obj.path:
                 await self.store.delete(obj.path)
             return existing
@@ -405,7 +463,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         budget = self.ctx.config.analysis_memory_budget_bytes
         if budget <= 0:
             return
-        with self.store.local_path(obj.path) as local:
+        async with self.store.local_path(obj.path) as local:
             try:
                 await asyncio.to_thread(check_analysis_budget, str(local), budget)
             except MemoryBudgetExceeded as exc:
@@ -421,38 +479,62 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 if await repo.find_by_path(conn, obj.path) is None:
                     await self.store.delete(obj.path)
                     await repo.forget_pending_file(conn, obj.sha256)
-        except Exception:  # noqa: BLE001 - the request's own error is what the caller must see
+        except Exception:  # the request's own error is what the caller must see
             log.warning("stored file %s of a refused upload left for the orphan sweep", obj.path, exc_info=True)
 
-    async def _process(self, sid: uuid.UUID, obj: StoredObject, plan: plan_mod.Plan, bfr: dict | None,
-                       game_difficulty_level: int | None, *, created: bool,
-                       outcome_recorded_at: Any = repo.NOT_CHECKED) -> ingest_pb2.IngestReply:
+    async def _process(
+        self,
+        sid: uuid.UUID,
+        obj: StoredObject,
+        plan: plan_mod.Plan,
+        bfr: dict | None,
+        game_difficulty_level: int | None,
+        *,
+        created: bool,
+        outcome_recorded_at: Any = repo.NOT_CHECKED,
+    ) -> ingest_pb2.IngestReply:
         settings = plan.settings
         t0 = time.perf_counter()
         if created:
-            self.leases.add(sid)   # renewed by the maintenance loop while this call works
+            self.leases.add(sid)  # renewed by the maintenance loop while this call works
         try:
-            with self.store.local_path(obj.path) as local:
+            async with self.store.local_path(obj.path) as local:
                 outcome = await self.analysis.analyze(str(local), settings, PurePosixPath(obj.path).name)
             elapsed = int((time.perf_counter() - t0) * 1000)
             if outcome.error is not None:
+
                 async def unreadable(conn):
                     await repo.mark_failed(conn, sid, outcome.error, PROCESSING_VERSION, elapsed)
+
                 await self._write_or_settle(sid, unreadable, created)
-                raise InvalidArgument(f"{PurePosixPath(obj.path).name} cannot be analysed: {outcome.error} "
-                                      f"(session {sid} recorded as failed)")
+                raise InvalidArgument(
+                    f"{PurePosixPath(obj.path).name} cannot be analysed: {outcome.error} "
+                    f"(session {sid} recorded as failed)"
+                )
             analysis = outcome.analysis
+            assert analysis is not None  # an outcome without an error has its analysis
             metadata = _jsonable(analysis.metadata)
             session_dt = analysis.metadata.get("session_datetime")
             if isinstance(session_dt, datetime) and session_dt.tzinfo is None:
                 analysis.metadata["session_datetime"] = session_dt.replace(tzinfo=self.device_tz)
+
             async def write(conn):
-                await repo.write_results(conn, sid, analysis, settings, bfr=bfr,
-                                         game_difficulty_level=game_difficulty_level,
-                                         processing_time_ms=elapsed, game_metadata=metadata,
-                                         scoring_config_version=plan.config_version,
-                                         calibration_id=plan.calibration_id, value_sources=plan.value_sources,
-                                         bfr_target=plan.bfr_target, outcome_recorded_at=outcome_recorded_at)
+                await repo.write_results(
+                    conn,
+                    sid,
+                    analysis,
+                    settings,
+                    bfr=bfr,
+                    game_difficulty_level=game_difficulty_level,
+                    processing_time_ms=elapsed,
+                    game_metadata=metadata,
+                    scoring_config_version=plan.config_version,
+                    calibration_id=plan.calibration_id,
+                    value_sources=plan.value_sources,
+                    bfr_target=plan.bfr_target,
+                    outcome_recorded_at=outcome_recorded_at,
+                )
+
             await self._write_or_settle(sid, write, created)
         except (InvalidArgument, repo.InputsChanged):
             raise
@@ -466,12 +548,14 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 message = f"internal error: {exc.__class__.__name__}"
 
                 async def fail(conn):
-                    await repo.mark_failed(conn, sid, message, PROCESSING_VERSION,
-                                           int((time.perf_counter() - t0) * 1000))
+                    await repo.mark_failed(
+                        conn, sid, message, PROCESSING_VERSION, int((time.perf_counter() - t0) * 1000)
+                    )
+
                 try:
                     async with self.db.acquire() as conn:
                         await fail(conn)
-                except Exception as exc2:  # noqa: BLE001 - database gone too: retry in the background
+                except Exception as exc2:  # database gone too: retry in the background
                     log.warning("could not record the failure of session %s yet", sid, exc_info=True)
                     if created and is_connection_error(exc2):
                         self._settle_later(sid, fail)
@@ -480,11 +564,17 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             if created:
                 self.leases.discard(sid)
         return ingest_pb2.IngestReply(
-            session_id=str(sid), created=created, status=common_pb2.PROCESSING_STATUS_COMPLETED,
-            file_hash=obj.sha256, file_path=obj.path, file_size_bytes=obj.size_bytes,
-            processing_version=analysis.processing_version, processing_time_ms=elapsed,
+            session_id=str(sid),
+            created=created,
+            status=common_pb2.PROCESSING_STATUS_COMPLETED,
+            file_hash=obj.sha256,
+            file_path=obj.path,
+            file_size_bytes=obj.size_bytes,
+            processing_version=analysis.processing_version,
+            processing_time_ms=elapsed,
             overall_performance_score=analysis.performance.overall_performance_score,
-            warnings=analysis.warnings + plan.warnings)
+            warnings=analysis.warnings + plan.warnings,
+        )
 
     async def _write_or_settle(self, sid: uuid.UUID, write, created: bool) -> None:
         """`write(conn)` now; if the database connection is lost and the session was claimed
@@ -502,6 +592,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         """Run `attempt(conn)` in the background, retrying with backoff while the database is
         unreachable, for at most SETTLE_TIMEOUT_S (then log `on_give_up`); afterwards, with the
         connection released, `then(result)` if given."""
+
         async def run():
             delay, deadline = 0.2, time.monotonic() + SETTLE_TIMEOUT_S
             while True:
@@ -510,7 +601,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                     async with self.db.acquire() as conn:
                         result = await attempt(conn)
                     break
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     if not is_connection_error(exc) or time.monotonic() > deadline:
                         log.error("%s", on_give_up, exc_info=True)
                         return
@@ -527,21 +618,23 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         the database is back; only while the session is still 'processing' (a Reprocess may have
         completed it meanwhile). A session whose retry runs out, or whose process stops first,
         stays 'processing' until a Reprocess completes it."""
+
         async def attempt(conn):
             async with conn.transaction():
                 status = await conn.fetchval(
-                    "SELECT processing_status FROM therapy_sessions WHERE id = $1 FOR UPDATE", sid)
+                    "SELECT processing_status FROM therapy_sessions WHERE id = $1 FOR UPDATE", sid
+                )
                 if status == "processing":
                     await write(conn)
             log.info("session %s settled after a database outage", sid)
 
         self._when_database_back(f"settle-{sid}", attempt, f"session {sid} left 'processing'; Reprocess it")
 
-    def _resume_later(self, obj: StoredObject, settings: plan_mod.Plan, bfr: dict | None,
-                      level: int | None) -> None:
+    def _resume_later(self, obj: StoredObject, settings: plan_mod.Plan, bfr: dict | None, level: int | None) -> None:
         """After an ambiguous claim: when the database answers again, process the session if
         the claim did commit and the session is still 'processing' (an identical second run is
         harmless: results are replaced atomically)."""
+
         async def attempt(conn):
             return await repo.find_by_hash(conn, obj.sha256)
 
@@ -551,13 +644,15 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             try:
                 await self._process(found.id, obj, settings, bfr, level, created=True)
                 log.info("session %s completed after an interrupted claim", found.id)
-            except Exception:  # noqa: BLE001 - _process records failures (and retries) itself
-                log.warning("session %s: processing after an interrupted claim failed", found.id,
-                            exc_info=True)
+            except Exception:  # _process records failures (and retries) itself
+                log.warning("session %s: processing after an interrupted claim failed", found.id, exc_info=True)
 
-        self._when_database_back(f"resume-{obj.sha256[:12]}", attempt,
-                                 f"could not check the claim of {obj.path}; Reprocess it if it stays 'processing'",
-                                 then)
+        self._when_database_back(
+            f"resume-{obj.sha256[:12]}",
+            attempt,
+            f"could not check the claim of {obj.path}; Reprocess it if it stays 'processing'",
+            then,
+        )
 
     # -- Reprocess work items (every replica consumes the shared queue) -----------------------
     def _wake_consumers(self) -> None:
@@ -573,8 +668,9 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         while True:
             try:
                 async with self.db.acquire() as conn:
-                    item = await repo.claim_reprocess_item(conn, self.queue, self.owner, cfg.ingest_claim_lease_s,
-                                                           ITEM_MAX_ATTEMPTS)
+                    item = await repo.claim_reprocess_item(
+                        conn, self.queue, self.owner, cfg.ingest_claim_lease_s, ITEM_MAX_ATTEMPTS
+                    )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - database away: try again shortly
@@ -592,20 +688,27 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         self.running_items.add(item["id"])
         try:
             if item["exhausted"]:
-                error = (f"gave up after {ITEM_MAX_ATTEMPTS} attempts: the ingest processes running it stopped; "
-                         "previous results are kept")
+                error: str | None = (
+                    f"gave up after {ITEM_MAX_ATTEMPTS} attempts: the ingest processes running it stopped; "
+                    "previous results are kept"
+                )
             else:
                 req = ingest_pb2.ReprocessRequest.FromString(item["request"])
                 overrides = options_overrides(req.options) if req.HasField("options") else {}
                 try:
-                    error = await asyncio.shield(self._reprocess_one(
-                        item["session_id"], overrides, apply_calibration=req.apply_current_calibration,
-                        apply_config=req.apply_current_scoring_config))
+                    error = await asyncio.shield(
+                        self._reprocess_one(
+                            item["session_id"],
+                            overrides,
+                            apply_calibration=req.apply_current_calibration,
+                            apply_config=req.apply_current_scoring_config,
+                        )
+                    )
                 except asyncio.CancelledError:
-                    raise   # service stopping: the item's lease runs out, another replica takes it
-                except Exception as exc:  # noqa: BLE001 - reported on the item; results kept
+                    raise  # service stopping: the item's lease runs out, another replica takes it
+                except Exception as exc:  # reported on the item; results kept
                     if is_connection_error(exc):
-                        return   # lease runs out; the item is taken again
+                        return  # lease runs out; the item is taken again
                     log.exception("reprocess of session %s failed", item["session_id"])
                     error = f"internal error: {exc.__class__.__name__}"
             async with self.db.acquire() as conn:
@@ -613,7 +716,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             self._announce_finished()
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - finishing failed (database gone): the lease expires
+        except Exception:  # finishing failed (database gone): the lease expires
             log.warning("reprocess item %s not finished; it will be taken again", item["id"], exc_info=True)
         finally:
             self.running_items.discard(item["id"])
@@ -643,8 +746,11 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             if self.running_items:
                 await repo.renew_reprocess_items(conn, self.owner, list(self.running_items))
             await repo.purge_finished_reprocess(conn, FINISHED_ITEMS_KEPT_S)
-            stale = [sid for sid in await repo.stale_claims(conn, cfg.ingest_claim_lease_s)
-                     if sid not in self.leases and sid not in self.recovering]
+            stale = [
+                sid
+                for sid in await repo.stale_claims(conn, cfg.ingest_claim_lease_s)
+                if sid not in self.leases and sid not in self.recovering
+            ]
             pending = await repo.stale_pending_files(conn, cfg.ingest_sweep_grace_s)
         results = await asyncio.gather(*(self._recover(sid) for sid in stale), return_exceptions=True)
         counts["recovered"] = sum(r is True for r in results)
@@ -655,7 +761,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                     obj = await self.store.stat(path)
                 except NotFound:
                     continue
-                if obj.sha256 == row["file_hash"]:   # never someone else's bytes under that name
+                if obj.sha256 == row["file_hash"]:  # never someone else's bytes under that name
                     await self.store.delete(path)
                     counts["orphans_removed"] += 1
                     log.info("removed %s: stored by an upload that never registered its session", path)
@@ -670,7 +776,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             async with self.db.acquire() as conn:
                 row = await repo.take_over(conn, sid, self.owner, self.ctx.config.ingest_claim_lease_s)
             if row is None:
-                return False   # renewed meanwhile, or another process took it
+                return False  # renewed meanwhile, or another process took it
             log.warning("session %s: its claim's owner stopped; processing it here", sid)
             meta = ingest_pb2.SessionMetadata.FromString(row["claim_request"] or b"")
             try:
@@ -682,13 +788,14 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                 bfr = _gated(bfr_row(meta), plan)
             except (NotFound, InvalidArgument) as exc:
                 async with self.db.acquire() as conn:
-                    await repo.mark_failed(conn, sid, f"recovery after the ingest process stopped: {exc}",
-                                           PROCESSING_VERSION, 0)
+                    await repo.mark_failed(
+                        conn, sid, f"recovery after the ingest process stopped: {exc}", PROCESSING_VERSION, 0
+                    )
                 return True
             try:
                 await self._process(sid, obj, plan, bfr, _level(meta), created=True)
             except InvalidArgument:
-                pass   # recorded as failed by _process (an unreadable file)
+                pass  # recorded as failed by _process (an unreadable file)
             return True
         finally:
             self.recovering.discard(sid)
@@ -700,32 +807,43 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             for t in list(self.settling):
                 t.cancel()
 
-    async def _reprocess_one(self, sid: uuid.UUID, overrides: dict[str, Any], *, apply_calibration: bool = False,
-                             apply_config: bool = False) -> str | None:
+    async def _reprocess_one(
+        self, sid: uuid.UUID, overrides: dict[str, Any], *, apply_calibration: bool = False, apply_config: bool = False
+    ) -> str | None:
         """Recompute one session from its stored C3D. Returns an error message or None.
         Writers of one session take turns (row lock); an outcome recorded while the analysis
         ran makes its inputs stale: re-read and re-analysed, a few times at most."""
         for _ in range(REPROCESS_ATTEMPTS):
             try:
-                return await self._reprocess_attempt(sid, overrides, apply_calibration=apply_calibration,
-                                                     apply_config=apply_config)
+                return await self._reprocess_attempt(
+                    sid, overrides, apply_calibration=apply_calibration, apply_config=apply_config
+                )
             except repo.InputsChanged:
                 continue
-        return (f"ABORTED: session {sid} kept changing (outcome recorded during each of {REPROCESS_ATTEMPTS} "
-                "re-analyses); its previous results are kept, retry")
+        return (
+            f"ABORTED: session {sid} kept changing (outcome recorded during each of {REPROCESS_ATTEMPTS} "
+            "re-analyses); its previous results are kept, retry"
+        )
 
-    async def _reprocess_attempt(self, sid: uuid.UUID, overrides: dict[str, Any], *, apply_calibration: bool,
-                                 apply_config: bool) -> str | None:
+    async def _reprocess_attempt(
+        self, sid: uuid.UUID, overrides: dict[str, Any], *, apply_calibration: bool, apply_config: bool
+    ) -> str | None:
         async with self.db.acquire() as conn:
             session, settings_row, score_row, bfr_row_ = await repo.load_inputs(conn, sid)
             outcome_row = await conn.fetchrow("SELECT * FROM session_outcomes WHERE session_id = $1", sid)
             plan = None
             if session is not None:
-                plan = await plan_mod.for_reprocess(conn, session["patient_id"],
-                                                    (settings_row, score_row, bfr_row_, outcome_row), overrides,
-                                                    apply_calibration=apply_calibration, apply_config=apply_config)
+                plan = await plan_mod.for_reprocess(
+                    conn,
+                    session["patient_id"],
+                    (settings_row, score_row, bfr_row_, outcome_row),
+                    overrides,
+                    apply_calibration=apply_calibration,
+                    apply_config=apply_config,
+                )
         if session is None:
             return "session disappeared"
+        assert plan is not None  # planned above for the existing session
         try:
             obj = await self.store.stat(session["file_path"])
         except NotFound:
@@ -737,8 +855,15 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         except ResourceExhausted as exc:
             return f"RESOURCE_EXHAUSTED: {exc}; its previous results are kept"
         try:
-            await self._process(sid, obj, plan, None, None, created=False,
-                                outcome_recorded_at=outcome_row["recorded_at"] if outcome_row else None)
+            await self._process(
+                sid,
+                obj,
+                plan,
+                None,
+                None,
+                created=False,
+                outcome_recorded_at=outcome_row["recorded_at"] if outcome_row else None,
+            )
         except InvalidArgument as exc:
             return str(exc)
         return None
@@ -746,10 +871,11 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
 
 async def build(ctx: ServiceContext) -> IngestServicer:
     from libs.storage import open_store
+
     pool = AnalysisPool(ctx.config.ingest_workers or None)
     await pool.start()
     ctx.on_stop.append(pool.close)
-    servicer = IngestServicer(ctx, open_store(ctx.config.store_dir), pool)
+    servicer = IngestServicer(ctx, open_store(ctx.config.store_location, on_stop=ctx.on_stop), pool)
     ctx.on_stop.append(servicer.close)
     loop = asyncio.get_running_loop()
     background = [loop.create_task(servicer.maintain(), name="ingest-maintenance")]
@@ -759,6 +885,7 @@ async def build(ctx: ServiceContext) -> IngestServicer:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-    ctx.on_stop.append(stop_maintenance)   # hooks run in reverse: stopped first
-    ctx.ingest = servicer   # reachable from tests and embedding code through RunningService.context
+
+    ctx.on_stop.append(stop_maintenance)  # hooks run in reverse: stopped first
+    vars(ctx)["ingest"] = servicer  # reachable from tests and embedding code through RunningService.context
     return servicer

@@ -4,6 +4,7 @@ Workers are started from a clean fork server (forking a process that runs gRPC t
 unsafe) with the EMG core preloaded, and warmed up at service start so the first upload does
 not pay the import cost.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -22,12 +23,13 @@ from libs.process import die_with_parent
 @dataclass
 class AnalysisOutcome:
     analysis: SessionAnalysis | None
-    error: str | None          # user-facing reason when the file cannot be analysed
+    error: str | None  # user-facing reason when the file cannot be analysed
     elapsed_ms: int
 
 
 def _analyze(path: str, settings: AnalysisSettings, file_name: str | None) -> AnalysisOutcome:
     from libs.emg import EmgError
+
     t0 = time.perf_counter()
     try:
         result = analyze_file(path, settings, file_name=file_name)
@@ -38,6 +40,7 @@ def _analyze(path: str, settings: AnalysisSettings, file_name: str | None) -> An
 
 def _warm() -> int:
     import libs.emg.pipeline  # noqa: F401 - imports numpy/scipy once per worker
+
     return os.getpid()
 
 
@@ -78,6 +81,7 @@ class AnalysisPool:
             return await loop.run_in_executor(self._executor, _analyze, path, settings, file_name)
         except BrokenProcessPool:
             # A worker died (e.g. killed for memory): replace the pool once and retry.
+            assert self._executor is not None  # started above
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = self._new_executor()
             return await loop.run_in_executor(self._executor, _analyze, path, settings, file_name)

@@ -1,5 +1,6 @@
 """Run JitSignalService alone: python -m services.jit_signal"""
-from libs.service_main import main
+
+from app.service_main import main
 from services.jit_signal.server import SPEC
 
 if __name__ == "__main__":

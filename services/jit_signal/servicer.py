@@ -1,13 +1,19 @@
 """JitSignalService: processed EMG signals streamed from the source C3D (see README.md)."""
+
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-from ghostly.jit_signal.v1 import jit_signal_pb2 as pb, jit_signal_pb2_grpc
+import grpc
+
+from ghostly.jit_signal.v1 import jit_signal_pb2 as pb
+from ghostly.jit_signal.v1 import jit_signal_pb2_grpc
 from libs import auth
 from libs.convert import parse_uuid
 from libs.db import access
@@ -16,16 +22,38 @@ from libs.errors import DataLoss, FailedPrecondition, NotFound, ResourceExhauste
 from libs.grpc_server import ServiceContext
 from libs.storage import ContentStore
 from services.jit_signal import cache as c
-from services.jit_signal.signals import (Payload, Plan, Processed, build_payload, chunks, decode_payload,
-                                         encode_payload, estimate_stream_bytes, file_identity, kinds_to_compute,
-                                         muscle_names, params_from_details, plan_request, process_source,
-                                         read_verified, request_key, resolve_channels, resolve_window)
+from services.jit_signal import queries as q
+from services.jit_signal.signals import (
+    Payload,
+    Plan,
+    Processed,
+    build_payload,
+    chunks,
+    decode_payload,
+    encode_payload,
+    estimate_stream_bytes,
+    file_identity,
+    kinds_to_compute,
+    muscle_names,
+    params_from_details,
+    plan_request,
+    process_source,
+    read_verified,
+    request_key,
+    resolve_channels,
+    resolve_window,
+)
 
 log = logging.getLogger("ghostly.jit_signal")
 
 # In-process memory bounds (bytes); environment overrides for operators.
 HIT_FLUSH_DELAY_S = 0.2
-PERSIST_MAX_BYTES = 64 << 20   # larger payloads are not written to the disk cache
+# Cache maintenance (sweep): at start, then this often; invalid rows are kept this long.
+SWEEP_INTERVAL_S = 3600.0
+SWEEP_KEEP_INVALID_DAYS = 30
+# Larger payloads (full-resolution streams of long recordings) are not written to the disk
+# cache: encoding one for it copies it 3-4 times over.
+PERSIST_MAX_BYTES = 16 << 20
 _THREAD_READ_BYTES = 1 << 20
 
 
@@ -33,12 +61,14 @@ def _check_status(row) -> None:
     status = row["processing_status"]
     if status != "completed":
         why = f": {row['error_message']}" if status == "failed" and row["error_message"] else ""
-        raise FailedPrecondition(f"session is {status}, not completed{why}; signals are served for processed "
-                                 "sessions only")
+        raise FailedPrecondition(
+            f"session is {status}, not completed{why}; signals are served for processed sessions only"
+        )
 
 
 class JitSignalServicer(jit_signal_pb2_grpc.JitSignalServiceServicer):
     def __init__(self, ctx: ServiceContext, store: ContentStore):
+        assert ctx.pool is not None, "JitSignalService needs a database pool"
         self.ctx, self.db, self.store = ctx, ctx.pool, store
         self.max_message_bytes = ctx.config.max_message_bytes
         self.disk = c.DiskCache(ctx.config.cache_dir, ctx.config.cache_max_bytes)
@@ -46,27 +76,30 @@ class JitSignalServicer(jit_signal_pb2_grpc.JitSignalServiceServicer):
         # hash, params, chain)
         self.payloads = c.MemoryLRU(ctx.config.jit_payload_memory_bytes)
         self.signals = c.MemoryLRU(ctx.config.jit_signal_memory_bytes)
-        self.verified: dict[str, tuple[tuple[int, ...], str]] = {}   # path -> (file identity, verified sha256)
+        self.verified: dict[str, tuple[tuple[int, ...], str]] = {}  # path -> (file identity, verified sha256)
         self.payload_flight = c.SingleFlight()
         self.signal_flight = c.SingleFlight()
         # Recordings processed at once (the rest wait their turn), and the memory one may need.
         self.cold = asyncio.Semaphore(ctx.config.jit_cold_computations)
         self.budget = ctx.config.analysis_memory_budget_bytes
-        self.pending: dict[tuple[str, str], Payload] = {}   # computed, cache row not written yet
-        self.inflight = 0                                # StreamSignals handlers running now
-        self.background: set[asyncio.Task] = set()       # cache writes, hit flushes
+        self.pending: dict[tuple[str, str], Payload] = {}  # computed, cache row not written yet
+        self.inflight = 0  # StreamSignals handlers running now
+        self.background: set[asyncio.Task] = set()  # cache writes, hit flushes
         self.stats: Counter[str] = Counter()
         self._hits: Counter = Counter()
         self._hit_task: asyncio.Task | None = None
+        self._sweeper: asyncio.Task[None] | None = None  # the periodic cache sweep (start_sweeper)
 
     # -- RPCs ------------------------------------------------------------------------------
-    async def StreamSignals(self, request, context):
+    async def StreamSignals(
+        self, request: pb.StreamSignalsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.SignalChunk]:
         self.inflight += 1
         try:
             plan = plan_request(request, self.max_message_bytes)
             payload, hit = await self._resolve(plan)
             for msg in chunks(payload, plan.chunk_samples, hit):
-                yield msg       # awaits HTTP/2 flow control: a slow reader holds one chunk, not the file
+                yield msg  # awaits HTTP/2 flow control: a slow reader holds one chunk, not the file
         except (asyncio.CancelledError, GeneratorExit):
             # The client went away (cancel, deadline, disconnect). grpc.aio cancels the task that
             # drives this generator; the generator itself is then closed (GeneratorExit) at its
@@ -101,9 +134,11 @@ class JitSignalServicer(jit_signal_pb2_grpc.JitSignalServiceServicer):
             async with access.acquire(self.db) as conn:
                 await access.ensure_patient_visible(conn, row["patient_id"], f"session {session_id}")
 
-    async def ListChannels(self, request, context) -> pb.ListChannelsResponse:
+    async def ListChannels(
+        self, request: pb.ListChannelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListChannelsResponse:
         sid = parse_uuid(request.session_id, "session_id")
-        row = await self._fetchrow(c.LIST_SQL, sid)
+        row = await self._fetchrow(q.LIST, sid)
         if row is None:
             raise NotFound(f"session {sid} does not exist")  # the parsed id: same text as for a foreign one
         await self._ensure_visible(row, sid)
@@ -113,14 +148,20 @@ class JitSignalServicer(jit_signal_pb2_grpc.JitSignalServiceServicer):
         out = pb.ListChannelsResponse()
         for name, raw_label, default_side in muscle_names(row["channel_names"] or []):
             st = stats.get(name) or {}
-            out.channels.add(name=name, raw_label=raw_label, side=st.get("side") or default_side or "",
-                             sample_rate_hz=rate, sample_count=n, duration_s=n / rate if rate else 0.0,
-                             unit=st.get("unit") or "V")
+            out.channels.add(
+                name=name,
+                raw_label=raw_label,
+                side=st.get("side") or default_side or "",
+                sample_rate_hz=rate,
+                sample_count=n,
+                duration_s=n / rate if rate else 0.0,
+                unit=st.get("unit") or "V",
+            )
         return out
 
     # -- resolution ------------------------------------------------------------------------
     async def _resolve(self, plan: Plan) -> tuple[Payload, bool]:
-        row = await self._fetchrow(c.HOT_SQL, plan.session_id, plan.key_suffix())
+        row = await self._fetchrow(q.HOT, plan.session_id, plan.key_suffix())
         if row is None:
             raise NotFound(f"session {plan.session_id} does not exist")
         await self._ensure_visible(row, plan.session_id)
@@ -130,11 +171,11 @@ class JitSignalServicer(jit_signal_pb2_grpc.JitSignalServiceServicer):
         key = request_key(row["file_hash"], plan)
         gen = row["processed_at"].isoformat() if row["processed_at"] else ""
         try:
-            with self.store.local_path(row["file_path"]) as path:
+            async with self.store.local_path(row["file_path"]) as path:
                 data = await self._verify(path, row)
                 if row["cache_id"] is not None and row["cache_valid"]:
                     if row["cache_expired"]:
-                        await self._execute(c.MARK_EXPIRED_SQL, row["cache_id"])
+                        await self._execute(q.MARK_EXPIRED, row["cache_id"])
                         self.stats["expired"] += 1
                     elif row["cache_version"] == PROCESSING_VERSION:
                         payload = await self._cached(key, gen)
@@ -151,11 +192,13 @@ class JitSignalServicer(jit_signal_pb2_grpc.JitSignalServiceServicer):
                     if recent is not None:
                         return recent, False
                 payload = await self.payload_flight.do(
-                    (key, gen), lambda: self._compute(plan, row, channels, window, key, Path(path), data))
+                    (key, gen), lambda: self._compute(plan, row, channels, window, key, Path(path), data)
+                )
                 return payload, False
         except NotFound:
-            raise DataLoss(f"the C3D file {row['file_path']!r} of session {plan.session_id} is missing from the "
-                           "content store") from None
+            raise DataLoss(
+                f"the C3D file {row['file_path']!r} of session {plan.session_id} is missing from the content store"
+            ) from None
 
     async def _verify(self, path: Path, row) -> bytes | None:
         """Cheap on the hot path: one stat() compared with the identity of the last verified
@@ -168,8 +211,10 @@ class JitSignalServicer(jit_signal_pb2_grpc.JitSignalServiceServicer):
         if memo is not None and memo == (ident, row["file_hash"]):
             return None
         if ident[2] != row["file_size_bytes"]:
-            raise DataLoss(f"the stored C3D file has {ident[2]} bytes, the session recorded {row['file_size_bytes']}: "
-                           "the file was modified after ingest")
+            raise DataLoss(
+                f"the stored C3D file has {ident[2]} bytes, the session recorded {row['file_size_bytes']}: "
+                "the file was modified after ingest"
+            )
         self.verified.pop(str(path), None)
         self.stats["hashes"] += 1
         data, ident = await asyncio.to_thread(read_verified, str(path), row["file_hash"], row["file_size_bytes"])
@@ -187,20 +232,24 @@ class JitSignalServicer(jit_signal_pb2_grpc.JitSignalServiceServicer):
         if blob is None:
             return None
         try:
-            payload = (await asyncio.to_thread(decode_payload, blob) if len(blob) > _THREAD_READ_BYTES
-                       else decode_payload(blob))
+            payload = (
+                await asyncio.to_thread(decode_payload, blob)
+                if len(blob) > _THREAD_READ_BYTES
+                else decode_payload(blob)
+            )
         except Exception:  # noqa: BLE001 - a damaged cache file is a miss, never an error
             log.warning("unreadable cache file %s; recomputing", key)
             self.disk.discard(key)
             return None
         if payload.generation != gen:
-            return None     # written for another ingest run of the session
+            return None  # written for another ingest run of the session
         self.payloads.put((key, gen), payload)
         return payload
 
-    async def _compute(self, plan: Plan, row, channels: list[str], window: tuple[int, int], key: str,
-                       path: Path, data: bytes | None) -> Payload:
-        run = await self._fetch(c.RUN_SQL, plan.session_id, plan.include_contractions)
+    async def _compute(
+        self, plan: Plan, row, channels: list[str], window: tuple[int, int], key: str, path: Path, data: bytes | None
+    ) -> Payload:
+        run = await self._fetch(q.RUN, plan.session_id, plan.include_contractions)
         processed_at = run[0]["processed_at"] if run else row["processed_at"]
         gen = processed_at.isoformat() if processed_at else ""
         params = next((params_from_details(r["processing"]) for r in run if r["processing"] is not None), None)
@@ -232,7 +281,7 @@ class JitSignalServicer(jit_signal_pb2_grpc.JitSignalServiceServicer):
         and refused (RESOURCE_EXHAUSTED) when the C3D's header says processing it would need
         more than the analysis memory budget."""
         file_hash = row["file_hash"]
-        fkey = (file_hash, params)   # one computation per recording at a time, whatever the kind
+        fkey = (file_hash, params)  # one computation per recording at a time, whatever the kind
         while True:
             found = self.signals.get((file_hash, params, kind))
             if found is not None:
@@ -241,7 +290,7 @@ class JitSignalServicer(jit_signal_pb2_grpc.JitSignalServiceServicer):
             async def load():
                 async with self.cold:
                     done = self.signals.get((file_hash, params, kind))
-                    if done is not None:    # computed by the flight that held the slot before us
+                    if done is not None:  # computed by the flight that held the slot before us
                         return {kind: done}
                     return await self._process(row, params, kind, path, data)
 
@@ -258,15 +307,20 @@ class JitSignalServicer(jit_signal_pb2_grpc.JitSignalServiceServicer):
         try:
             info = await asyncio.to_thread(inspect_c3d, source)
         except EmgError:
-            info = None     # the read below raises the same error with its message
+            info = None  # the read below raises the same error with its message
         n_muscles = max(1, len(muscle_names(row["channel_names"] or [])))
         kinds = kinds_to_compute(kind, n_muscles, info.n_samples if info else 0, self.signals.max_bytes)
         if info is not None and self.budget > 0:
             need = await asyncio.to_thread(estimate_stream_bytes, source, kind, self.signals.max_bytes)
             if need > self.budget:
                 self.stats["over_budget"] += 1
-                raise ResourceExhausted(str(MemoryBudgetExceeded(
-                    need, self.budget, f"processing the C3D file of session {row['file_path']!r}")))
+                raise ResourceExhausted(
+                    str(
+                        MemoryBudgetExceeded(
+                            need, self.budget, f"processing the C3D file of session {row['file_path']!r}"
+                        )
+                    )
+                )
 
         def work():
             blob = data
@@ -306,13 +360,14 @@ class JitSignalServicer(jit_signal_pb2_grpc.JitSignalServiceServicer):
         try:
             blob = await asyncio.to_thread(encode_payload, payload)
             if not await asyncio.to_thread(self.disk.put, key, blob):
-                return      # larger than the whole cache: not cached
-            stored = await self._fetchval(c.UPSERT_SQL, plan.session_id, key, processed_at, PROCESSING_VERSION,
-                                          plan.cache_type)
+                return  # larger than the whole cache: not cached
+            stored = await self._fetchval(
+                q.UPSERT, plan.session_id, key, processed_at, PROCESSING_VERSION, plan.cache_type
+            )
             self.stats["stored" if stored else "store_skipped"] += 1
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - the cache is an optimisation; the response was served
+        except Exception:
             log.warning("could not store cache entry %s", key, exc_info=True)
         finally:
             self.pending.pop(pending_key, None)
@@ -336,10 +391,10 @@ class JitSignalServicer(jit_signal_pb2_grpc.JitSignalServiceServicer):
         if not pending:
             return
         try:
-            await self.db.execute(c.HITS_SQL, list(pending), list(pending.values()))
+            await self.db.execute(q.HITS, list(pending), list(pending.values()))
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.warning("could not record %d cache hits", sum(pending.values()), exc_info=True)
 
     async def drain(self) -> None:
@@ -348,17 +403,68 @@ class JitSignalServicer(jit_signal_pb2_grpc.JitSignalServiceServicer):
             await asyncio.gather(*list(self.background), return_exceptions=True)
         await self.flush_hits()
 
+    # -- maintenance -------------------------------------------------------------------------
+    async def sweep(self, keep_invalid_days: int = SWEEP_KEEP_INVALID_DAYS) -> dict[str, int]:
+        """Mark expired cache rows, delete the payload files of rows that are not valid, drop
+        invalid rows untouched for `keep_invalid_days`. Safe while requests are served: an
+        invalid row is never served, and a valid row whose file is gone is a miss."""
+        async with self.db.acquire() as conn:
+            expired = await conn.execute(q.SWEEP_EXPIRED)
+            keys = [r["processing_request_hash"] for r in await conn.fetch(q.SWEEP_INVALID)]
+            removed = await asyncio.to_thread(self._remove_files, keys)
+            deleted = await conn.execute(q.SWEEP_DELETE, int(keep_invalid_days))
+        counts = {
+            "expired": int(expired.split()[-1]),
+            "files_removed": removed,
+            "rows_deleted": int(deleted.split()[-1]),
+        }
+        if any(counts.values()):
+            log.info("signal cache sweep: %s", counts)
+        return counts
+
+    def _remove_files(self, keys: list[str]) -> int:
+        removed = 0
+        for key in keys:
+            if self.disk.path(key).exists():
+                self.disk.discard(key)
+                removed += 1
+        return removed
+
+    async def _sweep_periodically(self, interval_s: float) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # maintenance only: retried at the next interval
+                log.warning("signal cache sweep failed", exc_info=True)
+            await asyncio.sleep(interval_s)
+
+    def start_sweeper(self, interval_s: float = SWEEP_INTERVAL_S) -> None:
+        """Run `sweep` now and then every `interval_s` until `close`."""
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(
+                self._sweep_periodically(interval_s), name="jit-signal-cache-sweep"
+            )
+
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         try:
             await asyncio.wait_for(self.drain(), 5.0)
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             for t in list(self.background):
                 t.cancel()
 
 
 async def build(ctx: ServiceContext) -> JitSignalServicer:
     from libs.storage import open_store
-    servicer = JitSignalServicer(ctx, open_store(ctx.config.store_dir))
+
+    servicer = JitSignalServicer(ctx, open_store(ctx.config.store_location, on_stop=ctx.on_stop))
     ctx.on_stop.append(servicer.close)
-    ctx.jit_signal = servicer   # reachable from tests and embedding code through RunningService.context
+    servicer.start_sweeper()
+    ctx.jit_signal = servicer  # type: ignore[attr-defined]  # reachable from tests and embedding code through RunningService.context
     return servicer

@@ -1,6 +1,7 @@
 """The operator's clinical workflow through the `ghostly` client commands, against real Ingest
 (IngestService + PatientService) and Statistics servers: each command's happy path and an
 error path (one line `error: <STATUS>: <message>`, exit 2; ingest: 1 for partial failures)."""
+
 from __future__ import annotations
 
 import re
@@ -9,9 +10,9 @@ import uuid
 import pytest
 
 from ghostly.statistics.v1 import statistics_pb2 as spb
-from tests.cli.conftest import (UUID_RE, add_patient, add_therapist, new_code, session_ids, session_of,
-                               synthetic_c3d)
-from tests.helpers import register_patient, token
+from tests.helpers import UUID_RE, new_code, register_patient, session_ids, session_of, synthetic_c3d, token
+from tests.helpers import ghostly_add_patient as add_patient
+from tests.helpers import ghostly_add_therapist as add_therapist
 
 # --------------------------------------------------------------------------- therapists
 
@@ -27,22 +28,36 @@ async def test_therapists_add(ghostly):
 
 # --------------------------------------------------------------------------- patients add / list / show / deactivate
 
+
 async def test_patients_add_list_show_deactivate(ghostly, stats, closed_address):
     therapist = await add_therapist(ghostly)
     code = new_code("A")
-    r = await ghostly("patients", "add", code, "--first", "Pat", "--last", "Ient", "--dob", "1940-01-01",
-                      "--therapist", therapist)
+    r = await ghostly(
+        "patients", "add", code, "--first", "Pat", "--last", "Ient", "--dob", "1940-01-01", "--therapist", therapist
+    )
     assert r.code == 0, r
     assert re.search(rf"^patient\s+{code}\s+Pat Ient\s+born 1940-01-01\s+active$", r.out, re.M), r
     assert f"therapist   {therapist}" in r.out
     p = await stats.GetPatient(spb.GetPatientRequest(patient_code=code))
     assert (p.therapist_id, p.date_of_birth, p.active) == (therapist, "1940-01-01", True)
 
-    dup = await ghostly("patients", "add", code, "--first", "Pat", "--last", "Ient", "--dob", "1940-01-01",
-                        "--therapist", therapist)
+    dup = await ghostly(
+        "patients", "add", code, "--first", "Pat", "--last", "Ient", "--dob", "1940-01-01", "--therapist", therapist
+    )
     assert dup.code == 2 and dup.error_line().startswith("error: ALREADY_EXISTS: "), dup
-    bad = await ghostly("patients", "add", new_code(), "--first", "Pat", "--last", "Ient", "--dob", "1940-01-01",
-                        "--therapist", str(uuid.uuid4()))
+    bad = await ghostly(
+        "patients",
+        "add",
+        new_code(),
+        "--first",
+        "Pat",
+        "--last",
+        "Ient",
+        "--dob",
+        "1940-01-01",
+        "--therapist",
+        str(uuid.uuid4()),
+    )
     assert bad.code == 2 and bad.error_line().startswith("error: FAILED_PRECONDITION: "), bad
 
     listed = await ghostly("patients", "list", "--therapist", therapist)
@@ -75,10 +90,26 @@ async def test_patients_add_list_show_deactivate(ghostly, stats, closed_address)
 
 # --------------------------------------------------------------------------- calibrate
 
+
 async def test_patients_calibrate_with_values(ghostly, stats):
     code = await add_patient(ghostly, await add_therapist(ghostly))
-    r = await ghostly("patients", "calibrate", code, "--mvc-left", "400", "--mvc-right", "380.5",
-                      "--duration-left", "2", "--target", "12", "--bfr-target", "50", "--notes", "MVC test")
+    r = await ghostly(
+        "patients",
+        "calibrate",
+        code,
+        "--mvc-left",
+        "400",
+        "--mvc-right",
+        "380.5",
+        "--duration-left",
+        "2",
+        "--target",
+        "12",
+        "--bfr-target",
+        "50",
+        "--notes",
+        "MVC test",
+    )
     assert r.code == 0, r
     assert "therapist_entered" in r.out and "MVC L 400.0 uV  R 380.5 uV" in r.out, r
     assert "target 12" in r.out and "BFR target 50 % AOP" in r.out and "notes: MVC test" in r.out
@@ -148,6 +179,7 @@ async def test_patients_calibrate_from_an_assessment_session(ghostly, stats, tmp
 
 # --------------------------------------------------------------------------- ingest
 
+
 async def test_ingest_prints_each_file_and_the_summary(ghostly, db, tmp_path, closed_address):
     code = await register_patient(db, "I")
     folder = tmp_path / code
@@ -162,7 +194,7 @@ async def test_ingest_prints_each_file_and_the_summary(ghostly, db, tmp_path, cl
         line = next(x for x in lines if str(f) in x)
         assert re.fullmatch(rf"new\s+{re.escape(str(f))}  session {UUID_RE}  completed  score \d+\.\d", line), line
     assert any(x.startswith("failed") and "Ghostly_Emg_broken.c3d: INVALID_ARGUMENT: " in x for x in lines), r
-    assert any(x.startswith("           warning: ") for x in lines), r      # e.g. no RPE: effort excluded
+    assert any(x.startswith("           warning: ") for x in lines), r  # e.g. no RPE: effort excluded
     first = sorted(session_ids(r.out))
 
     again = await ghostly("ingest", folder)
@@ -179,6 +211,7 @@ async def test_ingest_prints_each_file_and_the_summary(ghostly, db, tmp_path, cl
 
 # --------------------------------------------------------------------------- sessions list / show
 
+
 async def test_sessions_list_and_show(ghostly, stats, db, tmp_path):
     code = await register_patient(db, "S")
     files = [synthetic_c3d(tmp_path / code, minute=1), synthetic_c3d(tmp_path / code, minute=2, dropouts=True)]
@@ -190,7 +223,7 @@ async def test_sessions_list_and_show(ghostly, stats, db, tmp_path):
     assert listed.code == 0, listed
     header, *rows = listed.out.splitlines()
     assert header.split() == ["SESSION", "DATE", "(UTC)", "PATIENT", "TYPE", "DAY", "STATUS", "SCORE"]
-    assert [row.split()[0] for row in rows] == [ids[1], ids[0]]           # newest first
+    assert [row.split()[0] for row in rows] == [ids[1], ids[0]]  # newest first
     for sid, row in zip([ids[1], ids[0]], rows):
         score = (await stats.GetPerformanceScore(spb.SessionKey(session_id=sid))).overall_performance_score
         assert row.split()[1:] == ["2024-05-06", row.split()[2], code, "-", "-", "completed", f"{score:.1f}"]
@@ -208,7 +241,7 @@ async def test_sessions_list_and_show(ghostly, stats, db, tmp_path):
     table = shown.out.split("CHANNEL", 1)[1].splitlines()[1:3]
     for ch, row in zip(channels, table):
         cells = row.split()
-        assert cells[0] == ch.channel_name and cells[2] == f"{ch.mvc_rms_value * 1e6:.1f}", row   # uV
+        assert cells[0] == ch.channel_name and cells[2] == f"{ch.mvc_rms_value * 1e6:.1f}", row  # uV
         assert cells[3] == f"{ch.mvc_peak_value * 1e6:.1f}" and cells[-1] == (",".join(ch.signal_flags) or "-")
     assert "dropout" in shown.out and "warning: CH2: dropouts" in shown.out, shown
     assert "warning: effort excluded from the score" in shown.out
@@ -223,6 +256,7 @@ async def test_sessions_list_and_show(ghostly, stats, db, tmp_path):
 
 # --------------------------------------------------------------------------- outcome
 
+
 async def test_outcome_rescores_the_session(ghostly, stats, db, tmp_path):
     code = await register_patient(db, "O")
     r = await ghostly("ingest", synthetic_c3d(tmp_path / code, minute=40), "--patient", code)
@@ -230,8 +264,9 @@ async def test_outcome_rescores_the_session(ghostly, stats, db, tmp_path):
     before = await stats.GetPerformanceScore(spb.SessionKey(session_id=sid))
     assert {"effort", "game"} <= set(before.excluded_components)
 
-    out = await ghostly("outcome", sid, "--rpe", "5", "--game-points", "600", "--game-points-max", "1000",
-                        "--bfr-aop", "50")
+    out = await ghostly(
+        "outcome", sid, "--rpe", "5", "--game-points", "600", "--game-points-max", "1000", "--bfr-aop", "50"
+    )
     assert out.code == 0, out
     after = await stats.GetPerformanceScore(spb.SessionKey(session_id=sid))
     assert after.rpe_post_session == 5 and after.game_points_achieved == 600
@@ -253,12 +288,22 @@ async def test_outcome_rescores_the_session(ghostly, stats, db, tmp_path):
 
 # --------------------------------------------------------------------------- token
 
+
 async def test_client_commands_send_ghostly_token(ghostly):
     """$GHOSTLY_TOKEN is sent (the servers run in dev mode: without a token a call is admin)."""
     garbage = await ghostly("sessions", "list", GHOSTLY_TOKEN="not-a-jwt")
     assert garbage.code == 2 and garbage.error_line().startswith("error: UNAUTHENTICATED: "), garbage
-    researcher = await ghostly("therapists", "add", "--user-id", str(uuid.uuid4()), "--first", "R", "--last", "S",
-                               GHOSTLY_TOKEN=token("researcher"))
+    researcher = await ghostly(
+        "therapists",
+        "add",
+        "--user-id",
+        str(uuid.uuid4()),
+        "--first",
+        "R",
+        "--last",
+        "S",
+        GHOSTLY_TOKEN=token("researcher"),
+    )
     assert researcher.code == 2 and researcher.error_line().startswith("error: PERMISSION_DENIED: "), researcher
     ok = await ghostly("sessions", "list", "--limit", "1", GHOSTLY_TOKEN=token("admin"))
     assert ok.code == 0, ok

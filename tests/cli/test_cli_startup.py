@@ -1,7 +1,8 @@
 """Start-up of the `ghostly` CLI (structural, not timed; bench/bench_cli_startup.py times it):
 `ghostly --help` and the client commands never import the EMG stack (libs.emg, numpy, scipy),
-because libs/cli.py imports only the module of the command being run and the client modules
+because app/cli.py imports only the module of the command being run and the client modules
 import grpc and the generated code only when a command runs."""
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,7 @@ HEAVY = ("libs.emg", "numpy", "scipy")
 
 PROBE = r"""
 import json, sys
-from libs import cli
+from app import cli
 try:
     code = cli.main(json.loads(sys.argv[1]))
 except SystemExit as exc:
@@ -31,8 +32,15 @@ print("\nPROBE " + json.dumps({"code": code, "heavy": heavy, **loaded}))
 
 def probe(argv: list[str], **env: str) -> dict:
     import os
-    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(argv)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60, env={**os.environ, **env})
+
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(argv)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+    )
     line = [x for x in proc.stdout.splitlines() if x.startswith("PROBE ")]
     assert line, proc.stdout + proc.stderr
     return {**json.loads(line[-1][6:]), "stdout": proc.stdout, "stderr": proc.stderr}
@@ -40,11 +48,22 @@ def probe(argv: list[str], **env: str) -> dict:
 
 CLIENT_HELP = [
     ["--help"],
-    ["sessions", "--help"], ["sessions", "list", "--help"], ["sessions", "show", "--help"],
-    ["patients", "--help"], ["patients", "list", "--help"], ["patients", "add", "--help"],
-    ["patients", "show", "--help"], ["patients", "calibrate", "--help"], ["patients", "deactivate", "--help"],
-    ["therapists", "--help"], ["therapists", "add", "--help"], ["outcome", "--help"],
-    ["ingest", "--help"], ["export", "--help"], ["status", "--help"], ["token", "--help"],
+    ["sessions", "--help"],
+    ["sessions", "list", "--help"],
+    ["sessions", "show", "--help"],
+    ["patients", "--help"],
+    ["patients", "list", "--help"],
+    ["patients", "add", "--help"],
+    ["patients", "show", "--help"],
+    ["patients", "calibrate", "--help"],
+    ["patients", "deactivate", "--help"],
+    ["therapists", "--help"],
+    ["therapists", "add", "--help"],
+    ["outcome", "--help"],
+    ["ingest", "--help"],
+    ["export", "--help"],
+    ["status", "--help"],
+    ["token", "--help"],
 ]
 
 
@@ -57,10 +76,17 @@ def test_help_does_not_import_the_emg_stack(argv):
     assert not r["grpc"] and not r["jwt"], "parsing --help needs neither grpc nor PyJWT"
 
 
-@pytest.mark.parametrize("argv", [["sessions", "list"], ["sessions", "show", "00000000-0000-0000-0000-000000000001"],
-                                  ["patients", "list"], ["patients", "show", "P001"],
-                                  ["outcome", "00000000-0000-0000-0000-000000000001", "--rpe", "5"]],
-                         ids=" ".join)
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sessions", "list"],
+        ["sessions", "show", "00000000-0000-0000-0000-000000000001"],
+        ["patients", "list"],
+        ["patients", "show", "P001"],
+        ["outcome", "00000000-0000-0000-0000-000000000001", "--rpe", "5"],
+    ],
+    ids=" ".join,
+)
 def test_client_commands_run_without_the_emg_stack(argv):
     """Run to the end (nothing listens at the address: UNAVAILABLE, one line, exit 2)."""
     closed = f"127.0.0.1:{free_port()}"
@@ -77,9 +103,9 @@ def test_analyze_still_loads_its_real_parser():
 
 
 def test_placeholder_help_lines_equal_the_modules_own():
-    """`ghostly --help` shows the help lines of libs.cli.COMMANDS without importing the modules;
+    """`ghostly --help` shows the help lines of app.cli.COMMANDS without importing the modules;
     they must say what the modules themselves register."""
-    from libs import cli
+    from app import cli
 
     def help_lines(parser) -> dict[str, str]:
         (sub,) = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]

@@ -1,4 +1,5 @@
 """Row-level security (migration 012) tested directly in SQL, as the service roles."""
+
 from __future__ import annotations
 
 import uuid
@@ -13,10 +14,12 @@ from tests.helpers import caseload_with_session
 async def two_caseloads(conn):
     out = {}
     for name in ("a", "b"):
-        user, code, sid = await caseload_with_session(conn, name, "R")
+        user, _code, sid = await caseload_with_session(conn, name, "R")
         await conn.execute(
             "INSERT INTO performance_scores (session_id, overall_performance_score, compliance_score, symmetry_score, "
-            "effort_score, game_score) VALUES ($1, 50, 50, 50, 50, 50)", sid)
+            "effort_score, game_score) VALUES ($1, 50, 50, 50, 50, 50)",
+            sid,
+        )
         out[name] = {"user": user, "session": sid}
     return out
 
@@ -25,12 +28,18 @@ async def _visible(conn, role: str, app_role: str | None, user: str | None) -> t
     async with conn.transaction():
         await conn.execute(f"SET LOCAL ROLE {role}")
         if app_role is not None:
-            await conn.execute("SELECT set_config('ghostly.role', $1, true), set_config('ghostly.user_id', $2, true)",
-                               app_role, user or "")
+            await conn.execute(
+                "SELECT set_config('ghostly.role', $1, true), set_config('ghostly.user_id', $2, true)",
+                app_role,
+                user or "",
+            )
         sessions = {r[0] for r in await conn.fetch("SELECT id FROM therapy_sessions")}
         # (the JIT role has no grant on scores at all: it reads sessions, statistics, cache)
-        scores = ({r[0] for r in await conn.fetch("SELECT session_id FROM performance_scores")}
-                  if role != "ghostly_jit_signal" else None)
+        scores = (
+            {r[0] for r in await conn.fetch("SELECT session_id FROM performance_scores")}
+            if role != "ghostly_jit_signal"
+            else None
+        )
         raise _Rollback((sessions, scores))
 
 
@@ -65,7 +74,7 @@ async def test_no_identity_reads_nothing(conn, two_caseloads):
 
 
 async def test_statistics_role_cannot_write(conn, two_caseloads):
-    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):  # noqa: PT012 - the role is set in the failing transaction
         async with conn.transaction():
             await conn.execute("SET LOCAL ROLE ghostly_statistics")
             await conn.execute("SELECT set_config('ghostly.role', 'admin', true)")
@@ -75,8 +84,12 @@ async def test_statistics_role_cannot_write(conn, two_caseloads):
 async def test_ingest_role_writes_everything(conn, two_caseloads):
     async with conn.transaction():
         await conn.execute("SET LOCAL ROLE ghostly_ingest")
-        n = await conn.fetchval("SELECT count(*) FROM therapy_sessions WHERE id = ANY($1::uuid[])",
-                                [two_caseloads["a"]["session"], two_caseloads["b"]["session"]])
+        n = await conn.fetchval(
+            "SELECT count(*) FROM therapy_sessions WHERE id = ANY($1::uuid[])",
+            [two_caseloads["a"]["session"], two_caseloads["b"]["session"]],
+        )
         assert n == 2
-        await conn.execute("UPDATE performance_scores SET overall_performance_score = 51 WHERE session_id = $1",
-                           two_caseloads["b"]["session"])
+        await conn.execute(
+            "UPDATE performance_scores SET overall_performance_score = 51 WHERE session_id = $1",
+            two_caseloads["b"]["session"],
+        )

@@ -29,6 +29,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 @pytest.fixture(scope="session")
 async def database_006_url(db_factory) -> str:
     from libs.db.migrate import migrate
+
     dsn = await db_factory.create("m006")
     await migrate(dsn, to=6)
     return dsn
@@ -37,14 +38,14 @@ async def database_006_url(db_factory) -> str:
 @pytest.fixture
 async def conn(database_006_url):
     from tests.conftest import rolled_back
+
     async with rolled_back(database_006_url) as connection:
         yield connection
 
+
 UUID_DEFAULT = "gen_random_uuid()"
 NOW = "now()"
-WEIGHTS_DEFAULT = (
-    "'{\"game\": 0.15, \"effort\": 0.20, \"symmetry\": 0.25, \"compliance\": 0.40}'::jsonb"
-)
+WEIGHTS_DEFAULT = '\'{"game": 0.15, "effort": 0.20, "symmetry": 0.25, "compliance": 0.40}\'::jsonb'
 TS = "timestamp with time zone"
 F = "double precision"
 
@@ -369,9 +370,7 @@ def _child_row(table: str, session_id) -> dict:
     elif table == "session_settings":
         base.update(mvc_calculation_method="backend_calculated")
     elif table == "export_history":
-        base.update(
-            export_type="statistics_only", data_format="json", processing_method="database_query"
-        )
+        base.update(export_type="statistics_only", data_format="json", processing_method="database_query")
     elif table == "signal_processing_cache":
         base.update(
             processing_request_hash=uuid.uuid4().hex,
@@ -484,10 +483,13 @@ async def test_legacy_table_columns(conn, table):
 
 
 async def test_legacy_analysis_summary_view_exists(conn, patient_code):
-    assert await conn.fetchval(
-        "SELECT count(*) FROM information_schema.views"
-        " WHERE table_schema = current_schema() AND table_name = 'analysis_summary'"
-    ) == 1
+    assert (
+        await conn.fetchval(
+            "SELECT count(*) FROM information_schema.views"
+            " WHERE table_schema = current_schema() AND table_name = 'analysis_summary'"
+        )
+        == 1
+    )
     mid = await conn.fetchval(
         "INSERT INTO c3d_metadata (file_path, file_hash, file_size_bytes, patient_id)"
         " VALUES ('P001/a.c3d', 'h1', 10, $1) RETURNING id",
@@ -608,7 +610,7 @@ CHECK_CASES = [
     ("signal_processing_cache", "cache_type", "visualization_10k"),
 ]
 
-LEGACY_CHECK_CASES = [
+LEGACY_CHECK_CASES: list[tuple[str, str, object]] = [
     ("c3d_metadata", "session_type", "warmup"),
     ("c3d_metadata", "size_category", "huge"),
     ("c3d_metadata", "processing_status", "done"),
@@ -655,7 +657,7 @@ async def test_check_constraint_rejects_violation(conn, session_uuid, table, col
 
 
 async def test_every_check_constraint_has_a_case(conn):
-    tables = list(EXPECTED_006) + ["c3d_metadata", "researcher_profiles"]
+    tables = [*EXPECTED_006, "c3d_metadata", "researcher_profiles"]
     rows = await conn.fetch(
         "SELECT conname FROM pg_constraint WHERE contype = 'c'"
         " AND conrelid = ANY(SELECT (current_schema() || '.' || t)::regclass FROM unnest($1::text[]) t)",
@@ -707,9 +709,7 @@ async def test_unique_session_channel(conn, session_uuid):
     await _insert(conn, "emg_statistics", _child_row("emg_statistics", session_uuid))
     other = (await _insert(conn, "therapy_sessions", _session_row(), "id"))["id"]
     await _insert(conn, "emg_statistics", _child_row("emg_statistics", other))  # same channel, other session
-    await _insert(
-        conn, "emg_statistics", _child_row("emg_statistics", session_uuid) | {"channel_name": "CH2"}
-    )
+    await _insert(conn, "emg_statistics", _child_row("emg_statistics", session_uuid) | {"channel_name": "CH2"})
     with pytest.raises(asyncpg.exceptions.UniqueViolationError) as excinfo:
         async with conn.transaction():
             await _insert(conn, "emg_statistics", _child_row("emg_statistics", session_uuid))
@@ -733,10 +733,7 @@ async def test_unique_cache_key(conn, session_uuid):
     with pytest.raises(asyncpg.exceptions.UniqueViolationError) as excinfo:
         async with conn.transaction():
             await _insert(conn, "signal_processing_cache", row | {"processing_version": "test-2"})
-    assert (
-        excinfo.value.constraint_name
-        == "signal_processing_cache_session_id_processing_request_hash_key"
-    )
+    assert excinfo.value.constraint_name == "signal_processing_cache_session_id_processing_request_hash_key"
 
 
 # --------------------------------------------------------------------------- foreign keys
@@ -775,26 +772,20 @@ async def test_fk_unknown_session_rejected(conn, table):
     assert excinfo.value.constraint_name == f"{table}_session_id_fkey"
 
 
-async def test_session_delete_cascades_statistics_and_keeps_exports(
-    conn, session_uuid, researcher_id
-):
+async def test_session_delete_cascades_statistics_and_keeps_exports(conn, session_uuid, researcher_id):
     for table in CHILD_TABLES:
         row = _child_row(table, session_uuid)
         if table == "export_history":
             row["exported_by"] = researcher_id
         await _insert(conn, table, row)
-    export_id = await conn.fetchval(
-        "SELECT id FROM export_history WHERE session_id = $1", session_uuid
-    )
+    export_id = await conn.fetchval("SELECT id FROM export_history WHERE session_id = $1", session_uuid)
 
     await conn.execute("DELETE FROM therapy_sessions WHERE id = $1", session_uuid)
 
     for table in CHILD_TABLES:
         if table == "export_history":
             continue
-        assert await conn.fetchval(
-            f"SELECT count(*) FROM {table} WHERE session_id = $1", session_uuid
-        ) == 0, table
+        assert await conn.fetchval(f"SELECT count(*) FROM {table} WHERE session_id = $1", session_uuid) == 0, table
     kept = await conn.fetchrow("SELECT session_id, exported_by FROM export_history WHERE id = $1", export_id)
     assert kept is not None
     assert kept["session_id"] is None  # ON DELETE SET NULL: audit row kept
@@ -804,9 +795,7 @@ async def test_session_delete_cascades_statistics_and_keeps_exports(
 async def test_referenced_patient_therapist_researcher_cannot_be_deleted(
     conn, session_uuid, patient_code, therapist_id, researcher_id
 ):
-    await _insert(
-        conn, "export_history", _child_row("export_history", session_uuid) | {"exported_by": researcher_id}
-    )
+    await _insert(conn, "export_history", _child_row("export_history", session_uuid) | {"exported_by": researcher_id})
     for sql, arg in (
         ("DELETE FROM patients WHERE patient_code = $1", patient_code),
         ("DELETE FROM researcher_profiles WHERE id = $1", researcher_id),
@@ -815,12 +804,12 @@ async def test_referenced_patient_therapist_researcher_cannot_be_deleted(
             async with conn.transaction():
                 await conn.execute(sql, arg)
     # the therapist is referenced by the patient and by the session
-    with pytest.raises(asyncpg.exceptions.ForeignKeyViolationError) as excinfo:
+    with pytest.raises(asyncpg.exceptions.ForeignKeyViolationError) as excinfo:  # noqa: PT012 - one transaction
         async with conn.transaction():
             await conn.execute("DELETE FROM patients WHERE patient_code = $1", patient_code)
             await conn.execute("DELETE FROM therapists WHERE id = $1", therapist_id)
     assert excinfo.value.constraint_name == "fk_therapy_sessions_patient"
-    with pytest.raises(asyncpg.exceptions.ForeignKeyViolationError) as excinfo:
+    with pytest.raises(asyncpg.exceptions.ForeignKeyViolationError) as excinfo:  # noqa: PT012 - one transaction
         async with conn.transaction():
             await conn.execute("UPDATE therapy_sessions SET patient_id = NULL WHERE id = $1", session_uuid)
             await conn.execute("DELETE FROM patients WHERE patient_code = $1", patient_code)
@@ -913,8 +902,7 @@ async def test_defaults(conn, session_uuid):
 async def test_legacy_defaults(conn):
     now = await conn.fetchval("SELECT now()")
     m = await conn.fetchrow(
-        "INSERT INTO c3d_metadata (file_path, file_hash, file_size_bytes)"
-        " VALUES ('P003/c.c3d', 'h3', 1) RETURNING *"
+        "INSERT INTO c3d_metadata (file_path, file_hash, file_size_bytes) VALUES ('P003/c.c3d', 'h3', 1) RETURNING *"
     )
     assert m["bucket_name"] == "c3d-files" and m["processing_status"] == "pending"
     r = await conn.fetchrow(
@@ -935,10 +923,16 @@ async def test_legacy_defaults(conn):
 @pytest.mark.parametrize(
     "table,insert_sql",
     [
-        ("c3d_metadata", "INSERT INTO c3d_metadata (file_path, file_hash, file_size_bytes, updated_at)"
-                         " VALUES ('P004/d.c3d', 'h4', 1, '2000-01-01') RETURNING id"),
-        ("researcher_profiles", "INSERT INTO researcher_profiles (id, full_name, institution, updated_at)"
-                                " VALUES (gen_random_uuid(), 'R', 'I', '2000-01-01') RETURNING id"),
+        (
+            "c3d_metadata",
+            "INSERT INTO c3d_metadata (file_path, file_hash, file_size_bytes, updated_at)"
+            " VALUES ('P004/d.c3d', 'h4', 1, '2000-01-01') RETURNING id",
+        ),
+        (
+            "researcher_profiles",
+            "INSERT INTO researcher_profiles (id, full_name, institution, updated_at)"
+            " VALUES (gen_random_uuid(), 'R', 'I', '2000-01-01') RETURNING id",
+        ),
         ("session_settings", None),
     ],
 )
@@ -948,7 +942,8 @@ async def test_updated_at_trigger(conn, session_uuid, table, insert_sql):
             await _insert(
                 conn,
                 table,
-                _child_row(table, session_uuid) | {"updated_at": await conn.fetchval("SELECT timestamptz '2000-01-01'")},
+                _child_row(table, session_uuid)
+                | {"updated_at": await conn.fetchval("SELECT timestamptz '2000-01-01'")},
                 "id",
             )
         )["id"]
@@ -991,9 +986,7 @@ EXPECTED_INDEXES = {
 
 
 async def test_declared_indexes_exist(conn):
-    rows = await conn.fetch(
-        "SELECT indexname, tablename, indexdef FROM pg_indexes WHERE schemaname = current_schema()"
-    )
+    rows = await conn.fetch("SELECT indexname, tablename, indexdef FROM pg_indexes WHERE schemaname = current_schema()")
     found = {r["indexname"]: (r["tablename"], r["indexdef"]) for r in rows}
     for name, (table, cols) in EXPECTED_INDEXES.items():
         assert name in found, name
@@ -1118,6 +1111,4 @@ async def test_list_all_sessions_uses_index(conn, populated):
 async def test_statistics_by_session_uses_index(conn, populated):
     sid = await conn.fetchval("SELECT id FROM therapy_sessions WHERE file_path LIKE 'idx/%' LIMIT 1")
     nodes = await _explain(conn, f"SELECT * FROM emg_statistics WHERE session_id = '{sid}'")
-    assert any(
-        n.get("Index Name") == "emg_statistics_session_id_channel_name_key" for n in nodes
-    ), nodes
+    assert any(n.get("Index Name") == "emg_statistics_session_id_channel_name_key" for n in nodes), nodes

@@ -7,6 +7,7 @@ SHARE/UPDATE) or deletes from. The roles' privileges (migrations 010-018) must b
 a missing grant fails at run time, an unused one is a wider door than needed. The table of
 migrations/README.md ("Tables, owners, readers") says the same in words.
 """
+
 from __future__ import annotations
 
 import re
@@ -42,7 +43,7 @@ def sql_use(paths: list[Path], tables: set[str]) -> dict[str, set[str]]:
         for stmt in _statements(path.read_text()):
             for m in re.finditer(r"\bINSERT\s+INTO\s+(\w+)", stmt, re.I):
                 add(m.group(1), "INSERT")
-                if re.search(r"ON\s+CONFLICT[^;]*DO\s+UPDATE", stmt[m.end():], re.I | re.S):
+                if re.search(r"ON\s+CONFLICT[^;]*DO\s+UPDATE", stmt[m.end() :], re.I | re.S):
                     add(m.group(1), "UPDATE")
             for m in re.finditer(r"\bUPDATE\s+(\w+)(?:\s+(?:AS\s+)?\w+)?\s+SET\b", stmt, re.I):
                 add(m.group(1), "UPDATE", "SELECT")
@@ -53,22 +54,28 @@ def sql_use(paths: list[Path], tables: set[str]) -> dict[str, set[str]]:
             lock = re.search(r"\bFOR\s+(?:SHARE|UPDATE)(?:\s+OF\s+(\w+))?", stmt, re.I)
             if lock:  # the locked table: the one named by OF (its alias), else the first FROM
                 alias = lock.group(1)
-                m = (re.search(rf"\bFROM\s+(\w+)\s+(?:AS\s+)?{alias}\b", stmt, re.I) if alias
-                     else re.search(r"\bFROM\s+(\w+)", stmt, re.I))
-                if m:
-                    add(m.group(1), "UPDATE(row lock)")
+                locked = (
+                    re.search(rf"\bFROM\s+(\w+)\s+(?:AS\s+)?{alias}\b", stmt, re.I)
+                    if alias
+                    else re.search(r"\bFROM\s+(\w+)", stmt, re.I)
+                )
+                if locked:
+                    add(locked.group(1), "UPDATE(row lock)")
     return use
 
 
 async def _granted(conn, role: str) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
-    for r in await conn.fetch("SELECT table_name, privilege_type FROM information_schema.role_table_grants "
-                              "WHERE grantee = $1", role):
+    for r in await conn.fetch(
+        "SELECT table_name, privilege_type FROM information_schema.role_table_grants WHERE grantee = $1", role
+    ):
         out.setdefault(r["table_name"], set()).add(r["privilege_type"])
     for r in await conn.fetch(
-            "SELECT table_name, privilege_type FROM information_schema.column_privileges c WHERE grantee = $1 "
-            "AND NOT EXISTS (SELECT 1 FROM information_schema.role_table_grants t WHERE t.grantee = c.grantee "
-            "AND t.table_name = c.table_name AND t.privilege_type = c.privilege_type)", role):
+        "SELECT table_name, privilege_type FROM information_schema.column_privileges c WHERE grantee = $1 "
+        "AND NOT EXISTS (SELECT 1 FROM information_schema.role_table_grants t WHERE t.grantee = c.grantee "
+        "AND t.table_name = c.table_name AND t.privilege_type = c.privilege_type)",
+        role,
+    ):
         out.setdefault(r["table_name"], set()).add(f"{r['privilege_type']}(row lock)")
     return out
 
@@ -77,7 +84,9 @@ async def _granted(conn, role: str) -> dict[str, set[str]]:
 async def test_grants_are_exactly_what_the_service_sql_uses(database_url, role):
     conn = await asyncpg.connect(database_url)
     try:
-        tables = {r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+        tables = {
+            r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        }
         granted = await _granted(conn, role)
     finally:
         await conn.close()
@@ -87,7 +96,7 @@ async def test_grants_are_exactly_what_the_service_sql_uses(database_url, role):
     for table, privs in IMPLICIT.get(role, {}).items():
         used.setdefault(table, set()).update(privs)
     # A row lock needs UPDATE on one column (018); a table-level UPDATE covers it.
-    for table, privs in list(used.items()):
+    for _table, privs in list(used.items()):
         if "UPDATE(row lock)" in privs and "UPDATE" in privs:
             privs.discard("UPDATE(row lock)")
     missing = {t: sorted(p - granted.get(t, set())) for t, p in used.items() if p - granted.get(t, set())}

@@ -32,7 +32,7 @@ GEN = 0.7
 def _stored(storage: str, n: int = 990 * 4, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     if storage == "float":
-        a = rng.normal(0, 1e-4, (4, n)).astype(np.float32)
+        a: np.ndarray = rng.normal(0, 1e-4, (4, n)).astype(np.float32)
         a[2:] = a[2:] > 0
         a[1, 100:200] = 0.0  # exact zeros (a DEC zero has exponent 0)
         return a

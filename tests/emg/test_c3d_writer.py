@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -88,7 +90,7 @@ def _param_value_bytes(p: Param, processor: int) -> tuple[int, list[int], bytes]
             arr = np.asarray(v)
             kind = "int16" if np.issubdtype(arr.dtype, np.integer) else "float"
     if kind == "char":
-        strings = [v] if isinstance(v, str) else list(v)
+        strings = [v] if isinstance(v, str) else list(cast("Iterable[str]", v))
         if isinstance(v, str):
             return -1, [len(v)], v.encode("latin-1")
         width = max((len(s) for s in strings), default=0)
@@ -108,7 +110,7 @@ def _parameter_section(params: list[Param], processor: int) -> bytes:
     groups: dict[str, int] = {}
     for p in params:
         groups.setdefault(p.group, len(groups) + 1)
-    items: list[bytes] = []
+    items: list[tuple[bytes, bytes]] = []  # (name part, rest)
     for g, gid in groups.items():
         name = g.encode()
         body = struct.pack("bb", len(name), -gid) + name
@@ -184,9 +186,9 @@ def build_c3d(spec: C3DSpec) -> bytes:
     header[20:24] = float_bytes([spec.point_rate], proc)
     # Frames: points (4 values each), then n_sub subframes x n_ch channels.
     if is_float:
-        pts = np.zeros((n_frames, spec.n_points, 4), dtype=np.float32)
+        pts: np.ndarray = np.zeros((n_frames, spec.n_points, 4), dtype=np.float32)
         pts[:, :, :3] = 1.5
-        an = data.astype(np.float32).reshape(n_ch, n_frames, n_sub).transpose(1, 2, 0).reshape(n_frames, -1)
+        an: np.ndarray = data.astype(np.float32).reshape(n_ch, n_frames, n_sub).transpose(1, 2, 0).reshape(n_frames, -1)
         frames = np.concatenate([pts.reshape(n_frames, -1), an], axis=1)
         body = float_bytes(frames, proc)
     else:

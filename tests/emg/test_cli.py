@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from libs.emg.cli import main
+from app.analyze import main
 
 from .conftest import standard_spec
 

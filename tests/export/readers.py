@@ -1,4 +1,5 @@
 """Open exported files with the standard readers (csv, json, openpyxl, scipy.io.loadmat)."""
+
 from __future__ import annotations
 
 import csv
@@ -18,6 +19,7 @@ def tables(payload: bytes, fmt: str) -> dict[str, list[dict]]:
         return {k: v for k, v in data.items() if isinstance(v, list) and k != "columns"}
     if fmt == "excel":
         import openpyxl
+
         wb = openpyxl.load_workbook(io.BytesIO(payload), read_only=True)
         out = {}
         for ws in wb.worksheets:
@@ -27,15 +29,20 @@ def tables(payload: bytes, fmt: str) -> dict[str, list[dict]]:
         return out
     if fmt == "matlab":
         from scipy.io import loadmat
+
         g = loadmat(io.BytesIO(payload), squeeze_me=False, struct_as_record=False)["ghostly"][0, 0]
         out = {}
         for name in g._fieldnames:
             t = getattr(g, name)
-            if name in ("metadata", "column_units") or t.dtype != object or not t.size \
-                    or not hasattr(t[0, 0], "_fieldnames"):
+            if (
+                name in ("metadata", "column_units")
+                or t.dtype != object
+                or not t.size
+                or not hasattr(t[0, 0], "_fieldnames")
+            ):
                 continue
             t = t[0, 0]
-            cols = {f: getattr(t, f) for f in t._fieldnames}     # each n x 1
+            cols = {f: getattr(t, f) for f in t._fieldnames}  # each n x 1
             n = next(iter(cols.values())).shape[0]
             out[name] = [{f: _mat_cell(v[i, 0]) for f, v in cols.items()} for i in range(n)]
         return out
@@ -44,7 +51,7 @@ def tables(payload: bytes, fmt: str) -> dict[str, list[dict]]:
 
 def _mat_cell(v):
     """One element of an n x 1 column: a number, or a cell holding a char array."""
-    if isinstance(v, np.ndarray):          # cell element: char array (1,) or empty (0,)
+    if isinstance(v, np.ndarray):  # cell element: char array (1,) or empty (0,)
         return str(v[0]) if v.size else None
     return _mat_scalar(v)
 
@@ -91,10 +98,12 @@ def metadata(payload: bytes, fmt: str) -> dict:
         return json.loads(payload)["metadata"]
     if fmt == "excel":
         import openpyxl
+
         wb = openpyxl.load_workbook(io.BytesIO(payload), read_only=True)
         return {k: v for k, v in list(wb["metadata"].iter_rows(values_only=True))[1:]}
     if fmt == "matlab":
         from scipy.io import loadmat
+
         g = loadmat(io.BytesIO(payload), squeeze_me=True, struct_as_record=False)["ghostly"]
         return g.metadata
     raise ValueError(fmt)

@@ -3,20 +3,26 @@ never 0: performance_scores.game_points_achieved is NOT NULL and holds 0 when th
 not reported; the score row's performance_weights says so ("excluded": {"game": ...}).
 
 Sessions are inserted with SQL (real statistics and export services on loopback read them)."""
+
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 
 from ghostly.export.v1 import export_pb2 as pb
 from ghostly.statistics.v1 import statistics_pb2 as spb
-from tests.export.conftest import new_patient, run_export
 from tests.export.readers import num, tables, text
+from tests.helpers import new_patient, run_export
 from tests.statistics.test_statistics_service import T0, add_session
 
-FORMATS = {"json": pb.EXPORT_FORMAT_JSON, "csv": pb.EXPORT_FORMAT_CSV, "excel": pb.EXPORT_FORMAT_EXCEL,
-           "matlab": pb.EXPORT_FORMAT_MATLAB}
+FORMATS = {
+    "json": pb.EXPORT_FORMAT_JSON,
+    "csv": pb.EXPORT_FORMAT_CSV,
+    "excel": pb.EXPORT_FORMAT_EXCEL,
+    "matlab": pb.EXPORT_FORMAT_MATLAB,
+}
 REQUESTED = {"compliance": 0.4, "symmetry": 0.25, "effort": 0.2, "game": 0.15}
 
 
@@ -27,17 +33,33 @@ async def game_world(db):
     for i, case in enumerate(("missing", "legacy_known", "given", "real_zero")):
         ids[case] = str(await add_session(db, patient, date=T0 + dt.timedelta(hours=i), day=1, score=60.0))
     # No points reported: excluded, the NOT NULL column holds 0 (what ingest writes).
-    excluded = {"compliance": 0.4 / 0.85, "symmetry": 0.25 / 0.85, "effort": 0.2 / 0.85, "game": 0,
-                "requested": REQUESTED, "excluded": {"game": "game points missing"}}
-    await db.execute("UPDATE performance_scores SET game_points_achieved = 0, game_score = 0, "
-                     "performance_weights = $2 WHERE session_id = $1::uuid", ids["missing"], excluded)
+    excluded = {
+        "compliance": 0.4 / 0.85,
+        "symmetry": 0.25 / 0.85,
+        "effort": 0.2 / 0.85,
+        "game": 0,
+        "requested": REQUESTED,
+        "excluded": {"game": "game points missing"},
+    }
+    await db.execute(
+        "UPDATE performance_scores SET game_points_achieved = 0, game_score = 0, "
+        "performance_weights = $2 WHERE session_id = $1::uuid",
+        ids["missing"],
+        excluded,
+    )
     # Legacy: points known, but no maximum score -> game excluded, the points are real.
     legacy = dict(excluded, excluded={"game": "no maximum game score in legacy data"})
-    await db.execute("UPDATE performance_scores SET game_points_achieved = 420, game_score = 0, "
-                     "performance_weights = $2 WHERE session_id = $1::uuid", ids["legacy_known"], legacy)
+    await db.execute(
+        "UPDATE performance_scores SET game_points_achieved = 420, game_score = 0, "
+        "performance_weights = $2 WHERE session_id = $1::uuid",
+        ids["legacy_known"],
+        legacy,
+    )
     # A patient who really scored 0 points: game included, S_game 0.
-    await db.execute("UPDATE performance_scores SET game_points_achieved = 0, game_score = 0 "
-                     "WHERE session_id = $1::uuid", ids["real_zero"])
+    await db.execute(
+        "UPDATE performance_scores SET game_points_achieved = 0, game_score = 0 WHERE session_id = $1::uuid",
+        ids["real_zero"],
+    )
     return {"patient": patient, "ids": ids}
 
 
@@ -54,14 +76,15 @@ async def test_missing_game_points_are_empty_not_zero(export_stub, stats_stub, g
     assert "game" in missing.excluded_components
 
     kind = pb.EXPORT_TYPE_PERFORMANCE_REPORT if export_type == "performance_report" else pb.EXPORT_TYPE_CLINICAL_SUMMARY
-    _, payload, completed, _ = await run_export(export_stub, type=kind, format=FORMATS[fmt],
-                                                session_ids=list(ids.values()))
+    _, payload, completed, _ = await run_export(
+        export_stub, type=kind, format=FORMATS[fmt], session_ids=list(ids.values())
+    )
     assert completed.status == pb.EXPORT_STATUS_SUCCESS
     got = tables(payload, fmt)
     name = "csv" if fmt == "csv" else ("performance" if export_type == "performance_report" else "sessions")
-    rows = {}
+    rows: dict[str | None, Any] = {}
     for r in got[name]:
-        rows.setdefault(text(r["session_id"]), r)   # CSV summary: one row per channel, same session columns
+        rows.setdefault(text(r["session_id"]), r)  # CSV summary: one row per channel, same session columns
     assert set(rows) == set(ids.values())
     for case, (points, score) in EXPECTED.items():
         r = rows[ids[case]]
@@ -70,6 +93,8 @@ async def test_missing_game_points_are_empty_not_zero(export_stub, stats_stub, g
         assert num(r["game_points_maximum"]) == 1000
     if fmt in ("csv", "excel"):
         cell = rows[ids["missing"]]["game_points_achieved"]
-        assert cell in ("", None)                    # an empty cell, not "0"
+        assert cell in ("", None)  # an empty cell, not "0"
     if fmt == "json":
-        assert rows[ids["missing"]]["game_points_achieved"] is None and rows[ids["real_zero"]]["game_points_achieved"] == 0
+        assert (
+            rows[ids["missing"]]["game_points_achieved"] is None and rows[ids["real_zero"]]["game_points_achieved"] == 0
+        )

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 
 import asyncpg
@@ -17,6 +16,7 @@ from libs import auth
 from libs.db.pool import init_connection
 from services.export import history as history_mod
 from services.export.history import IN_PROGRESS, History
+from tests.helpers import wait_until
 
 ADMIN = auth.Identity(subject="ops", role="admin")
 
@@ -45,13 +45,11 @@ async def _start(h: History) -> uuid.UUID:
 
 
 async def _wait_closed(db, eid: uuid.UUID, timeout: float = 10.0) -> asyncpg.Record:
-    deadline = time.monotonic() + timeout
-    while True:
+    async def closed() -> asyncpg.Record | None:
         row = await db.fetchrow("SELECT export_status, error_message FROM export_history WHERE id = $1", eid)
-        if row is not None and row["error_message"] != IN_PROGRESS:
-            return row
-        assert time.monotonic() < deadline, f"export {eid} still in progress"
-        await asyncio.sleep(0.05)
+        return row if row is not None and row["error_message"] != IN_PROGRESS else None
+
+    return await wait_until(closed, timeout)
 
 
 @pytest.mark.parametrize("interruption", [asyncio.CancelledError, TimeoutError], ids=["cancelled", "timeout"])
@@ -133,5 +131,5 @@ async def test_an_insert_that_committed_without_its_reply_is_closed(history, db,
         error_message=None,
         options={},
     )
-    await asyncio.sleep(0.5)  # the background close has run (its first attempt is after 0.2 s)
+    await wait_until(lambda: other not in history._unfinished)  # the background close has run
     assert await db.fetchval("SELECT export_status FROM export_history WHERE id = $1", other) == "success"

@@ -3,6 +3,7 @@
 Each fuzz test calls `fuzz_count(name, n)`; the totals go into the JUnit report
 (`record_property`, e.g. `--junitxml`) and are printed in the terminal summary (visible without
 `-s`)."""
+
 from __future__ import annotations
 
 from collections import Counter

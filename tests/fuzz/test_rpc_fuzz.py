@@ -7,12 +7,14 @@ Requests are generated from the proto descriptors, so new fields are fuzzed auto
 strings (empty, huge, non-UUID, traversal, NUL, unicode, plus real ids so deeper code runs),
 numbers (negative, 0, extremes, NaN, ±inf), enums out of range, random bytes as chunks,
 timestamps out of range, repeated and oneof fields."""
+
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import math
 import uuid
+from typing import Any, Literal
 
 import asyncpg
 import grpc
@@ -20,7 +22,8 @@ import pytest
 from google.protobuf.descriptor import FieldDescriptor as F
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ghostly.export.v1 import export_pb2
 from ghostly.ingest.v1 import ingest_pb2
@@ -32,23 +35,47 @@ from services.export.server import SPEC as EXPORT
 from services.ingest.server import SPEC as INGEST
 from services.jit_signal.server import SPEC as JIT
 from services.statistics.server import SPEC as STATISTICS
-from tests.helpers import make_config
-from tests.ops.conftest import register_patient, synthetic_file, upload_messages
+from tests.helpers import make_config, register_patient_at, synthetic_file, upload_messages
 
-EXAMPLES = 60                   # per RPC
+EXAMPLES = 60  # per RPC
 RPC_TIMEOUT_S = 10.0
 BAD = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED}
 PROTOS = {"ingest": ingest_pb2, "statistics": statistics_pb2, "jit_signal": jit_signal_pb2, "export": export_pb2}
 
-EDGE_STRINGS = ["", " ", "a" * 100_000, "not-a-uuid", "00000000-0000-0000-0000-000000000000",
-                "../../etc/passwd", "/etc/passwd", "P001/../x.c3d", "x.c3d", "a/b/c.c3d", "\x00", "\u202e💥",
-                "' OR 1=1 --", "%s%n%x", "Ghostly_Emg_20230321_17-50-17-0881.c3d", "left", "CH1", "*", "-1", "NaN"]
+EDGE_STRINGS = [
+    "",
+    " ",
+    "a" * 100_000,
+    "not-a-uuid",
+    "00000000-0000-0000-0000-000000000000",
+    "../../etc/passwd",
+    "/etc/passwd",
+    "P001/../x.c3d",
+    "x.c3d",
+    "a/b/c.c3d",
+    "\x00",
+    "\u202e💥",
+    "' OR 1=1 --",
+    "%s%n%x",
+    "Ghostly_Emg_20230321_17-50-17-0881.c3d",
+    "left",
+    "CH1",
+    "*",
+    "-1",
+    "NaN",
+]
 EDGE_FLOATS = [0.0, -0.0, -1.0, 1e-300, 1e300, -1e300, math.nan, math.inf, -math.inf, 0.5, 100.0, 1e9]
 INT_RANGES = {
-    F.TYPE_INT32: (-2**31, 2**31 - 1), F.TYPE_SINT32: (-2**31, 2**31 - 1), F.TYPE_SFIXED32: (-2**31, 2**31 - 1),
-    F.TYPE_INT64: (-2**63, 2**63 - 1), F.TYPE_SINT64: (-2**63, 2**63 - 1), F.TYPE_SFIXED64: (-2**63, 2**63 - 1),
-    F.TYPE_UINT32: (0, 2**32 - 1), F.TYPE_FIXED32: (0, 2**32 - 1),
-    F.TYPE_UINT64: (0, 2**64 - 1), F.TYPE_FIXED64: (0, 2**64 - 1),
+    F.TYPE_INT32: (-(2**31), 2**31 - 1),
+    F.TYPE_SINT32: (-(2**31), 2**31 - 1),
+    F.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
+    F.TYPE_INT64: (-(2**63), 2**63 - 1),
+    F.TYPE_SINT64: (-(2**63), 2**63 - 1),
+    F.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
+    F.TYPE_UINT32: (0, 2**32 - 1),
+    F.TYPE_FIXED32: (0, 2**32 - 1),
+    F.TYPE_UINT64: (0, 2**64 - 1),
+    F.TYPE_FIXED64: (0, 2**64 - 1),
 }
 
 
@@ -60,41 +87,65 @@ def _ints(lo: int, hi: int):
 def scalar(fd, known_strings: list[str]):
     t = fd.type
     if t in (F.TYPE_DOUBLE, F.TYPE_FLOAT):
-        width = 32 if t == F.TYPE_FLOAT else 64
+        width: Literal[32, 64] = 32 if t == F.TYPE_FLOAT else 64
         return st.one_of(st.sampled_from(EDGE_FLOATS), st.floats(width=width))
     if t in INT_RANGES:
         return _ints(*INT_RANGES[t])
     if t == F.TYPE_BOOL:
         return st.booleans()
     if t == F.TYPE_STRING:
-        return st.one_of(st.sampled_from(EDGE_STRINGS + known_strings), st.sampled_from(known_strings or [""]),
-                         st.text(max_size=40))
+        return st.one_of(
+            st.sampled_from(EDGE_STRINGS + known_strings), st.sampled_from(known_strings or [""]), st.text(max_size=40)
+        )
     if t == F.TYPE_BYTES:
         return st.binary(max_size=4096)
     if t == F.TYPE_ENUM:
-        return st.one_of(st.sampled_from([v.number for v in fd.enum_type.values]), st.integers(-3, 50),
-                         st.sampled_from([2**31 - 1, -2**31]))
+        return st.one_of(
+            st.sampled_from([v.number for v in fd.enum_type.values]),
+            st.integers(-3, 50),
+            st.sampled_from([2**31 - 1, -(2**31)]),
+        )
     raise AssertionError(fd.type)
 
 
 def message(desc, known_strings: list[str], depth: int = 0):
     if desc.full_name == "google.protobuf.Timestamp":
-        return st.fixed_dictionaries({}, optional={
-            "seconds": st.one_of(st.sampled_from([0, -1, -62135596800, 253402300799, -62135596801, 253402300800,
-                                                  2**63 - 1, -2**63, 1_700_000_000]),
-                                 st.integers(-2**63, 2**63 - 1)),
-            "nanos": st.sampled_from([0, 1, 999_999_999, -1, 10**9, 2**31 - 1])}).map(
-            lambda d: _build(desc, d))
-    fields = {}
+        return st.fixed_dictionaries(
+            {},
+            optional={
+                "seconds": st.one_of(
+                    st.sampled_from(
+                        [
+                            0,
+                            -1,
+                            -62135596800,
+                            253402300799,
+                            -62135596801,
+                            253402300800,
+                            2**63 - 1,
+                            -(2**63),
+                            1_700_000_000,
+                        ]
+                    ),
+                    st.integers(-(2**63), 2**63 - 1),
+                ),
+                "nanos": st.sampled_from([0, 1, 999_999_999, -1, 10**9, 2**31 - 1]),
+            },
+        ).map(lambda d: _build(desc, d))
+    fields: dict[str, Any] = {}
     for fd in desc.fields:
         if fd.type == F.TYPE_MESSAGE:
             if depth >= 3:
                 continue
             if fd.message_type.GetOptions().map_entry:
                 key_fd, val_fd = fd.message_type.fields_by_name["key"], fd.message_type.fields_by_name["value"]
-                inner = st.dictionaries(scalar(key_fd, known_strings),
-                                        message(val_fd.message_type, known_strings, depth + 1)
-                                        if val_fd.type == F.TYPE_MESSAGE else scalar(val_fd, known_strings), max_size=3)
+                inner = st.dictionaries(
+                    scalar(key_fd, known_strings),
+                    message(val_fd.message_type, known_strings, depth + 1)
+                    if val_fd.type == F.TYPE_MESSAGE
+                    else scalar(val_fd, known_strings),
+                    max_size=3,
+                )
                 fields[fd.name] = inner
                 continue
             inner = message(fd.message_type, known_strings, depth + 1)
@@ -106,6 +157,7 @@ def message(desc, known_strings: list[str], depth: int = 0):
 
 def _build(desc, values: dict) -> Message:
     from google.protobuf import message_factory
+
     msg = message_factory.GetMessageClass(desc)()
     for name, value in values.items():
         fd = desc.fields_by_name[name]
@@ -129,7 +181,7 @@ def _build(desc, values: dict) -> Message:
             else:
                 setattr(msg, name, value)
         except (ValueError, TypeError):
-            pass        # a value the protobuf runtime itself refuses never reaches the server
+            pass  # a value the protobuf runtime itself refuses never reaches the server
     return msg
 
 
@@ -139,7 +191,7 @@ async def stack(db_factory, tmp_path_factory):
     await migrate(dsn)
     tmp = tmp_path_factory.mktemp("rpcfuzz")
     cfg = make_config(dsn, tmp, ingest_workers=1, max_upload_bytes=1 << 20)
-    patient = await register_patient(dsn)
+    patient = await register_patient_at(dsn)
     servers = {}
     for spec in (INGEST, STATISTICS, JIT):
         servers[spec.name] = await start_service(spec, cfg, port=0, metrics_port=0)
@@ -148,14 +200,26 @@ async def stack(db_factory, tmp_path_factory):
     name, data = synthetic_file(tmp, 2024)
     async with grpc.aio.insecure_channel(servers["ingest"].address) as ch:
         from ghostly.ingest.v1 import ingest_pb2_grpc
+
         reply = await ingest_pb2_grpc.IngestServiceStub(ch).Upload(upload_messages(data, name, patient), timeout=30)
     conn = await asyncpg.connect(dsn)
     try:
         therapist = str(await conn.fetchval("SELECT therapist_id FROM patients WHERE patient_code = $1", patient))
     finally:
         await conn.close()
-    known = [reply.session_id, patient, therapist, reply.file_path, reply.file_hash, name, str(uuid.uuid4()),
-             "CH1", "CH2", "left_quadriceps", "right_quadriceps"]
+    known = [
+        reply.session_id,
+        patient,
+        therapist,
+        reply.file_path,
+        reply.file_hash,
+        name,
+        str(uuid.uuid4()),
+        "CH1",
+        "CH2",
+        "left_quadriceps",
+        "right_quadriceps",
+    ]
     yield servers, known, patient, (reply.session_id, name, data)
     for s in reversed(list(servers.values())):
         await s.stop(0)
@@ -210,26 +274,35 @@ def one_field_mutation(method, known, valid):
         except (ValueError, TypeError):
             pass
         return out
+
     return st.tuples(message(method.input_type, known), st.sampled_from(names)).map(apply)
 
 
 def upload_of_mutated_c3d(patient: str, valid):
     """Upload the fuzz patient's real C3D bytes after a C3D mutation (whole ingest path)."""
     from tests.fuzz.test_c3d_fuzz import mutate, mutations
+
     _, name, data = valid
     counter = iter(range(10**9))
 
     def build(mutation):
         body = mutate(data, mutation)
         file_name = f"fz{next(counter)}_{uuid.uuid4().hex[:6]}_{name}"
-        return [ingest_pb2.UploadRequest(metadata=ingest_pb2.UploadMetadata(
-                    file_name=file_name, session=ingest_pb2.SessionMetadata(patient_code=patient))),
-                *(ingest_pb2.UploadRequest(chunk=body[i:i + 65536]) for i in range(0, len(body), 65536))]
+        return [
+            ingest_pb2.UploadRequest(
+                metadata=ingest_pb2.UploadMetadata(
+                    file_name=file_name, session=ingest_pb2.SessionMetadata(patient_code=patient)
+                )
+            ),
+            *(ingest_pb2.UploadRequest(chunk=body[i : i + 65536]) for i in range(0, len(body), 65536)),
+        ]
+
     return mutations.map(build)
 
 
-def run_campaign(address: str, service: str, method_name: str, known: list[str], patient: str,
-                 valid) -> tuple[int, dict, list]:
+def run_campaign(
+    address: str, service: str, method_name: str, known: list[str], patient: str, valid
+) -> tuple[int, dict, list]:
     """Hypothesis campaign for one RPC (sync client, in a worker thread)."""
     full, method = next((f, m) for f, m in _methods(service) if m.name == method_name)
     req_cls = _msg_class(method.input_type)
@@ -240,21 +313,26 @@ def run_campaign(address: str, service: str, method_name: str, known: list[str],
     count = [0]
     channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 64 << 20)])
     if method.client_streaming:
-        rpc = channel.stream_unary(path, request_serializer=req_cls.SerializeToString,
-                                   response_deserializer=resp_cls.FromString)
-        strategy = st.one_of(st.lists(message(method.input_type, known), min_size=0, max_size=5),
-                             upload_of_mutated_c3d(patient, valid))
+        rpc = channel.stream_unary(
+            path, request_serializer=req_cls.SerializeToString, response_deserializer=resp_cls.FromString
+        )
+        strategy = st.one_of(
+            st.lists(message(method.input_type, known), min_size=0, max_size=5), upload_of_mutated_c3d(patient, valid)
+        )
     elif method.server_streaming:
-        rpc = channel.unary_stream(path, request_serializer=req_cls.SerializeToString,
-                                   response_deserializer=resp_cls.FromString)
+        rpc = channel.unary_stream(
+            path, request_serializer=req_cls.SerializeToString, response_deserializer=resp_cls.FromString
+        )
         strategy = st.one_of(message(method.input_type, known), one_field_mutation(method, known, valid))
     else:
-        rpc = channel.unary_unary(path, request_serializer=req_cls.SerializeToString,
-                                  response_deserializer=resp_cls.FromString)
+        rpc = channel.unary_unary(
+            path, request_serializer=req_cls.SerializeToString, response_deserializer=resp_cls.FromString
+        )
         strategy = st.one_of(message(method.input_type, known), one_field_mutation(method, known, valid))
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+    )
     @given(req=strategy)
     def one(req):
         count[0] += 1
@@ -262,7 +340,7 @@ def run_campaign(address: str, service: str, method_name: str, known: list[str],
             if method.client_streaming:
                 msgs = list(req)
                 if msgs and msgs[0].WhichOneof("payload") == "metadata" and count[0] % 3 == 0:
-                    msgs[0].metadata.session.patient_code = patient    # reach the content checks
+                    msgs[0].metadata.session.patient_code = patient  # reach the content checks
                 rpc(iter(msgs), timeout=RPC_TIMEOUT_S)
             elif method.server_streaming:
                 for i, _ in enumerate(rpc(_sanitize(service, method.name, req, patient), timeout=RPC_TIMEOUT_S)):
@@ -286,6 +364,7 @@ def run_campaign(address: str, service: str, method_name: str, known: list[str],
 
 def _msg_class(desc):
     from google.protobuf import message_factory
+
     return message_factory.GetMessageClass(desc)
 
 
@@ -295,10 +374,12 @@ PARAMS = [pytest.param(s, m, id=f"{s}.{m}") for s, m in CASES]
 @pytest.mark.parametrize("service,method", PARAMS)
 async def test_rpc_bad_inputs(stack, service, method, fuzz_count, caplog):
     import logging
+
     caplog.set_level(logging.WARNING)
     servers, known, patient, valid = stack
-    n, codes, failures = await asyncio.to_thread(run_campaign, servers[service].address, service, method,
-                                                 known, patient, valid)
+    n, codes, failures = await asyncio.to_thread(
+        run_campaign, servers[service].address, service, method, known, patient, valid
+    )
     fuzz_count(f"rpc: {service}.{method}", n)
     print(f"\n{service}.{method}: {n} inputs -> {codes}")
     assert not failures, f"{service}.{method}: " + "\n".join(failures[:5])

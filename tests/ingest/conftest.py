@@ -1,15 +1,14 @@
 """Ingest fixtures: a real IngestService on loopback over the session's migrated database,
 with its own content store, and a registered therapist + patient per test."""
+
 from __future__ import annotations
 
 import dataclasses
 
-import asyncpg
 import grpc
 import pytest
 
 from ghostly.ingest.v1 import ingest_pb2_grpc
-from libs.db.pool import init_connection
 from libs.grpc_server import start_service
 from services.ingest.server import SPEC
 from tests.helpers import make_config, register_patient, upload_messages  # noqa: F401 (re-exported)
@@ -28,14 +27,6 @@ async def ingest_server(database_url, shared_data_dir):
 async def stub(ingest_server):
     async with grpc.aio.insecure_channel(ingest_server.address) as channel:
         yield ingest_pb2_grpc.IngestServiceStub(channel)
-
-
-@pytest.fixture
-async def db(database_url):
-    conn = await asyncpg.connect(database_url)
-    await init_connection(conn)   # JSON columns as Python objects, as the services see them
-    yield conn
-    await conn.close()
 
 
 @pytest.fixture

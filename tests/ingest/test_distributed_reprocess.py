@@ -2,6 +2,7 @@
 that every replica sharing the content store consumes (SKIP LOCKED); the caller's stream
 reports them wherever they ran; a replica killed mid-run loses nothing (its items' leases run
 out and another replica takes them); every session is reprocessed exactly once."""
+
 from __future__ import annotations
 
 import asyncio
@@ -12,12 +13,11 @@ import sys
 
 import grpc
 
+from app.healthcheck import check
 from ghostly.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from libs.grpc_server import start_service
-from libs.healthcheck import check
 from services.ingest.server import SPEC as INGEST
-from tests.helpers import ROOT, free_port, make_config, subprocess_env, wait_for
-from tests.ingest.conftest import upload_messages
+from tests.helpers import ROOT, free_port, make_config, subprocess_env, upload_messages, wait_for
 from tests.ingest.test_ingest_service import synthetic_bytes
 from tests.ops.test_crash_recovery import _forkserver_tree, _now
 
@@ -27,11 +27,20 @@ async def test_reprocess_spreads_over_replicas_and_survives_a_killed_one(databas
     a = await start_service(INGEST, cfg, port=0, metrics_port=0)
     port = free_port()
     b = subprocess.Popen(
-        [sys.executable, "-m", "services.ingest"], cwd=ROOT, stdout=subprocess.DEVNULL,
-        stderr=open(tmp_path / "replica-b.log", "w"),
-        env=subprocess_env(DATABASE_URL=database_url, GHOSTLY_DATA_DIR=str(tmp_path), GHOSTLY_INGEST_WORKERS="1",
-                           GHOSTLY_INGEST_PORT=str(port), GHOSTLY_INGEST_METRICS_PORT="0",
-                           GHOSTLY_INGEST_CLAIM_LEASE_S="1", GHOSTLY_HEALTH_INTERVAL_S="0.2"))
+        [sys.executable, "-m", "services.ingest"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "replica-b.log", "w"),  # noqa: SIM115 - the child's log, open while it runs
+        env=subprocess_env(
+            DATABASE_URL=database_url,
+            GHOSTLY_DATA_DIR=str(tmp_path),
+            GHOSTLY_INGEST_WORKERS="1",
+            GHOSTLY_INGEST_PORT=str(port),
+            GHOSTLY_INGEST_METRICS_PORT="0",
+            GHOSTLY_INGEST_CLAIM_LEASE_S="1",
+            GHOSTLY_HEALTH_INTERVAL_S="0.2",
+        ),
+    )
     try:
         await wait_for(lambda: check(f"127.0.0.1:{port}", timeout=1), timeout=30, interval=0.1)
         frozen = await wait_for(_now(lambda: _forkserver_tree(b.pid)), timeout=20)
@@ -54,26 +63,37 @@ async def test_reprocess_spreads_over_replicas_and_survives_a_killed_one(databas
             # Once replica B runs an item, kill it (SIGKILL) mid-item. B's analysis workers are
             # frozen (SIGSTOP), so the item it takes is still running when it dies.
             b_owner = f"%:{b.pid}:%"
-            await wait_for(lambda: db.fetchval(
-                "SELECT count(*) FILTER (WHERE i.status = 'running') > 0 "
-                "FROM reprocess_items i JOIN therapy_sessions s ON s.id = i.session_id "
-                "WHERE s.patient_id = $1 AND i.claimed_by LIKE $2", patient, b_owner), timeout=60, interval=0.01)
+            await wait_for(
+                lambda: db.fetchval(
+                    "SELECT count(*) FILTER (WHERE i.status = 'running') > 0 "
+                    "FROM reprocess_items i JOIN therapy_sessions s ON s.id = i.session_id "
+                    "WHERE s.patient_id = $1 AND i.claimed_by LIKE $2",
+                    patient,
+                    b_owner,
+                ),
+                timeout=60,
+                interval=0.01,
+            )
             b.kill()
             await call
 
         final = msgs[-1]
         assert final.done and final.done_count == 10 and final.total_count == 10 and final.failed_count == 0
-        assert {m.session_id for m in msgs[:-1]} == sids and len(msgs) == 11   # each session reported once
+        assert {m.session_id for m in msgs[:-1]} == sids and len(msgs) == 11  # each session reported once
         items = await db.fetch(
             "SELECT i.session_id, i.status, i.claimed_by, i.attempts FROM reprocess_items i "
-            "JOIN therapy_sessions s ON s.id = i.session_id WHERE s.patient_id = $1", patient)
+            "JOIN therapy_sessions s ON s.id = i.session_id WHERE s.patient_id = $1",
+            patient,
+        )
         assert len(items) == 10 and {str(r["session_id"]) for r in items} == sids
         assert all(r["status"] == "done" for r in items)
         # B's item at the kill was taken over by A (a second attempt); nothing ran twice otherwise.
         assert sorted(r["attempts"] for r in items)[-2:] == [1, 2]
         for sid in sids:
-            assert await db.fetchval("SELECT processing_status FROM therapy_sessions WHERE id = $1::uuid",
-                                     sid) == "completed"
+            assert (
+                await db.fetchval("SELECT processing_status FROM therapy_sessions WHERE id = $1::uuid", sid)
+                == "completed"
+            )
             assert await db.fetchval("SELECT count(*) FROM emg_statistics WHERE session_id = $1::uuid", sid) == 2
     finally:
         if b.poll() is None:
@@ -93,8 +113,13 @@ async def test_cancelled_reprocess_drops_its_queued_items(stub, db, patient, tmp
     async def settled():
         return not await db.fetchval(
             "SELECT count(*) FROM reprocess_items i JOIN therapy_sessions s ON s.id = i.session_id "
-            "WHERE s.patient_id = $1 AND i.status IN ('queued', 'running')", patient)
+            "WHERE s.patient_id = $1 AND i.status IN ('queued', 'running')",
+            patient,
+        )
+
     await wait_for(settled, timeout=20)
-    done = await db.fetchval("SELECT count(*) FROM reprocess_items i JOIN therapy_sessions s ON s.id = i.session_id "
-                             "WHERE s.patient_id = $1", patient)
+    done = await db.fetchval(
+        "SELECT count(*) FROM reprocess_items i JOIN therapy_sessions s ON s.id = i.session_id WHERE s.patient_id = $1",
+        patient,
+    )
     assert 1 <= done < 6

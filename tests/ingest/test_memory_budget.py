@@ -17,7 +17,7 @@ import pytest
 from ghostly.common.v1 import common_pb2
 from ghostly.ingest.v1 import ingest_pb2
 from tests.emg.test_c3d_writer import INTEL, MIPS, C3DSpec, build_c3d, layout_of
-from tests.ingest.conftest import upload_messages
+from tests.helpers import upload_messages
 from tests.ingest.test_ingest_service import synthetic_bytes
 
 NAME = "Ghostly_Emg_20240506_14-30-{:02d}-0881.c3d"

@@ -6,20 +6,16 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import asyncpg
 import grpc
-import numpy as np
 import pytest
 
 from ghostly.ingest.v1 import ingest_pb2, ingest_pb2_grpc
-from ghostly.jit_signal.v1 import jit_signal_pb2 as pb
 from ghostly.jit_signal.v1 import jit_signal_pb2_grpc
-from libs.db.pool import init_connection
 from libs.emg.synthetic import ChannelSpec, SyntheticSpec, ghostly_file_name, regular_contractions, write_synthetic_c3d
 from libs.grpc_server import start_service
 from services.ingest.server import SPEC as INGEST
 from services.jit_signal.server import SPEC as JIT
-from tests.helpers import make_config, register_patient, upload_messages
+from tests.helpers import by_channel, collect, make_config, register_patient, upload_messages  # noqa: F401 (re-exported)
 
 
 @pytest.fixture(scope="session")
@@ -69,14 +65,6 @@ def stub(jit_channel):
 
 
 @pytest.fixture(scope="session")
-async def db(database_url):
-    conn = await asyncpg.connect(database_url)
-    await init_connection(conn)
-    yield conn
-    await conn.close()
-
-
-@pytest.fixture(scope="session")
 async def patient(db) -> str:
     return await register_patient(db, "J")
 
@@ -113,28 +101,3 @@ class Sessions:
 @pytest.fixture(scope="session")
 async def sessions(ingest_stub, patient, tmp_path_factory) -> Sessions:
     return Sessions(ingest_stub, patient, tmp_path_factory.mktemp("synthetic"))
-
-
-async def collect(stub, **kw) -> list[pb.SignalChunk]:
-    return [m async for m in stub.StreamSignals(pb.StreamSignalsRequest(**kw))]
-
-
-def by_channel(chunks) -> dict[str, dict]:
-    """channel -> values (float32), indices (int64 original sample indices), chunks."""
-    out: dict[str, dict] = {}
-    for ch in chunks:
-        d = out.setdefault(ch.channel, {"values": [], "indices": [], "chunks": []})
-        vals = np.frombuffer(ch.samples, dtype="<f4")
-        assert vals.size == ch.sample_count and ch.dtype == "float32le"
-        if ch.sample_indices:
-            idx = np.frombuffer(ch.sample_indices, dtype="<u4").astype(np.int64)
-        else:
-            first = round(ch.t0_s * ch.sample_rate_hz)
-            idx = np.arange(first, first + vals.size)
-        d["values"].append(vals)
-        d["indices"].append(idx)
-        d["chunks"].append(ch)
-    for d in out.values():
-        d["values"] = np.concatenate(d["values"])
-        d["indices"] = np.concatenate(d["indices"])
-    return out

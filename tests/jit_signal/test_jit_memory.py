@@ -18,7 +18,7 @@ from ghostly.jit_signal.v1 import jit_signal_pb2 as pb
 from services.jit_signal import cache as jcache
 from services.jit_signal import servicer as jservicer
 from services.jit_signal import signals
-from tests.jit_signal.conftest import by_channel, collect
+from tests.helpers import by_channel, collect, wait_until
 from tests.jit_signal.test_jit_signal import expected_signals
 
 RAW, FILTERED, ENVELOPE = pb.SIGNAL_KIND_RAW, pb.SIGNAL_KIND_FILTERED, pb.SIGNAL_KIND_ENVELOPE
@@ -134,8 +134,7 @@ async def test_list_channels_does_not_wait_behind_computations(stub, sessions, s
     monkeypatch.setattr(servicer, "cold", asyncio.Semaphore(1))
     streams = [asyncio.ensure_future(collect(stub, session_id=s.session_id, kind=ENVELOPE)) for s in (busy, other)]
     try:
-        while not started.is_set():
-            await asyncio.sleep(0.01)
+        await wait_until(started.is_set)
         for sid in (busy.session_id, other.session_id):  # computing, and waiting for a slot
             t = time.perf_counter()
             reply = await stub.ListChannels(pb.ListChannelsRequest(session_id=sid), timeout=2)

@@ -15,9 +15,7 @@ from ghostly.jit_signal.v1 import jit_signal_pb2 as pb
 from libs.db import signal_cache
 from libs.emg import PROCESSING_VERSION, AnalysisSettings, analyze_file, chain_1d, highpass, muscle_channels, read_c3d
 from services.jit_signal import cache as jcache
-from tests.conftest import sample_files
-from tests.helpers import wait_for
-from tests.jit_signal.conftest import by_channel, collect
+from tests.helpers import by_channel, collect, sample_files, wait_for, wait_until
 
 SAMPLES = sample_files()
 needs_samples = pytest.mark.skipif(not SAMPLES, reason="real GHOSTLY samples not found")
@@ -384,7 +382,7 @@ async def test_deadline_stops_the_stream(stub, sessions, servicer):
         timeout=0.3,
     )
     await call.read()
-    await asyncio.sleep(0.6)  # a reader that stalls past its deadline
+    await wait_until(call.done, timeout=10)  # a reader that stalls until its deadline has passed
 
     async def drain() -> None:
         while await call.read() is not grpc.aio.EOF:

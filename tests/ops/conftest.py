@@ -1,5 +1,6 @@
 """Operational fault tests: each module gets its OWN throwaway PostgreSQL cluster (they stop and
 restart it; the suite's shared cluster is never touched), real servers on loopback."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +12,8 @@ from libs.db.embedded import EmbeddedPostgres
 from libs.db.migrate import migrate
 from libs.db.pool import init_connection
 from libs.emg.synthetic import ChannelSpec, SyntheticSpec, ghostly_file_name, regular_contractions, write_synthetic_c3d
-from tests.helpers import register_patient as _register, upload_messages  # noqa: F401 (re-exported)
+from tests.helpers import register_patient as _register
+from tests.helpers import upload_messages as upload_messages  # re-exported for the ops tests
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +48,16 @@ async def connect(dsn: str) -> asyncpg.Connection:
 
 
 def synthetic_file(directory: Path, seed: int, duration_s: float = 30.0, rate: float = 990.0) -> tuple[str, bytes]:
-    spec = SyntheticSpec(duration_s=duration_s, seed=seed, rate=rate, channels=[
-        ChannelSpec(contractions=regular_contractions(4, 2.0, 6.0)),
-        ChannelSpec(contractions=regular_contractions(3, 1.5, 8.0, amplitude_v=200e-6)),
-    ])
+    spec = SyntheticSpec(
+        duration_s=duration_s,
+        seed=seed,
+        rate=rate,
+        channels=[
+            ChannelSpec(contractions=regular_contractions(4, 2.0, 6.0)),
+            ChannelSpec(contractions=regular_contractions(3, 1.5, 8.0, amplitude_v=200e-6)),
+        ],
+    )
     name = ghostly_file_name(spec, seconds=seed % 60, frac=f"{seed % 10000:04d}")
     path = directory / f"{seed}-{name}"
     write_synthetic_c3d(path, spec)
     return name, path.read_bytes()
-
-

@@ -1,6 +1,7 @@
 """kill -9 of ingest during an analysis (issue 16, item 4): the analysis processes die with it,
 the session it had claimed is taken over by the next ingest process (lease expired) and
 completed, and the staging file of an upload cut mid-stream is swept."""
+
 from __future__ import annotations
 
 import asyncio
@@ -13,9 +14,9 @@ from pathlib import Path
 
 import grpc
 
-from ghostly.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+from app.healthcheck import check
+from ghostly.ingest.v1 import ingest_pb2_grpc
 from libs.grpc_server import start_service
-from libs.healthcheck import check
 from services.ingest.server import SPEC as INGEST
 from tests.helpers import ROOT, free_port, make_config, subprocess_env, wait_for
 from tests.ops.conftest import connect, register_patient, synthetic_file, upload_messages
@@ -57,14 +58,16 @@ def _alive(pid: int) -> bool:
 
 def _now(fn):
     """A synchronous condition as wait_for's awaitable predicate."""
+
     async def predicate():
         return fn()
+
     return predicate
 
 
 def _forkserver_tree(pid: int) -> set[int]:
     """The analysis fork server under `pid` and its workers (not the resource tracker)."""
-    for child in _children(pid):   # its workers are forks of it: same command line
+    for child in _children(pid):  # its workers are forks of it: same command line
         try:
             cmd = Path(f"/proc/{child}/cmdline").read_bytes()
         except OSError:
@@ -75,11 +78,22 @@ def _forkserver_tree(pid: int) -> set[int]:
 
 
 def _spawn_ingest(dsn: str, data_dir: Path, port: int, log_path: Path) -> subprocess.Popen:
-    env = subprocess_env(DATABASE_URL=dsn, GHOSTLY_DATA_DIR=str(data_dir), GHOSTLY_HEALTH_INTERVAL_S="0.2",
-                         GHOSTLY_INGEST_WORKERS="2", GHOSTLY_INGEST_PORT=str(port), GHOSTLY_INGEST_METRICS_PORT="0",
-                         GHOSTLY_INGEST_CLAIM_LEASE_S="1")
-    return subprocess.Popen([sys.executable, "-m", "services.ingest"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
+    env = subprocess_env(
+        DATABASE_URL=dsn,
+        GHOSTLY_DATA_DIR=str(data_dir),
+        GHOSTLY_HEALTH_INTERVAL_S="0.2",
+        GHOSTLY_INGEST_WORKERS="2",
+        GHOSTLY_INGEST_PORT=str(port),
+        GHOSTLY_INGEST_METRICS_PORT="0",
+        GHOSTLY_INGEST_CLAIM_LEASE_S="1",
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.ingest"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(log_path, "w"),
+    )
 
 
 async def test_kill_9_mid_analysis_workers_die_and_the_claim_is_recovered(own_pg, tmp_path):
@@ -100,7 +114,7 @@ async def test_kill_9_mid_analysis_workers_die_and_the_claim_is_recovered(own_pg
 
         never = asyncio.Event()
 
-        async def cut_upload():   # an upload that stops mid-stream (its .part stays in staging)
+        async def cut_upload():  # an upload that stops mid-stream (its .part stays in staging)
             msgs = list(upload_messages(data, "cut_" + name, patient, chunk=1 << 14))
             for m in msgs[:3]:
                 yield m
@@ -110,14 +124,17 @@ async def test_kill_9_mid_analysis_workers_die_and_the_claim_is_recovered(own_pg
             stub = ingest_pb2_grpc.IngestServiceStub(ch)
             upload = asyncio.ensure_future(stub.Upload(upload_messages(data, name, patient), timeout=60))
             cut = asyncio.ensure_future(stub.Upload(cut_upload(), timeout=60))
-            row = await wait_for(lambda: db.fetchrow(
-                "SELECT id, processing_status, claimed_by FROM therapy_sessions WHERE patient_id = $1", patient),
-                timeout=20)
+            row = await wait_for(
+                lambda: db.fetchrow(
+                    "SELECT id, processing_status, claimed_by FROM therapy_sessions WHERE patient_id = $1", patient
+                ),
+                timeout=20,
+            )
             staging = tmp_path / "c3d-store" / ".staging"
             await wait_for(_now(lambda: list(staging.glob("*.part"))), timeout=20)
             assert row["processing_status"] == "processing" and row["claimed_by"].split(":")[1] == str(proc.pid)
 
-            proc.kill()   # SIGKILL: no cleanup code of ingest runs
+            proc.kill()  # SIGKILL: no cleanup code of ingest runs
             await asyncio.to_thread(proc.wait, 10)
             for call in (upload, cut):
                 try:
@@ -141,13 +158,16 @@ async def test_kill_9_mid_analysis_workers_die_and_the_claim_is_recovered(own_pg
 
         # The next ingest process (here in-process, same database and store) takes over the
         # stale claim at start-up and completes the session; the old staging file is swept.
-        cfg = make_config(own_pg.dsn, tmp_path, ingest_workers=1, ingest_claim_lease_s=1.0,
-                          ingest_sweep_grace_s=3600.0)
+        cfg = make_config(own_pg.dsn, tmp_path, ingest_workers=1, ingest_claim_lease_s=1.0, ingest_sweep_grace_s=3600.0)
         server = await start_service(INGEST, cfg, port=0, metrics_port=0)
         try:
-            status = await wait_for(lambda: db.fetchval(
-                "SELECT processing_status FROM therapy_sessions WHERE id = $1 AND processing_status <> 'processing'",
-                row["id"]), timeout=30)
+            status = await wait_for(
+                lambda: db.fetchval(
+                    "SELECT processing_status FROM therapy_sessions WHERE id = $1 AND processing_status <> 'processing'",
+                    row["id"],
+                ),
+                timeout=30,
+            )
             assert status == "completed"
             s = await db.fetchrow("SELECT claimed_by, claim_request FROM therapy_sessions WHERE id = $1", row["id"])
             assert s["claimed_by"] is None and s["claim_request"] is None
@@ -182,16 +202,23 @@ async def test_orphan_upload_files_swept_after_the_grace_period(own_pg, tmp_path
         orphan = store / patient / "orphan.c3d"
         orphan.write_bytes(b"orphan bytes")
         import hashlib
+
         h = hashlib.sha256(b"orphan bytes").hexdigest()
         other = store / patient / "renamed.c3d"
         other.write_bytes(b"someone else's bytes")
-        await db.execute("INSERT INTO ingest_pending_files (file_hash, file_paths, created_at) "
-                         "VALUES ($1, $2, now() - interval '2 minutes')",
-                         h, [f"{patient}/orphan.c3d", f"{patient}/renamed.c3d", reply.file_path])
+        await db.execute(
+            "INSERT INTO ingest_pending_files (file_hash, file_paths, created_at) "
+            "VALUES ($1, $2, now() - interval '2 minutes')",
+            h,
+            [f"{patient}/orphan.c3d", f"{patient}/renamed.c3d", reply.file_path],
+        )
         fresh = store / patient / "fresh.c3d"
         fresh.write_bytes(b"fresh")
-        await db.execute("INSERT INTO ingest_pending_files (file_hash, file_paths) VALUES ($1, $2)",
-                         hashlib.sha256(b"fresh").hexdigest(), [f"{patient}/fresh.c3d"])
+        await db.execute(
+            "INSERT INTO ingest_pending_files (file_hash, file_paths) VALUES ($1, $2)",
+            hashlib.sha256(b"fresh").hexdigest(),
+            [f"{patient}/fresh.c3d"],
+        )
 
         counts = await server.context.ingest.maintain_once()
         assert counts["orphans_removed"] == 1
@@ -199,8 +226,7 @@ async def test_orphan_upload_files_swept_after_the_grace_period(own_pg, tmp_path
         assert (store / reply.file_path).exists()
         assert await db.fetchval("SELECT count(*) FROM ingest_pending_files WHERE file_hash = $1", h) == 0
         # An upload that completes leaves no note behind.
-        assert await db.fetchval("SELECT count(*) FROM ingest_pending_files WHERE file_hash = $1",
-                                 reply.file_hash) == 0
+        assert await db.fetchval("SELECT count(*) FROM ingest_pending_files WHERE file_hash = $1", reply.file_hash) == 0
     finally:
         await server.stop(0)
         await db.close()

@@ -1,6 +1,7 @@
 """PostgreSQL restarted under load: health follows the database, requests during the outage fail
 fast with UNAVAILABLE, the services recover by themselves (no restart, no stale pooled
 connection failing the first requests) and no request leaves partial data."""
+
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +12,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ghostly.ingest.v1 import ingest_pb2, ingest_pb2_grpc
-from ghostly.statistics.v1 import statistics_pb2 as spb, statistics_pb2_grpc
+from ghostly.statistics.v1 import statistics_pb2 as spb
+from ghostly.statistics.v1 import statistics_pb2_grpc
 from libs.grpc_server import start_service
 from services.ingest.server import SPEC as INGEST
 from services.statistics.server import SPEC as STATISTICS
@@ -36,7 +38,7 @@ class Load:
 
     def __init__(self, stats, ingest, session_id, patient, tmp):
         self.stats, self.ingest, self.session_id, self.patient, self.tmp = stats, ingest, session_id, patient, tmp
-        self.results: list[tuple[float, str, grpc.StatusCode, float]] = []   # (t, rpc, code, seconds)
+        self.results: list[tuple[float, str, grpc.StatusCode, float]] = []  # (t, rpc, code, seconds)
         self.stop = asyncio.Event()
         self.seed = 5000
         self.unexpected: list[str] = []
@@ -56,16 +58,18 @@ class Load:
     async def reads(self):
         while not self.stop.is_set():
             # A database read whose success does not depend on row visibility (RLS, migration 012).
-            await self._timed("ListSessions", self.stats.ListSessions(
-                spb.ListSessionsRequest(page_size=5), timeout=RPC_DEADLINE_S))
+            await self._timed(
+                "ListSessions", self.stats.ListSessions(spb.ListSessionsRequest(page_size=5), timeout=RPC_DEADLINE_S)
+            )
             await asyncio.sleep(0.02)
 
     async def uploads(self):
         while not self.stop.is_set():
             self.seed += 1
             name, data = await asyncio.to_thread(synthetic_file, self.tmp, self.seed, 30.0)
-            await self._timed("Upload", self.ingest.Upload(upload_messages(data, name, self.patient),
-                                                           timeout=RPC_DEADLINE_S + 5))
+            await self._timed(
+                "Upload", self.ingest.Upload(upload_messages(data, name, self.patient), timeout=RPC_DEADLINE_S + 5)
+            )
 
     def window(self, t0: float, t1: float):
         return [r for r in self.results if t0 <= r[0] <= t1]
@@ -90,21 +94,21 @@ async def test_postgres_restart_under_load(own_pg, tmp_path):
         assert any(r[2] is OK for r in load.results), load.results
 
         # -- outage --------------------------------------------------------------------------
-        t_down = time.monotonic()
         await asyncio.to_thread(pg_stop_fast, own_pg)
         t_stopped = time.monotonic()
 
         async def both(state):
             return await _health(sch) == state and await _health(ich) == state
+
         await wait_for(lambda: both("NOT_SERVING"), timeout=5 * PROBE_S + 1.0, interval=0.02)
         t_not_serving = time.monotonic()
         assert t_not_serving - t_stopped < 5 * PROBE_S + 1.0
-        await asyncio.sleep(1.5)          # requests keep coming during the outage
+        await asyncio.sleep(1.5)  # requests keep coming during the outage
         t_up = time.monotonic()
         await asyncio.to_thread(own_pg.start)
         await wait_for(lambda: both("SERVING"), timeout=10, interval=0.02)
         t_serving = time.monotonic()
-        await asyncio.sleep(1.5)          # and after the recovery
+        await asyncio.sleep(1.5)  # and after the recovery
         load.stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
 
@@ -124,25 +128,32 @@ async def test_postgres_restart_under_load(own_pg, tmp_path):
         assert len(reads_after) >= 10
         assert all(r[2] is OK for r in reads_after), [(r[2], round(r[0] - t_serving, 3)) for r in reads_after]
         assert any(r[2] is OK for r in after if r[1] == "Upload") or not [r for r in after if r[1] == "Upload"]
-        status = await istub.GetProcessingStatus(ingest_pb2.GetProcessingStatusRequest(session_id=first.session_id),
-                                                 timeout=2)
+        status = await istub.GetProcessingStatus(
+            ingest_pb2.GetProcessingStatusRequest(session_id=first.session_id), timeout=2
+        )
         assert status.session_id == first.session_id
-        print(f"\nrestart: NOT_SERVING {t_not_serving - t_stopped:.2f}s after stop; SERVING "
-              f"{t_serving - t_up:.2f}s after start; {len(load.results)} requests, {len(during)} during the "
-              f"outage ({sum(r[2] is UNAVAILABLE for r in during)} UNAVAILABLE)")
+        print(
+            f"\nrestart: NOT_SERVING {t_not_serving - t_stopped:.2f}s after stop; SERVING "
+            f"{t_serving - t_up:.2f}s after start; {len(load.results)} requests, {len(during)} during the "
+            f"outage ({sum(r[2] is UNAVAILABLE for r in during)} UNAVAILABLE)"
+        )
 
         # -- no partial data -----------------------------------------------------------------
         conn = await connect(own_pg.dsn)
         try:
+
             async def settled():
                 return not await conn.fetchval(
-                    "SELECT count(*) FROM therapy_sessions WHERE processing_status = 'processing'")
+                    "SELECT count(*) FROM therapy_sessions WHERE processing_status = 'processing'"
+                )
+
             await wait_for(settled, timeout=10, interval=0.1)
             rows = await conn.fetch(
                 "SELECT s.id, s.processing_status, "
                 "  (SELECT count(*) FROM emg_statistics e WHERE e.session_id = s.id) AS stats, "
                 "  (SELECT count(*) FROM performance_scores p WHERE p.session_id = s.id) AS scores "
-                "FROM therapy_sessions s")
+                "FROM therapy_sessions s"
+            )
         finally:
             await conn.close()
         for r in rows:
@@ -178,6 +189,7 @@ async def test_upload_claimed_then_database_lost_settles_after_recovery(own_pg, 
             gate_in.set()
             await gate_out.wait()
             return outcome
+
         pool.analyze = slow_analyze
 
         name, data = synthetic_file(tmp_path, 777)
@@ -197,7 +209,9 @@ async def test_upload_claimed_then_database_lost_settles_after_recovery(own_pg, 
         try:
             row = await conn.fetchrow(
                 "SELECT processing_status, (SELECT count(*) FROM emg_statistics e WHERE e.session_id = s.id) n "
-                "FROM therapy_sessions s WHERE file_path LIKE $1", f"%{name}")
+                "FROM therapy_sessions s WHERE file_path LIKE $1",
+                f"%{name}",
+            )
         finally:
             await conn.close()
         assert row["processing_status"] == "completed" and row["n"] == 2, dict(row)
@@ -221,8 +235,10 @@ async def test_idle_pooled_connections_are_not_stale_after_restart(own_pg, tmp_p
             req = spb.ListSessionsRequest(page_size=5)
 
             async def burst():
-                return await asyncio.gather(*(stub.ListSessions(req, timeout=5) for _ in range(16)),
-                                            return_exceptions=True)
+                return await asyncio.gather(
+                    *(stub.ListSessions(req, timeout=5) for _ in range(16)), return_exceptions=True
+                )
+
             warm = await burst()
             assert all(not isinstance(r, Exception) for r in warm), warm
             assert stats.context.pool.get_size() >= 4, "the burst should have opened several connections"
@@ -230,6 +246,7 @@ async def test_idle_pooled_connections_are_not_stale_after_restart(own_pg, tmp_p
 
             async def state(name):
                 return await _health(ch) == name
+
             await wait_for(lambda: state("NOT_SERVING"), timeout=5, interval=0.02)
             await asyncio.to_thread(own_pg.start)
             await wait_for(lambda: state("SERVING"), timeout=10, interval=0.02)

@@ -8,6 +8,7 @@
 * An Upload chunk over GHOSTLY_MAX_MESSAGE_BYTES is refused by gRPC itself with
   RESOURCE_EXHAUSTED, and the server keeps serving.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -17,8 +18,10 @@ import grpc
 import pytest
 
 from ghostly.ingest.v1 import ingest_pb2, ingest_pb2_grpc
-from ghostly.jit_signal.v1 import jit_signal_pb2 as jpb, jit_signal_pb2_grpc
-from ghostly.statistics.v1 import statistics_pb2 as spb, statistics_pb2_grpc
+from ghostly.jit_signal.v1 import jit_signal_pb2 as jpb
+from ghostly.jit_signal.v1 import jit_signal_pb2_grpc
+from ghostly.statistics.v1 import statistics_pb2 as spb
+from ghostly.statistics.v1 import statistics_pb2_grpc
 from libs.grpc_server import metrics, start_service
 from services.ingest.server import SPEC as INGEST
 from services.jit_signal.server import SPEC as JIT
@@ -47,7 +50,8 @@ async def servers(own_pg, tmp_path_factory):
     name, data = synthetic_file(tmp, 31337)
     async with grpc.aio.insecure_channel(started["ingest"].address) as ch:
         reply = await ingest_pb2_grpc.IngestServiceStub(ch).Upload(
-            upload_messages(data, name, patient, chunk=32 << 10), timeout=30)
+            upload_messages(data, name, patient, chunk=32 << 10), timeout=30
+        )
     yield started, reply.session_id
     for s in started.values():
         await s.stop(0)
@@ -63,12 +67,15 @@ async def _lock_sessions(dsn: str):
 
 
 async def _waiting_queries(conn, app: str) -> int:
-    return await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 "
-                               "AND state = 'active' AND wait_event_type = 'Lock'", app)
+    return await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 "
+        "AND state = 'active' AND wait_event_type = 'Lock'",
+        app,
+    )
 
 
 async def test_unary_deadline_exceeded_quickly_and_work_stops(own_pg, servers):
-    started, session_id = servers
+    started, _session_id = servers
     stats = started["statistics"]
     before = _handled("statistics", "ListSessions", "DEADLINE_EXCEEDED")
     locker, tx = await _lock_sessions(own_pg.dsn)
@@ -78,7 +85,7 @@ async def test_unary_deadline_exceeded_quickly_and_work_stops(own_pg, servers):
             t0 = time.monotonic()
             call = stub.ListSessions(spb.ListSessionsRequest(page_size=5), timeout=DEADLINE_S)
             await asyncio.sleep(DEADLINE_S / 2)
-            assert await _waiting_queries(locker, "ghostly-statistics") == 1   # the work is running
+            assert await _waiting_queries(locker, "ghostly-statistics") == 1  # the work is running
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await call
             elapsed = time.monotonic() - t0
@@ -93,9 +100,10 @@ async def test_unary_deadline_exceeded_quickly_and_work_stops(own_pg, servers):
         await locker.close()
     pool = stats.context.pool
     await wait_for(lambda: _true(pool.get_idle_size() == pool.get_size()), timeout=2)
-    async with grpc.aio.insecure_channel(stats.address) as ch:   # and the service is fine
-        await statistics_pb2_grpc.StatisticsServiceStub(ch).ListSessions(spb.ListSessionsRequest(page_size=5),
-                                                                         timeout=2)
+    async with grpc.aio.insecure_channel(stats.address) as ch:  # and the service is fine
+        await statistics_pb2_grpc.StatisticsServiceStub(ch).ListSessions(
+            spb.ListSessionsRequest(page_size=5), timeout=2
+        )
 
 
 async def test_streaming_deadline_exceeded_quickly_and_work_stops(own_pg, servers):
@@ -107,14 +115,17 @@ async def test_streaming_deadline_exceeded_quickly_and_work_stops(own_pg, server
         async with grpc.aio.insecure_channel(jit.address) as ch:
             stub = jit_signal_pb2_grpc.JitSignalServiceStub(ch)
             t0 = time.monotonic()
-            call = stub.StreamSignals(jpb.StreamSignalsRequest(session_id=session_id, full_resolution=True),
-                                      timeout=DEADLINE_S)
+            call = stub.StreamSignals(
+                jpb.StreamSignalsRequest(session_id=session_id, full_resolution=True), timeout=DEADLINE_S
+            )
+
             async def drain():
                 async for _ in call:
                     pass
+
             reader = asyncio.ensure_future(drain())
             await asyncio.sleep(DEADLINE_S / 2)
-            assert await _waiting_queries(locker, "ghostly-jit_signal") == 1   # the work is running
+            assert await _waiting_queries(locker, "ghostly-jit_signal") == 1  # the work is running
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await reader
             elapsed = time.monotonic() - t0
@@ -127,9 +138,13 @@ async def test_streaming_deadline_exceeded_quickly_and_work_stops(own_pg, server
     finally:
         await tx.rollback()
         await locker.close()
-    async with grpc.aio.insecure_channel(jit.address) as ch:   # and the service answers at once
-        chunks = [m async for m in jit_signal_pb2_grpc.JitSignalServiceStub(ch).StreamSignals(
-            jpb.StreamSignalsRequest(session_id=session_id, max_points=100), timeout=10)]
+    async with grpc.aio.insecure_channel(jit.address) as ch:  # and the service answers at once
+        chunks = [
+            m
+            async for m in jit_signal_pb2_grpc.JitSignalServiceStub(ch).StreamSignals(
+                jpb.StreamSignalsRequest(session_id=session_id, max_points=100), timeout=10
+            )
+        ]
         assert chunks
 
 
@@ -151,7 +166,7 @@ async def test_upload_chunk_over_max_message_size_is_resource_exhausted(servers)
         small = [msgs[0], *(ingest_pb2.UploadRequest(chunk=b"\0" * (limit // 2)) for _ in range(3))]
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.Upload(iter(small), timeout=5)
-        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION   # patient X is not registered
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # patient X is not registered
     assert ingest.serving
 
 

@@ -1,6 +1,7 @@
 """The embedded PostgreSQL cluster (libs/db/embedded.py): password authentication on TCP, a
 0600 password file, unix socket for the postgres OS user only, the data directory under
 GHOSTLY_DATA_DIR also as root, and who stops a cluster several ghostly processes share."""
+
 from __future__ import annotations
 
 import asyncio
@@ -19,8 +20,15 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from libs import config as config_mod
-from libs.db.embedded import (PASSWORD_FILE, EmbeddedPostgres, default_data_dir, ensure_database,
-                              find_bin_dir, free_port, redact)
+from libs.db.embedded import (
+    PASSWORD_FILE,
+    EmbeddedPostgres,
+    default_data_dir,
+    ensure_database,
+    find_bin_dir,
+    free_port,
+    redact,
+)
 from libs.db.migrate import migrate
 from tests.helpers import ROOT, subprocess_env, wait_for
 
@@ -88,8 +96,9 @@ async def test_tcp_needs_the_password(persistent):
     conn = await asyncpg.connect(pg.dsn)
     try:
         assert await conn.fetchval("SELECT current_user") == "postgres"
-        methods = {r["auth_method"] for r in await conn.fetch(
-            "SELECT auth_method FROM pg_hba_file_rules WHERE type = 'host'")}
+        methods = {
+            r["auth_method"] for r in await conn.fetch("SELECT auth_method FROM pg_hba_file_rules WHERE type = 'host'")
+        }
         assert methods == {"scram-sha-256"}
     finally:
         await conn.close()
@@ -103,6 +112,7 @@ async def test_every_dsn_carries_the_password_and_the_service_roles_need_it(pers
     # The statistics service's read-only role: its DSN (set by ensure_database) works, the
     # passwordless one that with_user() would build does not.
     from services.statistics.db import statistics_dsn
+
     stats = statistics_dsn(cfg)
     assert "ghostly_statistics:" in stats and pg.password in stats
     conn = await asyncpg.connect(stats)
@@ -129,7 +139,7 @@ def test_password_file_is_0600_and_private(persistent):
 
 @pytest.mark.skipif(not IS_ROOT, reason="as root: data directory handed to the postgres user")
 def test_data_dir_is_under_ghostly_data_dir_as_root(persistent, monkeypatch):
-    cfg, pg = persistent
+    _cfg, pg = persistent
     data = Path(os.environ["GHOSTLY_DATA_DIR"])
     assert pg.data_dir == data / "pgdata" == default_data_dir()
     assert pg.data_dir.stat().st_uid == pwd.getpwnam("postgres").pw_uid
@@ -144,13 +154,25 @@ def test_data_dir_is_under_ghostly_data_dir_as_root(persistent, monkeypatch):
 @pytest.mark.skipif(not IS_ROOT, reason="needs root to run psql both as root and as postgres")
 def test_unix_socket_is_for_the_postgres_os_user_only(persistent):
     _, pg = persistent
-    psql = [str(find_bin_dir() / "psql"), "-X", "-h", str(pg.data_dir), "-p", str(pg.port), "-U", "postgres",
-            "-d", "postgres", "-tAc", "SELECT current_user"]
+    psql = [
+        str(find_bin_dir() / "psql"),
+        "-X",
+        "-h",
+        str(pg.data_dir),
+        "-p",
+        str(pg.port),
+        "-U",
+        "postgres",
+        "-d",
+        "postgres",
+        "-tAc",
+        "SELECT current_user",
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     as_root = subprocess.run(psql, capture_output=True, text=True, env=env)
     assert as_root.returncode != 0 and "peer authentication failed" in as_root.stderr.lower(), as_root.stderr
     nobody = subprocess.run(["runuser", "-u", "nobody", "--", *psql], capture_output=True, text=True, env=env)
-    assert nobody.returncode != 0, nobody.stdout   # cannot even reach the socket (data dir 0700)
+    assert nobody.returncode != 0, nobody.stdout  # cannot even reach the socket (data dir 0700)
     as_postgres = subprocess.run(["runuser", "-u", "postgres", "--", *psql], capture_output=True, text=True, env=env)
     assert as_postgres.returncode == 0 and as_postgres.stdout.strip() == "postgres", as_postgres.stderr
 
@@ -178,15 +200,16 @@ async def test_a_cluster_from_before_passwords_is_given_one(running):
     try:
         old = EmbeddedPostgres(pg_dir, port=free_port())
         old._prepare_dir()
-        old._run("initdb", "-D", str(pg_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C",
-                 "--no-sync")
+        old._run("initdb", "-D", str(pg_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync")
         (pg_dir / "postgresql.auto.conf").open("a").write(
-            f"listen_addresses = '127.0.0.1'\nunix_socket_directories = '{pg_dir}'\n")
+            f"listen_addresses = '127.0.0.1'\nunix_socket_directories = '{pg_dir}'\n"
+        )
         assert not (pg_dir / PASSWORD_FILE).exists()
         if running:
-            old._run("pg_ctl", "-D", str(pg_dir), "-l", str(pg_dir / "server.log"), "-o", f"-p {old.port}",
-                     "-w", "start")
-            conn = await asyncpg.connect(_without_password(old.admin_dsn()))   # trust: what is fixed
+            old._run(
+                "pg_ctl", "-D", str(pg_dir), "-l", str(pg_dir / "server.log"), "-o", f"-p {old.port}", "-w", "start"
+            )
+            conn = await asyncpg.connect(_without_password(old.admin_dsn()))  # trust: what is fixed
             await conn.execute("CREATE TABLE kept (x int)")
             await conn.close()
         pg = EmbeddedPostgres(pg_dir, port=old.port)
@@ -208,6 +231,7 @@ async def test_a_cluster_from_before_passwords_is_given_one(running):
 
 # --------------------------------------------------------------------------- who stops it
 
+
 async def test_the_last_user_stops_the_cluster_not_the_first():
     """Two users of one cluster (as two `ghostly serve`): the one that started it leaves it
     running while the other still uses it; the last one out stops it."""
@@ -226,8 +250,9 @@ async def test_the_last_user_stops_the_cluster_not_the_first():
         second.stop()
         assert not second.running(), "the last user leaves it running"
         # A server an operator started (pg_ctl, not through ghostly) is never stopped by ghostly.
-        first._run("pg_ctl", "-D", str(pg_dir), "-l", str(pg_dir / "server.log"), "-o", f"-p {first.port}",
-                   "-w", "start")
+        first._run(
+            "pg_ctl", "-D", str(pg_dir), "-l", str(pg_dir / "server.log"), "-o", f"-p {first.port}", "-w", "start"
+        )
         joined = EmbeddedPostgres(pg_dir, port=first.port)
         joined.start()
         joined.stop()
@@ -237,13 +262,25 @@ async def test_the_last_user_stops_the_cluster_not_the_first():
 
 
 def _serve(name: str, data: Path, pg_port: int, port: int, log: Path) -> subprocess.Popen:
-    env = subprocess_env(GHOSTLY_DATA_DIR=str(data), GHOSTLY_PG_PORT=str(pg_port),
-                         **{f"GHOSTLY_{name.upper()}_PORT": str(port), f"GHOSTLY_{name.upper()}_METRICS_PORT": "0",
-                            "GHOSTLY_SHUTDOWN_GRACE_S": "1", "GHOSTLY_HEALTH_INTERVAL_S": "0.2"})
+    env = subprocess_env(
+        GHOSTLY_DATA_DIR=str(data),
+        GHOSTLY_PG_PORT=str(pg_port),
+        **{
+            f"GHOSTLY_{name.upper()}_PORT": str(port),
+            f"GHOSTLY_{name.upper()}_METRICS_PORT": "0",
+            "GHOSTLY_SHUTDOWN_GRACE_S": "1",
+            "GHOSTLY_HEALTH_INTERVAL_S": "0.2",
+        },
+    )
     for k in ("DATABASE_URL", "STATISTICS_DATABASE_URL", "GHOSTLY_PGDATA"):
         env.pop(k, None)
-    return subprocess.Popen([sys.executable, "-m", "libs.cli", "serve", name], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", name],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("w"),
+    )
 
 
 async def _health(port: int) -> str:
@@ -270,7 +307,7 @@ async def test_one_serve_stopping_leaves_the_database_to_the_others(tmp_path):
         assert await asyncio.to_thread(a.wait, 30) == 0, (tmp_path / "a.log").read_text()[-2000:]
         cluster = EmbeddedPostgres(data / "pgdata", port=pg_port)
         assert cluster.running(), "the first serve took the database with it"
-        await asyncio.sleep(1.0)      # several database probes of B
+        await asyncio.sleep(1.0)  # several database probes of B
         assert await _health(b_port) == "SERVING"
         conn = await asyncpg.connect(cluster.dsn)
         await conn.close()

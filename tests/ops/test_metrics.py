@@ -1,4 +1,5 @@
 """Prometheus metrics recorded by the interceptor, scraped over HTTP from a real /metrics port."""
+
 from __future__ import annotations
 
 import asyncio
@@ -10,7 +11,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ghostly.ingest.v1 import ingest_pb2, ingest_pb2_grpc
-from ghostly.statistics.v1 import statistics_pb2 as spb, statistics_pb2_grpc
+from ghostly.statistics.v1 import statistics_pb2 as spb
+from ghostly.statistics.v1 import statistics_pb2_grpc
 from libs import config as config_mod
 from libs.grpc_server import start_service
 from libs.grpc_server.metrics import LATENCY_BUCKETS
@@ -62,7 +64,8 @@ async def test_rpc_metrics_scraped_over_http(database_url, tmp_path):
             # a server-streaming RPC (counted at completion) and a client-streaming one
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 async for _ in ingest_pb2_grpc.IngestServiceStub(ich).Reprocess(
-                        ingest_pb2.ReprocessRequest(session_id=str(uuid.uuid4()))):
+                    ingest_pb2.ReprocessRequest(session_id=str(uuid.uuid4()))
+                ):
                     pass
             assert info.value.code() == grpc.StatusCode.NOT_FOUND
             with pytest.raises(grpc.aio.AioRpcError):
@@ -82,9 +85,13 @@ async def test_rpc_metrics_scraped_over_http(database_url, tmp_path):
         assert delta("ghostly_rpc_handled_total", service="ingest", method="Upload", code="INVALID_ARGUMENT") == 1
         # latency histogram: buckets 0.5 ms .. 30 s, +Inf, count and sum
         h = dict(method="ListSessions", **s)
-        les = sorted(float(dict(k[1])["le"]) for k in after
-                     if k[0] == "ghostly_rpc_duration_seconds_bucket" and dict(k[1]).get("method") == "ListSessions"
-                     and dict(k[1]).get("service") == "statistics")
+        les = sorted(
+            float(dict(k[1])["le"])
+            for k in after
+            if k[0] == "ghostly_rpc_duration_seconds_bucket"
+            and dict(k[1]).get("method") == "ListSessions"
+            and dict(k[1]).get("service") == "statistics"
+        )
         assert les[:-1] == list(LATENCY_BUCKETS) and les[-1] == float("inf")
         assert delta("ghostly_rpc_duration_seconds_count", **h) == 3
         assert delta("ghostly_rpc_duration_seconds_bucket", le="+Inf", **h) == 3
@@ -94,26 +101,26 @@ async def test_rpc_metrics_scraped_over_http(database_url, tmp_path):
         assert value(after, "ghostly_service_serving", **s) == 1
         assert value(after, "ghostly_service_serving", service="ingest") == 1
         # health checks and reflection are not counted
-        assert not any(dict(k[1]).get("method", "").startswith(("Check", "Watch", "ServerReflection"))
-                       for k in after)
+        assert not any(dict(k[1]).get("method", "").startswith(("Check", "Watch", "ServerReflection")) for k in after)
     finally:
         await ingest.stop(0)
-        assert stats.metrics is not None        # still served: the statistics server holds it
+        assert stats.metrics is not None  # still served: the statistics server holds it
         await asyncio.to_thread(scrape, stats.metrics.url)
         await stats.stop(0)
-    with pytest.raises(OSError):                # released with its last user
+    with pytest.raises(OSError):  # noqa: PT011 - released with its last user: any connection error
         await asyncio.to_thread(scrape, f"http://127.0.0.1:{port}/metrics")
 
 
 async def test_metrics_port_zero_disables_and_busy_port_does_not_block_start(database_url, tmp_path):
     import socket
+
     cfg = make_config(database_url, tmp_path)
     off = await start_service(STATISTICS, cfg, port=0, metrics_port=0)
     try:
         assert off.metrics is None
     finally:
         await off.stop(0)
-    with socket.socket() as busy:            # another process's port: the service still starts
+    with socket.socket() as busy:  # another process's port: the service still starts
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         server = await start_service(STATISTICS, cfg, port=0, metrics_port=busy.getsockname()[1])

@@ -1,6 +1,7 @@
 """SIGTERM while calls are in flight: the service (a real `python -m services.<name>` process)
 stops taking new calls, lets the in-flight ones finish within GHOSTLY_SHUTDOWN_GRACE_S, and
 exits 0. Covered: a long full-resolution JIT stream read slowly, and an Upload mid-stream."""
+
 from __future__ import annotations
 
 import asyncio
@@ -12,11 +13,12 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from app.healthcheck import check
 from ghostly.common.v1 import common_pb2
 from ghostly.ingest.v1 import ingest_pb2_grpc
-from ghostly.jit_signal.v1 import jit_signal_pb2 as jpb, jit_signal_pb2_grpc
+from ghostly.jit_signal.v1 import jit_signal_pb2 as jpb
+from ghostly.jit_signal.v1 import jit_signal_pb2_grpc
 from libs.grpc_server import start_service
-from libs.healthcheck import check
 from services.ingest.server import SPEC as INGEST
 from tests.helpers import ROOT, free_port, make_config, subprocess_env, wait_for
 from tests.ops.conftest import connect, register_patient, synthetic_file, upload_messages
@@ -25,12 +27,21 @@ GRACE_S = 10
 
 
 def _spawn(name: str, dsn: str, data_dir, port: int, log_path) -> subprocess.Popen:
-    env = subprocess_env(DATABASE_URL=dsn, GHOSTLY_DATA_DIR=str(data_dir), GHOSTLY_SHUTDOWN_GRACE_S=str(GRACE_S),
-                         GHOSTLY_HEALTH_INTERVAL_S="0.2", GHOSTLY_INGEST_WORKERS="1",
-                         **{f"GHOSTLY_{name.upper()}_PORT": str(port),
-                            f"GHOSTLY_{name.upper()}_METRICS_PORT": "0"})
-    return subprocess.Popen([sys.executable, "-m", f"services.{name}"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
+    env = subprocess_env(
+        DATABASE_URL=dsn,
+        GHOSTLY_DATA_DIR=str(data_dir),
+        GHOSTLY_SHUTDOWN_GRACE_S=str(GRACE_S),
+        GHOSTLY_HEALTH_INTERVAL_S="0.2",
+        GHOSTLY_INGEST_WORKERS="1",
+        **{f"GHOSTLY_{name.upper()}_PORT": str(port), f"GHOSTLY_{name.upper()}_METRICS_PORT": "0"},
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", f"services.{name}"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(log_path, "w"),
+    )
 
 
 async def _refused(address: str) -> grpc.StatusCode:
@@ -66,9 +77,12 @@ async def test_sigterm_drains_a_long_full_resolution_stream(own_pg, tmp_path):
         await wait_for(lambda: check(address, timeout=1), timeout=30, interval=0.1)
         async with grpc.aio.insecure_channel(address) as ch:
             stub = jit_signal_pb2_grpc.JitSignalServiceStub(ch)
-            call = stub.StreamSignals(jpb.StreamSignalsRequest(
-                session_id=reply.session_id, kind=jpb.SIGNAL_KIND_RAW, full_resolution=True, chunk_samples=16384),
-                timeout=60)
+            call = stub.StreamSignals(
+                jpb.StreamSignalsRequest(
+                    session_id=reply.session_id, kind=jpb.SIGNAL_KIND_RAW, full_resolution=True, chunk_samples=16384
+                ),
+                timeout=60,
+            )
             samples, chunks, t_term, channels = 0, 0, None, set()
             async for msg in call:
                 chunks += 1
@@ -107,7 +121,7 @@ async def test_sigterm_drains_an_upload_in_progress(own_pg, tmp_path):
             for i, msg in enumerate(upload_messages(data, name, patient, chunk=16 << 10)):
                 yield msg
                 if i == 3:
-                    sent.set()       # the upload is under way: SIGTERM now
+                    sent.set()  # the upload is under way: SIGTERM now
                 await asyncio.sleep(0.02)
 
         async with grpc.aio.insecure_channel(address) as ch:
@@ -124,8 +138,9 @@ async def test_sigterm_drains_an_upload_in_progress(own_pg, tmp_path):
         assert await _exit_code(proc, GRACE_S + 10) == 0
         conn = await connect(own_pg.dsn)
         try:
-            status = await conn.fetchval("SELECT processing_status FROM therapy_sessions WHERE id = $1::uuid",
-                                         reply.session_id)
+            status = await conn.fetchval(
+                "SELECT processing_status FROM therapy_sessions WHERE id = $1::uuid", reply.session_id
+            )
         finally:
             await conn.close()
         assert status == "completed"

@@ -1,6 +1,7 @@
 """`ghostly up` checks every port it needs (gRPC, metrics, embedded PostgreSQL) before it starts
 anything: a taken one -> exit at once, non-zero, naming the port and what holds it, nothing left
 running (a second `ghostly up` used to show the first stack's SERVING, then die piecemeal)."""
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,12 @@ from tests.helpers import ROOT, subprocess_env
 
 def _up_env(data: Path, **ports: int) -> dict[str, str]:
     """Every port `ghostly up` needs set to a free one (or as given), embedded database."""
-    env = subprocess_env(GHOSTLY_DATA_DIR=str(data), GHOSTLY_PG_PORT=str(ports.pop("pg", free_port())),
-                         GHOSTLY_SHUTDOWN_GRACE_S="1", GHOSTLY_INGEST_WORKERS="1")
+    env = subprocess_env(
+        GHOSTLY_DATA_DIR=str(data),
+        GHOSTLY_PG_PORT=str(ports.pop("pg", free_port())),
+        GHOSTLY_SHUTDOWN_GRACE_S="1",
+        GHOSTLY_INGEST_WORKERS="1",
+    )
     for var, _ in (*config_mod.SERVICE_PORTS.values(), *config_mod.METRICS_PORTS.values()):
         env[var] = str(ports.pop(var, free_port()))
     assert not ports, ports
@@ -47,21 +52,28 @@ def _process_group(pgid: int) -> list[str]:
 
 def _run_up(env: dict[str, str]) -> tuple[subprocess.CompletedProcess, float, int]:
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "libs.cli", "up"], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "up"],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as exc:
         os.killpg(proc.pid, 9)
         out, err = proc.communicate()
-        raise AssertionError(f"ghostly up still running after 30 s\n{out}\n{err}")
+        raise AssertionError(f"ghostly up still running after 30 s\n{out}\n{err}") from exc
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), time.monotonic() - t0, proc.pid
 
 
 @pytest.fixture
 def data_dir():
     d = Path(tempfile.mkdtemp(prefix="ghostly-test-up-", dir="/tmp"))
-    d.chmod(0o755)          # reachable by the postgres user, should anything start there
+    d.chmod(0o755)  # reachable by the postgres user, should anything start there
     yield d
     subprocess.run(["rm", "-rf", str(d)], check=False)
 
