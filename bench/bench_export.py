@@ -22,7 +22,6 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import asyncpg
@@ -30,7 +29,7 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bench.*, tests.*
 
-from bench.common import LARGEST, database, median, pct, services
+from bench.common import LARGEST, add_researcher, database, median, pct, register_patient, services
 from bench.gen_cohort import generate
 from ghostly.export.v1 import export_pb2 as pb
 from ghostly.export.v1 import export_pb2_grpc
@@ -58,16 +57,8 @@ async def export_once(stub, **fields) -> tuple[float, pb.ExportCompleted, int]:
 
 async def run(dsn: str, ports: dict[str, int], runs: int, summary_runs: int) -> dict:
     conn = await asyncpg.connect(dsn)
-    therapist = await conn.fetchval(
-        "INSERT INTO therapists (user_id, first_name, last_name) VALUES ($1, 'B', 'T') RETURNING id", uuid.uuid4()
-    )
-    await conn.execute(
-        "INSERT INTO patients (therapist_id, patient_code, first_name, last_name, date_of_birth) "
-        "VALUES ($1, 'P900', 'B', 'P', '1940-01-01')",
-        therapist,
-    )
-    researcher = uuid.uuid4()
-    await conn.execute("INSERT INTO researcher_profiles (id, full_name, institution) VALUES ($1, 'R', 'I')", researcher)
+    await register_patient(conn, "P900")
+    researcher = await add_researcher(conn)
     await conn.close()
     cohort = await generate(dsn, patients=15, sessions_per_patient=70, prefix="B", quiet=True)
     summary_ids = [str(s) for s in cohort["completed_ids"][:1000]]

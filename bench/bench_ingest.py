@@ -16,7 +16,6 @@ import struct
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import asyncpg
@@ -24,7 +23,7 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bench.*, tests.*
 
-from bench.common import LARGEST, database, median, pct, services
+from bench.common import LARGEST, database, median, pct, register_patient, services
 from ghostly.ingest.v1 import ingest_pb2_grpc
 from services.ingest.cli import requests
 
@@ -43,14 +42,7 @@ def variants(src: Path, n: int, folder: Path) -> list[Path]:
 
 async def run(dsn: str, files: list[Path], concurrency: int, address: str) -> tuple[float, list[float]]:
     conn = await asyncpg.connect(dsn)
-    therapist = await conn.fetchval(
-        "INSERT INTO therapists (user_id, first_name, last_name) VALUES ($1, 'B', 'T') RETURNING id", uuid.uuid4()
-    )
-    await conn.execute(
-        "INSERT INTO patients (therapist_id, patient_code, first_name, last_name, date_of_birth) "
-        "VALUES ($1, 'P900', 'B', 'P', '1940-01-01')",
-        therapist,
-    )
+    await register_patient(conn, "P900")
     await conn.close()
     latencies: list[float] = []
     gate = asyncio.Semaphore(concurrency)

@@ -21,7 +21,6 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import asyncpg
@@ -30,7 +29,7 @@ import grpc
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bench.*, tests.*
 
 from bench.bench_ingest import variants
-from bench.common import LARGEST, database, median, pct, services
+from bench.common import LARGEST, database, median, pct, register_patient, services
 from ghostly.ingest.v1 import ingest_pb2_grpc
 from ghostly.jit_signal.v1 import jit_signal_pb2 as pb
 from ghostly.jit_signal.v1 import jit_signal_pb2_grpc
@@ -55,14 +54,7 @@ async def timed(stub, **kw) -> tuple[float, float, int, bool]:
 
 async def run(dsn: str, files: list[Path], runs: int, ingest_addr: str, jit_addr: str, cache_dir: Path) -> dict:
     conn = await asyncpg.connect(dsn)
-    therapist = await conn.fetchval(
-        "INSERT INTO therapists (user_id, first_name, last_name) VALUES ($1, 'B', 'T') RETURNING id", uuid.uuid4()
-    )
-    await conn.execute(
-        "INSERT INTO patients (therapist_id, patient_code, first_name, last_name, date_of_birth) "
-        "VALUES ($1, 'P901', 'B', 'P', '1940-01-01')",
-        therapist,
-    )
+    await register_patient(conn, "P901")
     async with grpc.aio.insecure_channel(ingest_addr, options=[("grpc.max_send_message_length", 8 << 20)]) as ch:
         stub = ingest_pb2_grpc.IngestServiceStub(ch)
         sids = [(await stub.Upload(requests(p, "P901"))).session_id for p in files]

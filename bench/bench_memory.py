@@ -219,12 +219,11 @@ def measure_services(files: list[tuple[str, float, Path]]) -> dict[tuple[str, fl
     """Through the real services: ingest (fresh service per file: its analysis worker's VmHWM)
     then jit_signal (fresh server per file: its VmHWM serving one full-resolution envelope)."""
     import asyncio
-    import uuid
 
     import asyncpg
     import grpc
 
-    from bench.common import database, services
+    from bench.common import database, register_patient, services
     from ghostly.ingest.v1 import ingest_pb2_grpc
     from ghostly.jit_signal.v1 import jit_signal_pb2 as pb
     from ghostly.jit_signal.v1 import jit_signal_pb2_grpc
@@ -237,15 +236,7 @@ def measure_services(files: list[tuple[str, float, Path]]) -> dict[tuple[str, fl
 
         async def patient() -> None:
             conn = await asyncpg.connect(dsn)
-            t = await conn.fetchval(
-                "INSERT INTO therapists (user_id, first_name, last_name) VALUES ($1, 'B', 'T') RETURNING id",
-                uuid.uuid4(),
-            )
-            await conn.execute(
-                "INSERT INTO patients (therapist_id, patient_code, first_name, last_name, "
-                "date_of_birth) VALUES ($1, 'P900', 'B', 'P', '1940-01-01')",
-                t,
-            )
+            await register_patient(conn, "P900")
             await conn.close()
 
         asyncio.run(patient())

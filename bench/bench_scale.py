@@ -37,7 +37,7 @@ import grpc
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bench.*, tests.*
 
 from bench.bench_ingest import variants
-from bench.common import LARGEST, database, median, pct, services
+from bench.common import LARGEST, add_researcher, database, median, pct, register_patient, services
 from ghostly.export.v1 import export_pb2 as epb
 from ghostly.export.v1 import export_pb2_grpc
 from ghostly.ingest.v1 import ingest_pb2, ingest_pb2_grpc
@@ -50,17 +50,8 @@ OPTS = [("grpc.max_send_message_length", 8 << 20), ("grpc.max_receive_message_le
 
 async def add_patient(dsn: str, code: str) -> uuid.UUID:
     conn = await asyncpg.connect(dsn)
-    therapist = await conn.fetchval(
-        "INSERT INTO therapists (user_id, first_name, last_name) VALUES ($1, 'B', 'T') RETURNING id", uuid.uuid4()
-    )
-    await conn.execute(
-        "INSERT INTO patients (therapist_id, patient_code, first_name, last_name, date_of_birth) "
-        "VALUES ($1, $2, 'B', 'P', '1940-01-01')",
-        therapist,
-        code,
-    )
-    researcher = uuid.uuid4()
-    await conn.execute("INSERT INTO researcher_profiles (id, full_name, institution) VALUES ($1, 'R', 'I')", researcher)
+    await register_patient(conn, code)
+    researcher = await add_researcher(conn)
     await conn.close()
     return researcher
 

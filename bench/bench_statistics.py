@@ -46,7 +46,7 @@ from ghostly.statistics.v1 import statistics_pb2 as pb  # noqa: E402
 from ghostly.statistics.v1 import statistics_pb2_grpc  # noqa: E402
 from libs.auth import issue_token  # noqa: E402
 from libs.db.dsn import with_user  # noqa: E402
-from services.statistics import queries as q  # noqa: E402
+from services.statistics import repository as q  # noqa: E402
 
 TARGETS = {  # name -> (statistic, limit ms)
     "GetPerformanceScore": [("p50", 1.0), ("p99", 5.0)],

@@ -36,7 +36,7 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bench.*, tests.*
 
-from bench.common import ROOT, wait_serving
+from bench.common import ROOT, add_researcher, register_patient, wait_serving
 from ghostly.export.v1 import export_pb2 as epb
 from ghostly.export.v1 import export_pb2_grpc
 from ghostly.ingest.v1 import ingest_pb2, ingest_pb2_grpc
@@ -119,18 +119,8 @@ def make_files(directory: Path, n: int) -> list[Path]:
 async def seed_people(dsn: str) -> tuple[str, uuid.UUID]:
     conn = await asyncpg.connect(dsn)
     try:
-        therapist = await conn.fetchval(
-            "INSERT INTO therapists (user_id, first_name, last_name) VALUES ($1, 'C', 'T') RETURNING id", uuid.uuid4()
-        )
-        await conn.execute(
-            "INSERT INTO patients (therapist_id, patient_code, first_name, last_name, date_of_birth) "
-            "VALUES ($1, 'P900', 'C', 'P', '1940-01-01')",
-            therapist,
-        )
-        researcher = uuid.uuid4()
-        await conn.execute(
-            "INSERT INTO researcher_profiles (id, full_name, institution) VALUES ($1, 'R', 'I')", researcher
-        )
+        await register_patient(conn, "P900")
+        researcher = await add_researcher(conn)
         return "P900", researcher
     finally:
         await conn.close()

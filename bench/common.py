@@ -6,7 +6,9 @@ import contextlib
 import os
 import statistics
 import sys
+import uuid
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -125,3 +127,26 @@ def pct(values: list[float], q: float) -> float:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+async def register_patient(conn: Any, code: str) -> uuid.UUID:
+    """A therapist and their patient ``code`` on ``conn`` (asyncpg, the owner); returns the
+    therapist id. The one copy of the register-patient SQL of the benchmarks (tests have
+    theirs in tests/helpers.py)."""
+    therapist: uuid.UUID = await conn.fetchval(
+        "INSERT INTO therapists (user_id, first_name, last_name) VALUES ($1, 'B', 'T') RETURNING id", uuid.uuid4()
+    )
+    await conn.execute(
+        "INSERT INTO patients (therapist_id, patient_code, first_name, last_name, date_of_birth) "
+        "VALUES ($1, $2, 'B', 'P', '1940-01-01')",
+        therapist,
+        code,
+    )
+    return therapist
+
+
+async def add_researcher(conn: Any) -> uuid.UUID:
+    """A researcher profile (the exported_by of research exports); returns its id."""
+    researcher = uuid.uuid4()
+    await conn.execute("INSERT INTO researcher_profiles (id, full_name, institution) VALUES ($1, 'R', 'I')", researcher)
+    return researcher

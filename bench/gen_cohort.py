@@ -34,6 +34,8 @@ from pathlib import Path
 import asyncpg
 import numpy as np
 
+from libs.emg.settings import BFR_SAFE_RANGE
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 REQUESTED = {"compliance": 0.40, "symmetry": 0.25, "effort": 0.20, "game": 0.15}
@@ -156,7 +158,8 @@ async def generate(
     game = gpts / gmax * 100
     has_bfr = rng.random(n) < 0.4
     pressure = np.round(rng.normal(50, 3.5, n), 1)
-    gate = np.where(has_bfr & ((pressure < 45) | (pressure > 55)), 0.0, 1.0)
+    low, high = BFR_SAFE_RANGE
+    gate = np.where(has_bfr & ((pressure < low) | (pressure > high)), 0.0, 1.0)
     compliance = compliance * gate
     overall = np.where(
         rpe_missing,

@@ -26,7 +26,7 @@ import grpc
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bench.*, tests.*
 
 from bench.bench_ingest import variants
-from bench.common import LARGEST, SAMPLES, database, median, pct, services
+from bench.common import LARGEST, SAMPLES, database, median, pct, register_patient, services
 from ghostly.ingest.v1 import ingest_pb2_grpc
 from ghostly.jit_signal.v1 import jit_signal_pb2 as jpb
 from ghostly.jit_signal.v1 import jit_signal_pb2_grpc
@@ -164,16 +164,8 @@ async def run_load(
 
 async def seed(dsn: str, ingest_addr: str, files: list[Path]) -> tuple[str, list[str]]:
     conn = await asyncpg.connect(dsn)
-    therapist = await conn.fetchval(
-        "INSERT INTO therapists (user_id, first_name, last_name) VALUES ($1, 'L', 'T') RETURNING id", uuid.uuid4()
-    )
     patient = "P777"
-    await conn.execute(
-        "INSERT INTO patients (therapist_id, patient_code, first_name, last_name, date_of_birth) "
-        "VALUES ($1, $2, 'L', 'P', '1940-01-01')",
-        therapist,
-        patient,
-    )
+    await register_patient(conn, patient)
     await conn.close()
     ids = []
     async with grpc.aio.insecure_channel(ingest_addr, options=[("grpc.max_send_message_length", 8 << 20)]) as ch:

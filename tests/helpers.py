@@ -417,3 +417,17 @@ def session_of(text: str, path: Path) -> str:
     """The session id `ghostly ingest` printed for `path` (lines come in completion order)."""
     line = next(x for x in text.splitlines() if f" {path}  session " in x)
     return _group(rf"session ({UUID_RE})", line)
+
+
+def pg_stop_fast(pg: Any) -> None:
+    """Stop an EmbeddedPostgres as an operator would (pg_ctl stop -m fast); data kept, same port."""
+    pg._run("pg_ctl", "-D", str(pg.data_dir), "-m", "fast", "-w", "stop")
+
+
+async def connect(dsn: str) -> asyncpg.Connection:
+    """A connection that decodes JSON columns as the services do."""
+    from libs.db.pool import init_connection
+
+    conn = await asyncpg.connect(dsn)
+    await init_connection(conn)
+    return conn

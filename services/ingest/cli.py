@@ -15,8 +15,10 @@ import asyncio
 import sys
 from pathlib import Path
 
+from libs.convert import SESSION_TYPE
+
 CHUNK = 1 << 20
-SESSION_TYPES = ("baseline", "training", "assessment")
+SESSION_TYPES = tuple(SESSION_TYPE)  # the database names, in the enum order
 
 
 def collect(paths: list[str]) -> list[Path]:

@@ -177,7 +177,7 @@ async def record(
                     "scoring_config_version": config.version,
                 }
         elif row["score_id"] is not None:
-            await conn.execute("DELETE FROM performance_scores WHERE session_id = $1", sid)
+            await repo.delete_score(conn, sid)
         if "bfr_actual_pressure_aop" in given:
             await _record_bfr(conn, sid, req.bfr, config)
         return _reply(sid, saved, score, changed=True, config_version=config.version)
@@ -188,7 +188,7 @@ async def _record_bfr(conn: asyncpg.Connection, sid: uuid.UUID, b: ingest_pb2.Bf
     fields the request leaves unset keep their recorded values."""
     from services.ingest.servicer import bfr_row  # one reading of BfrInput (lazy: servicer imports us)
 
-    existing = await conn.fetchrow("SELECT * FROM bfr_monitoring WHERE session_id = $1", sid)
+    existing = await repo.bfr(conn, sid)
     new = bfr_row(ingest_pb2.SessionMetadata(bfr=b), config.bfr_gate)
     assert new is not None  # the metadata holds the BFR message
     if existing is not None:

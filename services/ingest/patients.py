@@ -199,9 +199,7 @@ class PatientServicer(ingest_pb2_grpc.PatientServiceServicer):
             raise InvalidArgument(f"top_n must be 0 (= {DEFAULT_TOP_N}) or 1..{MAX_TOP_N}, got {request.top_n}")
         notes = _notes(request.notes)
         async with self.db.acquire() as conn:
-            session = await conn.fetchrow(
-                "SELECT patient_id, processing_status, session_type FROM therapy_sessions WHERE id = $1", sid
-            )
+            session = await repo.session_owner(conn, sid)
             if session is None or session["patient_id"] is None:
                 raise NotFound(f"session {sid} does not exist")
             try:

@@ -17,8 +17,6 @@ from libs.emg import PROCESSING_PIPELINE, AnalysisSettings, SessionAnalysis
 from libs.emg.scoring import PerformanceResult
 from libs.emg.settings import PARAMS_KEY, ProcessingParams, encode_params
 
-SESSION_TYPES = {1: "baseline", 2: "training", 3: "assessment"}
-
 
 @dataclass(frozen=True)
 class SessionHeader:
@@ -559,7 +557,7 @@ async def therapist_by_user(conn: asyncpg.Connection, user_id: uuid.UUID) -> asy
     return await conn.fetchrow("SELECT * FROM therapists WHERE user_id = $1", user_id)
 
 
-async def therapist_exists(conn: asyncpg.Connection, therapist_id: uuid.UUID) -> bool:
+async def therapist_exists(conn: asyncpg.Pool | asyncpg.Connection, therapist_id: uuid.UUID) -> bool:
     return bool(await conn.fetchval("SELECT true FROM therapists WHERE id = $1", therapist_id))
 
 
@@ -898,4 +896,58 @@ async def cancel_queued_reprocess(conn: asyncpg.Connection, batch_id: uuid.UUID)
 async def purge_finished_reprocess(conn: asyncpg.Connection, older_than_s: float) -> None:
     await conn.execute(
         "DELETE FROM reprocess_items WHERE finished_at < now() - make_interval(secs => $1)", older_than_s
+    )
+
+
+# --------------------------------------------------------------------------- reads of the handlers
+
+# Where GetProcessingStatus looks a session up (request field -> column).
+STATUS_COLUMNS = ("id", "file_hash", "file_path")
+
+
+async def processing_status(db: asyncpg.Pool | asyncpg.Connection, column: str, value: Any) -> asyncpg.Record | None:
+    if column not in STATUS_COLUMNS:
+        raise ValueError(f"not a lookup column: {column}")
+    return await db.fetchrow(
+        "SELECT id, processing_status, error_message, processing_version, processing_time_ms, created_at, "
+        f"processed_at, file_path, file_hash FROM therapy_sessions WHERE {column} = $1",
+        value,
+    )
+
+
+async def upload_patient(db: asyncpg.Pool | asyncpg.Connection, patient_code: str) -> asyncpg.Record | None:
+    """The patient an upload names (its code and therapist): a primary-key lookup."""
+    return await db.fetchrow("SELECT patient_code, therapist_id FROM patients WHERE patient_code = $1", patient_code)
+
+
+async def session_ids(db: asyncpg.Pool | asyncpg.Connection, where: str, args: list[Any]) -> list[uuid.UUID]:
+    """Sessions of a Reprocess scope (``where``: a condition over therapy_sessions built by the
+    handler from fixed fragments, values in ``args``), in date order."""
+    rows = await db.fetch(f"SELECT id FROM therapy_sessions WHERE {where} ORDER BY session_date NULLS LAST, id", *args)
+    return [r["id"] for r in rows]
+
+
+async def lock_status(conn: asyncpg.Connection, sid: uuid.UUID) -> str | None:
+    """The session's processing_status, its row locked for the rest of the transaction."""
+    status: str | None = await conn.fetchval(
+        "SELECT processing_status FROM therapy_sessions WHERE id = $1 FOR UPDATE", sid
+    )
+    return status
+
+
+async def outcome(conn: asyncpg.Connection, sid: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM session_outcomes WHERE session_id = $1", sid)
+
+
+async def delete_score(conn: asyncpg.Connection, sid: uuid.UUID) -> None:
+    await conn.execute("DELETE FROM performance_scores WHERE session_id = $1", sid)
+
+
+async def bfr(conn: asyncpg.Connection, sid: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM bfr_monitoring WHERE session_id = $1", sid)
+
+
+async def session_owner(conn: asyncpg.Connection, sid: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT patient_id, processing_status, session_type FROM therapy_sessions WHERE id = $1", sid
     )

@@ -14,6 +14,7 @@ import math
 
 from ghostly.common.v1 import common_pb2
 from ghostly.ingest.v1 import ingest_pb2
+from libs.convert import SESSION_TYPE
 from libs.errors import InvalidArgument
 
 INT4_MAX = (1 << 31) - 1
@@ -24,12 +25,7 @@ MAX_MVC_V = 0.1  # 100 mV: no surface EMG envelope reaches it (016)
 MAX_DURATION_THRESHOLD_S = 60.0  # as patient_calibrations (016)
 MAX_PROTOCOL_DAY = 365  # the trial protocol has 14 days; follow-ups may come later
 MAX_TEXT = 200  # free-text BFR fields (device, cuff, serial number)
-SESSION_TYPES = {
-    common_pb2.SESSION_TYPE_UNSPECIFIED,
-    common_pb2.SESSION_TYPE_BASELINE,
-    common_pb2.SESSION_TYPE_TRAINING,
-    common_pb2.SESSION_TYPE_ASSESSMENT,
-}
+SESSION_TYPES = {common_pb2.SESSION_TYPE_UNSPECIFIED, *SESSION_TYPE.values()}
 
 
 def _has(msg, name: str) -> bool:

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from ghostly.common.v1 import common_pb2
 from ghostly.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from libs import auth
-from libs.convert import parse_uuid
+from libs.convert import SESSION_TYPE_NAME, parse_uuid
 from libs.emg import PROCESSING_VERSION, AnalysisSettings, EmgError, MemoryBudgetExceeded, check_analysis_budget
 from libs.emg.settings import BFR_SAFE_RANGE
 from libs.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
@@ -52,11 +52,6 @@ STATUS = {
     "processing": common_pb2.PROCESSING_STATUS_PROCESSING,
     "completed": common_pb2.PROCESSING_STATUS_COMPLETED,
     "failed": common_pb2.PROCESSING_STATUS_FAILED,
-}
-SESSION_TYPES = {
-    common_pb2.SESSION_TYPE_BASELINE: "baseline",
-    common_pb2.SESSION_TYPE_TRAINING: "training",
-    common_pb2.SESSION_TYPE_ASSESSMENT: "assessment",
 }
 BFR_FIELDS = {  # BfrInput field -> bfr_monitoring column
     "target_pressure_aop": "target_pressure_aop",
@@ -241,11 +236,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         column = {"session_id": "id", "file_hash": "file_hash", "file_path": "file_path"}[key]
         if key == "session_id":
             value = parse_uuid(value, "session_id")
-        row = await self.db.fetchrow(
-            f"SELECT id, processing_status, error_message, processing_version, processing_time_ms, created_at, "
-            f"processed_at, file_path, file_hash FROM therapy_sessions WHERE {column} = $1",
-            value,
-        )
+        row = await repo.processing_status(self.db, column, value)
         if row is None:
             raise NotFound(f"no session with {key} {getattr(request, key)!r}")
         reply = ingest_pb2.ProcessingStatusReply(
@@ -279,12 +270,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         if request.only_outdated:
             where += f" AND processing_version <> ${len(args) + 1}"
             args.append(PROCESSING_VERSION)
-        ids = [
-            r["id"]
-            for r in await self.db.fetch(
-                f"SELECT id FROM therapy_sessions WHERE {where} ORDER BY session_date NULLS LAST, id", *args
-            )
-        ]
+        ids = await repo.session_ids(self.db, where, args)
         if scope == "session_id" and not ids and not request.only_outdated:
             raise NotFound(f"session {args[0]} does not exist")  # the parsed id, whatever case was sent
         # Work items every ingest replica sharing this content store consumes (SKIP LOCKED
@@ -375,15 +361,13 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     async def _people(self, patient_code: str, therapist_id: str) -> tuple[str, uuid.UUID | None]:
         """Documented rule: patient codes must be registered (patients need a name, birth date
         and therapist that a C3D does not carry), so an unknown code is FAILED_PRECONDITION."""
-        row = await self.db.fetchrow(
-            "SELECT patient_code, therapist_id FROM patients WHERE patient_code = $1", patient_code
-        )
+        row = await repo.upload_patient(self.db, patient_code)
         if row is None:
             raise FailedPrecondition(f"patient {patient_code!r} is not registered; register the patient first")
         if not therapist_id:
             return row["patient_code"], row["therapist_id"]
         tid = parse_uuid(therapist_id, "session.therapist_id")
-        if not await self.db.fetchval("SELECT true FROM therapists WHERE id = $1", tid):
+        if not await repo.therapist_exists(self.db, tid):
             raise FailedPrecondition(f"therapist {therapist_id} is not registered")
         return row["patient_code"], tid
 
@@ -416,7 +400,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             therapist_id=therapist,
             session_label=PurePosixPath(obj.path).stem,
             session_date=self._session_date(meta),
-            session_type=SESSION_TYPES.get(meta.session_type),
+            session_type=SESSION_TYPE_NAME.get(meta.session_type),
             protocol_day=meta.protocol_day if meta.HasField("protocol_day") else None,
             processing_version=PROCESSING_VERSION,
         )
@@ -621,9 +605,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
 
         async def attempt(conn):
             async with conn.transaction():
-                status = await conn.fetchval(
-                    "SELECT processing_status FROM therapy_sessions WHERE id = $1 FOR UPDATE", sid
-                )
+                status = await repo.lock_status(conn, sid)
                 if status == "processing":
                     await write(conn)
             log.info("session %s settled after a database outage", sid)
@@ -830,7 +812,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     ) -> str | None:
         async with self.db.acquire() as conn:
             session, settings_row, score_row, bfr_row_ = await repo.load_inputs(conn, sid)
-            outcome_row = await conn.fetchrow("SELECT * FROM session_outcomes WHERE session_id = $1", sid)
+            outcome_row = await repo.outcome(conn, sid)
             plan = None
             if session is not None:
                 plan = await plan_mod.for_reprocess(

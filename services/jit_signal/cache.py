@@ -1,5 +1,5 @@
 """Cache building blocks: payload files on disk (size-limited, LRU), in-memory LRUs, single
-flight. The SQL of the signal_processing_cache index is in queries.py."""
+flight. The SQL of the signal_processing_cache index is in repository.py."""
 
 from __future__ import annotations
 

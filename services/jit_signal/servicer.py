@@ -22,7 +22,7 @@ from libs.errors import DataLoss, FailedPrecondition, NotFound, ResourceExhauste
 from libs.grpc_server import ServiceContext
 from libs.storage import ContentStore
 from services.jit_signal import cache as c
-from services.jit_signal import queries as q
+from services.jit_signal import repository as q
 from services.jit_signal.signals import (
     Payload,
     Plan,

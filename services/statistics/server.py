@@ -1,5 +1,5 @@
 """StatisticsService (ghostly.statistics.v1): the read-only dashboard read path; the spec and
-wiring of the service. The handlers are in servicer.py, the SQL in queries.py, row -> message
+wiring of the service. The handlers are in servicer.py, the SQL in repository.py, row -> message
 conversions in messages.py, the database role and DSN in db.py (README.md).
 
 The pool connects as the read-only role `ghostly_statistics`, on a read replica when

@@ -1,5 +1,5 @@
 """StatisticsService (ghostly.statistics.v1) RPC handlers: validate the request, run the
-statements of queries.py, convert the rows (messages.py). See README.md.
+statements of repository.py, convert the rows (messages.py). See README.md.
 
 Every RPC is one round trip to PostgreSQL (GetEmgStatistics with contractions: two), through a
 pool connected as the read-only role `ghostly_statistics` (db.py)."""
@@ -29,7 +29,7 @@ from libs.convert import (
 from libs.db import access
 from libs.scoring_config import ScoringConfig
 from services.statistics import messages as to_pb
-from services.statistics import queries as q
+from services.statistics import repository as q
 
 DEFAULT_PAGE_SIZE = 50
 DEFAULT_PATIENT_PAGE_SIZE = 100
@@ -93,7 +93,7 @@ class StatisticsServicer(statistics_pb2_grpc.StatisticsServiceServicer):
         return row
 
     async def _child_row(self, sql: str, session_id: str, what: str) -> asyncpg.Record:
-        """The one row of a per-session table (queries.py: read by session_id alone); when
+        """The one row of a per-session table (repository.py: read by session_id alone); when
         there is none, a second query tells a missing session from a session without `what`."""
         sid = _uuid(session_id, "session_id")
         async with access.acquire(self.pool) as conn:

@@ -24,7 +24,7 @@ from libs.grpc_server import start_service
 from libs.storage.s3_server import EmbeddedS3
 from services.ingest import bucket_events as be
 from services.ingest.server import SPEC
-from tests.helpers import make_config, register_patient, wait_for
+from tests.helpers import add_patient, add_therapist, make_config, register_patient, wait_for
 
 
 def synthetic(tmp: Path, seed: int | None = None) -> tuple[bytes, str]:
@@ -208,15 +208,8 @@ async def test_a_retry_succeeds_once_the_cause_is_fixed(ingest_replicas, events_
     retried = metric("ghostly_bucket_events_total", outcome="retried")
     await notify(js, cfg, bucket, f"c3d/{code}/{name}")
     await wait_for(lambda: _true(metric("ghostly_bucket_events_total", outcome="retried") > retried), timeout=20)
-    tid = await db.fetchval(
-        "INSERT INTO therapists (user_id, first_name, last_name) VALUES ($1, 'T', 'Late') RETURNING id", uuid.uuid4()
-    )
-    await db.execute(
-        "INSERT INTO patients (therapist_id, patient_code, first_name, last_name, date_of_birth) "
-        "VALUES ($1, $2, 'P', 'Late', '1940-01-01')",
-        tid,
-        code,
-    )
+    tid, _ = await add_therapist(db, last="Late")
+    await add_patient(db, tid, code, last="Late")
     row = await wait_for(lambda: _completed(db, f"{code}/{name}"), timeout=60)
     assert row["processing_status"] == "completed"
 

@@ -779,16 +779,10 @@ async def seed_people(cluster: Cluster, code: str = "P077") -> tuple[str, str]:
 
     conn = await asyncpg.connect(cluster.owner_dsn)
     try:
-        therapist = await conn.fetchval(
-            "INSERT INTO therapists (user_id, first_name, last_name) VALUES ($1, 'M', 'Host') RETURNING id",
-            uuid.uuid4(),
-        )
-        await conn.execute(
-            "INSERT INTO patients (therapist_id, patient_code, first_name, last_name, date_of_birth) "
-            "VALUES ($1, $2, 'M', 'Host', '1940-01-01')",
-            therapist,
-            code,
-        )
+        from tests.helpers import add_patient, add_therapist
+
+        therapist, _ = await add_therapist(conn, first="M", last="Host")
+        await add_patient(conn, therapist, code, first="M", last="Host")
         researcher = uuid.uuid4()
         await conn.execute(
             "INSERT INTO researcher_profiles (id, full_name, institution) VALUES ($1, 'R', 'I')", researcher

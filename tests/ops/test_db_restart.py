@@ -17,8 +17,8 @@ from ghostly.statistics.v1 import statistics_pb2_grpc
 from libs.grpc_server import start_service
 from services.ingest.server import SPEC as INGEST
 from services.statistics.server import SPEC as STATISTICS
-from tests.helpers import make_config, wait_for
-from tests.ops.conftest import connect, pg_stop_fast, register_patient, synthetic_file, upload_messages
+from tests.helpers import connect, make_config, pg_stop_fast, synthetic_file, upload_messages, wait_for
+from tests.helpers import register_patient_at as register_patient
 
 PROBE_S = 0.2
 RPC_DEADLINE_S = 3.0

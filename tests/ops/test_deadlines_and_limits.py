@@ -26,8 +26,8 @@ from libs.grpc_server import metrics, start_service
 from services.ingest.server import SPEC as INGEST
 from services.jit_signal.server import SPEC as JIT
 from services.statistics.server import SPEC as STATISTICS
-from tests.helpers import make_config, wait_for
-from tests.ops.conftest import connect, register_patient, synthetic_file, upload_messages
+from tests.helpers import connect, make_config, synthetic_file, upload_messages, wait_for
+from tests.helpers import register_patient_at as register_patient
 
 DEADLINE_S = 0.4
 SLACK_S = 0.2

@@ -20,8 +20,17 @@ from ghostly.jit_signal.v1 import jit_signal_pb2 as jpb
 from ghostly.jit_signal.v1 import jit_signal_pb2_grpc
 from libs.grpc_server import start_service
 from services.ingest.server import SPEC as INGEST
-from tests.helpers import ROOT, free_port, make_config, subprocess_env, wait_for
-from tests.ops.conftest import connect, register_patient, synthetic_file, upload_messages
+from tests.helpers import (
+    ROOT,
+    connect,
+    free_port,
+    make_config,
+    subprocess_env,
+    synthetic_file,
+    upload_messages,
+    wait_for,
+)
+from tests.helpers import register_patient_at as register_patient
 
 GRACE_S = 10
 

@@ -24,7 +24,7 @@ from ghostly.statistics.v1 import statistics_pb2_grpc
 from libs.db.dsn import with_user
 from libs.db.migrate import migrate
 from libs.grpc_server import start_service
-from services.statistics import queries as q
+from services.statistics import repository as q
 from services.statistics.server import SPEC
 from tests import helpers
 from tests.helpers import ROOT, bearer, make_config
