@@ -52,12 +52,12 @@ SERVICES = tuple(config_mod.SERVICE_PORTS)
 # one-line help of `ghostly --help`, which must equal the module's). Only the module of the
 # command being run is imported; the others appear in the parser as placeholders.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "therapists": ("libs.client.patients", "register a therapist (admin)"),
-    "patients": ("libs.client.patients", "patient registry: add, list, show, calibrate, deactivate"),
-    "ingest": ("services.ingest.cli", "upload C3D files or folders to the ingest service"),
-    "sessions": ("libs.client.sessions", "list sessions / show one session's scores, muscle statistics and flags"),
-    "outcome": ("libs.client.sessions", "record a session's RPE, game points or BFR pressure and re-score it"),
-    "export": ("services.export.cli", "download a research / clinical export (audited)"),
+    "therapists": ("app.client.patients", "register a therapist (admin)"),
+    "patients": ("app.client.patients", "patient registry: add, list, show, calibrate, deactivate"),
+    "ingest": ("app.client.ingest", "upload C3D files or folders to the ingest service"),
+    "sessions": ("app.client.sessions", "list sessions / show one session's scores, muscle statistics and flags"),
+    "outcome": ("app.client.sessions", "record a session's RPE, game points or BFR pressure and re-score it"),
+    "export": ("app.client.export", "download a research / clinical export (audited)"),
     "analyze": ("app.analyze", "analyse one C3D file (statistics + performance score)"),
     "migrate-legacy": ("app.legacy", "migrate legacy c3d_metadata/analysis_results into the statistics-first tables"),
 }

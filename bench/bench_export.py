@@ -29,12 +29,12 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bench.*, tests.*
 
+from app.client.ingest import requests
 from bench.common import LARGEST, add_researcher, database, median, pct, register_patient, services
 from bench.gen_cohort import generate
 from ghostly.export.v1 import export_pb2 as pb
 from ghostly.export.v1 import export_pb2_grpc
 from ghostly.ingest.v1 import ingest_pb2_grpc
-from services.ingest.cli import requests
 
 SERVICES = ("ingest", "statistics", "jit_signal", "export")
 

@@ -23,9 +23,9 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bench.*, tests.*
 
+from app.client.ingest import requests
 from bench.common import LARGEST, database, median, pct, register_patient, services
 from ghostly.ingest.v1 import ingest_pb2_grpc
-from services.ingest.cli import requests
 
 
 def variants(src: Path, n: int, folder: Path) -> list[Path]:

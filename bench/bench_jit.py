@@ -28,12 +28,12 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bench.*, tests.*
 
+from app.client.ingest import requests
 from bench.bench_ingest import variants
 from bench.common import LARGEST, database, median, pct, register_patient, services
 from ghostly.ingest.v1 import ingest_pb2_grpc
 from ghostly.jit_signal.v1 import jit_signal_pb2 as pb
 from ghostly.jit_signal.v1 import jit_signal_pb2_grpc
-from services.ingest.cli import requests
 
 KINDS = {"envelope": pb.SIGNAL_KIND_ENVELOPE, "raw": pb.SIGNAL_KIND_RAW}
 

@@ -223,11 +223,11 @@ def measure_services(files: list[tuple[str, float, Path]]) -> dict[tuple[str, fl
     import asyncpg
     import grpc
 
+    from app.client.ingest import requests
     from bench.common import database, register_patient, services
     from ghostly.ingest.v1 import ingest_pb2_grpc
     from ghostly.jit_signal.v1 import jit_signal_pb2 as pb
     from ghostly.jit_signal.v1 import jit_signal_pb2_grpc
-    from services.ingest.cli import requests
 
     out: dict[tuple[str, float], dict] = {}
     opts = [("grpc.max_send_message_length", 8 << 20), ("grpc.max_receive_message_length", 8 << 20)]

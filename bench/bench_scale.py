@@ -36,6 +36,7 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bench.*, tests.*
 
+from app.client.ingest import requests
 from bench.bench_ingest import variants
 from bench.common import LARGEST, add_researcher, database, median, pct, register_patient, services
 from ghostly.export.v1 import export_pb2 as epb
@@ -43,7 +44,6 @@ from ghostly.export.v1 import export_pb2_grpc
 from ghostly.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from ghostly.jit_signal.v1 import jit_signal_pb2 as jpb
 from ghostly.jit_signal.v1 import jit_signal_pb2_grpc
-from services.ingest.cli import requests
 
 OPTS = [("grpc.max_send_message_length", 8 << 20), ("grpc.max_receive_message_length", 8 << 20)]
 

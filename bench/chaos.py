@@ -36,6 +36,7 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bench.*, tests.*
 
+from app.client.ingest import requests
 from bench.common import ROOT, add_researcher, register_patient, wait_serving
 from ghostly.export.v1 import export_pb2 as epb
 from ghostly.export.v1 import export_pb2_grpc
@@ -45,7 +46,6 @@ from ghostly.jit_signal.v1 import jit_signal_pb2_grpc
 from libs.db.embedded import EmbeddedPostgres, free_port
 from libs.db.migrate import migrate
 from libs.emg.synthetic import ChannelSpec, SyntheticSpec, ghostly_file_name, regular_contractions, write_synthetic_c3d
-from services.ingest.cli import requests
 
 MAX_DURATION_S = 600.0
 LEASE_S = 3.0

@@ -25,6 +25,7 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: bench.*, tests.*
 
+from app.client.ingest import requests
 from bench.bench_ingest import variants
 from bench.common import LARGEST, SAMPLES, database, median, pct, register_patient, services
 from ghostly.ingest.v1 import ingest_pb2_grpc
@@ -33,7 +34,6 @@ from ghostly.jit_signal.v1 import jit_signal_pb2_grpc
 from ghostly.statistics.v1 import statistics_pb2 as spb
 from ghostly.statistics.v1 import statistics_pb2_grpc
 from libs.auth import issue_token
-from services.ingest.cli import requests
 
 SECRET = "load-test-secret-" + uuid.uuid4().hex
 SERVICES = ("ingest", "statistics", "jit_signal")

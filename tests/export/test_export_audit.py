@@ -399,7 +399,7 @@ async def _cli(*args: str) -> tuple[int | None, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "services.export.cli",
+        "app.client.export",
         *args,
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,

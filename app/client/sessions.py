@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from libs.client.common import (
+from app.client.common import (
     CommandError,
     add_timeout,
     command,

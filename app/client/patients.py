@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 
-from libs.client.common import (
+from app.client.common import (
     CommandError,
     add_timeout,
     calibration_source_word,
@@ -144,8 +144,8 @@ def run_list(args, client) -> int:
 
 @command
 def run_show(args, client) -> int:
+    from app.client.sessions import recent_sessions, session_lines
     from ghostly.statistics.v1 import statistics_pb2 as spb
-    from libs.client.sessions import recent_sessions, session_lines
 
     p = client.statistics.GetPatient(spb.GetPatientRequest(patient_code=args.code))
     history = client.statistics.ListPatientCalibrations(

@@ -50,7 +50,7 @@ def requests(path: Path, patient: str, **session):
 
 def describe(path: Path, reply) -> list[str]:
     """The result of one upload: `new|duplicate  PATH  session ID  STATUS  score X`, then its warnings."""
-    from libs.client.common import score, status_word
+    from app.client.common import score, status_word
 
     kind = "new" if reply.created else "duplicate"
     value = reply.overall_performance_score if reply.HasField("overall_performance_score") else None
@@ -66,9 +66,9 @@ async def ingest_files(
     'failed': [(path, message)]}. `report(lines)` is called as each file completes."""
     import grpc
 
+    from app.client.common import rpc_error_line
     from ghostly.ingest.v1 import ingest_pb2_grpc
     from libs import auth
-    from libs.client.common import rpc_error_line
 
     summary: dict[str, list] = {"new": [], "duplicate": [], "failed": []}
     gate = asyncio.Semaphore(concurrency)
