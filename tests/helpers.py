@@ -431,3 +431,19 @@ async def connect(dsn: str) -> asyncpg.Connection:
     conn = await asyncpg.connect(dsn)
     await init_connection(conn)
     return conn
+
+
+async def as_admin_of_role(conn: asyncpg.Connection, role: str, sql: str, *args: Any) -> None:
+    """``sql`` in a transaction of its own, as the database role ``role`` acting for an admin
+    caller (row-level security sees ghostly.role = admin): what a service's connection does."""
+    async with conn.transaction():
+        await conn.execute(f"SET LOCAL ROLE {role}")
+        await conn.execute("SELECT set_config('ghostly.role', 'admin', true)")
+        await conn.execute(sql, *args)
+
+
+async def in_one_transaction(conn: asyncpg.Connection, *statements: tuple[Any, ...]) -> None:
+    """Each (sql, *args) of ``statements`` in one transaction (rolled back if one fails)."""
+    async with conn.transaction():
+        for sql, *args in statements:
+            await conn.execute(sql, *args)

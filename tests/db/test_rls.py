@@ -7,7 +7,7 @@ import uuid
 import asyncpg
 import pytest
 
-from tests.helpers import caseload_with_session
+from tests.helpers import as_admin_of_role, caseload_with_session
 
 
 @pytest.fixture
@@ -74,11 +74,10 @@ async def test_no_identity_reads_nothing(conn, two_caseloads):
 
 
 async def test_statistics_role_cannot_write(conn, two_caseloads):
-    with pytest.raises(asyncpg.InsufficientPrivilegeError):  # noqa: PT012 - the role is set in the failing transaction
-        async with conn.transaction():
-            await conn.execute("SET LOCAL ROLE ghostly_statistics")
-            await conn.execute("SELECT set_config('ghostly.role', 'admin', true)")
-            await conn.execute("DELETE FROM therapy_sessions WHERE id = $1", two_caseloads["a"]["session"])
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await as_admin_of_role(
+            conn, "ghostly_statistics", "DELETE FROM therapy_sessions WHERE id = $1", two_caseloads["a"]["session"]
+        )
 
 
 async def test_ingest_role_writes_everything(conn, two_caseloads):

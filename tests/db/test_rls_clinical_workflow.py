@@ -10,7 +10,7 @@ import uuid
 import asyncpg
 import pytest
 
-from tests.helpers import caseload_with_session
+from tests.helpers import as_admin_of_role, caseload_with_session
 
 READERS = ("ghostly_statistics",)  # ghostly_export reads them over gRPC only (migration 019)
 
@@ -113,8 +113,5 @@ async def test_readers_cannot_write_calibrations_or_outcomes(conn, two_caseloads
         "DELETE FROM patient_calibrations",
         "INSERT INTO scoring_config (version, config, created_by) VALUES (99, '{}', 'x')",
     ):
-        with pytest.raises(asyncpg.InsufficientPrivilegeError):  # noqa: PT012 - the role is set in the failing transaction
-            async with conn.transaction():
-                await conn.execute(f"SET LOCAL ROLE {role}")
-                await conn.execute("SELECT set_config('ghostly.role', 'admin', true)")
-                await conn.execute(sql)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await as_admin_of_role(conn, role, sql)

@@ -23,6 +23,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from tests.helpers import in_one_transaction
+
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
@@ -804,16 +806,20 @@ async def test_referenced_patient_therapist_researcher_cannot_be_deleted(
             async with conn.transaction():
                 await conn.execute(sql, arg)
     # the therapist is referenced by the patient and by the session
-    with pytest.raises(asyncpg.exceptions.ForeignKeyViolationError) as excinfo:  # noqa: PT012 - one transaction
-        async with conn.transaction():
-            await conn.execute("DELETE FROM patients WHERE patient_code = $1", patient_code)
-            await conn.execute("DELETE FROM therapists WHERE id = $1", therapist_id)
+    with pytest.raises(asyncpg.exceptions.ForeignKeyViolationError) as excinfo:
+        await in_one_transaction(
+            conn,
+            ("DELETE FROM patients WHERE patient_code = $1", patient_code),
+            ("DELETE FROM therapists WHERE id = $1", therapist_id),
+        )
     assert excinfo.value.constraint_name == "fk_therapy_sessions_patient"
-    with pytest.raises(asyncpg.exceptions.ForeignKeyViolationError) as excinfo:  # noqa: PT012 - one transaction
-        async with conn.transaction():
-            await conn.execute("UPDATE therapy_sessions SET patient_id = NULL WHERE id = $1", session_uuid)
-            await conn.execute("DELETE FROM patients WHERE patient_code = $1", patient_code)
-            await conn.execute("DELETE FROM therapists WHERE id = $1", therapist_id)
+    with pytest.raises(asyncpg.exceptions.ForeignKeyViolationError) as excinfo:
+        await in_one_transaction(
+            conn,
+            ("UPDATE therapy_sessions SET patient_id = NULL WHERE id = $1", session_uuid),
+            ("DELETE FROM patients WHERE patient_code = $1", patient_code),
+            ("DELETE FROM therapists WHERE id = $1", therapist_id),
+        )
     assert excinfo.value.constraint_name == "fk_therapy_sessions_therapist"
 
 
