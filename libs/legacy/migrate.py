@@ -77,6 +77,7 @@ class MigrationStats:
     missing_columns: list = field(default_factory=list)
     archived: bool = False  # 008 applied: nothing to do
     dry_run: bool = False
+    bulk: bool = False  # emg_contractions' foreign keys dropped for the run (BULK_MIN_ROWS)
     seconds: float = 0.0
 
 
@@ -86,6 +87,7 @@ class ValidationReport:
     problems: list[str] = field(default_factory=list)
     quarantined: list[str] = field(default_factory=list)  # "path: reason" of legacy_migration_errors
     values: list[str] = field(default_factory=list)  # values mapped / nulled (constraints), with counts
+    notes: list[str] = field(default_factory=list)  # what validation repaired first (bulk-run foreign keys)
     archived: bool = False
     seconds: float = 0.0
 
@@ -102,6 +104,7 @@ class ValidationReport:
         lines = ["legacy migration validation: " + head]
         lines += [f"  {k:<40} {v}" for k, v in self.counts.items()]
         lines += [f"  VALUE: {v}" for v in self.values]
+        lines += [f"  NOTE: {n}" for n in self.notes]
         lines += [f"  QUARANTINED: {q}" for q in self.quarantined]
         lines += [f"  LOSS: {p}" for p in self.problems]
         return "\n".join(lines)
@@ -861,6 +864,51 @@ async def _quarantine(conn: asyncpg.Connection, shape: Shape, ids: list, reason:
     )
 
 
+# Bulk load (PostgreSQL's "Populating a Database": remove foreign keys, add them back after).
+# A run that migrates at least BULK_MIN_ROWS legacy rows drops the two foreign keys of
+# emg_contractions (~50 rows per session, most of the migration's time went into their two
+# index probes and row locks per contraction) and re-adds them NOT VALID + VALIDATE: one pass
+# with a join. Contractions a concurrent delete orphaned meanwhile are removed first, as their
+# ON DELETE CASCADE would have done. A run that dies in between is healed by the next run and
+# by --validate-only, before anything else.
+BULK_MIN_ROWS = 10_000
+CONTRACTION_FKS = {
+    "emg_contractions_statistics_id_fkey": "FOREIGN KEY (statistics_id) REFERENCES emg_statistics(id) ON DELETE CASCADE",
+    "emg_contractions_session_id_fkey": "FOREIGN KEY (session_id) REFERENCES therapy_sessions(id) ON DELETE CASCADE",
+}
+
+
+async def restore_contraction_fks(conn: asyncpg.Connection) -> list[str]:
+    """Re-add the foreign keys of emg_contractions a bulk run dropped; returns their names."""
+    present = {
+        r[0]
+        for r in await conn.fetch(
+            "SELECT conname FROM pg_constraint WHERE conrelid = 'emg_contractions'::regclass AND contype = 'f'"
+        )
+    }
+    missing = [name for name in CONTRACTION_FKS if name not in present]
+    if not missing:
+        return []
+    async with conn.transaction():
+        # No delete of a session or its statistics between the orphan sweep and the constraint.
+        await conn.execute("LOCK TABLE therapy_sessions, emg_statistics IN SHARE ROW EXCLUSIVE MODE")
+        await conn.execute(
+            "DELETE FROM emg_contractions c WHERE NOT EXISTS (SELECT 1 FROM emg_statistics s WHERE s.id = c.statistics_id)"
+            " OR NOT EXISTS (SELECT 1 FROM therapy_sessions t WHERE t.id = c.session_id)"
+        )
+        for name in missing:
+            await conn.execute(f"ALTER TABLE emg_contractions ADD CONSTRAINT {name} {CONTRACTION_FKS[name]} NOT VALID")
+    for name in missing:  # a scan that lets writers go on (SHARE UPDATE EXCLUSIVE)
+        await conn.execute(f"ALTER TABLE emg_contractions VALIDATE CONSTRAINT {name}")
+    return missing
+
+
+async def drop_contraction_fks(conn: asyncpg.Connection) -> None:
+    async with conn.transaction():
+        for name in CONTRACTION_FKS:
+            await conn.execute(f"ALTER TABLE emg_contractions DROP CONSTRAINT IF EXISTS {name}")
+
+
 async def run(
     dsn: str,
     *,
@@ -894,6 +942,12 @@ async def run(
             raise RuntimeError(
                 "legacy_c3d_sources / legacy_migration_errors do not exist: apply the migrations "
                 "first (`ghostly migrate`: 001-007, 009-023)"
+            )
+        healed = await restore_contraction_fks(conn)
+        if healed:
+            log.warning(
+                "foreign keys of emg_contractions restored (an earlier bulk run ended early)",
+                extra={"fields": {"constraints": healed}},
             )
         shape = await _shape(conn)
         stats.missing_columns = shape.missing
@@ -1046,6 +1100,9 @@ async def run(
                 if fail_after_batches is not None and counters["committed"] >= fail_after_batches:
                     raise InjectedFailure(f"injected failure after {counters['committed']} batch(es)")
 
+        stats.bulk = not dry_run and stats.legacy_rows - already >= BULK_MIN_ROWS
+        if stats.bulk:
+            await drop_contraction_fks(conn)
         conns = [conn] + [await asyncpg.connect(dsn, server_settings=_SESSION) for _ in range(max(1, workers) - 1)]
         try:
             await asyncio.gather(*(worker(c) for c in conns))
@@ -1053,6 +1110,13 @@ async def run(
             bar.close()
             for c in conns[1:]:
                 await c.close()
+            if stats.bulk:
+                t0 = time.perf_counter()
+                await restore_contraction_fks(conn)
+                log.info(
+                    "foreign keys of emg_contractions re-added and validated",
+                    extra={"fields": {"ms": int((time.perf_counter() - t0) * 1000)}},
+                )
     finally:
         await conn.close()
     stats.seconds = time.perf_counter() - started
@@ -1318,6 +1382,8 @@ async def validate(dsn: str, *, sample: int = 5) -> ValidationReport:
             if state == "absent":
                 report.problems.append("no legacy c3d_metadata table in this database")
             return report
+        if await restore_contraction_fks(conn):
+            report.notes.append("foreign keys of emg_contractions restored (an earlier bulk run ended early)")
         shape = await _shape(conn)
         async with conn.transaction():
             now = await conn.fetchval("SELECT now()")

@@ -579,3 +579,45 @@ async def test_a_reanalysis_that_cannot_be_migrated_is_quarantined_not_a_loss(db
         assert await conn.fetchval("SELECT count(*) FROM emg_statistics WHERE session_id = $1", sid) == before
     finally:
         await conn.close()
+
+
+async def _contraction_fks(conn) -> dict[str, bool]:
+    rows = await conn.fetch(
+        "SELECT conname, convalidated FROM pg_constraint WHERE conrelid = 'emg_contractions'::regclass AND contype = 'f'"
+    )
+    return {r["conname"]: r["convalidated"] for r in rows}
+
+
+async def test_bulk_run_drops_and_restores_the_contraction_foreign_keys(db_factory, monkeypatch):
+    """A large run loads emg_contractions without its two foreign keys and adds them back
+    validated; same rows as a run with them (the bench's speed comes from this)."""
+    dsn = await _db(db_factory, n=30)
+    monkeypatch.setattr(lm, "BULK_MIN_ROWS", 1)
+    stats, report = await lm.run(dsn, progress=False)
+    assert stats.bulk and report.ok, report.text()
+    conn = await asyncpg.connect(dsn)
+    try:
+        assert await _contraction_fks(conn) == {name: True for name in lm.CONTRACTION_FKS}
+        assert await conn.fetchval("SELECT count(*) FROM emg_contractions") == stats.contractions > 0
+    finally:
+        await conn.close()
+
+
+async def test_foreign_keys_a_dead_bulk_run_left_dropped_are_restored_and_orphans_removed(db_factory):
+    """The run died between dropping and re-adding the keys, and a session was deleted
+    meanwhile (its contractions not cascaded): validation restores the keys first, removing
+    the orphans as ON DELETE CASCADE would have; nothing else is lost."""
+    dsn = await _db(db_factory, n=12)
+    stats, _ = await lm.run(dsn, progress=False, validate_after=False)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await lm.drop_contraction_fks(conn)
+        gone = await conn.fetchval("SELECT session_id FROM emg_contractions LIMIT 1")
+        n_gone = await conn.fetchval("SELECT count(*) FROM emg_contractions WHERE session_id = $1", gone)
+        await conn.execute("DELETE FROM therapy_sessions WHERE id = $1", gone)  # no cascade now
+        report = await lm.validate(dsn)
+        assert any("restored" in n for n in report.notes), report.text()
+        assert await _contraction_fks(conn) == {name: True for name in lm.CONTRACTION_FKS}
+        assert await conn.fetchval("SELECT count(*) FROM emg_contractions") == stats.contractions - n_gone
+    finally:
+        await conn.close()
