@@ -890,16 +890,23 @@ async def restore_contraction_fks(conn: asyncpg.Connection) -> list[str]:
     if not missing:
         return []
     async with conn.transaction():
-        # No delete of a session or its statistics between the orphan sweep and the constraint.
-        await conn.execute("LOCK TABLE therapy_sessions, emg_statistics IN SHARE ROW EXCLUSIVE MODE")
-        await conn.execute(
-            "DELETE FROM emg_contractions c WHERE NOT EXISTS (SELECT 1 FROM emg_statistics s WHERE s.id = c.statistics_id)"
-            " OR NOT EXISTS (SELECT 1 FROM therapy_sessions t WHERE t.id = c.session_id)"
-        )
+        # NOT VALID: enforced (and cascading) from now on for every write; the rows already
+        # there are checked by VALIDATE, a scan that lets writers go on.
         for name in missing:
             await conn.execute(f"ALTER TABLE emg_contractions ADD CONSTRAINT {name} {CONTRACTION_FKS[name]} NOT VALID")
-    for name in missing:  # a scan that lets writers go on (SHARE UPDATE EXCLUSIVE)
-        await conn.execute(f"ALTER TABLE emg_contractions VALIDATE CONSTRAINT {name}")
+    for name in missing:
+        try:
+            await conn.execute(f"ALTER TABLE emg_contractions VALIDATE CONSTRAINT {name}")
+        except asyncpg.ForeignKeyViolationError:
+            # Contractions of a session or statistics row deleted while the key was off: gone,
+            # as ON DELETE CASCADE would have done. No new orphan can appear meanwhile (the key
+            # is enforced since it was added).
+            await conn.execute(
+                "DELETE FROM emg_contractions c WHERE NOT EXISTS "
+                "(SELECT 1 FROM emg_statistics s WHERE s.id = c.statistics_id) "
+                "OR NOT EXISTS (SELECT 1 FROM therapy_sessions t WHERE t.id = c.session_id)"
+            )
+            await conn.execute(f"ALTER TABLE emg_contractions VALIDATE CONSTRAINT {name}")
     return missing
 
 
