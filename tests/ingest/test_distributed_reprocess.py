@@ -21,6 +21,8 @@ from tests.helpers import ROOT, free_port, make_config, subprocess_env, upload_m
 from tests.ingest.test_ingest_service import synthetic_bytes
 from tests.ops.test_crash_recovery import _forkserver_tree, _now
 
+N_SESSIONS = 24
+
 
 async def test_reprocess_spreads_over_replicas_and_survives_a_killed_one(database_url, db, patient, tmp_path):
     cfg = make_config(database_url, tmp_path, ingest_workers=1, ingest_claim_lease_s=1.0)
@@ -49,7 +51,9 @@ async def test_reprocess_spreads_over_replicas_and_survives_a_killed_one(databas
         async with grpc.aio.insecure_channel(a.address) as ch:
             stub = ingest_pb2_grpc.IngestServiceStub(ch)
             sids = set()
-            for i in range(10):
+            # Enough sessions that replica A cannot finish them all before B's consumer next
+            # looks at the queue (it polls every 0.5 s; with 10, A sometimes took every item).
+            for i in range(N_SESSIONS):
                 data, name = synthetic_bytes(tmp_path, seed=8200 + i)
                 sids.add((await stub.Upload(upload_messages(data, name, patient))).session_id)
 
@@ -78,14 +82,15 @@ async def test_reprocess_spreads_over_replicas_and_survives_a_killed_one(databas
             await call
 
         final = msgs[-1]
-        assert final.done and final.done_count == 10 and final.total_count == 10 and final.failed_count == 0
-        assert {m.session_id for m in msgs[:-1]} == sids and len(msgs) == 11  # each session reported once
+        assert final.done and final.done_count == N_SESSIONS and final.total_count == N_SESSIONS
+        assert final.failed_count == 0
+        assert {m.session_id for m in msgs[:-1]} == sids and len(msgs) == N_SESSIONS + 1  # each reported once
         items = await db.fetch(
             "SELECT i.session_id, i.status, i.claimed_by, i.attempts FROM reprocess_items i "
             "JOIN therapy_sessions s ON s.id = i.session_id WHERE s.patient_id = $1",
             patient,
         )
-        assert len(items) == 10 and {str(r["session_id"]) for r in items} == sids
+        assert len(items) == N_SESSIONS and {str(r["session_id"]) for r in items} == sids
         assert all(r["status"] == "done" for r in items)
         # B's item at the kill was taken over by A (a second attempt); nothing ran twice otherwise.
         assert sorted(r["attempts"] for r in items)[-2:] == [1, 2]
