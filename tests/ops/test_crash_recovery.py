@@ -57,6 +57,10 @@ def _descendants(pid: int) -> set[int]:
     return out
 
 
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -116,9 +120,13 @@ async def test_kill_9_mid_analysis_workers_die_and_the_claim_is_recovered(own_pg
         await wait_for(lambda: check(address, timeout=1), timeout=30, interval=0.1)
         tree = await wait_for(_now(lambda: (t := _forkserver_tree(proc.pid)) and len(t) >= 3 and t), timeout=20)
         helpers = _descendants(proc.pid)
-        # Freeze the fork server and its workers: the analysis of the upload cannot finish, so
-        # the process is killed with its session claimed ('processing'), deterministically.
-        for pid in tree:
+        # Freeze the analysis workers: the analysis of the upload cannot finish, so the process
+        # is killed with its session claimed ('processing'), deterministically. The fork server
+        # itself keeps running, as it would in production: it must then go with ingest (its
+        # parent-death signal, or its pipe from ingest closing), and the frozen workers with it
+        # (their own parent-death signal, towards the fork server).
+        server = next(p for p in tree if _parent(p) == proc.pid)  # the workers' parent is the fork server
+        for pid in tree - {server}:
             os.kill(pid, signal.SIGSTOP)
 
         never = asyncio.Event()
