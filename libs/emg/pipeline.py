@@ -205,6 +205,27 @@ def _notch_plan(
     return sos, signal.sosfilt_zi(sos)
 
 
+def _mark_notch_edges(
+    flag: NDArray[np.bool_], spans: list[ArtifactSpan], rate: float, params: ProcessingParams, n: int
+) -> list[ArtifactSpan]:
+    """Whatever the padding, a reflected hum changes phase at the ends of the recording and the
+    narrow notch rings there for a few time constants: those samples are artefacts (flagged in
+    place; the spans returned in time order)."""
+    edge = notch_padlen(rate, params, n)
+    if n <= 4 * edge:
+        return spans
+    flag[:edge] = True
+    flag[n - edge :] = True
+    return sorted(
+        [
+            *spans,
+            ArtifactSpan("filter_edge", 0.0, edge / rate, edge, None),
+            ArtifactSpan("filter_edge", (n - edge) / rate, n / rate, edge, None),
+        ],
+        key=lambda x: x.start_s,
+    )
+
+
 def chain_into(
     raw: NDArray[np.float64],
     rate: float,
@@ -244,20 +265,7 @@ def chain_into(
         p = notch_padlen(rate, params, n)
         a[p : p + n] = filtered
         np.copyto(filtered, _zero_phase(sos, zi, n, a, b, p))
-        # Whatever the padding, a reflected hum changes phase at the ends of the recording and
-        # the narrow notch rings there for a few time constants: those samples are artefacts.
-        edge = notch_padlen(rate, params, n)
-        if n > 4 * edge:
-            flag[:edge] = True
-            flag[n - edge :] = True
-            spans = sorted(
-                [
-                    *spans,
-                    ArtifactSpan("filter_edge", 0.0, edge / rate, edge, None),
-                    ArtifactSpan("filter_edge", (n - edge) / rate, n / rate, edge, None),
-                ],
-                key=lambda x: x.start_s,
-            )
+        spans = _mark_notch_edges(flag, spans, rate, params, n)
     # Rectify into the low-pass buffer, low-pass, square.
     p = _padlen(lp, n)
     mid = a[p : p + n]
@@ -467,18 +475,7 @@ def chain_lowmem(
         cur = _zero_phase_inplace(sos, zi, work, n, p)
         if filtered is not None:
             np.copyto(filtered, cur)
-        edge = notch_padlen(rate, params, n)
-        if n > 4 * edge:
-            flag[:edge] = True
-            flag[n - edge :] = True
-            spans = sorted(
-                [
-                    *spans,
-                    ArtifactSpan("filter_edge", 0.0, edge / rate, edge, None),
-                    ArtifactSpan("filter_edge", (n - edge) / rate, n / rate, edge, None),
-                ],
-                key=lambda x: x.start_s,
-            )
+        spans = _mark_notch_edges(flag, spans, rate, params, n)
     if env is None:
         return Conditioning(spans, flag, hum)
     # Rectify, low-pass, square, moving mean, root.

@@ -28,8 +28,9 @@ async def history(database_url):
     await pool.close()
 
 
-async def _start(h: History) -> uuid.UUID:
-    eid = uuid.uuid4()
+async def _start(h: History, eid: uuid.UUID | None = None) -> uuid.UUID:
+    """A statistics-only CSV export row started through History.start; returns its id."""
+    eid = eid or uuid.uuid4()
     await h.start(
         export_id=eid,
         session_id=None,
@@ -101,17 +102,7 @@ async def test_an_insert_that_committed_without_its_reply_is_closed(history, db,
     monkeypatch.setattr(history_mod.access, "acquire", committed_then_timeout)
     eid = uuid.uuid4()
     with pytest.raises(TimeoutError):
-        await history.start(
-            export_id=eid,
-            session_id=None,
-            export_type="statistics_only",
-            channels=None,
-            data_format="csv",
-            options={},
-            processing_method="database_query",
-            data_source="cached_statistics",
-            exported_by=None,
-        )
+        await _start(history, eid)
     monkeypatch.setattr(history_mod.access, "acquire", real_acquire)
     row = await _wait_closed(db, eid)
     assert row["export_status"] == "failed" and row["error_message"].startswith("interrupted as the export started")
