@@ -5,10 +5,12 @@ from __future__ import annotations
 import abc
 import contextlib
 import errno as errno_mod
+import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
 
 from libs.errors import InvalidArgument, StoreError, StoreFull
 
@@ -136,6 +138,33 @@ class Staging(abc.ABC):
     async def commit(self, path: str) -> StoredObject:
         """Publish under `path` (atomic). If `path` already holds the same bytes, keep it; if it
         holds different bytes, raise StoreConflict (a FileExistsError)."""
+
+
+class FileStaging(Staging):
+    """A Staging written to a local file of the store (its staging folder), hashed on the way:
+    what every store's staging has in common; each store publishes it in its own commit."""
+
+    def __init__(self, store: Any, local: Path, handle: BinaryIO):
+        self.store, self.local, self._handle = store, local, handle
+        self._hash = hashlib.sha256()
+        self.size_bytes = 0
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    async def write(self, chunk: bytes) -> None:
+        # Chunks are small (<= the gRPC message limit): a blocking write is cheaper than a thread hop.
+        try:
+            self._handle.write(chunk)
+        except OSError as exc:
+            raise store_error(exc, "write the upload to the staging folder") from exc
+        self._hash.update(chunk)
+        self.size_bytes += len(chunk)
+
+    def close(self) -> None:
+        if not self._handle.closed:
+            self._handle.close()
 
 
 class LocalPathContext:

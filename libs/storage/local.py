@@ -19,8 +19,8 @@ from pathlib import Path
 from libs.errors import InvalidArgument, NotFound, StoreConflict
 from libs.storage.base import (
     ContentStore,
+    FileStaging,
     LocalPathContext,
-    Staging,
     StoredObject,
     store_error,
     store_errors,
@@ -172,28 +172,8 @@ class LocalContentStore(ContentStore):
         return None
 
 
-class _LocalStaging(Staging):
-    def __init__(self, store: LocalContentStore, local: Path, handle):
-        self.store, self.local, self._handle = store, local, handle
-        self._hash = hashlib.sha256()
-        self.size_bytes = 0
-
-    @property
-    def sha256(self) -> str:
-        return self._hash.hexdigest()
-
-    async def write(self, chunk: bytes) -> None:
-        # Chunks are small (<= the gRPC message limit): a blocking write is cheaper than a thread hop.
-        try:
-            self._handle.write(chunk)
-        except OSError as exc:
-            raise store_error(exc, "write the upload to the staging folder") from exc
-        self._hash.update(chunk)
-        self.size_bytes += len(chunk)
-
-    def close(self) -> None:
-        if not self._handle.closed:
-            self._handle.close()
+class _LocalStaging(FileStaging):
+    store: LocalContentStore
 
     async def commit(self, path: str) -> StoredObject:
         with store_errors("write the upload to the staging folder"):

@@ -43,7 +43,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from libs.errors import DataLoss, InvalidArgument, NotFound, StoreConflict, StoreError
-from libs.storage.base import ContentStore, LocalPathContext, Staging, StoredObject, validate_relative_path
+from libs.storage.base import ContentStore, FileStaging, LocalPathContext, StoredObject, validate_relative_path
 
 log = logging.getLogger("ghostly.storage")
 
@@ -560,27 +560,8 @@ class _Download(LocalPathContext):
             self.local = None
 
 
-class _S3Staging(Staging):
-    def __init__(self, store: S3ContentStore, local: Path, handle):
-        self.store, self.local, self._handle = store, local, handle
-        self._hash = hashlib.sha256()
-        self.size_bytes = 0
-
-    @property
-    def sha256(self) -> str:
-        return self._hash.hexdigest()
-
-    async def write(self, chunk: bytes) -> None:
-        try:
-            self._handle.write(chunk)
-        except OSError as exc:
-            raise StoreError(f"content store: cannot write the upload to the staging folder: {exc}") from exc
-        self._hash.update(chunk)
-        self.size_bytes += len(chunk)
-
-    def close(self) -> None:
-        if not self._handle.closed:
-            self._handle.close()
+class _S3Staging(FileStaging):
+    store: S3ContentStore
 
     async def commit(self, path: str) -> StoredObject:
         try:
